@@ -1,0 +1,41 @@
+# shellcheck shell=bash
+# Shared paths and helpers for the project's scripts. Source it; do not run it.
+
+set -euo pipefail
+
+TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${DMLU_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dm-log-userspace-rs}
+# The kernel whose source Debian ships as linux-source-$KVER (trixie-backports).
+KVER=${DMLU_KVER:-7.3}
+LLVM_SUFFIX=-19
+JOBS=${JOBS:-$(nproc)}
+
+mkdir -p "$CACHE"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Runs a long command with its output in a log file, printing a progress line every few seconds.
+# Usage: with_progress LABEL LOGFILE cmd...
+with_progress() {
+	local label=$1 log=$2 start pid rc=0
+	shift 2
+	start=$(date +%s)
+	"$@" >"$log" 2>&1 &
+	pid=$!
+	while kill -0 "$pid" 2>/dev/null; do
+		sleep 5
+		kill -0 "$pid" 2>/dev/null || break
+		printf '    %s: %ss, %s\n' "$label" $(($(date +%s) - start)) \
+			"$(tail -n 1 "$log" | cut -c1-90)" >&2
+	done
+	wait "$pid" || rc=$?
+	if [ "$rc" -ne 0 ]; then
+		tail -n 40 "$log" >&2
+		die "$label failed (exit $rc); full log: $log"
+	fi
+	printf '    %s: done in %ss\n' "$label" $(($(date +%s) - start)) >&2
+}
+
+# rustc's version, e.g. 1.95.0.
+rustc_version() { rustc --version | awk '{print $2}'; }

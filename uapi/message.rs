@@ -1,0 +1,589 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The connector message (`cn_msg`) and the request header (`dm_ulog_request`).
+
+use core::fmt;
+
+/// Connector index of device-mapper (`CN_IDX_DM`); also the netlink multicast group.
+pub const CN_IDX_DM: u32 = 0x7;
+/// Connector value of the userspace log (`CN_VAL_DM_USERSPACE_LOG`).
+pub const CN_VAL_DM_USERSPACE_LOG: u32 = 0x1;
+/// The largest `cn_msg.len` the connector core accepts (`CONNECTOR_MAX_MSG_SIZE`).
+pub const CONNECTOR_MAX_MSG_SIZE: usize = 16384;
+
+/// Size of `struct cn_msg`.
+pub const CN_MSG_SIZE: usize = 20;
+/// Size of `struct dm_ulog_request` without its payload.
+pub const HEADER_SIZE: usize = 160;
+/// Size of the `uuid` field (`DM_UUID_LEN`), NUL included.
+pub const UUID_FIELD_SIZE: usize = 129;
+/// Longest UUID a table may give (the field keeps a terminating NUL).
+pub const MAX_UUID_LEN: usize = UUID_FIELD_SIZE - 1;
+/// Size of a device name in a CTR reply, NUL included (`DM_NAME_LEN`).
+pub const DEVICE_NAME_SIZE: usize = 128;
+/// Protocol version the kernel stamps on every request (`DM_ULOG_REQUEST_VERSION`).
+pub const REQUEST_VERSION: u32 = 3;
+/// Bits of `request_type` that carry the type; the rest is reserved for servers.
+pub const REQUEST_TYPE_MASK: u32 = 0xff;
+/// Largest request payload upstream's module sends: its 512-byte buffer less both headers.
+///
+/// Servers such as cmirrord size their buffers on this, so the module keeps to it.
+pub const MAX_REQUEST_PAYLOAD: usize = 512 - HEADER_SIZE - CN_MSG_SIZE;
+
+// Offsets of the header fields inside a `dm_ulog_request`.
+const OFF_LUID: usize = 0;
+const OFF_UUID: usize = 8;
+const OFF_VERSION: usize = 140;
+const OFF_ERROR: usize = 144;
+const OFF_SEQ: usize = 148;
+const OFF_TYPE: usize = 152;
+const OFF_DATA_SIZE: usize = 156;
+
+/// A log operation, the `request_type` of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u32)]
+pub enum RequestType {
+    /// Create a log: payload `"<target sectors> <args>"`; reply: optional device name.
+    Ctr = 1,
+    /// Destroy a log.
+    Dtr = 2,
+    /// The mirror is about to suspend.
+    Presuspend = 3,
+    /// The mirror has suspended.
+    Postsuspend = 4,
+    /// The mirror resumes.
+    Resume = 5,
+    /// Reply: `u64` region size in sectors.
+    GetRegionSize = 6,
+    /// Payload: `u64` region; reply: `i64` 1 if clean.
+    IsClean = 7,
+    /// Payload: `u64` region; reply: `i64` 1 if in sync.
+    InSync = 8,
+    /// Make marks and clears durable; v3: may carry `u64` marks.
+    Flush = 9,
+    /// Payload: `u64` regions to mark dirty.
+    MarkRegion = 10,
+    /// Payload: `u64` regions to mark clean.
+    ClearRegion = 11,
+    /// Reply: `{ i64 i; u64 r; }`, recover region `r` if `i` is 1.
+    GetResyncWork = 12,
+    /// Payload: `{ u64 region; i64 in_sync; }`.
+    SetRegionSync = 13,
+    /// Reply: `u64` count of regions in sync.
+    GetSyncCount = 14,
+    /// Reply: the log's status INFO text.
+    StatusInfo = 15,
+    /// Reply: the log's status TABLE text (the kernel builds it itself).
+    StatusTable = 16,
+    /// Payload: `u64` region; reply: `{ i64 is_recovering; u64 in_sync_hint; }`.
+    IsRemoteRecovering = 17,
+}
+
+impl RequestType {
+    /// Every request type, in wire order.
+    pub const ALL: [RequestType; 17] = [
+        Self::Ctr,
+        Self::Dtr,
+        Self::Presuspend,
+        Self::Postsuspend,
+        Self::Resume,
+        Self::GetRegionSize,
+        Self::IsClean,
+        Self::InSync,
+        Self::Flush,
+        Self::MarkRegion,
+        Self::ClearRegion,
+        Self::GetResyncWork,
+        Self::SetRegionSync,
+        Self::GetSyncCount,
+        Self::StatusInfo,
+        Self::StatusTable,
+        Self::IsRemoteRecovering,
+    ];
+
+    /// The upstream name without its `DM_ULOG_` prefix.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Ctr => "CTR",
+            Self::Dtr => "DTR",
+            Self::Presuspend => "PRESUSPEND",
+            Self::Postsuspend => "POSTSUSPEND",
+            Self::Resume => "RESUME",
+            Self::GetRegionSize => "GET_REGION_SIZE",
+            Self::IsClean => "IS_CLEAN",
+            Self::InSync => "IN_SYNC",
+            Self::Flush => "FLUSH",
+            Self::MarkRegion => "MARK_REGION",
+            Self::ClearRegion => "CLEAR_REGION",
+            Self::GetResyncWork => "GET_RESYNC_WORK",
+            Self::SetRegionSync => "SET_REGION_SYNC",
+            Self::GetSyncCount => "GET_SYNC_COUNT",
+            Self::StatusInfo => "STATUS_INFO",
+            Self::StatusTable => "STATUS_TABLE",
+            Self::IsRemoteRecovering => "IS_REMOTE_RECOVERING",
+        }
+    }
+
+    /// Index of this type in [`RequestType::ALL`], for per-type counters.
+    pub const fn index(self) -> usize {
+        self as usize - 1
+    }
+}
+
+impl TryFrom<u32> for RequestType {
+    type Error = WireError;
+
+    /// Decodes a `request_type`, ignoring the reserved high bits as upstream does.
+    fn try_from(raw: u32) -> Result<Self, WireError> {
+        let masked = raw & REQUEST_TYPE_MASK;
+        Self::ALL
+            .get((masked as usize).wrapping_sub(1))
+            .copied()
+            .ok_or(WireError::UnknownType(raw))
+    }
+}
+
+/// Why bytes on the wire were rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WireError {
+    /// The buffer is shorter than the structure it must hold.
+    Truncated {
+        /// Bytes needed.
+        need: usize,
+        /// Bytes present.
+        have: usize,
+    },
+    /// `cn_msg.len` or `data_size` disagrees with the bytes received.
+    LengthMismatch {
+        /// What the message claims.
+        claimed: usize,
+        /// What is there.
+        have: usize,
+    },
+    /// A `request_type` outside 1..=17.
+    UnknownType(u32),
+    /// The message is not addressed to the userspace log's connector id.
+    WrongConnectorId {
+        /// `cb_id.idx` received.
+        idx: u32,
+        /// `cb_id.val` received.
+        val: u32,
+    },
+    /// The payload does not fit the buffer or the protocol's limit.
+    PayloadTooLarge {
+        /// Payload bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A UUID longer than 128 bytes or containing a NUL.
+    BadUuid,
+    /// A payload of the wrong size for its request type.
+    BadPayload {
+        /// The request type.
+        request: RequestType,
+        /// Bytes received.
+        len: usize,
+    },
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::Truncated { need, have } => write!(f, "truncated: need {need} bytes, have {have}"),
+            Self::LengthMismatch { claimed, have } => {
+                write!(f, "length field says {claimed} bytes, message has {have}")
+            }
+            Self::UnknownType(t) => write!(f, "unknown request type {t}"),
+            Self::WrongConnectorId { idx, val } => write!(f, "connector id {idx}:{val} is not 7:1"),
+            Self::PayloadTooLarge { len, max } => write!(f, "payload of {len} bytes exceeds {max}"),
+            Self::BadUuid => write!(f, "UUID longer than 128 bytes or containing NUL"),
+            Self::BadPayload { request, len } => {
+                write!(f, "{} payload of {len} bytes is malformed", request.name())
+            }
+        }
+    }
+}
+
+fn get_u16(buf: &[u8], off: usize) -> u16 {
+    u16::from_ne_bytes([buf[off], buf[off + 1]])
+}
+
+fn get_u32(buf: &[u8], off: usize) -> u32 {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&buf[off..off + 4]);
+    u32::from_ne_bytes(b)
+}
+
+fn get_u64(buf: &[u8], off: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&buf[off..off + 8]);
+    u64::from_ne_bytes(b)
+}
+
+fn put(buf: &mut [u8], off: usize, bytes: &[u8]) {
+    buf[off..off + bytes.len()].copy_from_slice(bytes);
+}
+
+fn need(buf: &[u8], n: usize) -> Result<(), WireError> {
+    if buf.len() < n {
+        Err(WireError::Truncated { need: n, have: buf.len() })
+    } else {
+        Ok(())
+    }
+}
+
+/// `struct cn_msg`: the connector's envelope around every request and reply.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CnMsg {
+    /// `id.idx`.
+    pub idx: u32,
+    /// `id.val`.
+    pub val: u32,
+    /// `seq`: the request's seq in a bare ACK; upstream ignores it in full replies.
+    pub seq: u32,
+    /// `ack`: in a bare ACK, a positive errno (0 for success).
+    pub ack: u32,
+    /// `len`: bytes after this envelope.
+    pub len: u16,
+    /// `flags`.
+    pub flags: u16,
+}
+
+impl CnMsg {
+    /// An envelope addressed to the userspace log.
+    pub const fn to_log(seq: u32, ack: u32, len: u16) -> Self {
+        Self { idx: CN_IDX_DM, val: CN_VAL_DM_USERSPACE_LOG, seq, ack, len, flags: 0 }
+    }
+
+    /// Writes the 20 bytes of the envelope at the start of `buf`.
+    pub fn encode(&self, buf: &mut [u8]) -> Result<(), WireError> {
+        need(buf, CN_MSG_SIZE)?;
+        put(buf, 0, &self.idx.to_ne_bytes());
+        put(buf, 4, &self.val.to_ne_bytes());
+        put(buf, 8, &self.seq.to_ne_bytes());
+        put(buf, 12, &self.ack.to_ne_bytes());
+        put(buf, 16, &self.len.to_ne_bytes());
+        put(buf, 18, &self.flags.to_ne_bytes());
+        Ok(())
+    }
+
+    /// Reads the envelope at the start of `buf`.
+    pub fn decode(buf: &[u8]) -> Result<Self, WireError> {
+        need(buf, CN_MSG_SIZE)?;
+        Ok(Self {
+            idx: get_u32(buf, 0),
+            val: get_u32(buf, 4),
+            seq: get_u32(buf, 8),
+            ack: get_u32(buf, 12),
+            len: get_u16(buf, 16),
+            flags: get_u16(buf, 18),
+        })
+    }
+}
+
+/// The fields of a `dm_ulog_request` header.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Local unique id of the log instance: tells apart two tables with one UUID.
+    pub luid: u64,
+    /// The log's UUID, NUL-padded.
+    pub uuid: [u8; UUID_FIELD_SIZE],
+    /// Protocol version ([`REQUEST_VERSION`] from the kernel).
+    pub version: u32,
+    /// In replies: 0 or a negative errno.
+    pub error: i32,
+    /// Matches a reply to its request.
+    pub seq: u32,
+    /// The raw request type, reserved bits included.
+    pub request_type: u32,
+    /// Payload bytes after the header.
+    pub data_size: u32,
+}
+
+impl fmt::Debug for Header {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Header")
+            .field("luid", &self.luid)
+            .field("uuid", &core::str::from_utf8(self.uuid_bytes()).unwrap_or("<non-utf8>"))
+            .field("version", &self.version)
+            .field("error", &self.error)
+            .field("seq", &self.seq)
+            .field("request_type", &self.request_type)
+            .field("data_size", &self.data_size)
+            .finish()
+    }
+}
+
+impl Header {
+    /// A request header for `uuid`, which must be at most 128 bytes without NUL.
+    pub fn request(
+        uuid: &[u8],
+        luid: u64,
+        request: RequestType,
+        seq: u32,
+        data_size: usize,
+    ) -> Result<Self, WireError> {
+        let data_size = u32::try_from(data_size)
+            .map_err(|_| WireError::PayloadTooLarge { len: data_size, max: u32::MAX as usize })?;
+        Ok(Self {
+            luid,
+            uuid: uuid_field(uuid)?,
+            version: REQUEST_VERSION,
+            error: 0,
+            seq,
+            request_type: request as u32,
+            data_size,
+        })
+    }
+
+    /// The UUID without its NUL padding.
+    pub fn uuid_bytes(&self) -> &[u8] {
+        let end = self.uuid.iter().position(|&b| b == 0).unwrap_or(UUID_FIELD_SIZE);
+        &self.uuid[..end]
+    }
+
+    /// The decoded request type.
+    pub fn kind(&self) -> Result<RequestType, WireError> {
+        RequestType::try_from(self.request_type)
+    }
+
+    /// Writes the 160 header bytes, padding zeroed, at the start of `buf`.
+    pub fn encode(&self, buf: &mut [u8]) -> Result<(), WireError> {
+        need(buf, HEADER_SIZE)?;
+        buf[..HEADER_SIZE].fill(0);
+        put(buf, OFF_LUID, &self.luid.to_ne_bytes());
+        put(buf, OFF_UUID, &self.uuid);
+        put(buf, OFF_VERSION, &self.version.to_ne_bytes());
+        put(buf, OFF_ERROR, &self.error.to_ne_bytes());
+        put(buf, OFF_SEQ, &self.seq.to_ne_bytes());
+        put(buf, OFF_TYPE, &self.request_type.to_ne_bytes());
+        put(buf, OFF_DATA_SIZE, &self.data_size.to_ne_bytes());
+        Ok(())
+    }
+
+    /// Reads a header from the start of `buf`.
+    pub fn decode(buf: &[u8]) -> Result<Self, WireError> {
+        need(buf, HEADER_SIZE)?;
+        let mut uuid = [0u8; UUID_FIELD_SIZE];
+        uuid.copy_from_slice(&buf[OFF_UUID..OFF_UUID + UUID_FIELD_SIZE]);
+        Ok(Self {
+            luid: get_u64(buf, OFF_LUID),
+            uuid,
+            version: get_u32(buf, OFF_VERSION),
+            error: get_u32(buf, OFF_ERROR) as i32,
+            seq: get_u32(buf, OFF_SEQ),
+            request_type: get_u32(buf, OFF_TYPE),
+            data_size: get_u32(buf, OFF_DATA_SIZE),
+        })
+    }
+}
+
+/// Checks a UUID and returns it as the NUL-padded 129-byte field.
+pub fn uuid_field(uuid: &[u8]) -> Result<[u8; UUID_FIELD_SIZE], WireError> {
+    if uuid.len() > MAX_UUID_LEN || uuid.contains(&0) {
+        return Err(WireError::BadUuid);
+    }
+    let mut field = [0u8; UUID_FIELD_SIZE];
+    field[..uuid.len()].copy_from_slice(uuid);
+    Ok(field)
+}
+
+/// Encodes a whole message (`cn_msg` + header + payload) into `buf`; returns its length.
+///
+/// The envelope's seq is the header's seq, as upstream sends it.
+pub fn encode_message(buf: &mut [u8], header: &Header, payload: &[u8]) -> Result<usize, WireError> {
+    let total = CN_MSG_SIZE + HEADER_SIZE + payload.len();
+    if payload.len() != header.data_size as usize {
+        return Err(WireError::LengthMismatch { claimed: header.data_size as usize, have: payload.len() });
+    }
+    let len = u16::try_from(HEADER_SIZE + payload.len())
+        .ok()
+        .filter(|&l| usize::from(l) <= CONNECTOR_MAX_MSG_SIZE)
+        .ok_or(WireError::PayloadTooLarge {
+            len: payload.len(),
+            max: CONNECTOR_MAX_MSG_SIZE - HEADER_SIZE,
+        })?;
+    need(buf, total)?;
+    CnMsg::to_log(header.seq, 0, len).encode(buf)?;
+    header.encode(&mut buf[CN_MSG_SIZE..])?;
+    buf[CN_MSG_SIZE + HEADER_SIZE..total].copy_from_slice(payload);
+    Ok(total)
+}
+
+/// A message received by the kernel from a server, checked for consistency.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reply<'a> {
+    /// A bare `cn_msg` (len 0): `ack` is a positive errno, `seq` the request's.
+    Ack {
+        /// The request's seq (from the envelope).
+        seq: u32,
+        /// Positive errno; 0 means success.
+        ack: u32,
+    },
+    /// A full `dm_ulog_request` reply.
+    Full {
+        /// The reply's header; its `seq` names the request.
+        header: Header,
+        /// Exactly `data_size` payload bytes.
+        data: &'a [u8],
+    },
+}
+
+impl<'a> Reply<'a> {
+    /// The seq of the request this reply answers.
+    pub fn seq(&self) -> u32 {
+        match self {
+            Self::Ack { seq, .. } => *seq,
+            Self::Full { header, .. } => header.seq,
+        }
+    }
+
+    /// Parses and validates what follows the netlink header: `cn_msg` and its `len` bytes.
+    ///
+    /// Unlike upstream, `data_size` must fit inside the message actually received.
+    pub fn parse(msg: &'a [u8]) -> Result<Self, WireError> {
+        let cn = CnMsg::decode(msg)?;
+        if (cn.idx, cn.val) != (CN_IDX_DM, CN_VAL_DM_USERSPACE_LOG) {
+            return Err(WireError::WrongConnectorId { idx: cn.idx, val: cn.val });
+        }
+        let body = &msg[CN_MSG_SIZE..];
+        let len = usize::from(cn.len);
+        if len > body.len() {
+            return Err(WireError::LengthMismatch { claimed: len, have: body.len() });
+        }
+        if len == 0 {
+            return Ok(Self::Ack { seq: cn.seq, ack: cn.ack });
+        }
+        let body = &body[..len];
+        let header = Header::decode(body)?;
+        let data_size = header.data_size as usize;
+        if data_size > len - HEADER_SIZE {
+            return Err(WireError::LengthMismatch { claimed: data_size, have: len - HEADER_SIZE });
+        }
+        Ok(Self::Full { header, data: &body[HEADER_SIZE..HEADER_SIZE + data_size] })
+    }
+}
+
+/// A request as a server receives it, checked for consistency.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Request<'a> {
+    /// The envelope.
+    pub cn: CnMsg,
+    /// The header.
+    pub header: Header,
+    /// Exactly `data_size` payload bytes.
+    pub data: &'a [u8],
+}
+
+impl<'a> Request<'a> {
+    /// Parses what follows the netlink header: `cn_msg`, header and payload.
+    pub fn parse(msg: &'a [u8]) -> Result<Self, WireError> {
+        match Reply::parse(msg)? {
+            Reply::Ack { .. } => Err(WireError::Truncated { need: CN_MSG_SIZE + HEADER_SIZE, have: msg.len() }),
+            Reply::Full { header, data } => Ok(Self { cn: CnMsg::decode(msg)?, header, data }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_layout_matches_the_c_struct() {
+        let mut uuid = [0u8; 128];
+        uuid.fill(b'u');
+        let h = Header::request(&uuid, 0x0102_0304_0506_0708, RequestType::Flush, 0xaabb_ccdd, 24).unwrap();
+        let mut buf = [0xffu8; HEADER_SIZE];
+        h.encode(&mut buf).unwrap();
+        assert_eq!(&buf[0..8], &0x0102_0304_0506_0708u64.to_ne_bytes());
+        assert_eq!(&buf[8..136], &uuid[..]);
+        // NUL terminator of the uuid and the three padding bytes are zero.
+        assert_eq!(&buf[136..140], &[0, 0, 0, 0]);
+        assert_eq!(&buf[140..144], &3u32.to_ne_bytes());
+        assert_eq!(&buf[144..148], &0u32.to_ne_bytes());
+        assert_eq!(&buf[148..152], &0xaabb_ccddu32.to_ne_bytes());
+        assert_eq!(&buf[152..156], &9u32.to_ne_bytes());
+        assert_eq!(&buf[156..160], &24u32.to_ne_bytes());
+        assert_eq!(Header::decode(&buf).unwrap(), h);
+    }
+
+    #[test]
+    fn uuid_limits() {
+        assert!(uuid_field(&[b'a'; 128]).is_ok());
+        assert_eq!(uuid_field(&[b'a'; 129]), Err(WireError::BadUuid));
+        assert_eq!(uuid_field(b"a\0b"), Err(WireError::BadUuid));
+    }
+
+    #[test]
+    fn request_types_round_trip_and_mask_reserved_bits() {
+        for (i, t) in RequestType::ALL.iter().enumerate() {
+            assert_eq!(*t as u32, i as u32 + 1);
+            assert_eq!(t.index(), i);
+            assert_eq!(RequestType::try_from(*t as u32), Ok(*t));
+            assert_eq!(RequestType::try_from(0x1000 | *t as u32), Ok(*t));
+        }
+        assert_eq!(RequestType::try_from(0), Err(WireError::UnknownType(0)));
+        assert_eq!(RequestType::try_from(18), Err(WireError::UnknownType(18)));
+        assert_eq!(RequestType::try_from(21), Err(WireError::UnknownType(21)));
+    }
+
+    #[test]
+    fn message_round_trip() {
+        let h = Header::request(b"LOG-1", 7, RequestType::MarkRegion, 42, 16).unwrap();
+        let payload: [u8; 16] = [1; 16];
+        let mut buf = [0u8; 512];
+        let n = encode_message(&mut buf, &h, &payload).unwrap();
+        assert_eq!(n, 20 + 160 + 16);
+        let cn = CnMsg::decode(&buf).unwrap();
+        assert_eq!(cn, CnMsg::to_log(42, 0, 176));
+        let req = Request::parse(&buf[..n]).unwrap();
+        assert_eq!(req.header, h);
+        assert_eq!(req.data, &payload);
+        assert_eq!(req.header.uuid_bytes(), b"LOG-1");
+    }
+
+    #[test]
+    fn encode_rejects_inconsistent_sizes() {
+        let h = Header::request(b"x", 1, RequestType::Flush, 1, 8).unwrap();
+        let mut buf = [0u8; 512];
+        assert!(matches!(encode_message(&mut buf, &h, &[0; 4]), Err(WireError::LengthMismatch { .. })));
+        let h = Header::request(b"x", 1, RequestType::Flush, 1, 400).unwrap();
+        assert!(matches!(encode_message(&mut buf, &h, &[0; 400]), Err(WireError::Truncated { .. })));
+    }
+
+    #[test]
+    fn bare_ack_is_recognised() {
+        let mut buf = [0u8; 20];
+        CnMsg::to_log(9, 11, 0).encode(&mut buf).unwrap();
+        assert_eq!(Reply::parse(&buf), Ok(Reply::Ack { seq: 9, ack: 11 }));
+    }
+
+    #[test]
+    fn reply_with_data_size_beyond_the_message_is_rejected() {
+        let mut h = Header::request(b"x", 1, RequestType::StatusInfo, 5, 4).unwrap();
+        let mut buf = [0u8; 512];
+        let n = encode_message(&mut buf, &h, b"abcd").unwrap();
+        assert!(matches!(Reply::parse(&buf[..n]), Ok(Reply::Full { data: b"abcd", .. })));
+        h.data_size = 300;
+        h.encode(&mut buf[CN_MSG_SIZE..]).unwrap();
+        assert_eq!(
+            Reply::parse(&buf[..n]),
+            Err(WireError::LengthMismatch { claimed: 300, have: 4 })
+        );
+    }
+
+    #[test]
+    fn short_and_misaddressed_messages_are_rejected() {
+        let mut buf = [0u8; 100];
+        CnMsg::to_log(1, 0, 80).encode(&mut buf).unwrap();
+        // len 80 < header size.
+        assert!(matches!(Reply::parse(&buf), Err(WireError::Truncated { .. })));
+        CnMsg::to_log(1, 0, 200).encode(&mut buf).unwrap();
+        assert!(matches!(Reply::parse(&buf), Err(WireError::LengthMismatch { .. })));
+        CnMsg { idx: 7, val: 2, ..CnMsg::default() }.encode(&mut buf).unwrap();
+        assert_eq!(Reply::parse(&buf), Err(WireError::WrongConnectorId { idx: 7, val: 2 }));
+        assert!(matches!(Reply::parse(&buf[..10]), Err(WireError::Truncated { .. })));
+    }
+}
