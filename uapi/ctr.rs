@@ -8,7 +8,7 @@
 
 use core::fmt::{self, Write};
 
-use crate::message::MAX_UUID_LEN;
+use super::message::MAX_UUID_LEN;
 
 /// Fewest arguments a userspace log takes: uuid, log type, one type argument.
 pub const MIN_ARGS: usize = 3;
@@ -140,19 +140,29 @@ pub fn ctr_string<S: AsRef<[u8]>>(target_sectors: u64, server_args: &[S], out: &
 }
 
 /// Writes the TABLE status of a userspace log, exactly as upstream formats it:
-/// `"userspace <argc> <uuid> [integrated_flush ]<args...> "`.
-pub fn table_status<S: AsRef<[u8]>>(args: &LogArgs<'_, &[S]>, out: &mut ByteWriter<'_>) -> fmt::Result {
-    write!(out, "userspace {} ", args.table_argc)?;
-    out.push(args.uuid)?;
+/// `"userspace <argc> <uuid> [integrated_flush ]<server args> "`.
+///
+/// `server_args` is the CTR string without its leading target length.
+pub fn table_status(
+    table_argc: usize,
+    uuid: &[u8],
+    integrated_flush: bool,
+    server_args: &[u8],
+    out: &mut ByteWriter<'_>,
+) -> fmt::Result {
+    write!(out, "userspace {table_argc} ")?;
+    out.push(uuid)?;
     out.push(b" ")?;
-    if args.integrated_flush {
+    if integrated_flush {
         out.push(b"integrated_flush ")?;
     }
-    for a in args.server_args {
-        out.push(a.as_ref())?;
-        out.push(b" ")?;
-    }
-    Ok(())
+    out.push(server_args)?;
+    out.push(b" ")
+}
+
+/// The server's arguments in a CTR string: everything after the target length.
+pub fn ctr_server_args(ctr: &[u8]) -> &[u8] {
+    ctr.iter().position(|&b| b == b' ').map_or(&[][..], |i| &ctr[i + 1..])
 }
 
 #[cfg(test)]
@@ -198,11 +208,15 @@ mod tests {
         let mut buf = [0u8; 128];
         let args = ["UUID-1", "integrated_flush", "clustered-core", "1024"];
         let a = parse_args(&args).unwrap();
+        let mut ctr = [0u8; 64];
+        let n = ctr_string(4096, a.server_args, &mut ctr).unwrap();
+        let server_args = ctr_server_args(&ctr[..n]);
+        assert_eq!(server_args, b"clustered-core 1024");
         let mut w = ByteWriter::new(&mut buf);
-        table_status(&a, &mut w).unwrap();
+        table_status(a.table_argc, a.uuid, a.integrated_flush, server_args, &mut w).unwrap();
         let n = w.len();
         assert_eq!(&buf[..n], b"userspace 4 UUID-1 integrated_flush clustered-core 1024 ");
         let mut small = [0u8; 10];
-        assert!(table_status(&a, &mut ByteWriter::new(&mut small)).is_err());
+        assert!(table_status(4, a.uuid, true, server_args, &mut ByteWriter::new(&mut small)).is_err());
     }
 }

@@ -2,7 +2,7 @@
 
 //! Fixed-size payloads of requests and replies, and region lists.
 
-use crate::message::{RequestType, WireError};
+use super::message::{RequestType, WireError};
 
 /// Bytes of one region number on the wire.
 pub const REGION_SIZE: usize = 8;
@@ -112,8 +112,8 @@ pub fn encode_regions(regions: &[u64], out: &mut [u8]) -> Result<usize, WireErro
     if len > out.len() {
         return Err(WireError::PayloadTooLarge { len, max: out.len() });
     }
-    for (chunk, r) in out.chunks_exact_mut(REGION_SIZE).zip(regions) {
-        chunk.copy_from_slice(&r.to_ne_bytes());
+    for (i, r) in regions.iter().enumerate() {
+        out[i * REGION_SIZE..(i + 1) * REGION_SIZE].copy_from_slice(&r.to_ne_bytes());
     }
     Ok(len)
 }
@@ -141,7 +141,7 @@ pub fn ctr_reply_device(data: &[u8]) -> Result<Option<&[u8]>, WireError> {
     let bad = WireError::BadPayload { request: RequestType::Ctr, len: data.len() };
     match data.split_last() {
         None => Ok(None),
-        Some((0, name)) if data.len() <= crate::DEVICE_NAME_SIZE && !name.is_empty() && !name.contains(&0) => {
+        Some((0, name)) if data.len() <= super::message::DEVICE_NAME_SIZE && !name.is_empty() && !name.contains(&0) => {
             Ok(Some(name))
         }
         Some(_) => Err(bad),
@@ -189,7 +189,7 @@ mod tests {
         assert!(decode_regions(RequestType::MarkRegion, &buf[..7]).is_err());
         assert!(encode_regions(&[0; 9], &mut buf).is_err());
         // A full group fits the upstream payload limit.
-        assert!(MAX_FLUSH_GROUP * REGION_SIZE <= crate::MAX_REQUEST_PAYLOAD);
+        assert!(MAX_FLUSH_GROUP * REGION_SIZE <= crate::message::MAX_REQUEST_PAYLOAD);
     }
 
     #[test]

@@ -1,0 +1,491 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Device-mapper "userspace" dirty log: forwards every log operation to a userspace server.
+//!
+//! The mirror target (dm-raid1) consults its region log before and after writes. This log
+//! keeps no state of its own: each operation becomes a request to a server over the netlink
+//! connector (protocol version 3, byte-compatible with upstream's `dm-log-userspace`), so a
+//! cluster, or any program, can own the log.
+
+mod flush;
+mod sys;
+mod transfer;
+#[path = "uapi/lib.rs"]
+pub mod uapi;
+
+use kernel::{
+    prelude::*,
+    sync::{
+        atomic::{Atomic, Relaxed},
+        Arc, UniqueArc,
+    },
+    time::{delay::fsleep, Delta, Instant, Monotonic},
+};
+
+use crate::{
+    flush::FlushBatch,
+    sys::{
+        connector,
+        dirty_log::{self, DirtyLog, LogDevice, StatusKind, Target},
+    },
+    transfer::{uuid_tail, LogAddress, Transport},
+    uapi::{
+        ctr::{self, ByteWriter},
+        payload::{self, RegionSync, RemoteRecovering, ResyncWork},
+        RequestType, CN_IDX_DM, CN_VAL_DM_USERSPACE_LOG, DEVICE_NAME_SIZE, MAX_REQUEST_PAYLOAD,
+    },
+};
+
+module! {
+    type: DmLogUserspace,
+    name: "dm_log_userspace",
+    authors: ["dm-log-userspace-rs developers"],
+    description: "device-mapper userspace dirty log (Rust)",
+    license: "GPL",
+    alias: ["dm-log-userspace"],
+}
+
+/// How long to wait before trying to reach a missing server again (as upstream).
+const RECONNECT_DELAY: Delta = Delta::from_millis(2000);
+/// Least time between two IS_REMOTE_RECOVERING requests of one log (as upstream).
+const REMOTE_RECOVERY_QUERY_INTERVAL: Delta = Delta::from_millis(250);
+
+/// The module: the registered log type and the connector link, torn down in that order.
+struct DmLogUserspace {
+    _log_type: dirty_log::Registration<UserspaceLog>,
+    _connector: connector::Registration,
+}
+
+impl kernel::Module for DmLogUserspace {
+    fn init(module: &'static ThisModule) -> Result<Self> {
+        let transport = Transport::new()?;
+        let connector = connector::Registration::new(CN_IDX_DM, CN_VAL_DM_USERSPACE_LOG, c"dmlogusr", transport)
+            .inspect_err(|e| pr_err!("Unable to initialize userspace log communications: {}\n", e.to_errno()))?;
+        let log_type = dirty_log::Registration::new(c"userspace", module)
+            .inspect_err(|e| pr_err!("Couldn't register userspace dirty log type: {}\n", e.to_errno()))?;
+        pr_info!("version 1.3.0 loaded (Rust)\n");
+        Ok(Self { _log_type: log_type, _connector: connector })
+    }
+}
+
+impl Drop for DmLogUserspace {
+    fn drop(&mut self) {
+        pr_info!("version 1.3.0 unloaded\n");
+    }
+}
+
+/// Prints a `core::fmt::Display` value (the protocol's errors) with the kernel's printing macros.
+struct Shown<'a, T>(&'a T);
+
+impl<T: core::fmt::Display> kernel::fmt::Display for Shown<'_, T> {
+    fn fmt(&self, f: &mut kernel::fmt::Formatter<'_>) -> kernel::fmt::Result {
+        core::fmt::Display::fmt(self.0, f)
+    }
+}
+
+/// Source of `luid`s: unique per log instance on this machine, never 0 (a wildcard to
+/// cmirrord), and unlike upstream's pointer value it reveals no kernel address.
+static NEXT_LUID: Atomic<u64> = Atomic::new(1);
+
+/// One log instance: one `userspace` log in one table.
+pub(crate) struct UserspaceLog {
+    transport: Arc<Transport>,
+    target: Target,
+    uuid: KVec<u8>,
+    luid: u64,
+    /// `"<target sectors> <server args>"` followed by a NUL (sent without it at ctr).
+    ctr_string: KVec<u8>,
+    /// Arguments in the table line, for the TABLE status.
+    table_argc: usize,
+    integrated_flush: bool,
+    region_size: u32,
+    region_count: u64,
+    /// The log device the server named, held as a table dependency.
+    _log_dev: Option<LogDevice>,
+    batch: Pin<KBox<FlushBatch>>,
+    /// Every region below this is in sync, as far as the log knows.
+    in_sync_hint: Atomic<u64>,
+    /// When IS_REMOTE_RECOVERING was last asked (nanoseconds of the monotonic clock).
+    last_recovery_query: Atomic<i64>,
+    start: Instant<Monotonic>,
+}
+
+impl UserspaceLog {
+    fn address(&self) -> LogAddress<'_> {
+        LogAddress { uuid: &self.uuid, luid: self.luid }
+    }
+
+    /// The CTR string without its NUL.
+    fn ctr_payload(&self) -> &[u8] {
+        &self.ctr_string[..self.ctr_string.len() - 1]
+    }
+
+    /// One request, without reconnecting.
+    fn request_once(&self, kind: RequestType, payload: &[u8], reply: &mut [u8]) -> Result<usize> {
+        self.transport.request(self.address(), kind, payload, reply)
+    }
+
+    /// One request; while no server listens, waits for one, re-creates the log there (CTR,
+    /// RESUME) and tries again.
+    fn request(&self, kind: RequestType, payload: &[u8], reply: &mut [u8]) -> Result<usize> {
+        loop {
+            match self.request_once(kind, payload, reply) {
+                Err(e) if e == ESRCH => {
+                    pr_err!("[{}] Userspace log server not found.\n", uuid_tail(&self.uuid));
+                    self.reconnect()?;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Waits for a server and re-creates this log instance on it.
+    fn reconnect(&self) -> Result {
+        // Unlike upstream, the CTR has room for the device name a disk log's server returns,
+        // and the string with its NUL always fits a request.
+        let mut device = [0u8; DEVICE_NAME_SIZE];
+        loop {
+            fsleep(RECONNECT_DELAY);
+            pr_warn!("[{}] Attempting to contact userspace log server...\n", uuid_tail(&self.uuid));
+            match self.request_once(RequestType::Ctr, &self.ctr_string, &mut device) {
+                Ok(_) => break,
+                Err(e) if e == EINTR => return Err(e),
+                Err(_) => continue,
+            }
+        }
+        pr_info!("[{}] Reconnected to userspace log server... DM_ULOG_CTR complete\n", uuid_tail(&self.uuid));
+        self.request_once(RequestType::Resume, &[], &mut [])
+            .inspect_err(|e| pr_err!("Error trying to resume userspace log: {}\n", e.to_errno()))
+            .map_err(|_| ESRCH)?;
+        Ok(())
+    }
+
+    /// A request whose reply must be one `u64`.
+    fn request_u64(&self, kind: RequestType, payload: &[u8]) -> Result<u64> {
+        let mut reply = [0u8; 8];
+        let n = self.request(kind, payload, &mut reply)?;
+        payload::decode_u64(kind, &reply[..n]).map_err(|_| {
+            pr_err!("[{}] malformed {} reply ({} bytes)\n", uuid_tail(&self.uuid), kind.name(), n);
+            EPROTO
+        })
+    }
+
+    /// A request whose reply must be 16 bytes.
+    fn request_pair(&self, kind: RequestType, payload: &[u8]) -> Result<[u8; 16]> {
+        let mut reply = [0u8; 16];
+        let n = self.request(kind, payload, &mut reply)?;
+        if n != reply.len() {
+            pr_err!("[{}] malformed {} reply ({} bytes)\n", uuid_tail(&self.uuid), kind.name(), n);
+            return Err(EPROTO);
+        }
+        Ok(reply)
+    }
+
+    /// Sends a group of regions as `kind`; if the group fails, one region per request.
+    ///
+    /// Servers must treat marks and clears as idempotent: a retried region may have arrived.
+    fn send_regions(&self, kind: RequestType, regions: &[u64]) -> Result {
+        let mut buf = [0u8; MAX_REQUEST_PAYLOAD];
+        let n = payload::encode_regions(regions, &mut buf).map_err(|_| EINVAL)?;
+        match self.request(kind, &buf[..n], &mut []) {
+            Ok(_) => Ok(()),
+            // An integrated FLUSH has no one-by-one form, and one region has nothing to split.
+            Err(e) if kind == RequestType::Flush || regions.len() == 1 => Err(e),
+            Err(_) => {
+                for r in regions {
+                    self.request(kind, &payload::encode_u64(*r), &mut [])?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends pending clears, then marks, then makes them durable.
+    fn flush_pending(&self) -> Result {
+        if self.batch.take_lost_mark() {
+            pr_err!("[{}] a mark could not be recorded (out of memory): failing the flush\n", uuid_tail(&self.uuid));
+            return Err(ENOMEM);
+        }
+        let mut group = [0u64; payload::MAX_FLUSH_GROUP];
+        let mut sent_clears = false;
+        loop {
+            let n = self.batch.take_clears(&mut group);
+            if n == 0 {
+                break;
+            }
+            sent_clears = true;
+            self.send_regions(RequestType::ClearRegion, &group[..n])?;
+        }
+        let mark_kind = if self.integrated_flush { RequestType::Flush } else { RequestType::MarkRegion };
+        let mut sent_marks = false;
+        loop {
+            let n = self.batch.take_marks(&mut group);
+            if n == 0 {
+                break;
+            }
+            sent_marks = true;
+            self.send_regions(mark_kind, &group[..n])?;
+        }
+        let needs_flush = if self.integrated_flush { sent_clears && !sent_marks } else { sent_clears || sent_marks };
+        if needs_flush {
+            self.request(RequestType::Flush, &[], &mut [])?;
+        }
+        Ok(())
+    }
+
+    fn status_info(&self, out: &mut [u8]) -> usize {
+        let cap = out.len() - 1;
+        let len = match self.request(RequestType::StatusInfo, &[], &mut out[..cap]) {
+            // The server's text need not be NUL-terminated; stop at a NUL if it has one.
+            Ok(n) => out[..n].iter().position(|&b| b == 0).unwrap_or(n),
+            Err(_) => {
+                let mut w = ByteWriter::new(&mut out[..cap]);
+                let _ = w.push(b"userspace 1 COM_FAILURE");
+                w.len()
+            }
+        };
+        out[len] = 0;
+        len
+    }
+
+    fn status_table(&self, out: &mut [u8]) -> usize {
+        let cap = out.len() - 1;
+        let mut w = ByteWriter::new(&mut out[..cap]);
+        let len = match ctr::table_status(
+            self.table_argc,
+            &self.uuid,
+            self.integrated_flush,
+            ctr::ctr_server_args(self.ctr_payload()),
+            &mut w,
+        ) {
+            Ok(()) => w.len(),
+            Err(_) => 0,
+        };
+        out[len] = 0;
+        len
+    }
+
+    /// Nanoseconds since the log was created.
+    fn now_ns(&self) -> i64 {
+        self.start.elapsed().as_nanos()
+    }
+}
+
+/// Creates the log instance on the server and checks what it answers.
+fn construct(target: Target, args: &[&CStr]) -> Result<Arc<UserspaceLog>> {
+    let mut words = KVec::with_capacity(args.len(), GFP_KERNEL)?;
+    for a in args {
+        words.push(a.to_bytes(), GFP_KERNEL)?;
+    }
+    let parsed = ctr::parse_args(&words).map_err(|e| {
+        pr_warn!("{}\n", Shown(&e));
+        EINVAL
+    })?;
+    let mut ctr_string = KVec::from_elem(0u8, MAX_REQUEST_PAYLOAD, GFP_KERNEL)?;
+    let len = ctr::ctr_string(target.len(), parsed.server_args, &mut ctr_string).map_err(|e| {
+        pr_warn!("{}\n", Shown(&e));
+        EINVAL
+    })?;
+    // Keep the NUL that the reconnecting CTR sends.
+    ctr_string.truncate(len + 1);
+    ctr_string[len] = 0;
+    let mut uuid = KVec::with_capacity(parsed.uuid.len(), GFP_KERNEL)?;
+    uuid.extend_from_slice(parsed.uuid, GFP_KERNEL)?;
+    let transport = connector::registered_transport().ok_or(ENODEV)?;
+    // Allocate everything before the server learns of the log.
+    let slot = UniqueArc::new_uninit(GFP_KERNEL)?;
+    let batch = FlushBatch::new()?;
+    let luid = NEXT_LUID.fetch_add(1, Relaxed);
+    let to = LogAddress { uuid: &uuid, luid };
+
+    let mut device = [0u8; DEVICE_NAME_SIZE];
+    let device_len = transport.request(to, RequestType::Ctr, &ctr_string[..len], &mut device).inspect_err(|e| {
+        if *e == ESRCH {
+            pr_err!("[{}] Userspace log server not found\n", uuid_tail(&uuid));
+        } else {
+            pr_err!("[{}] Userspace log server failed to create log: {}\n", uuid_tail(&uuid), e.to_errno());
+        }
+    })?;
+
+    // The server now has the log: any failure from here on must destroy it there too.
+    let finish = || -> Result<(u32, u64, Option<LogDevice>)> {
+        let mut reply = [0u8; 8];
+        let n = transport
+            .request(to, RequestType::GetRegionSize, &[], &mut reply)
+            .inspect_err(|e| pr_err!("Failed to get region size of dirty log: {}\n", e.to_errno()))?;
+        let size = payload::decode_u64(RequestType::GetRegionSize, &reply[..n]).map_err(|_| {
+            pr_err!("[{}] malformed region size reply ({} bytes)\n", uuid_tail(&uuid), n);
+            EPROTO
+        })?;
+        let region_size = u32::try_from(size).ok().filter(|s| s.is_power_of_two()).ok_or_else(|| {
+            pr_err!(
+                "[{}] server gave region size {} sectors: it must be a power of two below 2^32\n",
+                uuid_tail(&uuid),
+                size
+            );
+            EINVAL
+        })?;
+        let region_count = target.len().div_ceil(u64::from(region_size));
+        let log_dev = match payload::ctr_reply_device(&device[..device_len]) {
+            Ok(None) => None,
+            Ok(Some(_)) => {
+                let name = CStr::from_bytes_with_nul(&device[..device_len]).map_err(|_| EINVAL)?;
+                Some(target.get_device(name).inspect_err(|e| {
+                    pr_err!("Failed to register {} with device-mapper: {}\n", name.to_str().unwrap_or("?"), e.to_errno())
+                })?)
+            }
+            Err(_) => {
+                pr_err!("DM_ULOG_CTR device return string not properly terminated\n");
+                return Err(EINVAL);
+            }
+        };
+        Ok((region_size, region_count, log_dev))
+    };
+    let (region_size, region_count, log_dev) = finish().inspect_err(|_| {
+        let _ = transport.request(to, RequestType::Dtr, &[], &mut []);
+    })?;
+    let log = slot.write(UserspaceLog {
+        transport,
+        target,
+        uuid,
+        luid,
+        ctr_string,
+        table_argc: parsed.table_argc,
+        integrated_flush: parsed.integrated_flush,
+        region_size,
+        region_count,
+        _log_dev: log_dev,
+        batch,
+        in_sync_hint: Atomic::new(0),
+        last_recovery_query: Atomic::new(i64::MIN),
+        start: Instant::now(),
+    });
+    Ok(log.into())
+}
+
+impl DirtyLog for UserspaceLog {
+    fn ctr(target: Target, args: &[&CStr]) -> Result<Arc<Self>> {
+        construct(target, args)
+    }
+
+    fn dtr(this: Arc<Self>) {
+        // Not retried, as upstream: a missing server has nothing to destroy.
+        let _ = this.request_once(RequestType::Dtr, &[], &mut []);
+    }
+
+    fn presuspend(&self) -> Result {
+        self.request_once(RequestType::Presuspend, &[], &mut []).map(|_| ())
+    }
+
+    fn postsuspend(&self) -> Result {
+        self.request_once(RequestType::Postsuspend, &[], &mut []).map(|_| ())
+    }
+
+    fn resume(&self) -> Result {
+        self.in_sync_hint.store(0, Relaxed);
+        self.request_once(RequestType::Resume, &[], &mut []).map(|_| ())
+    }
+
+    fn region_size(&self) -> u32 {
+        self.region_size
+    }
+
+    fn is_clean(&self, region: u64) -> bool {
+        self.request_u64(RequestType::IsClean, &payload::encode_u64(region))
+            .is_ok_and(|v| v != 0)
+    }
+
+    fn in_sync(&self, region: u64, can_block: bool) -> Result<bool> {
+        // Never answered from the hint: another node may have marked the region out of sync.
+        if !can_block {
+            return Err(EAGAIN); // EWOULDBLOCK
+        }
+        Ok(self
+            .request_u64(RequestType::InSync, &payload::encode_u64(region))
+            .is_ok_and(|v| v != 0))
+    }
+
+    fn flush(&self) -> Result {
+        let r = self.flush_pending();
+        if r.is_err() {
+            self.target.table_event();
+        }
+        r
+    }
+
+    fn mark_region(&self, region: u64) {
+        self.batch.mark(region);
+    }
+
+    fn clear_region(&self, region: u64) {
+        // A lost clear only means the region is resynced after the next activation.
+        if !self.batch.clear(region) {
+            pr_err!("Failed to allocate memory to clear region.\n");
+        }
+    }
+
+    fn resync_work(&self) -> Result<Option<u64>> {
+        if self.in_sync_hint.load(Relaxed) >= self.region_count {
+            return Ok(None);
+        }
+        let reply = self.request_pair(RequestType::GetResyncWork, &[])?;
+        let work = ResyncWork::decode(&reply).map_err(|_| EPROTO)?;
+        match work {
+            ResyncWork { available: false, .. } => Ok(None),
+            ResyncWork { region, .. } if region < self.region_count => Ok(Some(region)),
+            ResyncWork { region, .. } => {
+                pr_err!("[{}] server offered region {} beyond the log's {}\n", uuid_tail(&self.uuid), region, self.region_count);
+                Err(EPROTO)
+            }
+        }
+    }
+
+    fn set_region_sync(&self, region: u64, in_sync: bool) {
+        // The interface cannot fail; a lost update is redone by the next resync.
+        let _ = self.request(RequestType::SetRegionSync, &RegionSync { region, in_sync }.encode(), &mut []);
+    }
+
+    fn sync_count(&self) -> u64 {
+        let count = self
+            .request_u64(RequestType::GetSyncCount, &[])
+            .map_or(0, |c| c.min(self.region_count));
+        if count >= self.region_count {
+            self.in_sync_hint.store(self.region_count, Relaxed);
+        }
+        count
+    }
+
+    fn status(&self, kind: StatusKind, out: &mut [u8]) -> usize {
+        match kind {
+            StatusKind::Info => self.status_info(out),
+            StatusKind::Table => self.status_table(out),
+            StatusKind::Ima => {
+                out[0] = 0;
+                0
+            }
+        }
+    }
+
+    fn is_remote_recovering(&self, region: u64) -> bool {
+        if region < self.in_sync_hint.load(Relaxed) {
+            return false;
+        }
+        let now = self.now_ns();
+        let last = self.last_recovery_query.load(Relaxed);
+        if last != i64::MIN && now.saturating_sub(last) < REMOTE_RECOVERY_QUERY_INTERVAL.as_nanos() {
+            // Asked recently: assume recovery goes on, the mirror asks again soon.
+            return true;
+        }
+        self.last_recovery_query.store(now, Relaxed);
+        match self.request_pair(RequestType::IsRemoteRecovering, &payload::encode_u64(region)) {
+            Ok(reply) => match RemoteRecovering::decode(&reply) {
+                Ok(r) => {
+                    self.in_sync_hint.store(r.in_sync_hint, Relaxed);
+                    r.is_recovering
+                }
+                Err(_) => true,
+            },
+            Err(_) => true,
+        }
+    }
+}
