@@ -16,7 +16,7 @@ endif
 kmake = $(MAKE) -C $(KDIR) M=$(CURDIR)
 
 .PHONY: all module modules clean clippy rust-analyzer rustfmt rustfmtcheck check-kdir \
-	kernel kernel-perf kernel-debug demo check check-host check-vm bench
+	kernel kernel-perf kernel-debug demo check check-host check-lint check-vm
 
 all module modules: check-kdir
 	$(kmake) modules
@@ -32,10 +32,10 @@ clean:
 		rm -f *.o *.ko *.mod *.mod.c .*.cmd Module.symvers modules.order sys/bindings_generated.rs; fi
 
 rustfmt:
-	rustfmt --edition 2021 --config-path rustfmt.toml dm_log_userspace.rs
+	rustfmt --edition 2021 dm_log_userspace.rs && cargo fmt --all
 
 rustfmtcheck:
-	rustfmt --edition 2021 --config-path rustfmt.toml --check dm_log_userspace.rs
+	rustfmt --edition 2021 --check dm_log_userspace.rs && cargo fmt --all --check
 
 check-kdir:
 	@if [ ! -f "$(KDIR)/Makefile" ] || [ ! -f "$(KDIR)/rust/libkernel.rmeta" ]; then \
@@ -65,3 +65,6 @@ check-host:
 
 check-vm:
 	scripts/check.sh vm
+
+check-lint:
+	scripts/check.sh lint

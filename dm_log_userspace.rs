@@ -59,12 +59,29 @@ struct DmLogUserspace {
 impl kernel::Module for DmLogUserspace {
     fn init(module: &'static ThisModule) -> Result<Self> {
         let transport = Transport::new()?;
-        let connector = connector::Registration::new(CN_IDX_DM, CN_VAL_DM_USERSPACE_LOG, c"dmlogusr", transport)
-            .inspect_err(|e| pr_err!("Unable to initialize userspace log communications: {}\n", e.to_errno()))?;
-        let log_type = dirty_log::Registration::new(c"userspace", module)
-            .inspect_err(|e| pr_err!("Couldn't register userspace dirty log type: {}\n", e.to_errno()))?;
+        let connector = connector::Registration::new(
+            CN_IDX_DM,
+            CN_VAL_DM_USERSPACE_LOG,
+            c"dmlogusr",
+            transport,
+        )
+        .inspect_err(|e| {
+            pr_err!(
+                "Unable to initialize userspace log communications: {}\n",
+                e.to_errno()
+            )
+        })?;
+        let log_type = dirty_log::Registration::new(c"userspace", module).inspect_err(|e| {
+            pr_err!(
+                "Couldn't register userspace dirty log type: {}\n",
+                e.to_errno()
+            )
+        })?;
         pr_info!("version 1.3.0 loaded (Rust)\n");
-        Ok(Self { _log_type: log_type, _connector: connector })
+        Ok(Self {
+            _log_type: log_type,
+            _connector: connector,
+        })
     }
 }
 
@@ -112,7 +129,10 @@ pub(crate) struct UserspaceLog {
 
 impl UserspaceLog {
     fn address(&self) -> LogAddress<'_> {
-        LogAddress { uuid: &self.uuid, luid: self.luid }
+        LogAddress {
+            uuid: &self.uuid,
+            luid: self.luid,
+        }
     }
 
     /// The CTR string without its NUL.
@@ -131,7 +151,10 @@ impl UserspaceLog {
         loop {
             match self.request_once(kind, payload, reply) {
                 Err(e) if e == ESRCH => {
-                    pr_err!("[{}] Userspace log server not found.\n", uuid_tail(&self.uuid));
+                    pr_err!(
+                        "[{}] Userspace log server not found.\n",
+                        uuid_tail(&self.uuid)
+                    );
                     self.reconnect()?;
                 }
                 r => return r,
@@ -146,14 +169,20 @@ impl UserspaceLog {
         let mut device = [0u8; DEVICE_NAME_SIZE];
         loop {
             fsleep(RECONNECT_DELAY);
-            pr_warn!("[{}] Attempting to contact userspace log server...\n", uuid_tail(&self.uuid));
+            pr_warn!(
+                "[{}] Attempting to contact userspace log server...\n",
+                uuid_tail(&self.uuid)
+            );
             match self.request_once(RequestType::Ctr, &self.ctr_string, &mut device) {
                 Ok(_) => break,
                 Err(e) if e == EINTR => return Err(e),
                 Err(_) => continue,
             }
         }
-        pr_info!("[{}] Reconnected to userspace log server... DM_ULOG_CTR complete\n", uuid_tail(&self.uuid));
+        pr_info!(
+            "[{}] Reconnected to userspace log server... DM_ULOG_CTR complete\n",
+            uuid_tail(&self.uuid)
+        );
         self.request_once(RequestType::Resume, &[], &mut [])
             .inspect_err(|e| pr_err!("Error trying to resume userspace log: {}\n", e.to_errno()))
             .map_err(|_| ESRCH)?;
@@ -165,7 +194,12 @@ impl UserspaceLog {
         let mut reply = [0u8; 8];
         let n = self.request(kind, payload, &mut reply)?;
         payload::decode_u64(kind, &reply[..n]).map_err(|_| {
-            pr_err!("[{}] malformed {} reply ({} bytes)\n", uuid_tail(&self.uuid), kind.name(), n);
+            pr_err!(
+                "[{}] malformed {} reply ({} bytes)\n",
+                uuid_tail(&self.uuid),
+                kind.name(),
+                n
+            );
             EPROTO
         })
     }
@@ -175,7 +209,12 @@ impl UserspaceLog {
         let mut reply = [0u8; 16];
         let n = self.request(kind, payload, &mut reply)?;
         if n != reply.len() {
-            pr_err!("[{}] malformed {} reply ({} bytes)\n", uuid_tail(&self.uuid), kind.name(), n);
+            pr_err!(
+                "[{}] malformed {} reply ({} bytes)\n",
+                uuid_tail(&self.uuid),
+                kind.name(),
+                n
+            );
             return Err(EPROTO);
         }
         Ok(reply)
@@ -203,7 +242,10 @@ impl UserspaceLog {
     /// Sends pending clears, then marks, then makes them durable.
     fn flush_pending(&self) -> Result {
         if self.batch.take_lost_mark() {
-            pr_err!("[{}] a mark could not be recorded (out of memory): failing the flush\n", uuid_tail(&self.uuid));
+            pr_err!(
+                "[{}] a mark could not be recorded (out of memory): failing the flush\n",
+                uuid_tail(&self.uuid)
+            );
             return Err(ENOMEM);
         }
         let mut group = [0u64; payload::MAX_FLUSH_GROUP];
@@ -216,7 +258,11 @@ impl UserspaceLog {
             sent_clears = true;
             self.send_regions(RequestType::ClearRegion, &group[..n])?;
         }
-        let mark_kind = if self.integrated_flush { RequestType::Flush } else { RequestType::MarkRegion };
+        let mark_kind = if self.integrated_flush {
+            RequestType::Flush
+        } else {
+            RequestType::MarkRegion
+        };
         let mut sent_marks = false;
         loop {
             let n = self.batch.take_marks(&mut group);
@@ -226,7 +272,11 @@ impl UserspaceLog {
             sent_marks = true;
             self.send_regions(mark_kind, &group[..n])?;
         }
-        let needs_flush = if self.integrated_flush { sent_clears && !sent_marks } else { sent_clears || sent_marks };
+        let needs_flush = if self.integrated_flush {
+            sent_clears && !sent_marks
+        } else {
+            sent_clears || sent_marks
+        };
         if needs_flush {
             self.request(RequestType::Flush, &[], &mut [])?;
         }
@@ -299,39 +349,58 @@ fn construct(target: Target, args: &[&CStr]) -> Result<Arc<UserspaceLog>> {
     let to = LogAddress { uuid: &uuid, luid };
 
     let mut device = [0u8; DEVICE_NAME_SIZE];
-    let device_len = transport.request(to, RequestType::Ctr, &ctr_string[..len], &mut device).inspect_err(|e| {
-        if *e == ESRCH {
-            pr_err!("[{}] Userspace log server not found\n", uuid_tail(&uuid));
-        } else {
-            pr_err!("[{}] Userspace log server failed to create log: {}\n", uuid_tail(&uuid), e.to_errno());
-        }
-    })?;
+    let device_len = transport
+        .request(to, RequestType::Ctr, &ctr_string[..len], &mut device)
+        .inspect_err(|e| {
+            if *e == ESRCH {
+                pr_err!("[{}] Userspace log server not found\n", uuid_tail(&uuid));
+            } else {
+                pr_err!(
+                    "[{}] Userspace log server failed to create log: {}\n",
+                    uuid_tail(&uuid),
+                    e.to_errno()
+                );
+            }
+        })?;
 
     // The server now has the log: any failure from here on must destroy it there too.
     let finish = || -> Result<(u32, u64, Option<LogDevice>)> {
         let mut reply = [0u8; 8];
         let n = transport
             .request(to, RequestType::GetRegionSize, &[], &mut reply)
-            .inspect_err(|e| pr_err!("Failed to get region size of dirty log: {}\n", e.to_errno()))?;
+            .inspect_err(|e| {
+                pr_err!("Failed to get region size of dirty log: {}\n", e.to_errno())
+            })?;
         let size = payload::decode_u64(RequestType::GetRegionSize, &reply[..n]).map_err(|_| {
-            pr_err!("[{}] malformed region size reply ({} bytes)\n", uuid_tail(&uuid), n);
+            pr_err!(
+                "[{}] malformed region size reply ({} bytes)\n",
+                uuid_tail(&uuid),
+                n
+            );
             EPROTO
         })?;
-        let region_size = u32::try_from(size).ok().filter(|s| s.is_power_of_two()).ok_or_else(|| {
-            pr_err!(
+        let region_size = u32::try_from(size)
+            .ok()
+            .filter(|s| s.is_power_of_two())
+            .ok_or_else(|| {
+                pr_err!(
                 "[{}] server gave region size {} sectors: it must be a power of two below 2^32\n",
                 uuid_tail(&uuid),
                 size
             );
-            EINVAL
-        })?;
+                EINVAL
+            })?;
         let region_count = target.len().div_ceil(u64::from(region_size));
         let log_dev = match payload::ctr_reply_device(&device[..device_len]) {
             Ok(None) => None,
             Ok(Some(_)) => {
                 let name = CStr::from_bytes_with_nul(&device[..device_len]).map_err(|_| EINVAL)?;
                 Some(target.get_device(name).inspect_err(|e| {
-                    pr_err!("Failed to register {} with device-mapper: {}\n", name.to_str().unwrap_or("?"), e.to_errno())
+                    pr_err!(
+                        "Failed to register {} with device-mapper: {}\n",
+                        name.to_str().unwrap_or("?"),
+                        e.to_errno()
+                    )
                 })?)
             }
             Err(_) => {
@@ -374,16 +443,19 @@ impl DirtyLog for UserspaceLog {
     }
 
     fn presuspend(&self) -> Result {
-        self.request_once(RequestType::Presuspend, &[], &mut []).map(|_| ())
+        self.request_once(RequestType::Presuspend, &[], &mut [])
+            .map(|_| ())
     }
 
     fn postsuspend(&self) -> Result {
-        self.request_once(RequestType::Postsuspend, &[], &mut []).map(|_| ())
+        self.request_once(RequestType::Postsuspend, &[], &mut [])
+            .map(|_| ())
     }
 
     fn resume(&self) -> Result {
         self.in_sync_hint.store(0, Relaxed);
-        self.request_once(RequestType::Resume, &[], &mut []).map(|_| ())
+        self.request_once(RequestType::Resume, &[], &mut [])
+            .map(|_| ())
     }
 
     fn region_size(&self) -> u32 {
@@ -431,10 +503,17 @@ impl DirtyLog for UserspaceLog {
         let reply = self.request_pair(RequestType::GetResyncWork, &[])?;
         let work = ResyncWork::decode(&reply).map_err(|_| EPROTO)?;
         match work {
-            ResyncWork { available: false, .. } => Ok(None),
+            ResyncWork {
+                available: false, ..
+            } => Ok(None),
             ResyncWork { region, .. } if region < self.region_count => Ok(Some(region)),
             ResyncWork { region, .. } => {
-                pr_err!("[{}] server offered region {} beyond the log's {}\n", uuid_tail(&self.uuid), region, self.region_count);
+                pr_err!(
+                    "[{}] server offered region {} beyond the log's {}\n",
+                    uuid_tail(&self.uuid),
+                    region,
+                    self.region_count
+                );
                 Err(EPROTO)
             }
         }
@@ -442,7 +521,11 @@ impl DirtyLog for UserspaceLog {
 
     fn set_region_sync(&self, region: u64, in_sync: bool) {
         // The interface cannot fail; a lost update is redone by the next resync.
-        let _ = self.request(RequestType::SetRegionSync, &RegionSync { region, in_sync }.encode(), &mut []);
+        let _ = self.request(
+            RequestType::SetRegionSync,
+            &RegionSync { region, in_sync }.encode(),
+            &mut [],
+        );
     }
 
     fn sync_count(&self) -> u64 {
@@ -472,12 +555,16 @@ impl DirtyLog for UserspaceLog {
         }
         let now = self.now_ns();
         let last = self.last_recovery_query.load(Relaxed);
-        if last != i64::MIN && now.saturating_sub(last) < REMOTE_RECOVERY_QUERY_INTERVAL.as_nanos() {
+        if last != i64::MIN && now.saturating_sub(last) < REMOTE_RECOVERY_QUERY_INTERVAL.as_nanos()
+        {
             // Asked recently: assume recovery goes on, the mirror asks again soon.
             return true;
         }
         self.last_recovery_query.store(now, Relaxed);
-        match self.request_pair(RequestType::IsRemoteRecovering, &payload::encode_u64(region)) {
+        match self.request_pair(
+            RequestType::IsRemoteRecovering,
+            &payload::encode_u64(region),
+        ) {
             Ok(reply) => match RemoteRecovering::decode(&reply) {
                 Ok(r) => {
                     self.in_sync_hint.store(r.in_sync_hint, Relaxed);

@@ -52,7 +52,10 @@ impl FlushBatch {
             clears: KVec::with_capacity(RESERVED, GFP_KERNEL)?,
             lost_mark: false,
         };
-        KBox::pin_init(pin_init!(Self { pending <- new_spinlock!(pending, "FlushBatch::pending") }), GFP_KERNEL)
+        KBox::pin_init(
+            pin_init!(Self { pending <- new_spinlock!(pending, "FlushBatch::pending") }),
+            GFP_KERNEL,
+        )
     }
 
     /// Records a mark. Never sleeps.

@@ -24,7 +24,9 @@ use crate::{
         connector::{self, MessageBuf},
         wait::{TimedCompletion, WaitOutcome},
     },
-    uapi::{encode_message, Header, Reply, RequestType, CN_MSG_SIZE, HEADER_SIZE, MAX_REQUEST_PAYLOAD},
+    uapi::{
+        encode_message, Header, Reply, RequestType, CN_MSG_SIZE, HEADER_SIZE, MAX_REQUEST_PAYLOAD,
+    },
 };
 
 /// Requests that may be in flight at once; further callers wait for a free slot.
@@ -124,9 +126,17 @@ impl Transport {
             replies.push([0; MAX_REPLY], GFP_KERNEL)?;
             let message = KBox::new(MessageBuf::new(), GFP_KERNEL)?;
             free.push(Ticket { slot, message }, GFP_KERNEL)?;
-            done.push(KBox::pin_init(TimedCompletion::new(), GFP_KERNEL)?, GFP_KERNEL)?;
+            done.push(
+                KBox::pin_init(TimedCompletion::new(), GFP_KERNEL)?,
+                GFP_KERNEL,
+            )?;
         }
-        let inner = Inner { next_seq: 0, waiters, replies, free };
+        let inner = Inner {
+            next_seq: 0,
+            waiters,
+            replies,
+            free,
+        };
         Arc::pin_init(
             try_pin_init!(Self {
                 inner <- new_spinlock!(inner, "Transport::inner"),
@@ -140,7 +150,6 @@ impl Transport {
             }),
             GFP_KERNEL,
         )
-        .map(|arc| arc.into())
     }
 
     /// Sends a request and waits for the server's reply; returns the reply's payload size.
@@ -198,17 +207,26 @@ impl Transport {
             let mut inner = self.inner.lock();
             let seq = inner.next_seq;
             inner.next_seq = seq.wrapping_add(1);
-            inner.waiters[slot] = Some(Waiter { seq, capacity, outcome: None });
+            inner.waiters[slot] = Some(Waiter {
+                seq,
+                capacity,
+                outcome: None,
+            });
             seq
         };
-        let header = Header::request(to.uuid, to.luid, kind, seq, payload.len()).map_err(|_| EINVAL)?;
+        let header =
+            Header::request(to.uuid, to.luid, kind, seq, payload.len()).map_err(|_| EINVAL)?;
         let sent = encode_message(&mut ticket.message.0, &header, payload)
             .map_err(|_| EINVAL)
             .and_then(|_| connector::send(&mut ticket.message));
         if let Err(e) = sent {
             self.inner.lock().waiters[slot] = None;
             if e != ESRCH {
-                pr_err!("Unable to send log request [{}] to userspace: {}\n", kind.name(), e.to_errno());
+                pr_err!(
+                    "Unable to send log request [{}] to userspace: {}\n",
+                    kind.name(),
+                    e.to_errno()
+                );
             }
             return Err(e);
         }
@@ -274,7 +292,10 @@ impl Transport {
             return;
         };
         let outcome = match reply {
-            Reply::Ack { ack, .. } => Outcome { error: ack_to_error(ack), len: 0 },
+            Reply::Ack { ack, .. } => Outcome {
+                error: ack_to_error(ack),
+                len: 0,
+            },
             Reply::Full { data, .. } if data.len() > waiter.capacity => {
                 pr_err!(
                     "Insufficient space to receive package [{}] ({} vs {})\n",
@@ -282,11 +303,17 @@ impl Transport {
                     data.len(),
                     waiter.capacity
                 );
-                Outcome { error: ENOSPC.to_errno(), len: 0 }
+                Outcome {
+                    error: ENOSPC.to_errno(),
+                    len: 0,
+                }
             }
             Reply::Full { header, data } => {
                 inner.replies[slot][..data.len()].copy_from_slice(data);
-                Outcome { error: header.error, len: data.len() }
+                Outcome {
+                    error: header.error,
+                    len: data.len(),
+                }
             }
         };
         waiter.outcome = Some(outcome);

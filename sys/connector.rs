@@ -36,7 +36,12 @@ pub(crate) struct Registration {
 
 impl Registration {
     /// Registers `handler` for messages to `idx:val`, shown as `name` in /proc/net/connector.
-    pub(crate) fn new(idx: u32, val: u32, name: &'static CStr, handler: Arc<Transport>) -> Result<Self> {
+    pub(crate) fn new(
+        idx: u32,
+        val: u32,
+        name: &'static CStr,
+        handler: Arc<Transport>,
+    ) -> Result<Self> {
         let ptr = Arc::as_ptr(&handler).cast_mut().cast::<c_void>();
         if HANDLER
             .compare_exchange(null_mut(), ptr, Ordering::AcqRel, Ordering::Acquire)
@@ -76,12 +81,12 @@ impl Drop for Registration {
 ///
 /// Only called by the connector core, with `msg` pointing to a `cn_msg` followed by `msg->len`
 /// bytes (the core checks the netlink length against it before calling).
-unsafe extern "C" fn callback(
-    msg: *mut raw::cn_msg,
-    _nsp: *mut bindings::netlink_skb_parms,
-) {
+unsafe extern "C" fn callback(msg: *mut raw::cn_msg, _nsp: *mut bindings::netlink_skb_parms) {
     let _guard = rcu::read_lock();
-    let handler = HANDLER.load(Ordering::Acquire).cast::<Transport>().cast_const();
+    let handler = HANDLER
+        .load(Ordering::Acquire)
+        .cast::<Transport>()
+        .cast_const();
     if handler.is_null() {
         return;
     }
@@ -89,7 +94,8 @@ unsafe extern "C" fn callback(
     let len = usize::from(unsafe { (*msg).len });
     // SAFETY: Per the function's contract the envelope and `len` bytes after it are readable
     // for the duration of the call.
-    let bytes = unsafe { core::slice::from_raw_parts(msg.cast::<u8>().cast_const(), CN_MSG_SIZE + len) };
+    let bytes =
+        unsafe { core::slice::from_raw_parts(msg.cast::<u8>().cast_const(), CN_MSG_SIZE + len) };
     // Like upstream, the check is on the task that sent the message: connector input runs
     // synchronously in the sender's `sendmsg()`.
     // SAFETY: `capable` may be called from any process context.

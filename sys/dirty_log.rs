@@ -178,7 +178,10 @@ impl<T: DirtyLog> Registration<T> {
         // where it is unregistered.
         to_result(unsafe { raw::dm_dirty_log_type_register(ty.get()) })?;
         // INVARIANT: Registered just above.
-        Ok(Self { ty, _log: core::marker::PhantomData })
+        Ok(Self {
+            ty,
+            _log: core::marker::PhantomData,
+        })
     }
 }
 
@@ -287,7 +290,10 @@ unsafe extern "C" fn get_region_size<T: DirtyLog>(log: *mut raw::dm_dirty_log) -
 /// # Safety
 ///
 /// Called by device-mapper on a constructed log.
-unsafe extern "C" fn is_clean<T: DirtyLog>(log: *mut raw::dm_dirty_log, region: raw::region_t) -> c_int {
+unsafe extern "C" fn is_clean<T: DirtyLog>(
+    log: *mut raw::dm_dirty_log,
+    region: raw::region_t,
+) -> c_int {
     // SAFETY: Per the function's contract the log is constructed and not destroyed.
     c_int::from(unsafe { context::<T>(log) }.is_clean(region))
 }
@@ -385,7 +391,9 @@ unsafe extern "C" fn status<T: DirtyLog>(
         raw::status_type_t_STATUSTYPE_TABLE => StatusKind::Table,
         _ => StatusKind::Ima,
     };
-    let Ok(maxlen) = usize::try_from(maxlen) else { return 0 };
+    let Ok(maxlen) = usize::try_from(maxlen) else {
+        return 0;
+    };
     if result.is_null() || maxlen == 0 {
         return 0;
     }

@@ -59,7 +59,8 @@ impl TimedCompletion {
     pub(crate) fn wait(&self, timeout: Jiffies) -> WaitOutcome {
         // SAFETY: `inner` is an initialised completion; the wait may sleep, which callers of
         // the transport are allowed to do.
-        let r = unsafe { bindings::wait_for_completion_killable_timeout(self.inner.get(), timeout) };
+        let r =
+            unsafe { bindings::wait_for_completion_killable_timeout(self.inner.get(), timeout) };
         match r {
             0 => WaitOutcome::TimedOut,
             r if r < 0 => WaitOutcome::Killed,

@@ -36,11 +36,20 @@ pub enum ArgsError {
 impl fmt::Display for ArgsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Self::TooFew(n) => write!(f, "too few arguments to userspace dirty log ({n}, need at least {MIN_ARGS})"),
-            Self::UuidTooLong(n) => write!(f, "UUID argument too long ({n} bytes, at most {MAX_UUID_LEN})"),
+            Self::TooFew(n) => write!(
+                f,
+                "too few arguments to userspace dirty log ({n}, need at least {MIN_ARGS})"
+            ),
+            Self::UuidTooLong(n) => write!(
+                f,
+                "UUID argument too long ({n} bytes, at most {MAX_UUID_LEN})"
+            ),
             Self::MissingLogType => write!(f, "no log type after integrated_flush"),
             Self::TooLong { len, max } => {
-                write!(f, "log arguments too long for the server ({len} bytes, at most {max})")
+                write!(
+                    f,
+                    "log arguments too long for the server ({len} bytes, at most {max})"
+                )
             }
         }
     }
@@ -69,12 +78,19 @@ pub fn parse_args<'a, S: AsRef<[u8]>>(args: &'a [S]) -> Result<LogArgs<'a, &'a [
         return Err(ArgsError::UuidTooLong(uuid.len()));
     }
     let rest = &args[1..];
-    let integrated_flush = rest[0].as_ref().eq_ignore_ascii_case(INTEGRATED_FLUSH.as_bytes());
+    let integrated_flush = rest[0]
+        .as_ref()
+        .eq_ignore_ascii_case(INTEGRATED_FLUSH.as_bytes());
     let server_args = if integrated_flush { &rest[1..] } else { rest };
     if server_args.is_empty() {
         return Err(ArgsError::MissingLogType);
     }
-    Ok(LogArgs { uuid, integrated_flush, server_args, table_argc: args.len() })
+    Ok(LogArgs {
+        uuid,
+        integrated_flush,
+        server_args,
+        table_argc: args.len(),
+    })
 }
 
 /// A `fmt::Write` into a byte buffer that fails instead of truncating.
@@ -102,7 +118,10 @@ impl<'a> ByteWriter<'a> {
     /// Appends raw bytes.
     pub fn push(&mut self, bytes: &[u8]) -> fmt::Result {
         let end = self.len.checked_add(bytes.len()).ok_or(fmt::Error)?;
-        self.buf.get_mut(self.len..end).ok_or(fmt::Error)?.copy_from_slice(bytes);
+        self.buf
+            .get_mut(self.len..end)
+            .ok_or(fmt::Error)?
+            .copy_from_slice(bytes);
         self.len = end;
         Ok(())
     }
@@ -118,7 +137,11 @@ impl Write for ByteWriter<'_> {
 ///
 /// Returns its length; it must leave room for a NUL, so that the same string can be sent
 /// NUL-terminated when the module reconnects, within `out.len()`.
-pub fn ctr_string<S: AsRef<[u8]>>(target_sectors: u64, server_args: &[S], out: &mut [u8]) -> Result<usize, ArgsError> {
+pub fn ctr_string<S: AsRef<[u8]>>(
+    target_sectors: u64,
+    server_args: &[S],
+    out: &mut [u8],
+) -> Result<usize, ArgsError> {
     let max = out.len().saturating_sub(1);
     let mut needed = 20;
     for a in server_args {
@@ -162,7 +185,9 @@ pub fn table_status(
 
 /// The server's arguments in a CTR string: everything after the target length.
 pub fn ctr_server_args(ctr: &[u8]) -> &[u8] {
-    ctr.iter().position(|&b| b == b' ').map_or(&[][..], |i| &ctr[i + 1..])
+    ctr.iter()
+        .position(|&b| b == b' ')
+        .map_or(&[][..], |i| &ctr[i + 1..])
 }
 
 #[cfg(test)]
@@ -180,10 +205,18 @@ mod tests {
         assert!(a.integrated_flush);
         assert_eq!(a.server_args, &["core", "1024"]);
         assert_eq!(parse_args(&["U1", "core"]), Err(ArgsError::TooFew(2)));
-        assert_eq!(parse_args(&["U1", "integrated_flush", "x"]).unwrap().server_args, &["x"]);
+        assert_eq!(
+            parse_args(&["U1", "integrated_flush", "x"])
+                .unwrap()
+                .server_args,
+            &["x"]
+        );
         let long = [b'x'; 129];
         let long = core::str::from_utf8(&long).unwrap();
-        assert_eq!(parse_args(&[long, "core", "8"]), Err(ArgsError::UuidTooLong(129)));
+        assert_eq!(
+            parse_args(&[long, "core", "8"]),
+            Err(ArgsError::UuidTooLong(129))
+        );
         assert!(parse_args(&[&long[1..], "core", "8"]).is_ok());
     }
 
@@ -198,7 +231,10 @@ mod tests {
         assert_eq!(ctr_string(1, &[arg], &mut buf), Ok(331));
         let arg = [b'a'; 330];
         let arg = core::str::from_utf8(&arg).unwrap();
-        assert!(matches!(ctr_string(1, &[arg], &mut buf), Err(ArgsError::TooLong { .. })));
+        assert!(matches!(
+            ctr_string(1, &[arg], &mut buf),
+            Err(ArgsError::TooLong { .. })
+        ));
         let n = ctr_string(u64::MAX, &["core", "8"], &mut buf).unwrap();
         assert_eq!(&buf[..n], b"18446744073709551615 core 8");
     }
@@ -213,10 +249,27 @@ mod tests {
         let server_args = ctr_server_args(&ctr[..n]);
         assert_eq!(server_args, b"clustered-core 1024");
         let mut w = ByteWriter::new(&mut buf);
-        table_status(a.table_argc, a.uuid, a.integrated_flush, server_args, &mut w).unwrap();
+        table_status(
+            a.table_argc,
+            a.uuid,
+            a.integrated_flush,
+            server_args,
+            &mut w,
+        )
+        .unwrap();
         let n = w.len();
-        assert_eq!(&buf[..n], b"userspace 4 UUID-1 integrated_flush clustered-core 1024 ");
+        assert_eq!(
+            &buf[..n],
+            b"userspace 4 UUID-1 integrated_flush clustered-core 1024 "
+        );
         let mut small = [0u8; 10];
-        assert!(table_status(4, a.uuid, true, server_args, &mut ByteWriter::new(&mut small)).is_err());
+        assert!(table_status(
+            4,
+            a.uuid,
+            true,
+            server_args,
+            &mut ByteWriter::new(&mut small)
+        )
+        .is_err());
     }
 }

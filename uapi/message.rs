@@ -190,7 +190,9 @@ pub enum WireError {
 impl fmt::Display for WireError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Self::Truncated { need, have } => write!(f, "truncated: need {need} bytes, have {have}"),
+            Self::Truncated { need, have } => {
+                write!(f, "truncated: need {need} bytes, have {have}")
+            }
             Self::LengthMismatch { claimed, have } => {
                 write!(f, "length field says {claimed} bytes, message has {have}")
             }
@@ -227,7 +229,10 @@ fn put(buf: &mut [u8], off: usize, bytes: &[u8]) {
 
 fn need(buf: &[u8], n: usize) -> Result<(), WireError> {
     if buf.len() < n {
-        Err(WireError::Truncated { need: n, have: buf.len() })
+        Err(WireError::Truncated {
+            need: n,
+            have: buf.len(),
+        })
     } else {
         Ok(())
     }
@@ -253,7 +258,14 @@ pub struct CnMsg {
 impl CnMsg {
     /// An envelope addressed to the userspace log.
     pub const fn to_log(seq: u32, ack: u32, len: u16) -> Self {
-        Self { idx: CN_IDX_DM, val: CN_VAL_DM_USERSPACE_LOG, seq, ack, len, flags: 0 }
+        Self {
+            idx: CN_IDX_DM,
+            val: CN_VAL_DM_USERSPACE_LOG,
+            seq,
+            ack,
+            len,
+            flags: 0,
+        }
     }
 
     /// Writes the 20 bytes of the envelope at the start of `buf`.
@@ -305,7 +317,10 @@ impl fmt::Debug for Header {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Header")
             .field("luid", &self.luid)
-            .field("uuid", &core::str::from_utf8(self.uuid_bytes()).unwrap_or("<non-utf8>"))
+            .field(
+                "uuid",
+                &core::str::from_utf8(self.uuid_bytes()).unwrap_or("<non-utf8>"),
+            )
             .field("version", &self.version)
             .field("error", &self.error)
             .field("seq", &self.seq)
@@ -324,8 +339,10 @@ impl Header {
         seq: u32,
         data_size: usize,
     ) -> Result<Self, WireError> {
-        let data_size = u32::try_from(data_size)
-            .map_err(|_| WireError::PayloadTooLarge { len: data_size, max: u32::MAX as usize })?;
+        let data_size = u32::try_from(data_size).map_err(|_| WireError::PayloadTooLarge {
+            len: data_size,
+            max: u32::MAX as usize,
+        })?;
         Ok(Self {
             luid,
             uuid: uuid_field(uuid)?,
@@ -339,7 +356,11 @@ impl Header {
 
     /// The UUID without its NUL padding.
     pub fn uuid_bytes(&self) -> &[u8] {
-        let end = self.uuid.iter().position(|&b| b == 0).unwrap_or(UUID_FIELD_SIZE);
+        let end = self
+            .uuid
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(UUID_FIELD_SIZE);
         &self.uuid[..end]
     }
 
@@ -395,7 +416,10 @@ pub fn uuid_field(uuid: &[u8]) -> Result<[u8; UUID_FIELD_SIZE], WireError> {
 pub fn encode_message(buf: &mut [u8], header: &Header, payload: &[u8]) -> Result<usize, WireError> {
     let total = CN_MSG_SIZE + HEADER_SIZE + payload.len();
     if payload.len() != header.data_size as usize {
-        return Err(WireError::LengthMismatch { claimed: header.data_size as usize, have: payload.len() });
+        return Err(WireError::LengthMismatch {
+            claimed: header.data_size as usize,
+            have: payload.len(),
+        });
     }
     let len = u16::try_from(HEADER_SIZE + payload.len())
         .ok()
@@ -445,23 +469,38 @@ impl<'a> Reply<'a> {
     pub fn parse(msg: &'a [u8]) -> Result<Self, WireError> {
         let cn = CnMsg::decode(msg)?;
         if (cn.idx, cn.val) != (CN_IDX_DM, CN_VAL_DM_USERSPACE_LOG) {
-            return Err(WireError::WrongConnectorId { idx: cn.idx, val: cn.val });
+            return Err(WireError::WrongConnectorId {
+                idx: cn.idx,
+                val: cn.val,
+            });
         }
         let body = &msg[CN_MSG_SIZE..];
         let len = usize::from(cn.len);
         if len > body.len() {
-            return Err(WireError::LengthMismatch { claimed: len, have: body.len() });
+            return Err(WireError::LengthMismatch {
+                claimed: len,
+                have: body.len(),
+            });
         }
         if len == 0 {
-            return Ok(Self::Ack { seq: cn.seq, ack: cn.ack });
+            return Ok(Self::Ack {
+                seq: cn.seq,
+                ack: cn.ack,
+            });
         }
         let body = &body[..len];
         let header = Header::decode(body)?;
         let data_size = header.data_size as usize;
         if data_size > len - HEADER_SIZE {
-            return Err(WireError::LengthMismatch { claimed: data_size, have: len - HEADER_SIZE });
+            return Err(WireError::LengthMismatch {
+                claimed: data_size,
+                have: len - HEADER_SIZE,
+            });
         }
-        Ok(Self::Full { header, data: &body[HEADER_SIZE..HEADER_SIZE + data_size] })
+        Ok(Self::Full {
+            header,
+            data: &body[HEADER_SIZE..HEADER_SIZE + data_size],
+        })
     }
 }
 
@@ -480,8 +519,15 @@ impl<'a> Request<'a> {
     /// Parses what follows the netlink header: `cn_msg`, header and payload.
     pub fn parse(msg: &'a [u8]) -> Result<Self, WireError> {
         match Reply::parse(msg)? {
-            Reply::Ack { .. } => Err(WireError::Truncated { need: CN_MSG_SIZE + HEADER_SIZE, have: msg.len() }),
-            Reply::Full { header, data } => Ok(Self { cn: CnMsg::decode(msg)?, header, data }),
+            Reply::Ack { .. } => Err(WireError::Truncated {
+                need: CN_MSG_SIZE + HEADER_SIZE,
+                have: msg.len(),
+            }),
+            Reply::Full { header, data } => Ok(Self {
+                cn: CnMsg::decode(msg)?,
+                header,
+                data,
+            }),
         }
     }
 }
@@ -494,7 +540,14 @@ mod tests {
     fn header_layout_matches_the_c_struct() {
         let mut uuid = [0u8; 128];
         uuid.fill(b'u');
-        let h = Header::request(&uuid, 0x0102_0304_0506_0708, RequestType::Flush, 0xaabb_ccdd, 24).unwrap();
+        let h = Header::request(
+            &uuid,
+            0x0102_0304_0506_0708,
+            RequestType::Flush,
+            0xaabb_ccdd,
+            24,
+        )
+        .unwrap();
         let mut buf = [0xffu8; HEADER_SIZE];
         h.encode(&mut buf).unwrap();
         assert_eq!(&buf[0..8], &0x0102_0304_0506_0708u64.to_ne_bytes());
@@ -548,9 +601,15 @@ mod tests {
     fn encode_rejects_inconsistent_sizes() {
         let h = Header::request(b"x", 1, RequestType::Flush, 1, 8).unwrap();
         let mut buf = [0u8; 512];
-        assert!(matches!(encode_message(&mut buf, &h, &[0; 4]), Err(WireError::LengthMismatch { .. })));
+        assert!(matches!(
+            encode_message(&mut buf, &h, &[0; 4]),
+            Err(WireError::LengthMismatch { .. })
+        ));
         let h = Header::request(b"x", 1, RequestType::Flush, 1, 400).unwrap();
-        assert!(matches!(encode_message(&mut buf, &h, &[0; 400]), Err(WireError::Truncated { .. })));
+        assert!(matches!(
+            encode_message(&mut buf, &h, &[0; 400]),
+            Err(WireError::Truncated { .. })
+        ));
     }
 
     #[test]
@@ -565,12 +624,18 @@ mod tests {
         let mut h = Header::request(b"x", 1, RequestType::StatusInfo, 5, 4).unwrap();
         let mut buf = [0u8; 512];
         let n = encode_message(&mut buf, &h, b"abcd").unwrap();
-        assert!(matches!(Reply::parse(&buf[..n]), Ok(Reply::Full { data: b"abcd", .. })));
+        assert!(matches!(
+            Reply::parse(&buf[..n]),
+            Ok(Reply::Full { data: b"abcd", .. })
+        ));
         h.data_size = 300;
         h.encode(&mut buf[CN_MSG_SIZE..]).unwrap();
         assert_eq!(
             Reply::parse(&buf[..n]),
-            Err(WireError::LengthMismatch { claimed: 300, have: 4 })
+            Err(WireError::LengthMismatch {
+                claimed: 300,
+                have: 4
+            })
         );
     }
 
@@ -579,11 +644,29 @@ mod tests {
         let mut buf = [0u8; 100];
         CnMsg::to_log(1, 0, 80).encode(&mut buf).unwrap();
         // len 80 < header size.
-        assert!(matches!(Reply::parse(&buf), Err(WireError::Truncated { .. })));
+        assert!(matches!(
+            Reply::parse(&buf),
+            Err(WireError::Truncated { .. })
+        ));
         CnMsg::to_log(1, 0, 200).encode(&mut buf).unwrap();
-        assert!(matches!(Reply::parse(&buf), Err(WireError::LengthMismatch { .. })));
-        CnMsg { idx: 7, val: 2, ..CnMsg::default() }.encode(&mut buf).unwrap();
-        assert_eq!(Reply::parse(&buf), Err(WireError::WrongConnectorId { idx: 7, val: 2 }));
-        assert!(matches!(Reply::parse(&buf[..10]), Err(WireError::Truncated { .. })));
+        assert!(matches!(
+            Reply::parse(&buf),
+            Err(WireError::LengthMismatch { .. })
+        ));
+        CnMsg {
+            idx: 7,
+            val: 2,
+            ..CnMsg::default()
+        }
+        .encode(&mut buf)
+        .unwrap();
+        assert_eq!(
+            Reply::parse(&buf),
+            Err(WireError::WrongConnectorId { idx: 7, val: 2 })
+        );
+        assert!(matches!(
+            Reply::parse(&buf[..10]),
+            Err(WireError::Truncated { .. })
+        ));
     }
 }

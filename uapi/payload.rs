@@ -9,6 +9,9 @@ pub const REGION_SIZE: usize = 8;
 /// Most regions upstream sends in one MARK, CLEAR or integrated FLUSH request.
 pub const MAX_FLUSH_GROUP: usize = 32;
 
+// A full group fits the largest request payload.
+const _: () = assert!(MAX_FLUSH_GROUP * REGION_SIZE <= super::message::MAX_REQUEST_PAYLOAD);
+
 /// Encodes one `u64` (a region, or a reply value) host-endian.
 pub fn encode_u64(v: u64) -> [u8; 8] {
     v.to_ne_bytes()
@@ -16,7 +19,10 @@ pub fn encode_u64(v: u64) -> [u8; 8] {
 
 /// Decodes a payload that must be exactly one `u64`.
 pub fn decode_u64(request: RequestType, data: &[u8]) -> Result<u64, WireError> {
-    let bytes: [u8; 8] = data.try_into().map_err(|_| WireError::BadPayload { request, len: data.len() })?;
+    let bytes: [u8; 8] = data.try_into().map_err(|_| WireError::BadPayload {
+        request,
+        len: data.len(),
+    })?;
     Ok(u64::from_ne_bytes(bytes))
 }
 
@@ -28,9 +34,15 @@ pub fn decode_i64(request: RequestType, data: &[u8]) -> Result<i64, WireError> {
 /// Decodes a payload of two 64-bit fields.
 fn decode_pair(request: RequestType, data: &[u8]) -> Result<(u64, u64), WireError> {
     if data.len() != 16 {
-        return Err(WireError::BadPayload { request, len: data.len() });
+        return Err(WireError::BadPayload {
+            request,
+            len: data.len(),
+        });
     }
-    Ok((decode_u64(request, &data[..8])?, decode_u64(request, &data[8..])?))
+    Ok((
+        decode_u64(request, &data[..8])?,
+        decode_u64(request, &data[8..])?,
+    ))
 }
 
 fn encode_pair(a: u64, b: u64) -> [u8; 16] {
@@ -58,7 +70,10 @@ impl ResyncWork {
     /// Parses the reply; any non-zero `i` means work is available.
     pub fn decode(data: &[u8]) -> Result<Self, WireError> {
         let (i, r) = decode_pair(RequestType::GetResyncWork, data)?;
-        Ok(Self { available: i != 0, region: r })
+        Ok(Self {
+            available: i != 0,
+            region: r,
+        })
     }
 }
 
@@ -80,7 +95,10 @@ impl RegionSync {
     /// Parses the request.
     pub fn decode(data: &[u8]) -> Result<Self, WireError> {
         let (region, in_sync) = decode_pair(RequestType::SetRegionSync, data)?;
-        Ok(Self { region, in_sync: in_sync != 0 })
+        Ok(Self {
+            region,
+            in_sync: in_sync != 0,
+        })
     }
 }
 
@@ -102,7 +120,10 @@ impl RemoteRecovering {
     /// Parses the reply.
     pub fn decode(data: &[u8]) -> Result<Self, WireError> {
         let (r, hint) = decode_pair(RequestType::IsRemoteRecovering, data)?;
-        Ok(Self { is_recovering: r != 0, in_sync_hint: hint })
+        Ok(Self {
+            is_recovering: r != 0,
+            in_sync_hint: hint,
+        })
     }
 }
 
@@ -110,7 +131,10 @@ impl RemoteRecovering {
 pub fn encode_regions(regions: &[u64], out: &mut [u8]) -> Result<usize, WireError> {
     let len = regions.len() * REGION_SIZE;
     if len > out.len() {
-        return Err(WireError::PayloadTooLarge { len, max: out.len() });
+        return Err(WireError::PayloadTooLarge {
+            len,
+            max: out.len(),
+        });
     }
     for (i, r) in regions.iter().enumerate() {
         out[i * REGION_SIZE..(i + 1) * REGION_SIZE].copy_from_slice(&r.to_ne_bytes());
@@ -123,8 +147,11 @@ pub fn decode_regions(
     request: RequestType,
     data: &[u8],
 ) -> Result<impl Iterator<Item = u64> + '_, WireError> {
-    if data.len() % REGION_SIZE != 0 {
-        return Err(WireError::BadPayload { request, len: data.len() });
+    if !data.len().is_multiple_of(REGION_SIZE) {
+        return Err(WireError::BadPayload {
+            request,
+            len: data.len(),
+        });
     }
     Ok(data.chunks_exact(REGION_SIZE).map(|c| {
         let mut b = [0u8; 8];
@@ -138,10 +165,17 @@ pub fn decode_regions(
 /// An empty reply means the log has no device. Otherwise the name must end in its only NUL
 /// and fit `DM_NAME_LEN` (128 bytes with the NUL).
 pub fn ctr_reply_device(data: &[u8]) -> Result<Option<&[u8]>, WireError> {
-    let bad = WireError::BadPayload { request: RequestType::Ctr, len: data.len() };
+    let bad = WireError::BadPayload {
+        request: RequestType::Ctr,
+        len: data.len(),
+    };
     match data.split_last() {
         None => Ok(None),
-        Some((0, name)) if data.len() <= super::message::DEVICE_NAME_SIZE && !name.is_empty() && !name.contains(&0) => {
+        Some((0, name))
+            if data.len() <= super::message::DEVICE_NAME_SIZE
+                && !name.is_empty()
+                && !name.contains(&0) =>
+        {
             Ok(Some(name))
         }
         Some(_) => Err(bad),
@@ -154,11 +188,20 @@ mod tests {
 
     #[test]
     fn pairs_round_trip() {
-        let w = ResyncWork { available: true, region: 77 };
+        let w = ResyncWork {
+            available: true,
+            region: 77,
+        };
         assert_eq!(ResyncWork::decode(&w.encode()), Ok(w));
-        let s = RegionSync { region: 5, in_sync: false };
+        let s = RegionSync {
+            region: 5,
+            in_sync: false,
+        };
         assert_eq!(RegionSync::decode(&s.encode()), Ok(s));
-        let r = RemoteRecovering { is_recovering: true, in_sync_hint: 1 << 40 };
+        let r = RemoteRecovering {
+            is_recovering: true,
+            in_sync_hint: 1 << 40,
+        };
         assert_eq!(RemoteRecovering::decode(&r.encode()), Ok(r));
         assert!(ResyncWork::decode(&[0; 8]).is_err());
         assert!(RemoteRecovering::decode(&[0; 17]).is_err());
@@ -166,13 +209,22 @@ mod tests {
 
     #[test]
     fn scalar_replies_must_have_exact_size() {
-        assert_eq!(decode_u64(RequestType::GetRegionSize, &1024u64.to_ne_bytes()), Ok(1024));
+        assert_eq!(
+            decode_u64(RequestType::GetRegionSize, &1024u64.to_ne_bytes()),
+            Ok(1024)
+        );
         assert_eq!(
             decode_u64(RequestType::GetRegionSize, &[1, 2, 3]),
-            Err(WireError::BadPayload { request: RequestType::GetRegionSize, len: 3 })
+            Err(WireError::BadPayload {
+                request: RequestType::GetRegionSize,
+                len: 3
+            })
         );
         assert!(decode_i64(RequestType::InSync, &[]).is_err());
-        assert_eq!(decode_i64(RequestType::InSync, &(-1i64).to_ne_bytes()), Ok(-1));
+        assert_eq!(
+            decode_i64(RequestType::InSync, &(-1i64).to_ne_bytes()),
+            Ok(-1)
+        );
     }
 
     #[test]
@@ -188,8 +240,6 @@ mod tests {
         assert_eq!(back, regions);
         assert!(decode_regions(RequestType::MarkRegion, &buf[..7]).is_err());
         assert!(encode_regions(&[0; 9], &mut buf).is_err());
-        // A full group fits the upstream payload limit.
-        assert!(MAX_FLUSH_GROUP * REGION_SIZE <= crate::message::MAX_REQUEST_PAYLOAD);
     }
 
     #[test]

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Builds a test guest's initramfs: busybox, dmsetup, fio, the project's userspace binaries,
+# the in-guest suites and one log module (the Rust one or upstream's C one).
+# Usage: build-initramfs.sh OUT.cpio.gz MODULE.ko VARIANT [BINARY...]
+. "$(dirname "$0")/lib.sh"
+
+out=${1:?usage}
+ko=${2:?usage}
+variant=${3:?usage}
+shift 3
+
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,lib,lib64,proc,sys,dev,tmp,run,etc,modules,tests}
+
+cp /bin/busybox "$root/bin/busybox"
+# Copies a program and the shared libraries it needs.
+add_program() {
+	local prog=$1 dest=$2
+	cp -L "$prog" "$root$dest"
+	ldd "$prog" 2>/dev/null | awk '/=>/ { print $3 } /^[ \t]*\/lib/ { print $1 }' | while read -r lib; do
+		[ -n "$lib" ] && [ -f "$lib" ] || continue
+		mkdir -p "$root$(dirname "$lib")"
+		cp -L -n "$lib" "$root$lib"
+	done
+}
+add_program "$(command -v dmsetup)" /sbin/dmsetup
+add_program "$(command -v fio)" /usr/bin/fio
+for b in "$@"; do
+	add_program "$b" "/usr/bin/$(basename "$b")"
+done
+cp "$ko" "$root/modules/dm_log_userspace.ko"
+echo "$variant" >"$root/modules/VARIANT"
+cp "$TOP"/tests/vm/*.sh "$root/tests/"
+cp "$TOP/tests/vm/init" "$root/init"
+echo "root:x:0:0:root:/:/bin/sh" >"$root/etc/passwd"
+echo "root:x:0:" >"$root/etc/group"
+(cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$out.tmp"
+mv "$out.tmp" "$out"

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Builds dm_log_userspace.ko for one test kernel flavour, in a copy of the sources under out/,
+# so that the perf and debug builds never share stale objects (Kbuild does not rebuild an
+# out-of-tree module when the kernel tree changes). Prints the .ko path.
+# Usage: build-module.sh perf|debug [extra make args, e.g. CLIPPY=1]
+. "$(dirname "$0")/lib.sh"
+
+flavour=${1:?usage: $0 perf|debug}
+shift
+kdir=$("$TOP/scripts/build-kernel.sh" "$flavour")
+mapfile -t srcs < <("$TOP/scripts/fetch-sources.sh")
+bindgen=$("$TOP/scripts/host-deps.sh" | tail -n 1)
+
+work="$TOP/out/module-$flavour"
+mkdir -p "$work"
+# Only the module's own sources; rsync keeps timestamps so unchanged files are not rebuilt.
+files=(Kbuild dm_log_userspace.rs transfer.rs flush.rs sys uapi)
+(cd "$TOP" && cp -a --parents $(find "${files[@]}" -type f \( -name '*.rs' -o -name '*.h' -o -name Kbuild \) ! -name 'bindings_generated.rs') "$work/")
+if [ "$(cat "$work/.kdir" 2>/dev/null)" != "$kdir" ]; then
+	make -s -C "$kdir" M="$work" LLVM="$LLVM_SUFFIX" clean >/dev/null 2>&1 || true
+	echo "$kdir" >"$work/.kdir"
+fi
+make -s -C "$kdir" M="$work" LLVM="$LLVM_SUFFIX" RUST_LIB_SRC="${srcs[1]}" BINDGEN="$bindgen" "$@" modules >&2
+echo "$work/dm_log_userspace.ko"

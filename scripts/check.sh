@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Every test of the project: host unit tests of the workspace, then the in-VM suites on both
+# kernel flavours, against the Rust module and against upstream's C module. Builds whatever is
+# missing first. Ends with one line "N passed, N failed[, N skipped]" and exits non-zero if
+# anything failed or nothing ran.
+# Usage: check.sh [host|lint|vm]      (default: all)
+. "$(dirname "$0")/lib.sh"
+
+what=${1:-all}
+passed=0
+failed=0
+skipped=0
+failures=()
+
+# Counts the ok / not ok / SKIP lines of KTAP output.
+count_ktap() {
+	local log=$1 name=$2 p f s
+	p=$(grep -E "^ok [0-9]+" "$log" | grep -vc "# SKIP" || true)
+	s=$(grep -E "^ok [0-9]+" "$log" | grep -c "# SKIP" || true)
+	f=$(grep -cE "^not ok [0-9]+" "$log" || true)
+	passed=$((passed + p))
+	skipped=$((skipped + s))
+	failed=$((failed + f))
+	while read -r line; do failures+=("$name: ${line#not ok }"); done < <(grep -E "^not ok [0-9]+" "$log" || true)
+}
+
+if [ "$what" = all ] || [ "$what" = host ]; then
+	say "host: cargo test (workspace)"
+	log=$(mktemp)
+	if ! cargo test --workspace 2>&1 | tee "$log"; then
+		grep -q "test result:" "$log" || { failed=$((failed + 1)); failures+=("host: cargo test did not run"); }
+	fi
+	while read -r p f; do
+		passed=$((passed + p))
+		failed=$((failed + f))
+		[ "$f" -eq 0 ] || failures+=("host: $f cargo test(s) failed")
+	done < <(sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$log")
+	rm -f "$log"
+fi
+
+# lint NAME CMD...: a check that passes when CMD succeeds and prints no warning.
+lint() {
+	local name=$1 out
+	shift
+	if out=$("$@" 2>&1) && ! grep -qE "^(warning|error)" <<<"$out"; then
+		passed=$((passed + 1))
+		echo "    ok $name"
+	else
+		failed=$((failed + 1))
+		failures+=("lint: $name")
+		grep -E -A6 "^(warning|error)|^Diff" <<<"$out" | head -40 | sed 's/^/    /'
+		echo "    not ok $name"
+	fi
+}
+
+if [ "$what" = all ] || [ "$what" = lint ]; then
+	say "lint: rustfmt and clippy (the kernel's lint set) on the module"
+	lint "rustfmt: module and workspace" make -s -C "$TOP" rustfmtcheck
+	lint "clippy: module, kernel lints (CLIPPY=1)" "$TOP/scripts/build-module.sh" debug CLIPPY=1
+	lint "clippy: workspace" cargo clippy --workspace --all-targets --quiet -- -D warnings
+fi
+
+if [ "$what" = all ] || [ "$what" = vm ]; then
+	say "preparing the test kernels (cached after the first run)"
+	"$TOP/scripts/build-kernel.sh" debug >/dev/null
+	"$TOP/scripts/build-kernel.sh" perf >/dev/null
+	for run in debug:rust:smoke debug:c:smoke perf:rust:smoke perf:c:smoke; do
+		IFS=: read -r flavour variant suite <<<"$run"
+		say "vm: $suite suite, $variant module, $flavour kernel"
+		log=$(mktemp)
+		if "$TOP/scripts/vm-run.sh" "$flavour" "$variant" "$suite" 600 >"$log" 2>&1; then rc=0; else rc=$?; fi
+		grep -vE "^# \[ *[0-9]+\.[0-9]+\]" "$log" | sed 's/^/    /'
+		count_ktap "$log" "$flavour/$variant/$suite"
+		if [ "$rc" -ne 0 ] && ! grep -qE "^not ok [0-9]+" "$log"; then
+			# The run failed without a failing test: kernel report, timeout or missing tests.
+			failed=$((failed + 1))
+			failures+=("$flavour/$variant/$suite: run failed (see its output above)")
+		fi
+		rm -f "$log"
+	done
+fi
+
+echo
+if [ ${#failures[@]} -gt 0 ]; then
+	echo "Failures:"
+	printf '  %s\n' "${failures[@]}"
+fi
+if [ "$skipped" -gt 0 ]; then
+	echo "$passed passed, $failed failed, $skipped skipped"
+else
+	echo "$passed passed, $failed failed"
+fi
+[ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Boots a test kernel flavour with one log module (rust or c) and runs an in-guest suite
+# under QEMU, with a hard timeout. The console goes to out/vm/<run>/console.log, the suite's
+# KTAP to ktap.log. Fails when any test fails, the guest does not finish, or the console
+# shows a kernel report (oops, BUG, WARNING, KASAN, lockdep, kmemleak, ...).
+# Usage: vm-run.sh perf|debug rust|c SUITE [TIMEOUT_SECONDS]
+. "$(dirname "$0")/lib.sh"
+
+flavour=${1:?usage: $0 perf|debug rust|c SUITE [TIMEOUT]}
+variant=${2:?usage}
+suite=${3:?usage}
+limit=${4:-600}
+
+kdir=$("$TOP/scripts/build-kernel.sh" "$flavour")
+case "$variant" in
+rust) ko=$("$TOP/scripts/build-module.sh" "$flavour") ;;
+c) ko="$kdir/drivers/md/dm-log-userspace.ko" ;;
+*) die "variant must be rust or c" ;;
+esac
+
+run="$TOP/out/vm/$flavour-$variant-$suite"
+rm -rf "$run" && mkdir -p "$run"
+mapfile -t bins < <("$TOP/scripts/build-userspace.sh")
+"$TOP/scripts/build-initramfs.sh" "$run/initramfs.cpio.gz" "$ko" "$variant" "${bins[@]}"
+
+accel=tcg
+if [ "$("$TOP/scripts/kvm-probe.sh" "$kdir")" = yes ]; then accel=kvm; fi
+mem=1024
+[ "$flavour" = debug ] && mem=2048
+append="console=ttyS0 panic=-1 oops=panic loglevel=7 dmlu.suite=$suite"
+[ "$flavour" = debug ] && append="$append kmemleak=on"
+
+timeout --foreground -k 5 "$limit" qemu-system-x86_64 -accel "$accel" -m "$mem" -smp 2 \
+	-display none -nodefaults -no-reboot \
+	-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$run/initramfs.cpio.gz" -append "$append" \
+	-serial "file:$run/console.log" -serial "file:$run/ktap.log" </dev/null
+qemu_rc=$?
+
+cat "$run/ktap.log"
+problems=0
+if [ "$qemu_rc" -ne 0 ]; then
+	echo "# $flavour/$variant/$suite: QEMU exited with $qemu_rc (124: timed out after ${limit}s)"
+	problems=1
+fi
+grep -q "dmlu: suite .* finished" "$run/console.log" || { echo "# the guest did not finish the suite"; problems=1; }
+# Kernel reports anywhere in the console fail the run.
+reports=$(grep -E "BUG:|WARNING:|Oops|Kernel panic|KASAN|UBSAN|kmemleak: [0-9]+ new suspected|circular locking|recursive locking|inconsistent lock state|lock held when returning|sleeping function called from invalid context|general protection fault|ODEBUG:|list_add corruption|list_del corruption|panicked at|hung_task|blocked for more than" "$run/console.log" || true)
+if [ -n "$reports" ]; then
+	echo "# kernel reports in $run/console.log:"
+	echo "$reports" | head -20 | sed 's/^/#   /'
+	problems=1
+fi
+failed=$(grep -cE "^not ok [0-9]+" "$run/ktap.log" || true)
+planned=$(sed -n 's/^1\.\.\([0-9]*\).*/\1/p' "$run/ktap.log" | head -n 1)
+ran=$(grep -cE "^(not )?ok [0-9]+" "$run/ktap.log" || true)
+if [ -z "$planned" ] || [ "$ran" -ne "$planned" ]; then
+	echo "# planned ${planned:-?} tests, ran $ran"
+	problems=1
+fi
+echo "# console: $run/console.log"
+[ "$problems" -eq 0 ] && [ "$failed" -eq 0 ]
