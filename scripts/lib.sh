@@ -11,6 +11,11 @@ LLVM_SUFFIX=-19
 JOBS=${JOBS:-$(nproc)}
 
 mkdir -p "$CACHE"
+# rustup's toolchain, when the environment (e.g. CI) does not put it on PATH.
+if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
+	PATH="$HOME/.cargo/bin:$PATH"
+fi
+command -v cargo >/dev/null || die "cargo not found: install Rust with rustup (the kernel needs the exact rustc that rust-src matches)"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

@@ -55,6 +55,8 @@ impl fmt::Display for ArgsError {
     }
 }
 
+impl core::error::Error for ArgsError {}
+
 /// The parsed log arguments of a table line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LogArgs<'a, A> {

@@ -1,0 +1,219 @@
+//! The state of one log's regions: which are in sync, which are dirty, what to recover next.
+//!
+//! The semantics are those of the kernel's own core log (drivers/md/dm-log.c): every region
+//! starts clean; a `sync` log starts with every region out of sync (a full resync), a
+//! `nosync` log with every region in sync; resync work is handed out once per region, in
+//! ascending order, and not again until it is reported or the log resumes.
+
+/// Region bookkeeping of one log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Regions {
+    in_sync: Vec<bool>,
+    clean: Vec<bool>,
+    recovering: Vec<bool>,
+    /// Where the search for resync work continues.
+    sync_search: u64,
+    sync_count: u64,
+}
+
+/// A region number outside the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutOfRange(pub u64);
+
+impl Regions {
+    /// `count` regions, all clean, all in sync or all out of sync.
+    pub fn new(count: u64, in_sync: bool) -> Self {
+        let n = usize::try_from(count).expect("region count fits memory");
+        Self {
+            in_sync: vec![in_sync; n],
+            clean: vec![true; n],
+            recovering: vec![false; n],
+            sync_search: 0,
+            sync_count: if in_sync { count } else { 0 },
+        }
+    }
+
+    /// Number of regions.
+    pub fn count(&self) -> u64 {
+        self.in_sync.len() as u64
+    }
+
+    fn index(&self, region: u64) -> Result<usize, OutOfRange> {
+        usize::try_from(region)
+            .ok()
+            .filter(|&i| i < self.in_sync.len())
+            .ok_or(OutOfRange(region))
+    }
+
+    /// A region is clean when it is in sync and no write to it is outstanding.
+    pub fn is_clean(&self, region: u64) -> Result<bool, OutOfRange> {
+        let i = self.index(region)?;
+        Ok(self.clean[i] && self.in_sync[i])
+    }
+
+    /// Whether the region's legs hold the same data.
+    pub fn in_sync(&self, region: u64) -> Result<bool, OutOfRange> {
+        Ok(self.in_sync[self.index(region)?])
+    }
+
+    /// A write to the region begins (idempotent).
+    pub fn mark(&mut self, region: u64) -> Result<(), OutOfRange> {
+        let i = self.index(region)?;
+        self.clean[i] = false;
+        Ok(())
+    }
+
+    /// Writes to the region are complete (idempotent).
+    pub fn clear(&mut self, region: u64) -> Result<(), OutOfRange> {
+        let i = self.index(region)?;
+        self.clean[i] = true;
+        Ok(())
+    }
+
+    /// The next region to recover, if any: each is handed out once until reported.
+    pub fn resync_work(&mut self) -> Option<u64> {
+        let start = usize::try_from(self.sync_search).unwrap_or(usize::MAX);
+        let found =
+            (start..self.in_sync.len()).find(|&i| !self.in_sync[i] && !self.recovering[i])?;
+        self.recovering[found] = true;
+        self.sync_search = found as u64 + 1;
+        Some(found as u64)
+    }
+
+    /// Records the outcome of a recovery (or a write failure, with `in_sync` false).
+    pub fn set_sync(&mut self, region: u64, in_sync: bool) -> Result<(), OutOfRange> {
+        let i = self.index(region)?;
+        self.recovering[i] = false;
+        match (self.in_sync[i], in_sync) {
+            (false, true) => self.sync_count += 1,
+            (true, false) => self.sync_count -= 1,
+            _ => {}
+        }
+        if !in_sync {
+            // Recover it again on this pass.
+            self.sync_search = self.sync_search.min(region);
+        }
+        self.in_sync[i] = in_sync;
+        Ok(())
+    }
+
+    /// How many regions are in sync.
+    pub fn sync_count(&self) -> u64 {
+        self.sync_count
+    }
+
+    /// Every region below this one is in sync.
+    pub fn in_sync_hint(&self) -> u64 {
+        self.in_sync
+            .iter()
+            .position(|s| !s)
+            .map_or(self.count(), |i| i as u64)
+    }
+
+    /// The mirror resumes: recovery starts over from the first region.
+    pub fn resume(&mut self) {
+        self.sync_search = 0;
+        self.recovering.fill(false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn sync_log_hands_out_every_region_once_in_order() {
+        let mut r = Regions::new(4, false);
+        assert_eq!(r.sync_count(), 0);
+        assert_eq!(r.resync_work(), Some(0));
+        assert_eq!(r.resync_work(), Some(1));
+        r.set_sync(0, true).unwrap();
+        assert_eq!(r.resync_work(), Some(2));
+        assert_eq!(r.resync_work(), Some(3));
+        assert_eq!(r.resync_work(), None);
+        r.set_sync(1, true).unwrap();
+        r.set_sync(2, true).unwrap();
+        r.set_sync(3, true).unwrap();
+        assert_eq!(r.sync_count(), 4);
+        assert_eq!(r.in_sync_hint(), 4);
+    }
+
+    #[test]
+    fn clean_needs_sync_and_no_outstanding_mark() {
+        let mut r = Regions::new(2, true);
+        assert!(r.is_clean(0).unwrap());
+        r.mark(0).unwrap();
+        r.mark(0).unwrap();
+        assert!(!r.is_clean(0).unwrap());
+        r.clear(0).unwrap();
+        assert!(r.is_clean(0).unwrap());
+        r.set_sync(1, false).unwrap();
+        assert!(!r.is_clean(1).unwrap());
+        assert_eq!(r.mark(2), Err(OutOfRange(2)));
+        assert_eq!(r.in_sync(9), Err(OutOfRange(9)));
+    }
+
+    #[test]
+    fn resume_restarts_recovery() {
+        let mut r = Regions::new(3, false);
+        assert_eq!(r.resync_work(), Some(0));
+        r.resume();
+        assert_eq!(r.resync_work(), Some(0));
+    }
+
+    /// One operation of the random sequences.
+    #[derive(Clone, Debug)]
+    enum Op {
+        Mark(u64),
+        Clear(u64),
+        Work,
+        SetSync(u64, bool),
+        Resume,
+    }
+
+    fn op(n: u64) -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..n).prop_map(Op::Mark),
+            (0..n).prop_map(Op::Clear),
+            Just(Op::Work),
+            ((0..n), any::<bool>()).prop_map(|(r, s)| Op::SetSync(r, s)),
+            Just(Op::Resume),
+        ]
+    }
+
+    proptest! {
+        /// Against a plain model: sync count, clean and in-sync answers always agree, and
+        /// work is only ever offered for regions out of sync and not already offered.
+        #[test]
+        fn matches_a_simple_model(start_in_sync in any::<bool>(), ops in prop::collection::vec(op(16), 0..200)) {
+            let n = 16u64;
+            let mut r = Regions::new(n, start_in_sync);
+            let mut sync = [start_in_sync; 16];
+            let mut dirty = [false; 16];
+            let mut offered = [false; 16];
+            for o in ops {
+                match o {
+                    Op::Mark(x) => { r.mark(x).unwrap(); dirty[x as usize] = true; }
+                    Op::Clear(x) => { r.clear(x).unwrap(); dirty[x as usize] = false; }
+                    Op::Work => {
+                        if let Some(x) = r.resync_work() {
+                            prop_assert!(!sync[x as usize], "offered region {} that is in sync", x);
+                            prop_assert!(!offered[x as usize], "offered region {} twice", x);
+                            offered[x as usize] = true;
+                        } else {
+                            prop_assert!((0..16).all(|i| sync[i] || offered[i]), "no work offered though some is left");
+                        }
+                    }
+                    Op::SetSync(x, s) => { r.set_sync(x, s).unwrap(); sync[x as usize] = s; offered[x as usize] = false; }
+                    Op::Resume => { r.resume(); offered.fill(false); }
+                }
+                prop_assert_eq!(r.sync_count(), sync.iter().filter(|s| **s).count() as u64);
+                for i in 0..n {
+                    prop_assert_eq!(r.in_sync(i).unwrap(), sync[i as usize]);
+                    prop_assert_eq!(r.is_clean(i).unwrap(), sync[i as usize] && !dirty[i as usize]);
+                }
+            }
+        }
+    }
+}
