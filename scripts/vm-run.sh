@@ -45,6 +45,19 @@ fi
 grep -q "dmlu: suite .* finished" "$run/console.log" || { echo "# the guest did not finish the suite"; problems=1; }
 # Kernel reports anywhere in the console fail the run.
 reports=$(grep -E "BUG:|WARNING:|Oops|Kernel panic|KASAN|UBSAN|kmemleak: [0-9]+ new suspected|circular locking|recursive locking|inconsistent lock state|lock held when returning|sleeping function called from invalid context|general protection fault|ODEBUG:|list_add corruption|list_del corruption|panicked at|hung_task|blocked for more than" "$run/console.log" || true)
+# Upstream's C module (the reference) allocates from a mempool in mark_region while
+# dm-region-hash holds a rwlock: a known upstream bug, which the Rust module fixes. Under the
+# C module, those reports (and only those: the trace must go through userspace_mark_region)
+# are listed, not failed on.
+if [ "$variant" = c ] && [ -n "$reports" ]; then
+	sleeping=$(grep -c "sleeping function called from invalid context" <<<"$reports" || true)
+	known=$(awk '/sleeping function called from invalid context/ { b = 1; n = 0; next }
+		b && /userspace_mark_region/ { k++; b = 0 } b && ++n > 40 { b = 0 } END { print k + 0 }' "$run/console.log")
+	if [ "$sleeping" -gt 0 ] && [ "$sleeping" -eq "$known" ]; then
+		echo "# known upstream bug in the C module: sleeping allocation in userspace_mark_region under a rwlock ($known reports)"
+		reports=$(grep -v "sleeping function called from invalid context" <<<"$reports" || true)
+	fi
+fi
 if [ -n "$reports" ]; then
 	echo "# kernel reports in $run/console.log:"
 	echo "$reports" | head -20 | sed 's/^/#   /'

@@ -4,6 +4,8 @@ mod link;
 mod logs;
 mod regions;
 
+use std::io::IsTerminal;
+
 use anyhow::{bail, Result};
 use caps::{CapSet, Capability};
 use clap::Parser;
@@ -51,6 +53,7 @@ fn main() -> Result<()> {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&args.log));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 
