@@ -64,7 +64,8 @@ if [ "$what" = all ] || [ "$what" = vm ]; then
 	say "preparing the test kernels (cached after the first run)"
 	"$TOP/scripts/build-kernel.sh" debug >/dev/null
 	"$TOP/scripts/build-kernel.sh" perf >/dev/null
-	for run in debug:rust:smoke debug:c:smoke debug:rust:mirror debug:c:mirror perf:rust:smoke perf:c:smoke perf:rust:mirror; do
+	# DMLU_RUNS="flavour:module:suite ..." picks runs (for development); the default is all.
+	for run in ${DMLU_RUNS:-debug:rust:smoke debug:c:smoke debug:rust:mirror debug:c:mirror perf:rust:smoke perf:c:smoke perf:rust:mirror}; do
 		IFS=: read -r flavour variant suite <<<"$run"
 		say "vm: $suite suite, $variant module, $flavour kernel"
 		log=$(mktemp)
