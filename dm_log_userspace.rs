@@ -239,6 +239,20 @@ impl UserspaceLog {
         }
     }
 
+    /// Sends everything `take` yields, in groups, as `kind`; returns whether there was any.
+    fn send_pending(&self, kind: RequestType, take: impl Fn(&mut [u64]) -> usize) -> Result<bool> {
+        let mut group = [0u64; payload::MAX_FLUSH_GROUP];
+        let mut sent = false;
+        loop {
+            let n = take(&mut group);
+            if n == 0 {
+                return Ok(sent);
+            }
+            sent = true;
+            self.send_regions(kind, &group[..n])?;
+        }
+    }
+
     /// Sends pending clears, then marks, then makes them durable.
     fn flush_pending(&self) -> Result {
         if self.batch.take_lost_mark() {
@@ -248,30 +262,14 @@ impl UserspaceLog {
             );
             return Err(ENOMEM);
         }
-        let mut group = [0u64; payload::MAX_FLUSH_GROUP];
-        let mut sent_clears = false;
-        loop {
-            let n = self.batch.take_clears(&mut group);
-            if n == 0 {
-                break;
-            }
-            sent_clears = true;
-            self.send_regions(RequestType::ClearRegion, &group[..n])?;
-        }
+        let sent_clears =
+            self.send_pending(RequestType::ClearRegion, |g| self.batch.take_clears(g))?;
         let mark_kind = if self.integrated_flush {
             RequestType::Flush
         } else {
             RequestType::MarkRegion
         };
-        let mut sent_marks = false;
-        loop {
-            let n = self.batch.take_marks(&mut group);
-            if n == 0 {
-                break;
-            }
-            sent_marks = true;
-            self.send_regions(mark_kind, &group[..n])?;
-        }
+        let sent_marks = self.send_pending(mark_kind, |g| self.batch.take_marks(g))?;
         let needs_flush = if self.integrated_flush {
             sent_clears && !sent_marks
         } else {
