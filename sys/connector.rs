@@ -92,10 +92,10 @@ unsafe extern "C" fn callback(msg: *mut raw::cn_msg, _nsp: *mut bindings::netlin
     }
     // SAFETY: Per the function's contract `msg` is a valid `cn_msg`.
     let len = usize::from(unsafe { (*msg).len });
+    let start = msg.cast::<u8>().cast_const();
     // SAFETY: Per the function's contract the envelope and `len` bytes after it are readable
     // for the duration of the call.
-    let bytes =
-        unsafe { core::slice::from_raw_parts(msg.cast::<u8>().cast_const(), CN_MSG_SIZE + len) };
+    let bytes = unsafe { core::slice::from_raw_parts(start, CN_MSG_SIZE + len) };
     // Like upstream, the check is on the task that sent the message: connector input runs
     // synchronously in the sender's `sendmsg()`.
     // SAFETY: `capable` may be called from any process context.

@@ -57,10 +57,10 @@ impl TimedCompletion {
 
     /// Waits until completed, `timeout` jiffies pass, or the task is killed.
     pub(crate) fn wait(&self, timeout: Jiffies) -> WaitOutcome {
-        // SAFETY: `inner` is an initialised completion; the wait may sleep, which callers of
-        // the transport are allowed to do.
-        let r =
-            unsafe { bindings::wait_for_completion_killable_timeout(self.inner.get(), timeout) };
+        let completion = self.inner.get();
+        // SAFETY: `completion` is an initialised completion; the wait may sleep, which callers
+        // of the transport are allowed to do.
+        let r = unsafe { bindings::wait_for_completion_killable_timeout(completion, timeout) };
         match r {
             0 => WaitOutcome::TimedOut,
             r if r < 0 => WaitOutcome::Killed,
