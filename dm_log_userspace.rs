@@ -8,25 +8,30 @@
 //! cluster, or any program, can own the log.
 
 mod flush;
+mod stats;
 mod sys;
 mod transfer;
 #[path = "uapi/lib.rs"]
 pub mod uapi;
 
 use kernel::{
+    impl_has_delayed_work, new_delayed_work,
     prelude::*,
     sync::{
         atomic::{Atomic, Relaxed},
-        Arc, UniqueArc,
+        Arc, ArcBorrow, UniqueArc,
     },
-    time::{delay::fsleep, Delta, Instant, Monotonic},
+    time::{delay::fsleep, msecs_to_jiffies, Delta, Instant, Monotonic},
+    workqueue::{self, DelayedWork, WorkItem},
 };
 
 use crate::{
     flush::FlushBatch,
+    stats::{LogStats, StatsFile},
     sys::{
         connector,
         dirty_log::{self, DirtyLog, LogDevice, StatusKind, Target},
+        work::flush_delayed,
     },
     transfer::{uuid_tail, LogAddress, Transport},
     uapi::{
@@ -49,6 +54,8 @@ module! {
 const RECONNECT_DELAY: Delta = Delta::from_millis(2000);
 /// Least time between two IS_REMOTE_RECOVERING requests of one log (as upstream).
 const REMOTE_RECOVERY_QUERY_INTERVAL: Delta = Delta::from_millis(250);
+/// With `integrated_flush`, how long clears may wait for a FLUSH (as upstream).
+const LAZY_FLUSH_DELAY_MS: u32 = 3000;
 
 /// The module: the registered log type and the connector link, torn down in that order.
 struct DmLogUserspace {
@@ -105,6 +112,7 @@ impl<T: core::fmt::Display> kernel::fmt::Display for Shown<'_, T> {
 static NEXT_LUID: Atomic<u64> = Atomic::new(1);
 
 /// One log instance: one `userspace` log in one table.
+#[pin_data]
 pub(crate) struct UserspaceLog {
     transport: Arc<Transport>,
     target: Target,
@@ -125,6 +133,30 @@ pub(crate) struct UserspaceLog {
     /// When IS_REMOTE_RECOVERING was last asked (nanoseconds of the monotonic clock).
     last_recovery_query: Atomic<i64>,
     start: Instant<Monotonic>,
+    /// With `integrated_flush`: clears were sent but no FLUSH has made them durable yet.
+    lazy_flush_due: Atomic<bool>,
+    /// Sends the FLUSH that clears wait for, [`LAZY_FLUSH_DELAY_MS`] after them.
+    #[pin]
+    lazy_flush: DelayedWork<UserspaceLog>,
+    stats: Arc<LogStats>,
+    _stats_file: StatsFile<LogStats>,
+}
+
+impl_has_delayed_work! {
+    impl HasDelayedWork<Self> for UserspaceLog { self.lazy_flush }
+}
+
+impl WorkItem for UserspaceLog {
+    type Pointer = Arc<UserspaceLog>;
+
+    /// Makes clears durable that no FLUSH has covered since they were sent.
+    fn run(this: Arc<Self>) {
+        if this.lazy_flush_due.xchg(false, Relaxed)
+            && this.request(RequestType::Flush, &[], &mut []).is_err()
+        {
+            this.target.table_event();
+        }
+    }
 }
 
 impl UserspaceLog {
@@ -132,6 +164,7 @@ impl UserspaceLog {
         LogAddress {
             uuid: &self.uuid,
             luid: self.luid,
+            stats: &self.stats,
         }
     }
 
@@ -165,7 +198,12 @@ impl UserspaceLog {
     /// Waits for a server and re-creates this log instance on it.
     fn reconnect(&self) -> Result {
         // Unlike upstream, the CTR has room for the device name a disk log's server returns,
-        // and the string with its NUL always fits a request.
+        // and a string that fills a request is sent without its NUL, as at creation.
+        let ctr = if self.ctr_string.len() <= MAX_REQUEST_PAYLOAD {
+            &self.ctr_string[..]
+        } else {
+            self.ctr_payload()
+        };
         let mut device = [0u8; DEVICE_NAME_SIZE];
         loop {
             fsleep(RECONNECT_DELAY);
@@ -173,12 +211,13 @@ impl UserspaceLog {
                 "[{}] Attempting to contact userspace log server...\n",
                 uuid_tail(&self.uuid)
             );
-            match self.request_once(RequestType::Ctr, &self.ctr_string, &mut device) {
+            match self.request_once(RequestType::Ctr, ctr, &mut device) {
                 Ok(_) => break,
                 Err(e) if e == EINTR => return Err(e),
                 Err(_) => continue,
             }
         }
+        self.stats.reconnected();
         pr_info!(
             "[{}] Reconnected to userspace log server... DM_ULOG_CTR complete\n",
             uuid_tail(&self.uuid)
@@ -254,7 +293,10 @@ impl UserspaceLog {
     }
 
     /// Sends pending clears, then marks, then makes them durable.
-    fn flush_pending(&self) -> Result {
+    ///
+    /// With `integrated_flush` the marks travel in the FLUSH; clears alone are not urgent (a
+    /// lost clear only costs a resync), so their FLUSH is left to delayed work.
+    fn flush_pending(self: ArcBorrow<'_, Self>) -> Result {
         if self.batch.take_lost_mark() {
             pr_err!(
                 "[{}] a mark could not be recorded (out of memory): failing the flush\n",
@@ -270,15 +312,26 @@ impl UserspaceLog {
             RequestType::MarkRegion
         };
         let sent_marks = self.send_pending(mark_kind, |g| self.batch.take_marks(g))?;
-        let needs_flush = if self.integrated_flush {
-            sent_clears && !sent_marks
-        } else {
-            sent_clears || sent_marks
-        };
-        if needs_flush {
-            self.request(RequestType::Flush, &[], &mut [])?;
+        if !self.integrated_flush {
+            if sent_clears || sent_marks {
+                self.request(RequestType::Flush, &[], &mut [])?;
+            }
+        } else if sent_marks {
+            // That FLUSH made the earlier clears durable as well.
+            self.lazy_flush_due.store(false, Relaxed);
+        } else if sent_clears && !self.lazy_flush_due.xchg(true, Relaxed) {
+            // Already queued if it still holds a reference: then it will send the FLUSH.
+            let _ = workqueue::system_long()
+                .enqueue_delayed(Arc::from(self), msecs_to_jiffies(LAZY_FLUSH_DELAY_MS));
         }
         Ok(())
+    }
+
+    /// Sends a FLUSH that delayed work would send later, now (and waits for it).
+    fn flush_lazy_now(&self) {
+        if self.integrated_flush {
+            flush_delayed(&self.lazy_flush);
+        }
     }
 
     fn status_info(&self, out: &mut [u8]) -> usize {
@@ -329,8 +382,13 @@ fn construct(target: Target, args: &[&CStr]) -> Result<Arc<UserspaceLog>> {
         pr_warn!("{}\n", Shown(&e));
         EINVAL
     })?;
-    let mut ctr_string = KVec::from_elem(0u8, MAX_REQUEST_PAYLOAD, GFP_KERNEL)?;
-    let len = ctr::ctr_string(target.len(), parsed.server_args, &mut ctr_string).map_err(|e| {
+    let mut ctr_string = KVec::from_elem(0u8, MAX_REQUEST_PAYLOAD + 1, GFP_KERNEL)?;
+    let len = ctr::ctr_string(
+        target.len(),
+        parsed.server_args,
+        &mut ctr_string[..MAX_REQUEST_PAYLOAD],
+    )
+    .map_err(|e| {
         pr_warn!("{}\n", Shown(&e));
         EINVAL
     })?;
@@ -344,7 +402,13 @@ fn construct(target: Target, args: &[&CStr]) -> Result<Arc<UserspaceLog>> {
     let slot = UniqueArc::new_uninit(GFP_KERNEL)?;
     let batch = FlushBatch::new()?;
     let luid = NEXT_LUID.fetch_add(1, Relaxed);
-    let to = LogAddress { uuid: &uuid, luid };
+    let stats = LogStats::new(&uuid, luid)?;
+    let stats_file = transport.diagnostics.log_file(stats.clone())?;
+    let to = LogAddress {
+        uuid: &uuid,
+        luid,
+        stats: &stats,
+    };
 
     let mut device = [0u8; DEVICE_NAME_SIZE];
     let device_len = transport
@@ -411,7 +475,7 @@ fn construct(target: Target, args: &[&CStr]) -> Result<Arc<UserspaceLog>> {
     let (region_size, region_count, log_dev) = finish().inspect_err(|_| {
         let _ = transport.request(to, RequestType::Dtr, &[], &mut []);
     })?;
-    let log = slot.write(UserspaceLog {
+    let log = slot.write_pin_init(pin_init!(UserspaceLog {
         transport,
         target,
         uuid,
@@ -426,8 +490,14 @@ fn construct(target: Target, args: &[&CStr]) -> Result<Arc<UserspaceLog>> {
         in_sync_hint: Atomic::new(0),
         last_recovery_query: Atomic::new(i64::MIN),
         start: Instant::now(),
-    });
-    Ok(log.into())
+        lazy_flush_due: Atomic::new(false),
+        lazy_flush <- new_delayed_work!("UserspaceLog::lazy_flush"),
+        stats,
+        _stats_file: stats_file,
+    }));
+    match log {
+        Ok(log) => Ok(log.into()),
+    }
 }
 
 impl DirtyLog for UserspaceLog {
@@ -436,6 +506,7 @@ impl DirtyLog for UserspaceLog {
     }
 
     fn dtr(this: Arc<Self>) {
+        this.flush_lazy_now();
         // Not retried, as upstream: a missing server has nothing to destroy.
         let _ = this.request_once(RequestType::Dtr, &[], &mut []);
     }
@@ -446,6 +517,7 @@ impl DirtyLog for UserspaceLog {
     }
 
     fn postsuspend(&self) -> Result {
+        self.flush_lazy_now();
         self.request_once(RequestType::Postsuspend, &[], &mut [])
             .map(|_| ())
     }
@@ -475,10 +547,10 @@ impl DirtyLog for UserspaceLog {
             .is_ok_and(|v| v != 0))
     }
 
-    fn flush(&self) -> Result {
-        let r = self.flush_pending();
+    fn flush(this: ArcBorrow<'_, Self>) -> Result {
+        let r = this.flush_pending();
         if r.is_err() {
-            self.target.table_event();
+            this.target.table_event();
         }
         r
     }

@@ -12,14 +12,12 @@ use kernel::{
     new_condvar, new_spinlock,
     prelude::*,
     str::BStr,
-    sync::{
-        atomic::{Atomic, Relaxed},
-        Arc, CondVar, SpinLock,
-    },
-    time::msecs_to_jiffies,
+    sync::{atomic::Relaxed, Arc, CondVar, SpinLock},
+    time::{msecs_to_jiffies, Instant, Monotonic},
 };
 
 use crate::{
+    stats::{Diagnostics, LogStats, StatsFile, TransportStats},
     sys::{
         connector::{self, MessageBuf},
         wait::{TimedCompletion, WaitOutcome},
@@ -45,6 +43,8 @@ pub(crate) struct LogAddress<'a> {
     pub(crate) uuid: &'a [u8],
     /// The instance's local unique id.
     pub(crate) luid: u64,
+    /// Where the log counts its requests.
+    pub(crate) stats: &'a LogStats,
 }
 
 /// How the server answered one send.
@@ -83,16 +83,6 @@ struct Inner {
     free: KVec<Ticket>,
 }
 
-/// Transport-wide counters, for the admin and the tests.
-pub(crate) struct TransportStats {
-    /// Replies dropped because the sender lacked `CAP_SYS_ADMIN`.
-    pub(crate) unprivileged: Atomic<u64>,
-    /// Replies dropped because they were malformed.
-    pub(crate) malformed: Atomic<u64>,
-    /// Replies that matched no waiting request.
-    pub(crate) unmatched: Atomic<u64>,
-}
-
 /// The link to the log server, shared by every log.
 #[pin_data]
 pub(crate) struct Transport {
@@ -103,7 +93,10 @@ pub(crate) struct Transport {
     slot_freed: CondVar,
     /// Per slot: completed when its reply arrives.
     done: KVec<Pin<KBox<TimedCompletion>>>,
-    pub(crate) stats: TransportStats,
+    stats: Arc<TransportStats>,
+    _stats_file: StatsFile<TransportStats>,
+    /// Where logs show their counters.
+    pub(crate) diagnostics: Diagnostics,
 }
 
 /// What one send of a request came to.
@@ -131,6 +124,9 @@ impl Transport {
                 GFP_KERNEL,
             )?;
         }
+        let diagnostics = Diagnostics::new();
+        let stats = Arc::new(TransportStats::new(), GFP_KERNEL)?;
+        let stats_file = diagnostics.transport_file(stats.clone())?;
         let inner = Inner {
             next_seq: 0,
             waiters,
@@ -142,11 +138,9 @@ impl Transport {
                 inner <- new_spinlock!(inner, "Transport::inner"),
                 slot_freed <- new_condvar!("Transport::slot_freed"),
                 done,
-                stats: TransportStats {
-                    unprivileged: Atomic::new(0),
-                    malformed: Atomic::new(0),
-                    unmatched: Atomic::new(0),
-                },
+                stats,
+                _stats_file: stats_file,
+                diagnostics,
             }),
             GFP_KERNEL,
         )
@@ -168,12 +162,17 @@ impl Transport {
             return Err(EINVAL);
         }
         let capacity = reply.len().min(MAX_REPLY);
+        let start = Instant::<Monotonic>::now();
         let mut ticket = self.take_ticket();
         let result = loop {
             match self.send_and_wait(&mut ticket, to, kind, payload, capacity, reply) {
-                Ok(Attempt::Answered(o)) if o.error == EAGAIN.to_errno() => continue,
+                Ok(Attempt::Answered(o)) if o.error == EAGAIN.to_errno() => {
+                    to.stats.eagain();
+                    continue;
+                }
                 Ok(Attempt::Answered(o)) => break outcome_result(o),
                 Ok(Attempt::TimedOut(seq)) => {
+                    to.stats.timed_out();
                     pr_warn!(
                         "[{}] Request timed out: [{}/{}] - retrying\n",
                         uuid_tail(to.uuid),
@@ -186,6 +185,7 @@ impl Transport {
             }
         };
         self.return_ticket(ticket);
+        to.stats.request_done(kind, start.elapsed(), result.is_ok());
         result
     }
 

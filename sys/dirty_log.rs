@@ -48,8 +48,8 @@ pub(crate) trait DirtyLog: Send + Sync + Sized + 'static {
     fn is_clean(&self, region: u64) -> bool;
     /// Whether the region is in sync; must not sleep unless `can_block`.
     fn in_sync(&self, region: u64, can_block: bool) -> Result<bool>;
-    /// Makes pending marks and clears durable.
-    fn flush(&self) -> Result;
+    /// Makes pending marks and clears durable (may queue work that holds the log).
+    fn flush(this: ArcBorrow<'_, Self>) -> Result;
     /// Marks a region dirty. Called under a rwlock of dm-region-hash: must not sleep.
     fn mark_region(&self, region: u64);
     /// Marks a region clean.
@@ -319,7 +319,7 @@ unsafe extern "C" fn in_sync<T: DirtyLog>(
 /// Called by device-mapper on a constructed log.
 unsafe extern "C" fn flush<T: DirtyLog>(log: *mut raw::dm_dirty_log) -> c_int {
     // SAFETY: Per the function's contract the log is constructed and not destroyed.
-    to_c(unsafe { context::<T>(log) }.flush())
+    to_c(T::flush(unsafe { context::<T>(log) }))
 }
 
 /// # Safety

@@ -137,14 +137,14 @@ impl Write for ByteWriter<'_> {
 
 /// Writes the CTR payload `"<target sectors> <arg> <arg>..."` (no NUL) into `out`.
 ///
-/// Returns its length; it must leave room for a NUL, so that the same string can be sent
-/// NUL-terminated when the module reconnects, within `out.len()`.
+/// Returns its length; the string may fill `out` (upstream accepts a string of the whole
+/// payload size at creation, then fails to re-send it NUL-terminated when it reconnects).
 pub fn ctr_string<S: AsRef<[u8]>>(
     target_sectors: u64,
     server_args: &[S],
     out: &mut [u8],
 ) -> Result<usize, ArgsError> {
-    let max = out.len().saturating_sub(1);
+    let max = out.len();
     let mut needed = 20;
     for a in server_args {
         needed += 1 + a.as_ref().len();
@@ -227,11 +227,11 @@ mod tests {
         let mut buf = [0u8; 332];
         let n = ctr_string(2097152, &["clustered-disk", "253:2", "1024"], &mut buf).unwrap();
         assert_eq!(&buf[..n], b"2097152 clustered-disk 253:2 1024");
-        // Room is always kept for a NUL: the longest string is one byte short of the buffer.
-        let arg = [b'a'; 329];
-        let arg = core::str::from_utf8(&arg).unwrap();
-        assert_eq!(ctr_string(1, &[arg], &mut buf), Ok(331));
+        // The longest string fills the buffer.
         let arg = [b'a'; 330];
+        let arg = core::str::from_utf8(&arg).unwrap();
+        assert_eq!(ctr_string(1, &[arg], &mut buf), Ok(332));
+        let arg = [b'a'; 331];
         let arg = core::str::from_utf8(&arg).unwrap();
         assert!(matches!(
             ctr_string(1, &[arg], &mut buf),

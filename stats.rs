@@ -1,0 +1,239 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Counters an admin can read without a debugger, shown in debugfs.
+//!
+//! `/sys/kernel/debug/dm_log_userspace/transport` holds the link's counters (replies dropped
+//! and why); `/sys/kernel/debug/dm_log_userspace/L<luid>` one file per log: requests by type,
+//! failures, timeouts, resends, reconnects and round-trip latency. Every file is `name value`
+//! lines, so scripts can read them. Upstream has nothing like it: a stalled mirror could only
+//! be explained from a crash dump.
+
+use kernel::{
+    debugfs::{Dir, File},
+    fmt,
+    prelude::*,
+    str::CString,
+    sync::{
+        atomic::{Atomic, Relaxed},
+        Arc,
+    },
+    time::Delta,
+};
+
+use crate::uapi::RequestType;
+
+/// Latency buckets: bucket `i` counts round trips of less than `2^i` microseconds.
+const LATENCY_BUCKETS: usize = 32;
+
+/// Round-trip times of one log's requests, as a power-of-two histogram.
+struct Latency {
+    buckets: [Atomic<u64>; LATENCY_BUCKETS],
+    count: Atomic<u64>,
+    total_us: Atomic<u64>,
+    max_us: Atomic<u64>,
+}
+
+impl Latency {
+    fn new() -> Self {
+        Self {
+            buckets: core::array::from_fn(|_| Atomic::new(0)),
+            count: Atomic::new(0),
+            total_us: Atomic::new(0),
+            max_us: Atomic::new(0),
+        }
+    }
+
+    fn record(&self, took: Delta) {
+        let us = u64::try_from(took.as_micros_ceil()).unwrap_or(0);
+        let bucket = usize::try_from(u64::BITS - us.leading_zeros())
+            .unwrap_or(LATENCY_BUCKETS - 1)
+            .min(LATENCY_BUCKETS - 1);
+        self.buckets[bucket].fetch_add(1, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+        self.total_us.fetch_add(us, Relaxed);
+        let mut max = self.max_us.load(Relaxed);
+        while us > max {
+            match self.max_us.cmpxchg(max, us, Relaxed) {
+                Ok(_) => break,
+                Err(now) => max = now,
+            }
+        }
+    }
+
+    /// Upper bound, in microseconds, of the bucket holding the `per_mille`th sample.
+    fn quantile_us(&self, per_mille: u64) -> u64 {
+        let count = self.count.load(Relaxed);
+        let rank = (count * per_mille).div_ceil(1000).max(1);
+        let mut seen = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            seen += b.load(Relaxed);
+            if seen >= rank {
+                return 1 << i;
+            }
+        }
+        0
+    }
+}
+
+/// What one log's requests came to.
+pub(crate) struct LogStats {
+    uuid: KVec<u8>,
+    luid: u64,
+    requests: [Atomic<u64>; RequestType::ALL.len()],
+    /// Requests the server answered with an error (or that could not be sent).
+    failures: Atomic<u64>,
+    /// Sends that got no answer within the timeout (each is resent).
+    timeouts: Atomic<u64>,
+    /// Sends the server answered with `EAGAIN` (each is resent).
+    eagain_resends: Atomic<u64>,
+    /// Times the log was re-created on a server after losing it.
+    reconnects: Atomic<u64>,
+    latency: Latency,
+}
+
+impl LogStats {
+    /// Zeroed counters for the log `uuid`/`luid`.
+    pub(crate) fn new(uuid: &[u8], luid: u64) -> Result<Arc<Self>> {
+        let mut copy = KVec::with_capacity(uuid.len(), GFP_KERNEL)?;
+        copy.extend_from_slice(uuid, GFP_KERNEL)?;
+        Ok(Arc::new(
+            Self {
+                uuid: copy,
+                luid,
+                requests: core::array::from_fn(|_| Atomic::new(0)),
+                failures: Atomic::new(0),
+                timeouts: Atomic::new(0),
+                eagain_resends: Atomic::new(0),
+                reconnects: Atomic::new(0),
+                latency: Latency::new(),
+            },
+            GFP_KERNEL,
+        )?)
+    }
+
+    /// A request was answered (or failed) after `took`.
+    pub(crate) fn request_done(&self, kind: RequestType, took: Delta, ok: bool) {
+        self.requests[kind.index()].fetch_add(1, Relaxed);
+        if !ok {
+            self.failures.fetch_add(1, Relaxed);
+        }
+        self.latency.record(took);
+    }
+
+    /// A send got no reply in time.
+    pub(crate) fn timed_out(&self) {
+        self.timeouts.fetch_add(1, Relaxed);
+    }
+
+    /// A send was answered with `EAGAIN`.
+    pub(crate) fn eagain(&self) {
+        self.eagain_resends.fetch_add(1, Relaxed);
+    }
+
+    /// The log was re-created on a (new) server.
+    pub(crate) fn reconnected(&self) {
+        self.reconnects.fetch_add(1, Relaxed);
+    }
+
+    fn show(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "uuid {}",
+            core::str::from_utf8(&self.uuid).unwrap_or("?")
+        )?;
+        writeln!(f, "luid {}", self.luid)?;
+        let mut total = 0;
+        for (kind, n) in RequestType::ALL.iter().zip(&self.requests) {
+            let n = n.load(Relaxed);
+            total += n;
+            writeln!(f, "requests.{} {}", kind.name(), n)?;
+        }
+        writeln!(f, "requests {total}")?;
+        writeln!(f, "failures {}", self.failures.load(Relaxed))?;
+        writeln!(f, "timeouts {}", self.timeouts.load(Relaxed))?;
+        writeln!(f, "eagain_resends {}", self.eagain_resends.load(Relaxed))?;
+        writeln!(f, "reconnects {}", self.reconnects.load(Relaxed))?;
+        let l = &self.latency;
+        let count = l.count.load(Relaxed);
+        let avg = l.total_us.load(Relaxed).checked_div(count).unwrap_or(0);
+        writeln!(f, "latency_avg_us {avg}")?;
+        writeln!(f, "latency_p50_us_below {}", l.quantile_us(500))?;
+        writeln!(f, "latency_p99_us_below {}", l.quantile_us(990))?;
+        writeln!(f, "latency_max_us {}", l.max_us.load(Relaxed))
+    }
+}
+
+/// Replies the transport dropped, by reason.
+pub(crate) struct TransportStats {
+    /// From a sender without `CAP_SYS_ADMIN`.
+    pub(crate) unprivileged: Atomic<u64>,
+    /// Malformed (bad sizes, version, lengths).
+    pub(crate) malformed: Atomic<u64>,
+    /// Matching no waiting request (late, duplicated or forged).
+    pub(crate) unmatched: Atomic<u64>,
+}
+
+impl TransportStats {
+    pub(crate) fn new() -> Self {
+        Self {
+            unprivileged: Atomic::new(0),
+            malformed: Atomic::new(0),
+            unmatched: Atomic::new(0),
+        }
+    }
+
+    fn show(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "dropped_unprivileged {}",
+            self.unprivileged.load(Relaxed)
+        )?;
+        writeln!(f, "dropped_malformed {}", self.malformed.load(Relaxed))?;
+        writeln!(f, "dropped_unmatched {}", self.unmatched.load(Relaxed))
+    }
+}
+
+/// The module's debugfs directory. Without debugfs every file silently does not exist.
+pub(crate) struct Diagnostics {
+    dir: Dir,
+}
+
+/// A debugfs file showing counters of type `T`; removed on drop.
+pub(crate) type StatsFile<T> = Pin<KBox<File<Arc<T>>>>;
+
+impl Diagnostics {
+    pub(crate) fn new() -> Self {
+        Self {
+            dir: Dir::new(c"dm_log_userspace"),
+        }
+    }
+
+    /// Shows the transport's counters as `transport`.
+    pub(crate) fn transport_file(
+        &self,
+        stats: Arc<TransportStats>,
+    ) -> Result<StatsFile<TransportStats>> {
+        KBox::pin_init(
+            self.dir
+                .read_callback_file(c"transport", stats, &show_transport),
+            GFP_KERNEL,
+        )
+    }
+
+    /// Shows one log's counters as `L<luid>`.
+    pub(crate) fn log_file(&self, stats: Arc<LogStats>) -> Result<StatsFile<LogStats>> {
+        let name = CString::try_from_fmt(fmt!("L{}", stats.luid))?;
+        KBox::pin_init(
+            self.dir.read_callback_file(&name, stats, &show_log),
+            GFP_KERNEL,
+        )
+    }
+}
+
+fn show_transport(s: &Arc<TransportStats>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    s.show(f)
+}
+
+fn show_log(s: &Arc<LogStats>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    s.show(f)
+}
