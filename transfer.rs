@@ -35,6 +35,9 @@ const MESSAGE_SIZE: usize = CN_MSG_SIZE + HEADER_SIZE + MAX_REQUEST_PAYLOAD;
 pub(crate) const MAX_REPLY: usize = 512;
 /// How long to wait for a reply before sending the request again (as upstream).
 const REPLY_TIMEOUT_MS: u32 = 15_000;
+/// Entries of the seq → slot index; a power of two above [`SLOTS`].
+const SEQ_INDEX: usize = 256;
+const _: () = assert!(SLOTS <= 256 && SEQ_INDEX.is_power_of_two() && SEQ_INDEX > SLOTS);
 
 /// Who a request is for: one log instance.
 #[derive(Clone, Copy)]
@@ -77,6 +80,10 @@ struct Inner {
     next_seq: u32,
     /// Per slot: the request waiting in it, if any.
     waiters: KVec<Option<Waiter>>,
+    /// `seq % SEQ_INDEX` → the slot that last sent such a seq: finds a reply's waiter in one
+    /// step. Only a hint: two waiting seqs 256 apart share an entry, and the older one is then
+    /// found by a scan.
+    slot_by_seq: [u8; SEQ_INDEX],
     /// Per slot: the payload of its reply.
     replies: KVec<[u8; MAX_REPLY]>,
     /// Slots no request uses.
@@ -130,6 +137,7 @@ impl Transport {
         let inner = Inner {
             next_seq: 0,
             waiters,
+            slot_by_seq: [0; SEQ_INDEX],
             replies,
             free,
         };
@@ -212,6 +220,8 @@ impl Transport {
                 capacity,
                 outcome: None,
             });
+            // CAST: `SLOTS` is at most 256 (checked at build time), so the slot fits.
+            inner.slot_by_seq[seq_index(seq)] = slot as u8;
             seq
         };
         let header =
@@ -282,12 +292,15 @@ impl Transport {
         let seq = reply.seq();
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
-        let found = inner
-            .waiters
-            .iter_mut()
-            .enumerate()
-            .find(|(_, w)| matches!(w, Some(w) if w.seq == seq && w.outcome.is_none()));
-        let Some((slot, Some(waiter))) = found else {
+        let waits_for =
+            |w: &Option<Waiter>| matches!(w, Some(w) if w.seq == seq && w.outcome.is_none());
+        let hint = usize::from(inner.slot_by_seq[seq_index(seq)]);
+        let slot = if waits_for(&inner.waiters[hint]) {
+            Some(hint)
+        } else {
+            inner.waiters.iter().position(waits_for)
+        };
+        let Some((slot, Some(waiter))) = slot.map(|s| (s, &mut inner.waiters[s])) else {
             self.stats.unmatched.fetch_add(1, Relaxed);
             return;
         };
@@ -320,6 +333,12 @@ impl Transport {
         // Completed under the lock: the waiter cannot reuse the slot before this returns.
         self.done[slot].complete();
     }
+}
+
+/// Where `seq` goes in [`Inner::slot_by_seq`].
+fn seq_index(seq: u32) -> usize {
+    // CAST: the remainder is below `SEQ_INDEX`, which fits `usize`.
+    (seq % SEQ_INDEX as u32) as usize
 }
 
 /// A bare ACK carries a positive errno.
