@@ -48,6 +48,12 @@ module! {
     description: "device-mapper userspace dirty log (Rust)",
     license: "GPL",
     alias: ["dm-log-userspace"],
+    params: {
+        first_seq: u32 {
+            default: 0,
+            description: "seq of the first request (lets tests see the counter wrap at 2^32)",
+        },
+    },
 }
 
 /// How long to wait before trying to reach a missing server again (as upstream).
@@ -65,7 +71,7 @@ struct DmLogUserspace {
 
 impl kernel::Module for DmLogUserspace {
     fn init(module: &'static ThisModule) -> Result<Self> {
-        let transport = Transport::new()?;
+        let transport = Transport::new(module_parameters::first_seq.value())?;
         let connector = connector::Registration::new(
             CN_IDX_DM,
             CN_VAL_DM_USERSPACE_LOG,

@@ -115,8 +115,8 @@ enum Attempt {
 }
 
 impl Transport {
-    /// Allocates the transport and all its slots.
-    pub(crate) fn new() -> Result<Arc<Self>> {
+    /// Allocates the transport and all its slots; seqs start at `first_seq`.
+    pub(crate) fn new(first_seq: u32) -> Result<Arc<Self>> {
         let mut waiters = KVec::with_capacity(SLOTS, GFP_KERNEL)?;
         let mut replies = KVec::with_capacity(SLOTS, GFP_KERNEL)?;
         let mut free = KVec::with_capacity(SLOTS, GFP_KERNEL)?;
@@ -135,7 +135,7 @@ impl Transport {
         let stats = Arc::new(TransportStats::new(), GFP_KERNEL)?;
         let stats_file = diagnostics.transport_file(stats.clone())?;
         let inner = Inner {
-            next_seq: 0,
+            next_seq: first_seq,
             waiters,
             slot_by_seq: [0; SEQ_INDEX],
             replies,
