@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # Builds a test guest's initramfs: busybox, dmsetup, fio, the project's userspace binaries,
-# the in-guest suites and one log module (the Rust one or upstream's C one).
-# Usage: build-initramfs.sh OUT.cpio.gz MODULE.ko VARIANT [BINARY...]
+# the in-guest suites and both log modules (the Rust one and upstream's C one, as
+# /modules/{rust,c}/dm_log_userspace.ko); VARIANT names the one the suites use.
+# Usage: build-initramfs.sh OUT.cpio.gz RUST.ko C.ko VARIANT [BINARY...]
 . "$(dirname "$0")/lib.sh"
 
 out=${1:?usage}
-ko=${2:?usage}
-variant=${3:?usage}
-shift 3
+rust_ko=${2:?usage}
+c_ko=${3:?usage}
+variant=${4:?usage}
+shift 4
 
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
-mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,lib,lib64,proc,sys,dev,tmp,run,etc,modules,tests}
+mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,lib,lib64,proc,sys,dev,tmp,run,etc,modules/rust,modules/c,tests}
 
 cp /bin/busybox "$root/bin/busybox"
 # Copies a program and the shared libraries it needs.
@@ -29,7 +31,8 @@ add_program "$(command -v fio)" /usr/bin/fio
 for b in "$@"; do
 	add_program "$b" "/usr/bin/$(basename "$b")"
 done
-cp "$ko" "$root/modules/dm_log_userspace.ko"
+cp "$rust_ko" "$root/modules/rust/dm_log_userspace.ko"
+cp "$c_ko" "$root/modules/c/dm_log_userspace.ko"
 echo "$variant" >"$root/modules/VARIANT"
 cp "$TOP"/tests/vm/*.sh "$root/tests/"
 cp "$TOP/tests/vm/init" "$root/init"

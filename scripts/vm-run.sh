@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Boots a test kernel flavour with one log module (rust or c) and runs an in-guest suite
-# under QEMU, with a hard timeout. The console goes to out/vm/<run>/console.log, the suite's
+# Boots a test kernel flavour and runs an in-guest suite against one log module (rust or
+# c; the guest holds both, for suites that compare them) under QEMU, with a hard timeout. The console goes to out/vm/<run>/console.log, the suite's
 # KTAP to ktap.log. Fails when any test fails, the guest does not finish, or the console
 # shows a kernel report (oops, BUG, WARNING, KASAN, lockdep, kmemleak, ...).
 # Usage: vm-run.sh perf|debug rust|c SUITE [TIMEOUT_SECONDS]
@@ -11,17 +11,15 @@ variant=${2:?usage}
 suite=${3:?usage}
 limit=${4:-600}
 
+case "$variant" in rust | c) ;; *) die "variant must be rust or c" ;; esac
 kdir=$("$TOP/scripts/build-kernel.sh" "$flavour")
-case "$variant" in
-rust) ko=$("$TOP/scripts/build-module.sh" "$flavour") ;;
-c) ko="$kdir/drivers/md/dm-log-userspace.ko" ;;
-*) die "variant must be rust or c" ;;
-esac
+rust_ko=$("$TOP/scripts/build-module.sh" "$flavour")
+c_ko="$kdir/drivers/md/dm-log-userspace.ko"
 
 run="$TOP/out/vm/$flavour-$variant-$suite"
 rm -rf "$run" && mkdir -p "$run"
 mapfile -t bins < <("$TOP/scripts/build-userspace.sh")
-"$TOP/scripts/build-initramfs.sh" "$run/initramfs.cpio.gz" "$ko" "$variant" "${bins[@]}"
+"$TOP/scripts/build-initramfs.sh" "$run/initramfs.cpio.gz" "$rust_ko" "$c_ko" "$variant" "${bins[@]}"
 
 accel=tcg
 if [ "$("$TOP/scripts/kvm-probe.sh" "$kdir")" = yes ]; then accel=kvm; fi
@@ -46,10 +44,10 @@ grep -q "dmlu: suite .* finished" "$run/console.log" || { echo "# the guest did 
 # Kernel reports anywhere in the console fail the run.
 reports=$(grep -E "BUG:|WARNING:|Oops|Kernel panic|KASAN|UBSAN|kmemleak: [0-9]+ new suspected|circular locking|recursive locking|inconsistent lock state|lock held when returning|sleeping function called from invalid context|general protection fault|ODEBUG:|list_add corruption|list_del corruption|panicked at|hung_task|blocked for more than" "$run/console.log" || true)
 # Upstream's C module (the reference) allocates from a mempool in mark_region while
-# dm-region-hash holds a rwlock: a known upstream bug, which the Rust module fixes. Under the
-# C module, those reports (and only those: the trace must go through userspace_mark_region)
-# are listed, not failed on.
-if [ "$variant" = c ] && [ -n "$reports" ]; then
+# dm-region-hash holds a rwlock: a known upstream bug, which the Rust module fixes. Those
+# reports (and only those: the trace must go through the C function userspace_mark_region,
+# which the Rust module does not have) are listed, not failed on.
+if [ -n "$reports" ]; then
 	sleeping=$(grep -c "sleeping function called from invalid context" <<<"$reports" || true)
 	known=$(awk '/sleeping function called from invalid context/ { b = 1; n = 0; next }
 		b && /userspace_mark_region/ { k++; b = 0 } b && ++n > 40 { b = 0 } END { print k + 0 }' "$run/console.log")

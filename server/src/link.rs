@@ -1,23 +1,27 @@
 //! The server's end of the connector: a netlink socket in group `CN_IDX_DM`.
 
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::Instant;
+
 use anyhow::{bail, Context, Result};
-use dm_ulog_uapi::{
-    encode_message, Header, Request, WireError, CN_IDX_DM, CN_MSG_SIZE, HEADER_SIZE,
-};
+use dm_ulog_uapi::{encode_message, CnMsg, Header, CN_IDX_DM, CN_MSG_SIZE};
 use netlink_sys::{protocols::NETLINK_CONNECTOR, Socket, SocketAddr};
+use nix::errno::Errno;
+use nix::sys::socket::MsgFlags;
 
 /// Size of `struct nlmsghdr`.
-const NLMSG_HDR: usize = 16;
+pub const NLMSG_HDR: usize = 16;
 /// `NLMSG_DONE`: the type the connector uses for its messages.
 const NLMSG_DONE: u16 = 3;
-/// Receive buffer: one connector message is at most 16 KiB plus headers.
-const RECV_BUF: usize = 64 * 1024;
+/// Buffers: one connector message is at most 16 KiB plus headers; a datagram may hold several.
+const BUF_SIZE: usize = 64 * 1024;
 
 /// The netlink socket the kernel's requests arrive on and replies leave from.
 pub struct KernelLink {
     sock: Socket,
-    buf: Vec<u8>,
-    out: Vec<u8>,
+    rx: Vec<u8>,
+    tx: Vec<u8>,
 }
 
 impl KernelLink {
@@ -32,72 +36,211 @@ impl KernelLink {
         )?;
         Ok(Self {
             sock,
-            buf: vec![0; RECV_BUF],
-            out: vec![0; RECV_BUF],
+            rx: vec![0; BUF_SIZE],
+            tx: vec![0; BUF_SIZE],
         })
     }
 
-    /// Waits for the next datagram and calls `f` for each connector message in it.
-    pub fn receive(
-        &mut self,
-        mut f: impl FnMut(Result<Request<'_>, WireError>, &mut Replier<'_>),
-    ) -> Result<()> {
-        let n = match self.sock.recv(&mut &mut self.buf[..], 0) {
-            Ok(n) => n,
-            // The kernel resends what we missed after its timeout.
-            Err(e) if e.raw_os_error() == Some(libc_enobufs()) => return Ok(()),
+    /// Reads one datagram without blocking and calls `f` with each connector message in it
+    /// (the bytes after its netlink header) and the time the datagram arrived. Returns
+    /// `false` when nothing was waiting.
+    /// Datagrams that do not come from the kernel are dropped.
+    pub fn receive(&mut self, mut f: impl FnMut(&[u8], &mut Replier<'_>, Instant)) -> Result<bool> {
+        let n = match self
+            .sock
+            .recv_from(&mut &mut self.rx[..], MsgFlags::MSG_DONTWAIT.bits())
+        {
+            // Requests come from the kernel (port 0); a local process could otherwise
+            // unicast forged ones (a DTR, say) to this socket.
+            Ok((n, from)) if from.port_number() == 0 => n,
+            Ok((_, from)) => {
+                tracing::warn!(
+                    "ignoring a message from process port {}: requests must come from the kernel",
+                    from.port_number()
+                );
+                return Ok(true);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(true),
+            Err(e) if e.raw_os_error() == Some(Errno::ENOBUFS as i32) => {
+                // The socket overflowed; the kernel resends what we missed after its timeout.
+                tracing::warn!(
+                    "netlink receive buffer overflowed: requests were lost and will be resent"
+                );
+                return Ok(true);
+            }
             Err(e) => return Err(e).context("receiving from the kernel"),
         };
-        let mut off = 0;
-        while off + NLMSG_HDR <= n {
-            let len =
-                u32::from_ne_bytes(self.buf[off..off + 4].try_into().expect("4 bytes")) as usize;
-            if len < NLMSG_HDR || off + len > n {
-                bail!("malformed netlink message of length {len}");
-            }
-            let msg = &self.buf[off + NLMSG_HDR..off + len];
-            let mut replier = Replier {
-                sock: &self.sock,
-                out: &mut self.out,
-            };
-            f(Request::parse(msg), &mut replier);
-            off += (len + 3) & !3;
+        let received = Instant::now();
+        let mut replier = Replier::new(&self.sock, &mut self.tx);
+        if let Err(e) = for_each_message(&self.rx[..n], |msg| f(msg, &mut replier, received)) {
+            tracing::warn!("dropping the rest of a datagram: {e:#}");
         }
+        Ok(true)
+    }
+}
+
+/// Calls `f` with the payload of every netlink message in a datagram.
+pub fn for_each_message(datagram: &[u8], mut f: impl FnMut(&[u8])) -> Result<()> {
+    let mut off = 0;
+    while off + NLMSG_HDR <= datagram.len() {
+        let len = u32::from_ne_bytes(datagram[off..off + 4].try_into().expect("4 bytes")) as usize;
+        if len < NLMSG_HDR || off + len > datagram.len() {
+            bail!("malformed netlink message of length {len}");
+        }
+        f(&datagram[off + NLMSG_HDR..off + len]);
+        off += len.next_multiple_of(4);
+    }
+    Ok(())
+}
+
+impl AsFd for KernelLink {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+}
+
+/// Where finished netlink messages go: the kernel, or a test's capture.
+pub trait Transmit {
+    /// Sends one netlink message.
+    fn transmit(&self, datagram: &[u8]) -> io::Result<()>;
+}
+
+impl Transmit for Socket {
+    fn transmit(&self, datagram: &[u8]) -> io::Result<()> {
+        self.send_to(datagram, &SocketAddr::new(0, 0), 0).map(drop)
+    }
+}
+
+/// Sends replies to the kernel from one reused buffer.
+///
+/// A message is built in [`Replier::message`] (everything after the netlink header), may be
+/// altered there, and leaves with [`Replier::send`].
+pub struct Replier<'a> {
+    out: &'a dyn Transmit,
+    tx: &'a mut Vec<u8>,
+}
+
+impl<'a> Replier<'a> {
+    /// Replies through `out`, building messages in `tx` (at least 64 KiB are kept).
+    pub fn new(out: &'a dyn Transmit, tx: &'a mut Vec<u8>) -> Self {
+        if tx.len() < BUF_SIZE {
+            tx.resize(BUF_SIZE, 0);
+        }
+        Self { out, tx }
+    }
+
+    /// Replies to a request: its header with `error` and the payload `data`.
+    pub fn reply(&mut self, request: &Header, error: i32, data: &[u8]) -> Result<()> {
+        let n = self.encode(request, error, data)?;
+        self.send(n)
+    }
+
+    /// Builds a reply in the message buffer; returns its length.
+    pub fn encode(&mut self, request: &Header, error: i32, data: &[u8]) -> Result<usize> {
+        let mut header = *request;
+        header.error = error;
+        header.data_size = u32::try_from(data.len()).context("reply payload too large")?;
+        encode_message(self.message(), &header, data).context("encoding a reply")
+    }
+
+    /// Builds a bare ACK (a `cn_msg` with no header) in the message buffer; returns its length.
+    pub fn encode_ack(&mut self, seq: u32, ack: u32) -> usize {
+        CnMsg::to_log(seq, ack, 0)
+            .encode(self.message())
+            .expect("the buffer holds a cn_msg");
+        CN_MSG_SIZE
+    }
+
+    /// The message buffer: what follows the netlink header.
+    pub fn message(&mut self) -> &mut [u8] {
+        &mut self.tx[NLMSG_HDR..]
+    }
+
+    /// Sends the first `len` bytes of the message buffer in one netlink message.
+    pub fn send(&mut self, len: usize) -> Result<()> {
+        if NLMSG_HDR + len > self.tx.len() {
+            bail!("message of {len} bytes too large");
+        }
+        // The netlink seq echoes the cn_msg seq when there is one.
+        let seq = self
+            .tx
+            .get(NLMSG_HDR + 8..NLMSG_HDR + 12)
+            .filter(|_| len >= 12)
+            .map_or(0, |b| u32::from_ne_bytes(b.try_into().expect("4 bytes")));
+        let total = (NLMSG_HDR + len) as u32;
+        self.tx[0..4].copy_from_slice(&total.to_ne_bytes());
+        self.tx[4..6].copy_from_slice(&NLMSG_DONE.to_ne_bytes());
+        self.tx[6..8].copy_from_slice(&0u16.to_ne_bytes());
+        self.tx[8..12].copy_from_slice(&seq.to_ne_bytes());
+        self.tx[12..16].copy_from_slice(&std::process::id().to_ne_bytes());
+        self.out
+            .transmit(&self.tx[..NLMSG_HDR + len])
+            .context("sending a reply to the kernel (replies need CAP_SYS_ADMIN)")?;
         Ok(())
     }
 }
 
-fn libc_enobufs() -> i32 {
-    105
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
 
-/// Sends replies to the kernel.
-pub struct Replier<'a> {
-    sock: &'a Socket,
-    out: &'a mut Vec<u8>,
-}
+    #[derive(Default)]
+    struct Capture(RefCell<Vec<Vec<u8>>>);
 
-impl Replier<'_> {
-    /// Replies to a request: its header with `error` and the payload `data`.
-    pub fn reply(&mut self, request: &Header, error: i32, data: &[u8]) -> Result<()> {
-        let mut header = *request;
-        header.error = error;
-        header.data_size = data.len() as u32;
-        let total = NLMSG_HDR + CN_MSG_SIZE + HEADER_SIZE + data.len();
-        if total > self.out.len() {
-            bail!("reply of {} bytes too large", data.len());
+    impl Transmit for Capture {
+        fn transmit(&self, datagram: &[u8]) -> io::Result<()> {
+            self.0.borrow_mut().push(datagram.to_vec());
+            Ok(())
         }
-        let n = encode_message(&mut self.out[NLMSG_HDR..], &header, data)
-            .context("encoding a reply")?;
-        let len = (NLMSG_HDR + n) as u32;
-        self.out[0..4].copy_from_slice(&len.to_ne_bytes());
-        self.out[4..6].copy_from_slice(&NLMSG_DONE.to_ne_bytes());
-        self.out[6..8].copy_from_slice(&0u16.to_ne_bytes());
-        self.out[8..12].copy_from_slice(&header.seq.to_ne_bytes());
-        self.out[12..16].copy_from_slice(&std::process::id().to_ne_bytes());
-        self.sock
-            .send_to(&self.out[..NLMSG_HDR + n], &SocketAddr::new(0, 0), 0)
-            .context("sending a reply to the kernel (replies need CAP_SYS_ADMIN)")?;
-        Ok(())
+    }
+
+    #[test]
+    fn every_message_of_a_datagram_is_seen() {
+        // Two messages, the first padded to 4 bytes: payloads "abc" and "defgh".
+        let mut d = Vec::new();
+        for p in [&b"abc"[..], b"defgh"] {
+            let len = (NLMSG_HDR + p.len()) as u32;
+            d.extend_from_slice(&len.to_ne_bytes());
+            d.extend_from_slice(&[0; 12]);
+            d.extend_from_slice(p);
+            d.resize(d.len().next_multiple_of(4), 0);
+        }
+        let mut seen = Vec::new();
+        for_each_message(&d, |m| seen.push(m.to_vec())).unwrap();
+        assert_eq!(seen, [b"abc".to_vec(), b"defgh".to_vec()]);
+        // A length past the end is an error, not a short read.
+        d[0] = 200;
+        assert!(for_each_message(&d, |_| {}).is_err());
+    }
+
+    #[test]
+    fn replies_carry_netlink_and_connector_headers() {
+        let capture = Capture::default();
+        let mut tx = Vec::new();
+        let mut r = Replier::new(&capture, &mut tx);
+        let h = Header::request(b"U", 3, dm_ulog_uapi::RequestType::GetSyncCount, 77, 0).unwrap();
+        r.reply(&h, -5, &[1, 2]).unwrap();
+        let n = r.encode_ack(78, 9);
+        r.send(n).unwrap();
+        let sent = capture.0.into_inner();
+        let full = &sent[0];
+        assert_eq!(full.len(), NLMSG_HDR + CN_MSG_SIZE + 160 + 2);
+        assert_eq!(&full[0..4], &(full.len() as u32).to_ne_bytes());
+        assert_eq!(&full[4..6], &NLMSG_DONE.to_ne_bytes());
+        assert_eq!(&full[8..12], &77u32.to_ne_bytes());
+        let reply = dm_ulog_uapi::Reply::parse(&full[NLMSG_HDR..]).unwrap();
+        let dm_ulog_uapi::Reply::Full { header, data } = reply else {
+            panic!("not a full reply: {reply:?}");
+        };
+        assert_eq!(
+            (header.seq, header.error, header.luid, data),
+            (77, -5, 3, &[1u8, 2][..])
+        );
+        assert_eq!(
+            dm_ulog_uapi::Reply::parse(&sent[1][NLMSG_HDR..]),
+            Ok(dm_ulog_uapi::Reply::Ack { seq: 78, ack: 9 })
+        );
     }
 }

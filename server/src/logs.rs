@@ -4,20 +4,28 @@
 //! tells their log instances apart.
 
 use std::collections::HashMap;
+use std::fmt;
 
 use dm_ulog_uapi::{
     payload::{self, RegionSync, RemoteRecovering, ResyncWork},
-    Header, RequestType,
+    Header, RequestType, UUID_FIELD_SIZE,
 };
 use tracing::{info, warn};
 
+use crate::device::LogDevice;
+use crate::disk::DiskLog;
 use crate::regions::{OutOfRange, Regions};
+use crate::table::{self, LogSpec, Storage, SyncMode};
 
 /// An errno for the reply header (sent negated).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Errno(pub i32);
 
-/// Invalid argument: malformed requests, unknown logs, regions out of range.
+/// No such process: the kernel answers it by re-creating the log (CTR, RESUME) and retrying.
+pub const ESRCH: Errno = Errno(3);
+/// I/O error: the log device failed.
+pub const EIO: Errno = Errno(5);
+/// Invalid argument: malformed requests, bad tables, regions out of range.
 pub const EINVAL: Errno = Errno(22);
 
 impl From<OutOfRange> for Errno {
@@ -26,87 +34,161 @@ impl From<OutOfRange> for Errno {
     }
 }
 
-/// The kind of log a table asked for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Kind {
-    /// In memory: after a server restart every region is out of sync.
-    Core,
+/// A log's identity: the UUID field (NUL-padded) and the kernel's instance id.
+type Key = ([u8; UUID_FIELD_SIZE], u64);
+
+fn key(header: &Header) -> Key {
+    // Normalised: bytes after the UUID's NUL do not make another log.
+    let mut uuid = [0u8; UUID_FIELD_SIZE];
+    let bytes = header.uuid_bytes();
+    uuid[..bytes.len()].copy_from_slice(bytes);
+    (uuid, header.luid)
 }
 
 /// One log instance.
 #[derive(Debug)]
 struct Log {
-    kind: Kind,
-    /// The type name as the table gave it (`core` or `clustered-core`).
-    type_name: String,
-    /// The CTR arguments after the target length, to recognise a repeated CTR.
-    args: String,
-    region_size: u64,
+    spec: LogSpec,
     regions: Regions,
+    /// Where a disk log's bitmap lives; `None` for core logs.
+    disk: Option<DiskLog>,
     /// Between PRESUSPEND and RESUME no resync work is handed out.
     suspended: bool,
 }
 
-/// Why a CTR string was refused; the message goes to the server's log for the admin.
-fn parse_ctr(ctr: &str) -> Result<(Log, String), String> {
-    let mut words = ctr.split_ascii_whitespace();
-    let sectors: u64 = words
-        .next()
-        .and_then(|w| w.parse().ok())
-        .ok_or_else(|| format!("CTR string {ctr:?} does not start with the target length"))?;
-    let type_name = words.next().ok_or("no log type in CTR string")?.to_string();
-    let rest: Vec<&str> = words.collect();
-    let args = std::iter::once(type_name.as_str())
-        .chain(rest.iter().copied())
-        .collect::<Vec<_>>()
-        .join(" ");
-    let (kind, params) = match type_name.as_str() {
-        "core" | "clustered-core" => (Kind::Core, &rest[..]),
-        "disk" | "clustered-disk" => {
-            return Err(format!(
-                "log type {type_name} is not supported by this server yet; use clustered-core"
-            ))
-        }
-        other => {
-            return Err(format!(
-                "unknown log type {other:?}: expected clustered-core or core"
-            ))
-        }
-    };
-    let region_size: u64 = params
-        .first()
-        .and_then(|w| w.parse().ok())
-        .ok_or_else(|| format!("{type_name}: missing or invalid region size in {ctr:?}"))?;
-    if region_size == 0 || !region_size.is_power_of_two() || region_size > u64::from(u32::MAX) {
-        return Err(format!(
-            "{type_name}: region size {region_size} must be a power of two below 2^32 sectors"
-        ));
+impl Log {
+    /// A log as dm-log.c's constructor leaves it: every region clean, in sync only for
+    /// `nosync`. A disk log's bitmap is read at RESUME.
+    fn create(spec: LogSpec) -> Result<Self, String> {
+        let disk = match &spec.storage {
+            Storage::Core => None,
+            Storage::Disk(dev) => {
+                let device = LogDevice::open(dev).map_err(|e| format!("{e:#}"))?;
+                Some(DiskLog::new(device, spec.regions, spec.sync).map_err(|e| format!("{e:#}"))?)
+            }
+        };
+        Ok(Self {
+            regions: Regions::new(spec.regions, spec.sync == SyncMode::NoSync),
+            disk,
+            suspended: false,
+            spec,
+        })
     }
-    let mut in_sync = false;
-    for p in &params[1..] {
-        match *p {
-            "sync" => in_sync = false,
-            "nosync" => in_sync = true,
-            "block_on_error" => {}
-            other => return Err(format!("{type_name}: unknown argument {other:?}")),
+
+    /// The CTR reply: the device as `major:minor` for the kernel to claim (protocol v2).
+    fn ctr_reply(&self, out: &mut Vec<u8>) {
+        if let Some(dev) = self.disk.as_ref().and_then(|d| d.device().dev()) {
+            out.extend_from_slice(dev.to_string().as_bytes());
+            out.push(0);
         }
     }
-    let count = sectors.div_ceil(region_size);
-    let log = Log {
-        kind,
-        type_name,
-        args: args.clone(),
-        region_size,
-        regions: Regions::new(count, in_sync),
-        suspended: false,
-    };
-    Ok((log, args))
+
+    /// Passes a region's new state on to the bitmap the next flush writes.
+    fn note(&mut self, region: u64) {
+        if let Some(disk) = &mut self.disk {
+            disk.set_clean(region, self.regions.is_clean(region).unwrap_or(false));
+        }
+    }
+
+    fn flush(&mut self, uuid: &str) -> Result<(), Errno> {
+        let Some(disk) = &mut self.disk else {
+            // A core log has nothing to make durable.
+            return Ok(());
+        };
+        disk.flush().map(|_| ()).map_err(|e| {
+            warn!(
+                %uuid,
+                "log device {}: cannot write the log: {e}; the mirror will see the log fail \
+                 (check or replace the device)",
+                disk.device().path().display()
+            );
+            EIO
+        })
+    }
+
+    fn resume(&mut self, uuid: &str) -> Result<(), Errno> {
+        self.suspended = false;
+        let Some(disk) = &mut self.disk else {
+            self.regions.resume();
+            return Ok(());
+        };
+        let resumed = disk.resume();
+        self.regions = resumed.regions;
+        info!(
+            %uuid,
+            in_sync = self.regions.sync_count(),
+            regions = self.regions.count(),
+            "log read from {}",
+            disk.device().path().display()
+        );
+        resumed.write.map_err(|e| {
+            warn!(
+                %uuid,
+                "log device {}: cannot write the log header: {e} (check or replace the device)",
+                disk.device().path().display()
+            );
+            EIO
+        })
+    }
+
+    fn status_info(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
+        let _ = match &self.disk {
+            None => write!(out, "1 {}", self.spec.type_name),
+            Some(d) => write!(
+                out,
+                "3 {} {} {}",
+                self.spec.type_name,
+                d.device().name(),
+                d.health().letter()
+            ),
+        };
+    }
+}
+
+/// One line of the status dump.
+pub struct LogSummary<'a> {
+    uuid: &'a [u8],
+    luid: u64,
+    log: &'a Log,
+}
+
+impl LogSummary<'_> {
+    /// The log's UUID, for messages.
+    pub fn uuid_lossy(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(self.uuid)
+    }
+}
+
+impl fmt::Display for LogSummary<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "log uuid={} luid={} type={} regions={} in_sync={} dirty={} suspended={}",
+            String::from_utf8_lossy(self.uuid),
+            self.luid,
+            self.log.spec.type_name,
+            self.log.regions.count(),
+            self.log.regions.sync_count(),
+            self.log.regions.dirty_count(),
+            self.log.suspended
+        )?;
+        if let Some(d) = &self.log.disk {
+            write!(
+                f,
+                " device={} health={}",
+                d.device().name(),
+                d.health().letter()
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// Every log this server keeps.
 #[derive(Default)]
 pub struct Logs {
-    logs: HashMap<(Vec<u8>, u64), Log>,
+    logs: HashMap<Key, Log>,
 }
 
 impl Logs {
@@ -115,65 +197,86 @@ impl Logs {
         self.logs.len()
     }
 
-    /// Answers one request: the reply payload, or an errno.
-    pub fn handle(&mut self, header: &Header, data: &[u8]) -> Result<Vec<u8>, Errno> {
+    /// Whether no log exists.
+    pub fn is_empty(&self) -> bool {
+        self.logs.is_empty()
+    }
+
+    /// A summary of every log, for the status dump.
+    pub fn summaries(&self) -> impl Iterator<Item = LogSummary<'_>> {
+        self.logs.iter().map(|((uuid, luid), log)| LogSummary {
+            uuid: uuid.split(|&b| b == 0).next().unwrap_or(&[]),
+            luid: *luid,
+            log,
+        })
+    }
+
+    /// Answers one request: the reply payload goes to `out` (cleared first), or an errno.
+    pub fn handle(&mut self, header: &Header, data: &[u8], out: &mut Vec<u8>) -> Result<(), Errno> {
+        out.clear();
         let kind = header.kind().map_err(|e| {
             warn!(request_type = header.request_type, "refusing request: {e}");
             EINVAL
         })?;
-        let key = (header.uuid_bytes().to_vec(), header.luid);
-        let uuid = String::from_utf8_lossy(&key.0).into_owned();
+        let key = key(header);
+        let uuid = String::from_utf8_lossy(header.uuid_bytes());
         if kind == RequestType::Ctr {
-            return self.create(key, &uuid, data);
+            return self.create(key, &uuid, data, out);
         }
         let Some(log) = self.logs.get_mut(&key) else {
-            warn!(%uuid, luid = header.luid, request = kind.name(), "request for a log this server does not have");
-            return Err(EINVAL);
+            if kind == RequestType::Dtr {
+                info!(%uuid, luid = header.luid, "DTR for a log this server does not have");
+                return Ok(());
+            }
+            // After a server restart: ESRCH makes the kernel send CTR and RESUME again.
+            info!(
+                %uuid,
+                luid = header.luid,
+                request = kind.name(),
+                "request for a log this server does not have: asking the kernel to re-create it"
+            );
+            return Err(ESRCH);
         };
         let bad = |e: dm_ulog_uapi::WireError| {
             warn!(%uuid, "malformed request: {e}");
             EINVAL
         };
-        let none = Ok(Vec::new());
         match kind {
             RequestType::Ctr => unreachable!("handled above"),
             RequestType::Dtr => {
                 self.logs.remove(&key);
                 info!(%uuid, luid = header.luid, "log destroyed");
-                none
             }
-            RequestType::Presuspend => {
-                log.suspended = true;
-                none
+            RequestType::Presuspend => log.suspended = true,
+            // dm-log.c's disk log writes its bitmap when the mirror has suspended.
+            RequestType::Postsuspend => log.flush(&uuid)?,
+            RequestType::Resume => log.resume(&uuid)?,
+            RequestType::GetRegionSize => {
+                out.extend_from_slice(&log.spec.region_size.to_ne_bytes())
             }
-            RequestType::Postsuspend => none,
-            RequestType::Resume => {
-                log.suspended = false;
-                log.regions.resume();
-                none
-            }
-            RequestType::GetRegionSize => Ok(log.region_size.to_ne_bytes().to_vec()),
             RequestType::IsClean => {
                 let r = payload::decode_u64(kind, data).map_err(bad)?;
-                Ok(i64::from(log.regions.is_clean(r)?).to_ne_bytes().to_vec())
+                out.extend_from_slice(&i64::from(log.regions.is_clean(r)?).to_ne_bytes());
             }
             RequestType::InSync => {
                 let r = payload::decode_u64(kind, data).map_err(bad)?;
-                Ok(i64::from(log.regions.in_sync(r)?).to_ne_bytes().to_vec())
+                out.extend_from_slice(&i64::from(log.regions.in_sync(r)?).to_ne_bytes());
             }
             RequestType::MarkRegion | RequestType::Flush => {
                 // v3 integrated flush: the marks travel inside FLUSH and are applied first.
                 for r in payload::decode_regions(kind, data).map_err(bad)? {
                     log.regions.mark(r)?;
+                    log.note(r);
                 }
-                // A core log has nothing to make durable.
-                none
+                if kind == RequestType::Flush {
+                    log.flush(&uuid)?;
+                }
             }
             RequestType::ClearRegion => {
                 for r in payload::decode_regions(kind, data).map_err(bad)? {
                     log.regions.clear(r)?;
+                    log.note(r);
                 }
-                none
             }
             RequestType::GetResyncWork => {
                 let work = if log.suspended {
@@ -185,54 +288,65 @@ impl Logs {
                     available: work.is_some(),
                     region: work.unwrap_or(0),
                 };
-                Ok(reply.encode().to_vec())
+                out.extend_from_slice(&reply.encode());
             }
             RequestType::SetRegionSync => {
                 let s = RegionSync::decode(data).map_err(bad)?;
                 log.regions.set_sync(s.region, s.in_sync)?;
-                none
+                log.note(s.region);
             }
-            RequestType::GetSyncCount => Ok(log.regions.sync_count().to_ne_bytes().to_vec()),
-            RequestType::StatusInfo => Ok(format!("1 {}", log.type_name).into_bytes()),
-            RequestType::StatusTable => Ok(log.args.clone().into_bytes()),
+            RequestType::GetSyncCount => {
+                out.extend_from_slice(&log.regions.sync_count().to_ne_bytes())
+            }
+            RequestType::StatusInfo => log.status_info(out),
+            RequestType::StatusTable => out.extend_from_slice(log.spec.args.as_bytes()),
             RequestType::IsRemoteRecovering => {
                 payload::decode_u64(kind, data).map_err(bad)?;
-                let hint = if log.kind == Kind::Core {
-                    log.regions.in_sync_hint()
-                } else {
-                    0
-                };
-                Ok(RemoteRecovering {
+                let reply = RemoteRecovering {
                     is_recovering: false,
-                    in_sync_hint: hint,
-                }
-                .encode()
-                .to_vec())
+                    in_sync_hint: log.regions.in_sync_hint(),
+                };
+                out.extend_from_slice(&reply.encode());
             }
         }
+        Ok(())
     }
 
-    fn create(&mut self, key: (Vec<u8>, u64), uuid: &str, data: &[u8]) -> Result<Vec<u8>, Errno> {
+    fn create(
+        &mut self,
+        key: Key,
+        uuid: &str,
+        data: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), Errno> {
         // The reconnecting kernel sends the string with its NUL; the first CTR without.
         let text = std::str::from_utf8(data)
-            .map_err(|_| EINVAL)?
+            .map_err(|_| {
+                warn!(%uuid, "refusing log: CTR string is not UTF-8");
+                EINVAL
+            })?
             .trim_end_matches('\0');
-        let (log, args) = parse_ctr(text).map_err(|msg| {
+        let spec = table::parse(text).map_err(|msg| {
             warn!(%uuid, "refusing log: {msg}");
             EINVAL
         })?;
         if let Some(existing) = self.logs.get(&key) {
             // A repeated CTR (a resend after a lost reply) is harmless; a different one is not.
-            return if existing.args == args {
-                Ok(Vec::new())
-            } else {
+            if existing.spec.args != spec.args {
                 warn!(%uuid, luid = key.1, "CTR for an existing log with other arguments");
-                Err(EINVAL)
-            };
+                return Err(EINVAL);
+            }
+            existing.ctr_reply(out);
+            return Ok(());
         }
-        info!(%uuid, luid = key.1, regions = log.regions.count(), %args, "log created");
+        let log = Log::create(spec).map_err(|msg| {
+            warn!(%uuid, "refusing log: {msg}");
+            EINVAL
+        })?;
+        log.ctr_reply(out);
+        info!(%uuid, luid = key.1, regions = log.regions.count(), args = %log.spec.args, "log created");
         self.logs.insert(key, log);
-        Ok(Vec::new())
+        Ok(())
     }
 }
 
@@ -245,7 +359,9 @@ mod tests {
     }
 
     fn ask(logs: &mut Logs, kind: RequestType, luid: u64, data: &[u8]) -> Result<Vec<u8>, Errno> {
-        logs.handle(&header(kind, luid), data)
+        let mut out = vec![0xEE; 3];
+        logs.handle(&header(kind, luid), data, &mut out)
+            .map(|()| out)
     }
 
     #[test]
@@ -285,6 +401,7 @@ mod tests {
             b"16 tape 8",
             b"16",
             b"\xff",
+            b"16 disk /nonexistent/log/device 8",
         ] {
             assert_eq!(
                 ask(&mut logs, RequestType::Ctr, 2, bad),
@@ -293,6 +410,7 @@ mod tests {
                 bad
             );
         }
+        assert_eq!(logs.len(), 1);
         assert_eq!(
             ask(&mut logs, RequestType::Ctr, 3, b"16 core 8 nosync"),
             Ok(vec![])
@@ -300,6 +418,10 @@ mod tests {
         assert_eq!(
             ask(&mut logs, RequestType::GetSyncCount, 3, b""),
             Ok(2u64.to_ne_bytes().to_vec())
+        );
+        assert_eq!(
+            ask(&mut logs, RequestType::StatusInfo, 3, b""),
+            Ok(b"1 core".to_vec())
         );
     }
 
@@ -312,13 +434,27 @@ mod tests {
         ask(&mut logs, RequestType::Dtr, 1, b"").unwrap();
         assert_eq!(logs.len(), 1);
         assert_eq!(
-            ask(&mut logs, RequestType::GetSyncCount, 1, b""),
-            Err(EINVAL)
-        );
-        assert_eq!(
             ask(&mut logs, RequestType::GetSyncCount, 2, b""),
             Ok(8u64.to_ne_bytes().to_vec())
         );
+        let lines: Vec<String> = logs.summaries().map(|s| s.to_string()).collect();
+        assert_eq!(
+            lines,
+            ["log uuid=UUID-1 luid=2 type=core regions=8 in_sync=8 dirty=0 suspended=false"]
+        );
+    }
+
+    #[test]
+    fn unknown_logs_are_re_created_by_the_kernel() {
+        let mut logs = Logs::default();
+        // ESRCH makes the kernel send CTR and RESUME again (after a server restart).
+        assert_eq!(
+            ask(&mut logs, RequestType::GetSyncCount, 1, b""),
+            Err(ESRCH)
+        );
+        assert_eq!(ask(&mut logs, RequestType::Flush, 1, b""), Err(ESRCH));
+        // Nothing to destroy is no failure.
+        assert_eq!(ask(&mut logs, RequestType::Dtr, 1, b""), Ok(vec![]));
     }
 
     #[test]
@@ -327,7 +463,7 @@ mod tests {
         ask(&mut logs, RequestType::Ctr, 1, b"8192 core 1024").unwrap();
         let mut h = header(RequestType::Flush, 1);
         h.request_type = 99;
-        assert_eq!(logs.handle(&h, b""), Err(EINVAL));
+        assert_eq!(logs.handle(&h, b"", &mut Vec::new()), Err(EINVAL));
         assert_eq!(
             ask(&mut logs, RequestType::MarkRegion, 1, &[0; 7]),
             Err(EINVAL)
@@ -377,6 +513,54 @@ mod tests {
                 available: true,
                 region: 0
             }
+        );
+    }
+
+    #[test]
+    fn disk_log_in_a_file_is_read_at_resume_and_written_at_flush() {
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        tmp.as_file().set_len(4096).unwrap();
+        let ctr = format!("8192 clustered-disk {} 1024", tmp.path().display());
+        let mut logs = Logs::default();
+        // A regular file has no device number: nothing for the kernel to claim.
+        assert_eq!(
+            ask(&mut logs, RequestType::Ctr, 1, ctr.as_bytes()),
+            Ok(vec![])
+        );
+        ask(&mut logs, RequestType::Resume, 1, b"").unwrap();
+        let summary = || {
+            let dev = LogDevice::open(tmp.path().to_str().unwrap()).unwrap();
+            crate::disk::summarize(&dev, None).unwrap().to_string()
+        };
+        assert_eq!(summary(), "magic=ok version=2 nr_regions=8 clean=0");
+        for r in 0..8u64 {
+            let mut set = [0u8; 16];
+            set[..8].copy_from_slice(&r.to_ne_bytes());
+            set[8..].copy_from_slice(&1i64.to_ne_bytes());
+            ask(&mut logs, RequestType::SetRegionSync, 1, &set).unwrap();
+        }
+        assert_eq!(summary(), "magic=ok version=2 nr_regions=8 clean=0");
+        ask(&mut logs, RequestType::Flush, 1, b"").unwrap();
+        assert_eq!(summary(), "magic=ok version=2 nr_regions=8 clean=8");
+        ask(&mut logs, RequestType::Flush, 1, &3u64.to_ne_bytes()).unwrap();
+        assert_eq!(summary(), "magic=ok version=2 nr_regions=8 clean=7");
+        let info = ask(&mut logs, RequestType::StatusInfo, 1, b"").unwrap();
+        let info = String::from_utf8(info).unwrap();
+        assert!(
+            info.starts_with("3 clustered-disk /") && info.ends_with(" A"),
+            "{info}"
+        );
+        // A restarted server: the kernel sends CTR and RESUME again.
+        let mut logs = Logs::default();
+        ask(&mut logs, RequestType::Ctr, 1, ctr.as_bytes()).unwrap();
+        ask(&mut logs, RequestType::Resume, 1, b"").unwrap();
+        assert_eq!(
+            ask(&mut logs, RequestType::GetSyncCount, 1, b""),
+            Ok(7u64.to_ne_bytes().to_vec())
+        );
+        assert_eq!(
+            ask(&mut logs, RequestType::InSync, 1, &3u64.to_ne_bytes()),
+            Ok(0i64.to_ne_bytes().to_vec())
         );
     }
 }

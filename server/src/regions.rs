@@ -33,6 +33,21 @@ impl Regions {
         }
     }
 
+    /// Regions as a disk log finds them at resume: in sync exactly where the bitmap says
+    /// clean (dm-log.c copies its clean bits to its sync bits), none with a write outstanding.
+    pub fn from_clean_bits(bits: impl Iterator<Item = bool>) -> Self {
+        let in_sync: Vec<bool> = bits.collect();
+        let n = in_sync.len();
+        let sync_count = in_sync.iter().filter(|s| **s).count() as u64;
+        Self {
+            in_sync,
+            clean: vec![true; n],
+            recovering: vec![false; n],
+            sync_search: 0,
+            sync_count,
+        }
+    }
+
     /// Number of regions.
     pub fn count(&self) -> u64 {
         self.in_sync.len() as u64
@@ -102,6 +117,11 @@ impl Regions {
         self.sync_count
     }
 
+    /// How many regions have a write outstanding (marked and not yet cleared).
+    pub fn dirty_count(&self) -> u64 {
+        self.clean.iter().filter(|c| !**c).count() as u64
+    }
+
     /// Every region below this one is in sync.
     pub fn in_sync_hint(&self) -> u64 {
         self.in_sync
@@ -152,6 +172,21 @@ mod tests {
         assert!(!r.is_clean(1).unwrap());
         assert_eq!(r.mark(2), Err(OutOfRange(2)));
         assert_eq!(r.in_sync(9), Err(OutOfRange(9)));
+    }
+
+    #[test]
+    fn from_clean_bits_puts_exactly_the_clean_regions_in_sync() {
+        let mut r = Regions::from_clean_bits([true, false, true].into_iter());
+        assert_eq!(r.count(), 3);
+        assert_eq!(r.sync_count(), 2);
+        assert_eq!(r.dirty_count(), 0);
+        assert!(r.is_clean(0).unwrap());
+        assert!(!r.in_sync(1).unwrap());
+        assert!(!r.is_clean(1).unwrap());
+        assert_eq!(r.resync_work(), Some(1));
+        assert_eq!(r.resync_work(), None);
+        r.mark(2).unwrap();
+        assert_eq!(r.dirty_count(), 1);
     }
 
     #[test]
@@ -209,6 +244,7 @@ mod tests {
                     Op::Resume => { r.resume(); offered.fill(false); }
                 }
                 prop_assert_eq!(r.sync_count(), sync.iter().filter(|s| **s).count() as u64);
+                prop_assert_eq!(r.dirty_count(), dirty.iter().filter(|d| **d).count() as u64);
                 for i in 0..n {
                     prop_assert_eq!(r.in_sync(i).unwrap(), sync[i as usize]);
                     prop_assert_eq!(r.is_clean(i).unwrap(), sync[i as usize] && !dirty[i as usize]);

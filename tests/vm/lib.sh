@@ -34,7 +34,13 @@ fail() {
 }
 
 VARIANT=$(cat /modules/VARIANT)
-MODULE=/modules/dm_log_userspace.ko
+MODULE=/modules/$VARIANT/dm_log_userspace.ko
+
+# use_variant rust|c: the module the following load_module loads.
+use_variant() {
+	VARIANT=$1
+	MODULE=/modules/$VARIANT/dm_log_userspace.ko
+}
 
 load_module() { insmod "$MODULE"; }
 unload_module() { rmmod dm_log_userspace; }
@@ -54,24 +60,75 @@ mirror_table() {
 	echo "0 16384 mirror userspace $# $* 2 /dev/ram0 0 /dev/ram1 0"
 }
 
-# The project's log server, in the background, logging to /tmp/dm-ulogd.log.
+# start_server [PROGRAM [ARGS...]]: a log server (default dm-ulogd) in the background; every
+# server of a run logs to /tmp/dm-ulogd.log. Returns once it has joined the connector group.
 start_server() {
-	dm-ulogd --foreground --log "${DMULOGD_LOG:-info}" >>/tmp/dm-ulogd.log 2>&1 &
+	prog=dm-ulogd
+	if [ $# -gt 0 ]; then
+		prog=$1
+		shift
+	fi
+	before=$(wc -l </tmp/dm-ulogd.log 2>/dev/null || echo 0)
+	"$prog" --foreground --log "${DMULOGD_LOG:-info}" "$@" >>/tmp/dm-ulogd.log 2>&1 &
 	echo $! >/tmp/dm-ulogd.pid
-	# Ready once it has joined the connector group.
-	for _ in $(seq 50); do
-		grep -q "listening" /tmp/dm-ulogd.log 2>/dev/null && return 0
+	for _ in $(seq 100); do
+		tail -n +$((before + 1)) /tmp/dm-ulogd.log | grep -q "listening" && return 0
+		kill -0 "$(cat /tmp/dm-ulogd.pid)" 2>/dev/null || break
 		sleep 0.1
 	done
-	cat /tmp/dm-ulogd.log
+	tail -n +$((before + 1)) /tmp/dm-ulogd.log
 	return 1
 }
 
+# Stops the server: SIGTERM (which it refuses while it serves logs), then SIGKILL after 3 s.
 stop_server() {
 	[ -f /tmp/dm-ulogd.pid ] || return 0
-	kill "$(cat /tmp/dm-ulogd.pid)" 2>/dev/null
-	wait "$(cat /tmp/dm-ulogd.pid)" 2>/dev/null
+	pid=$(cat /tmp/dm-ulogd.pid)
+	kill "$pid" 2>/dev/null
+	for _ in $(seq 30); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -9 "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
 	rm -f /tmp/dm-ulogd.pid
+}
+
+# Kills the server as a crash would.
+kill_server() {
+	pid=$(cat /tmp/dm-ulogd.pid)
+	kill -9 "$pid"
+	wait "$pid" 2>/dev/null
+	rm -f /tmp/dm-ulogd.pid
+}
+
+# A request record (dm-ulogd --record): one line per request, "seq=S luid=L |TYPE Lk vV eE nN
+# uuid=U pad=P PAYLOAD". canonical FILE prints what is comparable across runs and modules.
+canonical() { cut -d'|' -f2- "$1"; }
+# count_requests FILE TYPE
+count_requests() { canonical "$1" | awk -v t="$2" '$1 == t' | wc -l; }
+# The raw luid of the first request in FILE.
+first_luid() { sed -n '1s/.*luid=\([0-9]*\) .*/\1/p' "$1"; }
+# Hex of a string, as the record prints payloads.
+hex_of() { printf '%s' "$1" | od -An -tx1 -v | tr -d ' \n'; }
+
+# log_stat LUID NAME: one of a log's debugfs counters (stats.rs in the module).
+log_stat() { awk -v k="$2" '$1 == k { print $2 }' "/sys/kernel/debug/dm_log_userspace/L$1"; }
+# transport_stat NAME: one of the transport's debugfs counters.
+transport_stat() { awk -v k="$1" '$1 == k { print $2 }' /sys/kernel/debug/dm_log_userspace/transport; }
+
+# Milliseconds since boot.
+now_ms() { awk '{ printf "%d", $1 * 1000 }' /proc/uptime; }
+
+# wait_for SECONDS CMD...: polls CMD every 0.1 s until it succeeds.
+wait_for() {
+	n=$(($1 * 10))
+	shift
+	for _ in $(seq "$n"); do
+		"$@" && return 0
+		sleep 0.1
+	done
+	return 1
 }
 
 # create_mirror NAME UUID LOGARGS...: creates the device and its node.

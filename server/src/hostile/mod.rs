@@ -1,0 +1,173 @@
+//! The responder of `dm-ulog-hostile`: correct answers (the same [`Logs`](crate::logs::Logs)
+//! as dm-ulogd) unless a scripted fault or the seeded fuzzer says otherwise.
+
+pub mod fault;
+pub mod fuzz;
+
+use anyhow::{bail, Context, Result};
+use caps::{CapSet, Capability};
+use dm_ulog_uapi::CN_MSG_SIZE;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, ForkResult};
+use tracing::{info, warn};
+
+use crate::serve::{Exchange, Responder};
+use fault::{Action, Script};
+use fuzz::{Fuzzer, Previous};
+
+/// How far a stray reply's seq is from the request's.
+pub const STRAY_SEQ_OFFSET: u32 = fuzz::STRAY_SEQ_OFFSET;
+
+/// Misbehaves on command, reproducibly.
+pub struct Hostile {
+    script: Script,
+    fuzzer: Option<Fuzzer>,
+    seed: u64,
+    requests: u64,
+    prev: Previous,
+}
+
+impl Hostile {
+    /// Faults in order; fuzzing if `fuzz` is `Some(probability)`.
+    pub fn new(script: Script, seed: u64, fuzz: Option<f64>, max_malformed: Option<u64>) -> Self {
+        Self {
+            script,
+            fuzzer: fuzz.map(|p| Fuzzer::new(seed, p, max_malformed)),
+            seed,
+            requests: 0,
+            prev: Previous::default(),
+        }
+    }
+
+    /// The counter line printed on SIGUSR1 and at exit.
+    pub fn summary(&self) -> String {
+        format!(
+            "hostile: requests={} malformed={} seed={}",
+            self.requests,
+            self.fuzzer.as_ref().map_or(0, Fuzzer::malformed),
+            self.seed
+        )
+    }
+
+    fn inject(&mut self, action: &Action, ex: &mut Exchange<'_, '_>) -> Result<()> {
+        let h = ex.request.header;
+        let error = if action.applies_request() && !matches!(action, Action::Delay(_)) {
+            ex.answer()
+        } else {
+            0
+        };
+        match action {
+            Action::Drop => Ok(()),
+            Action::Errno(n) => ex.tx.reply(&h, n.wrapping_neg(), &[]),
+            Action::Ack(n) => {
+                let len = ex.tx.encode_ack(h.seq, *n);
+                ex.tx.send(len)
+            }
+            Action::Size(n) => {
+                ex.payload.clear();
+                ex.payload.resize(*n, 0);
+                ex.tx.reply(&h, 0, ex.payload)
+            }
+            Action::U64(v) => ex.tx.reply(&h, 0, &v.to_ne_bytes()),
+            Action::Device(s) | Action::DeviceRaw(s) => {
+                ex.payload.clear();
+                ex.payload.extend_from_slice(s.as_bytes());
+                if matches!(action, Action::Device(_)) {
+                    ex.payload.push(0);
+                }
+                ex.tx.reply(&h, 0, ex.payload)
+            }
+            Action::Stray => {
+                let mut stray = h;
+                stray.seq = h.seq.wrapping_add(STRAY_SEQ_OFFSET);
+                ex.tx.reply(&stray, error, ex.payload)?;
+                ex.send_answer(error)
+            }
+            Action::Dup => {
+                ex.send_answer(error)?;
+                ex.send_answer(error)
+            }
+            Action::Delay(d) => {
+                std::thread::sleep(*d);
+                let error = ex.answer();
+                ex.send_answer(error)
+            }
+            Action::Unpriv => reply_unprivileged(ex),
+            Action::DataSize(n) => {
+                let len = ex.tx.encode(&h, error, ex.payload)?;
+                let mut lying = h;
+                lying.error = error;
+                lying.data_size = *n;
+                lying.encode(&mut ex.tx.message()[CN_MSG_SIZE..])?;
+                ex.tx.send(len)
+            }
+        }
+    }
+}
+
+/// Sends the correct reply from a forked child that dropped CAP_SYS_ADMIN, so the kernel
+/// ignores it. The child's state changes die with it; the parent's state is untouched.
+fn reply_unprivileged(ex: &mut Exchange<'_, '_>) -> Result<()> {
+    // SAFETY: dm-ulog-hostile is single-threaded (tracing writes synchronously, signal
+    // handlers only set flags), so the child may allocate and take locks freely.
+    match unsafe { fork() }.context("fork for an unprivileged reply")? {
+        ForkResult::Child => {
+            let code = match send_without_sys_admin(ex) {
+                Ok(()) => 0,
+                Err(e) => {
+                    warn!("unprivileged reply: {e:#}");
+                    1
+                }
+            };
+            std::process::exit(code);
+        }
+        ForkResult::Parent { child } => match waitpid(child, None)? {
+            WaitStatus::Exited(_, 0) => Ok(()),
+            other => bail!("the unprivileged reply's child ended with {other:?}"),
+        },
+    }
+}
+
+fn send_without_sys_admin(ex: &mut Exchange<'_, '_>) -> Result<()> {
+    caps::drop(None, CapSet::Effective, Capability::CAP_SYS_ADMIN)?;
+    caps::drop(None, CapSet::Permitted, Capability::CAP_SYS_ADMIN)?;
+    if caps::has_cap(None, CapSet::Effective, Capability::CAP_SYS_ADMIN)? {
+        bail!("CAP_SYS_ADMIN could not be dropped");
+    }
+    let error = ex.answer();
+    ex.send_answer(error)
+}
+
+impl Responder for Hostile {
+    fn respond(&mut self, ex: &mut Exchange<'_, '_>) -> Result<()> {
+        self.requests += 1;
+        if let Some(action) = self.script.next(ex.kind) {
+            info!(
+                "fault {action} on {} seq={}",
+                ex.type_name(),
+                ex.request.header.seq
+            );
+            // The kernel may still wait for this seq: no duplicates of it.
+            self.prev.clear();
+            return self.inject(&action, ex);
+        }
+        let error = ex.answer();
+        if let Some(fuzzer) = &mut self.fuzzer {
+            if fuzzer.attack(ex, error, &self.prev)? {
+                self.prev.clear();
+                return Ok(());
+            }
+        }
+        ex.send_answer(error)?;
+        self.prev.set(&ex.request.header, error, ex.payload);
+        Ok(())
+    }
+
+    fn status(&mut self) {
+        eprintln!("{}", self.summary());
+    }
+
+    fn exit(&mut self) {
+        eprintln!("{}", self.summary());
+    }
+}

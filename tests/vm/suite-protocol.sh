@@ -1,0 +1,440 @@
+# shellcheck shell=sh
+# The module's side of the protocol, one test per promise: what it sends (recorded by the
+# server), how it treats the replies of a server that misbehaves on command
+# (dm-ulog-hostile --fault), and what it does while no server listens.
+
+TESTS="setup autoload_by_device_mapper request_stream_well_formed seq_wraps luid_unique_per_instance
+region_size_validated ctr_device_name_validated bare_ack_fails_the_request
+timeout_resends_with_new_seq_others_proceed eagain_resends stray_and_duplicate_replies_dropped
+unprivileged_reply_ignored status_info_failure_default flush_failure_raises_event
+in_sync_never_sent_from_map remote_recovering_rate_limited_and_hinted
+server_restart_reconnects suspend_resume_not_retried_without_server
+integrated_flush_marks_ride_in_flush integrated_flush_lazy_clear_flush
+integrated_flush_early_at_postsuspend_and_dtr debugfs_counters_match_the_record teardown"
+
+UUID=PROTO-UUID-0001
+REC=/tmp/requests.rec
+
+setup() {
+	load_module || fail "insmod failed"
+}
+
+# serve [FAULT...]: a fresh dm-ulog-hostile that records to $REC and injects the faults.
+serve() {
+	stop_server
+	rm -f "$REC"
+	args=""
+	for f in "$@"; do args="$args --fault $f"; done
+	# shellcheck disable=SC2086
+	start_server dm-ulog-hostile --record "$REC" $args || fail "dm-ulog-hostile did not start"
+}
+
+# Removes every mirror the tests made.
+remove_all() {
+	for d in m0 m1 m2; do dm remove "$d" 2>/dev/null; done
+	return 0
+}
+
+autoload_by_device_mapper() {
+	unload_module || fail "rmmod failed"
+	dir=/lib/modules/$(uname -r)/extra
+	mkdir -p "$dir"
+	cp "$MODULE" "$dir/"
+	depmod || fail "depmod failed"
+	serve
+	create_mirror m0 "$UUID" clustered-core 1024 || fail "table with a userspace log failed"
+	module_loaded || fail "device-mapper did not load the module"
+	grep '^dm_log_userspace ' /proc/modules
+	remove_all
+	rm -f "$dir/dm_log_userspace.ko"
+	depmod
+	return 0
+}
+
+request_stream_well_formed() {
+	serve
+	create_mirror m0 "$UUID" clustered-core 1024 || fail "create failed"
+	dd if=/dev/urandom of=/dev/mapper/m0 bs=64k count=16 oflag=direct 2>/dev/null || fail "write failed"
+	wait_in_sync m0 60 || fail "no sync"
+	dm status m0 >/dev/null
+	dm suspend m0 && dm resume m0 || fail "suspend/resume failed"
+	dm remove m0 || fail "remove failed"
+	canonical "$REC" | awk '{ print $1 }' | sort | uniq -c
+	canonical "$REC" | head -n 3
+	# Header: version 3, no error, zero padding, this UUID, one non-zero luid.
+	bad=$(canonical "$REC" | awk -v u="uuid=$UUID" '$3 != "v3" || $4 != "e0" || $6 != u || $7 != "pad=ok"')
+	[ -z "$bad" ] || fail "malformed headers: $bad"
+	luid=$(first_luid "$REC")
+	[ "$luid" -gt 0 ] 2>/dev/null || fail "luid $luid is not positive"
+	# A kernel address would be above 2^47; the module numbers its logs.
+	[ "${#luid}" -lt 10 ] || fail "luid $luid looks like a pointer"
+	[ "$(sed 's/.*luid=\([0-9]*\) .*/\1/' "$REC" | sort -u | wc -l)" -eq 1 ] || fail "one log, several luids"
+	# seq: one counter, +1 per request.
+	seq_counts_up || fail "seq does not count up by one"
+	# The CTR: "<target length> <args>" without NUL, then the region size.
+	first=$(canonical "$REC" | head -n 1)
+	want="CTR L1 v3 e0 n25 uuid=$UUID pad=ok $(hex_of "16384 clustered-core 1024")"
+	[ "$first" = "$want" ] || fail "CTR is '$first', want '$want'"
+	[ "$(canonical "$REC" | sed -n 2p | cut -d' ' -f1,5)" = "GET_REGION_SIZE n0" ] || fail "no GET_REGION_SIZE after CTR"
+	# Payload sizes by type, as the uapi header documents them.
+	canonical "$REC" | awk '
+		function want(n) { if ($5 != "n" n) { print "bad size: " $0; bad = 1 } }
+		$1 ~ /^(DTR|PRESUSPEND|POSTSUSPEND|RESUME|GET_REGION_SIZE|GET_RESYNC_WORK|GET_SYNC_COUNT|STATUS_INFO|STATUS_TABLE|FLUSH)$/ { want(0) }
+		$1 ~ /^(IS_CLEAN|IN_SYNC|IS_REMOTE_RECOVERING)$/ { want(8) }
+		$1 == "SET_REGION_SYNC" { want(16) }
+		$1 ~ /^(MARK_REGION|CLEAR_REGION)$/ { n = substr($5, 2); if (n == 0 || n % 8 || n > 256) { print "bad size: " $0; bad = 1 } }
+		END { exit bad }' || fail "payload sizes differ from the protocol"
+	for t in CTR GET_REGION_SIZE RESUME MARK_REGION CLEAR_REGION FLUSH GET_RESYNC_WORK \
+		SET_REGION_SYNC GET_SYNC_COUNT STATUS_INFO PRESUSPEND POSTSUSPEND DTR IN_SYNC IS_REMOTE_RECOVERING; do
+		[ "$(count_requests "$REC" "$t")" -gt 0 ] || fail "no $t request seen"
+	done
+	[ "$(canonical "$REC" | tail -n 1 | cut -d' ' -f1)" = DTR ] || fail "DTR is not the last request"
+}
+
+# The record's seqs count up by one, modulo 2^32.
+seq_counts_up() {
+	sed 's/^seq=\([0-9]*\) .*/\1/' "$REC" | awk '
+		NR > 1 && ($1 - prev - 1) % 4294967296 != 0 { bad = 1; print "seq " prev " then " $1 }
+		{ prev = $1 } END { exit bad }'
+}
+
+seq_wraps() {
+	stop_server
+	unload_module || fail "rmmod failed"
+	insmod "$MODULE" first_seq=4294967293 || fail "insmod with first_seq failed"
+	serve
+	create_mirror m0 "$UUID" clustered-core 1024 || fail "create failed"
+	dm status m0 >/dev/null
+	remove_all
+	head -n 5 "$REC"
+	seq_counts_up || fail "seq does not count up by one across the wrap"
+	grep -q "^seq=4294967295 " "$REC" && grep -q "^seq=0 " "$REC" || fail "the counter did not wrap"
+	stop_server
+	unload_module && load_module || fail "reload failed"
+}
+
+luid_unique_per_instance() {
+	serve
+	# Two tables naming one log UUID: two instances, told apart by luid.
+	create_mirror m0 "$UUID" clustered-core 1024 || fail "create m0 failed"
+	dm create m1 --table "0 16384 mirror userspace 3 $UUID clustered-core 1024 2 /dev/ram2 0 /dev/ram3 0" || fail "create m1 failed"
+	n=$(grep CTR "$REC" | sed 's/.*luid=\([0-9]*\) .*/\1/' | sort -u | wc -l)
+	remove_all
+	[ "$n" -eq 2 ] || fail "$n distinct luids for two instances"
+}
+
+# expect_create_fails WHY: a mirror create must fail and the server must see the log destroyed.
+expect_create_fails() {
+	if create_mirror m0 "$UUID" clustered-core 1024 2>/tmp/create.err; then
+		remove_all
+		fail "table loaded despite $1"
+	fi
+	cat /tmp/create.err
+	return 0
+}
+
+region_size_validated() {
+	for v in 0 3 4294967296; do
+		serve "get_region_size:u64=$v"
+		mark_dmesg
+		expect_create_fails "region size $v"
+		new_dmesg | grep -q "region size $v" || { new_dmesg; fail "no message about region size $v"; }
+		[ "$(canonical "$REC" | tail -n 1 | cut -d' ' -f1)" = DTR ] || fail "no DTR after a refused region size"
+	done
+	serve "get_region_size:size=16"
+	mark_dmesg
+	expect_create_fails "a 16-byte region size reply"
+	new_dmesg | grep -q "Insufficient space" || fail "no ENOSPC message"
+	[ "$(canonical "$REC" | tail -n 1 | cut -d' ' -f1)" = DTR ] || fail "no DTR after a failed region size"
+}
+
+ctr_device_name_validated() {
+	serve "ctr:device-raw=1:2"
+	mark_dmesg
+	expect_create_fails "a device name without NUL"
+	new_dmesg | grep -q "not properly terminated" || fail "no message about the unterminated name"
+	[ "$(canonical "$REC" | tail -n 1 | cut -d' ' -f1)" = DTR ] || fail "no DTR after the refused name"
+	serve "ctr:size=200"
+	mark_dmesg
+	expect_create_fails "a 200-byte device name"
+	new_dmesg | grep -q "Insufficient space" || fail "no ENOSPC message"
+	# A valid name is opened as a table dependency and released with the table.
+	serve "ctr:device=1:2"
+	create_mirror m0 "$UUID" clustered-core 1024 || fail "create with a log device failed"
+	deps=$(dm deps m0)
+	echo "$deps"
+	remove_all
+	case "$deps" in *"(1, 2)"*) ;; *) fail "log device 1:2 not among the table's dependencies" ;; esac
+}
+
+bare_ack_fails_the_request() {
+	serve "ctr:ack=22"
+	mark_dmesg
+	expect_create_fails "a NACK"
+	new_dmesg | grep -E "failed to create log: -22" || { new_dmesg; fail "the ACK's error did not reach the CTR"; }
+}
+
+timeout_resends_with_new_seq_others_proceed() {
+	serve "status_info:drop"
+	create_mirror m0 "$UUID" clustered-core 1024 || fail "create m0 failed"
+	dm create m1 --table "0 16384 mirror userspace 3 OTHER-UUID clustered-core 1024 2 /dev/ram2 0 /dev/ram3 0" || fail "create m1 failed"
+	luid=$(first_luid "$REC")
+	mark_dmesg
+	start=$(now_ms)
+	dm status m0 >/tmp/status0 &
+	bg=$!
+	sleep 1
+	# The unanswered request blocks nobody else.
+	t=$(now_ms)
+	dm status m1 || fail "status of m1 failed"
+	[ $(($(now_ms) - t)) -lt 5000 ] || fail "m1 waited behind m0's lost request"
+	wait $bg || fail "status of m0 failed"
+	took=$(($(now_ms) - start))
+	cat /tmp/status0
+	echo "m0 status took ${took} ms"
+	[ "$took" -ge 14000 ] || fail "answered before the 15 s timeout"
+	grep -q "clustered-core" /tmp/status0 || fail "m0's status lacks the server's INFO"
+	new_dmesg | grep "Request timed out" || fail "no timeout message"
+	seqs=$(grep "luid=$luid |STATUS_INFO" "$REC" | sed 's/^seq=\([0-9]*\) .*/\1/' | sort -u | wc -l)
+	[ "$seqs" -eq 2 ] || fail "$seqs distinct seqs for one request sent twice"
+	[ "$(log_stat "$luid" timeouts)" = 1 ] || fail "timeouts counter is not 1"
+	remove_all
+}
+
+eagain_resends() {
+	serve "status_info:errno=11"
+	create_mirror m0 "$UUID" clustered-core 1024 || fail "create failed"
+	luid=$(first_luid "$REC")
+	s=$(dm status m0) || fail "status failed"
+	echo "$s"
+	case "$s" in *" 1 clustered-core"*) ;; *) fail "status not from the resent request" ;; esac
+	[ "$(count_requests "$REC" STATUS_INFO)" -eq 2 ] || fail "EAGAIN did not cause exactly one resend"
+	[ "$(log_stat "$luid" eagain_resends)" = 1 ] || fail "eagain_resends counter is not 1"
+	remove_all
+}
+
+stray_and_duplicate_replies_dropped() {
+	serve "status_info:stray" "status_info:dup"
+	create_mirror m0 "$UUID" clustered-core 1024 || fail "create failed"
+	before=$(transport_stat dropped_unmatched)
+	dm status m0 | grep -q "1 clustered-core" || fail "status with a stray reply failed"
+	dm status m0 | grep -q "1 clustered-core" || fail "status with a duplicated reply failed"
+	dm status m0 | grep -q "1 clustered-core" || fail "status after the duplicate failed"
+	after=$(transport_stat dropped_unmatched)
+	echo "unmatched replies dropped: $before -> $after"
+	[ $((after - before)) -eq 2 ] || fail "expected 2 unmatched replies dropped"
+	remove_all
+}
+
+unprivileged_reply_ignored() {
+	serve "status_info:unpriv"
+	create_mirror m0 "$UUID" clustered-core 1024 || fail "create failed"
+	before=$(transport_stat dropped_unprivileged)
+	start=$(now_ms)
+	dm status m0 | grep -q "1 clustered-core" || fail "status failed"
+	took=$(($(now_ms) - start))
+	after=$(transport_stat dropped_unprivileged)
+	echo "took ${took} ms; unprivileged replies dropped: $before -> $after"
+	[ $((after - before)) -ge 1 ] || fail "the forged reply was not dropped as unprivileged"
+	[ "$took" -ge 14000 ] || fail "the forged reply completed the request"
+	remove_all
+}
+
+status_info_failure_default() {
+	serve "status_info:errno=5"
+	create_mirror m0 "$UUID" clustered-core 1024 || fail "create failed"
+	s=$(dm status m0)
+	echo "$s"
+	remove_all
+	case "$s" in *"userspace 1 COM_FAILURE"*) ;; *) fail "no COM_FAILURE status" ;; esac
+}
+
+event_nr() { dm info m0 | awk '/Event number/ { print $3 }'; }
+
+flush_failure_raises_event() {
+	serve "flush:errno=5"
+	create_mirror m0 "$UUID" clustered-core 1024 || fail "create failed"
+	wait_in_sync m0 60 || fail "no sync"
+	before=$(event_nr)
+	dd if=/dev/zero of=/dev/mapper/m0 bs=4k count=1 oflag=direct 2>/dev/null
+	wait_for 5 sh -c "[ \$(dmsetup info m0 | awk '/Event number/ { print \$3 }') -gt $before ]" ||
+		fail "no device-mapper event after a failed flush"
+	echo "events: $before -> $(event_nr)"
+	remove_all
+}
+
+in_sync_never_sent_from_map() {
+	serve
+	create_mirror m0 "$UUID" clustered-core 1024 || fail "create failed"
+	wait_in_sync m0 60 || fail "no sync"
+	sleep 1
+	before=$(count_requests "$REC" IN_SYNC)
+	# Four reads of four idle regions: the map path may only ask without blocking (-EWOULDBLOCK,
+	# nothing sent), the worker then asks once per read.
+	for r in 3 5 7 9; do
+		dd if=/dev/mapper/m0 of=/dev/null bs=4k count=1 skip=$((r * 128)) iflag=direct 2>/dev/null || fail "read failed"
+	done
+	n=$(($(count_requests "$REC" IN_SYNC) - before))
+	remove_all
+	[ "$n" -eq 4 ] || fail "$n IN_SYNC requests for 4 reads (want 4)"
+}
+
+remote_recovering_rate_limited_and_hinted() {
+	# No resync work ever: regions stay out of sync, so writes keep asking.
+	serve "get_resync_work:size=16*0"
+	create_mirror m0 "$UUID" clustered-core 1024 || fail "create failed"
+	sleep 1
+	before=$(count_requests "$REC" IS_REMOTE_RECOVERING)
+	start=$(now_ms)
+	for _ in $(seq 40); do
+		dd if=/dev/zero of=/dev/mapper/m0 bs=4k count=1 seek=1536 oflag=direct 2>/dev/null || fail "write failed"
+	done
+	took=$(($(now_ms) - start))
+	n=$(($(count_requests "$REC" IS_REMOTE_RECOVERING) - before))
+	echo "$n IS_REMOTE_RECOVERING requests for 40 writes in ${took} ms"
+	remove_all
+	[ "$n" -ge 1 ] || fail "never asked"
+	[ "$n" -le $((took / 250 + 2)) ] || fail "more than one request per 250 ms"
+	# In sync: the server's hint covers every region, and nothing more is asked.
+	serve
+	create_mirror m0 "$UUID" clustered-core 1024 nosync || fail "create failed"
+	for _ in $(seq 10); do
+		dd if=/dev/zero of=/dev/mapper/m0 bs=4k count=1 seek=1536 oflag=direct 2>/dev/null || fail "write failed"
+		sleep 0.1
+	done
+	n=$(count_requests "$REC" IS_REMOTE_RECOVERING)
+	remove_all
+	[ "$n" -le 1 ] || fail "$n requests although the hint says all regions are in sync"
+}
+
+server_restart_reconnects() {
+	serve
+	create_mirror m0 "$UUID" clustered-core 1024 || fail "create failed"
+	wait_in_sync m0 60 || fail "no sync"
+	luid=$(first_luid "$REC")
+	dd if=/dev/urandom of=/tmp/data bs=64k count=8 2>/dev/null
+	kill_server
+	mark_dmesg
+	dd if=/tmp/data of=/dev/mapper/m0 bs=64k oflag=direct 2>/dev/null &
+	writer=$!
+	sleep 3
+	serve
+	wait $writer || fail "the write failed across the restart"
+	new_dmesg | grep -E "not found|Attempting|Reconnected"
+	new_dmesg | grep -q "Reconnected to userspace log server" || fail "no reconnect message"
+	# The new server first hears CTR (NUL-terminated) and RESUME, then the retried request.
+	head -n 3 "$REC" | cut -d'|' -f2-
+	set -- $(canonical "$REC" | head -n 2 | awk '{ print $1 }')
+	[ "$1 $2" = "CTR RESUME" ] || fail "reconnect began with '$1 $2', not CTR RESUME"
+	canonical "$REC" | head -n 1 | grep -q "$(hex_of "16384 clustered-core 1024")00\$" || fail "reconnect CTR not NUL-terminated"
+	[ "$(log_stat "$luid" reconnects)" -ge 1 ] || fail "reconnects counter not counted"
+	dd if=/dev/mapper/m0 bs=64k count=8 iflag=direct 2>/dev/null | cmp - /tmp/data || fail "data lost"
+	remove_all
+}
+
+suspend_resume_not_retried_without_server() {
+	serve
+	create_mirror m0 "$UUID" clustered-core 1024 || fail "create failed"
+	wait_in_sync m0 60 || fail "no sync"
+	kill_server
+	mark_dmesg
+	start=$(now_ms)
+	dm suspend m0 || fail "suspend failed"
+	dm resume m0 || fail "resume failed"
+	took=$(($(now_ms) - start))
+	new_dmesg | tail -n 5
+	echo "suspend + resume without a server: ${took} ms"
+	[ "$took" -lt 1900 ] || fail "suspend/resume waited for a server"
+	serve
+	dm status m0
+	remove_all
+}
+
+# An integrated_flush mirror whose first write has gone through: mirror_if UUID
+mirror_if() {
+	dm create m0 --table "0 16384 mirror userspace 4 $1 integrated_flush clustered-core 1024 2 /dev/ram0 0 /dev/ram1 0" || return 1
+	dm mknodes m0
+	wait_in_sync m0 60
+}
+
+integrated_flush_marks_ride_in_flush() {
+	serve
+	mirror_if "$UUID" || fail "create failed"
+	n0=$(wc -l <"$REC")
+	dd if=/dev/zero of=/dev/mapper/m0 bs=4k count=1 seek=$((6 * 128)) oflag=direct 2>/dev/null || fail "write failed"
+	tail -n +$((n0 + 1)) "$REC" | cut -d'|' -f2-
+	[ "$(tail -n +$((n0 + 1)) "$REC" | grep -c '|MARK_REGION')" -eq 0 ] || fail "MARK_REGION sent with integrated_flush"
+	tail -n +$((n0 + 1)) "$REC" | grep -q "|FLUSH L1 v3 e0 n8 .* 0600000000000000\$" || fail "no FLUSH carrying region 6"
+	dm table m0 | grep -q "userspace 4 $UUID integrated_flush clustered-core 1024" || fail "table line lacks integrated_flush"
+	remove_all
+}
+
+# Lines of $REC after line $1, canonical.
+since() { tail -n +$(($1 + 1)) "$REC" | cut -d'|' -f2-; }
+
+# Writes to region 2 and waits until its clear has been sent; prints the record's length before.
+write_until_cleared() {
+	n0=$(wc -l <"$REC")
+	dd if=/dev/zero of=/dev/mapper/m0 bs=4k count=1 seek=256 oflag=direct 2>/dev/null || return 1
+	wait_for 10 sh -c "tail -n +$((n0 + 1)) $REC | grep -q '|CLEAR_REGION'" || return 1
+	echo "$n0"
+}
+
+integrated_flush_lazy_clear_flush() {
+	serve
+	mirror_if "$UUID" || fail "create failed"
+	n0=$(write_until_cleared) || fail "no CLEAR_REGION after the write"
+	cleared=$(wc -l <"$REC")
+	sleep 1
+	since "$n0"
+	since "$cleared" | grep -q "^FLUSH .* n0 " && fail "clears flushed at once, not lazily"
+	wait_for 6 sh -c "tail -n +$((cleared + 1)) $REC | grep -q '|FLUSH L1 v3 e0 n0 '" || fail "no lazy FLUSH within 7 s"
+	since "$n0"
+	remove_all
+}
+
+integrated_flush_early_at_postsuspend_and_dtr() {
+	serve
+	mirror_if "$UUID" || fail "create failed"
+	write_until_cleared >/dev/null || fail "no CLEAR_REGION after the write"
+	n1=$(wc -l <"$REC")
+	dm suspend m0 || fail "suspend failed"
+	since "$n1"
+	[ "$(since "$n1" | awk '{ print $1 }' | tr '\n' ' ')" = "PRESUSPEND FLUSH POSTSUSPEND " ] ||
+		fail "the pending FLUSH did not run between PRESUSPEND and POSTSUSPEND"
+	dm resume m0 || fail "resume failed"
+	write_until_cleared >/dev/null || fail "no CLEAR_REGION after the second write"
+	n2=$(wc -l <"$REC")
+	dm remove m0 || fail "remove failed"
+	since "$n2"
+	since "$n2" | awk '{ print $1 }' | tr '\n' ' ' | grep -q "FLUSH .*DTR $" || fail "no FLUSH before DTR"
+}
+
+debugfs_counters_match_the_record() {
+	serve
+	create_mirror m0 "$UUID" clustered-core 1024 || fail "create failed"
+	dd if=/dev/urandom of=/dev/mapper/m0 bs=64k count=4 oflag=direct 2>/dev/null
+	wait_in_sync m0 60 || fail "no sync"
+	dm status m0 >/dev/null
+	luid=$(first_luid "$REC")
+	cat "/sys/kernel/debug/dm_log_userspace/L$luid"
+	cat /sys/kernel/debug/dm_log_userspace/transport
+	grep -q "^uuid $UUID\$" "/sys/kernel/debug/dm_log_userspace/L$luid" || fail "uuid missing"
+	for t in CTR GET_REGION_SIZE MARK_REGION CLEAR_REGION FLUSH GET_SYNC_COUNT STATUS_INFO; do
+		want=$(count_requests "$REC" "$t")
+		got=$(log_stat "$luid" "requests.$t")
+		[ "$got" = "$want" ] || fail "requests.$t is $got, the server saw $want"
+	done
+	[ "$(log_stat "$luid" requests)" = "$(wc -l <"$REC")" ] || fail "total differs from the record"
+	[ "$(log_stat "$luid" latency_max_us)" -gt 0 ] || fail "no latency measured"
+	remove_all
+	[ -e "/sys/kernel/debug/dm_log_userspace/L$luid" ] && fail "the log's file outlived it"
+	return 0
+}
+
+teardown() {
+	remove_all
+	stop_server
+	cat /tmp/dm-ulogd.log | grep -E "fault|WARN|ERROR" | head -n 40
+	unload_module || fail "rmmod failed"
+}
