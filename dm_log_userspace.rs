@@ -140,8 +140,12 @@ pub(crate) struct UserspaceLog {
     last_recovery_query: Atomic<i64>,
     start: Instant<Monotonic>,
     /// With `integrated_flush`: clears were sent but no FLUSH has made them durable yet.
+    /// While set, `lazy_flush` is queued or running.
     lazy_flush_due: Atomic<bool>,
-    /// Sends the FLUSH that clears wait for, [`LAZY_FLUSH_DELAY_MS`] after them.
+    /// When the FLUSH is due (as [`Self::now_ns`]): [`LAZY_FLUSH_DELAY_MS`] after the first clear
+    /// that no FLUSH covers.
+    lazy_flush_deadline: Atomic<i64>,
+    /// Sends the FLUSH that clears wait for.
     #[pin]
     lazy_flush: DelayedWork<UserspaceLog>,
     stats: Arc<LogStats>,
@@ -156,7 +160,23 @@ impl WorkItem for UserspaceLog {
     type Pointer = Arc<UserspaceLog>;
 
     /// Makes clears durable that no FLUSH has covered since they were sent.
+    ///
+    /// A FLUSH carrying marks covers them too; the work is not cancelled then, it finds
+    /// nothing due. Queued for an earlier deadline, it waits again until the current one.
     fn run(this: Arc<Self>) {
+        if !this.lazy_flush_due.load(Relaxed) {
+            return;
+        }
+        let wait = this
+            .lazy_flush_deadline
+            .load(Relaxed)
+            .saturating_sub(this.now_ns());
+        if wait > 0 {
+            let ms = u32::try_from(wait / 1_000_000 + 1).unwrap_or(u32::MAX);
+            // If it is queued already, that run takes over.
+            let _ = workqueue::system_long().enqueue_delayed(this, msecs_to_jiffies(ms));
+            return;
+        }
         if this.lazy_flush_due.xchg(false, Relaxed)
             && this.request(RequestType::Flush, &[], &mut []).is_err()
         {
@@ -325,8 +345,13 @@ impl UserspaceLog {
         } else if sent_marks {
             // That FLUSH made the earlier clears durable as well.
             self.lazy_flush_due.store(false, Relaxed);
-        } else if sent_clears && !self.lazy_flush_due.xchg(true, Relaxed) {
-            // Already queued if it still holds a reference: then it will send the FLUSH.
+        } else if sent_clears && !self.lazy_flush_due.load(Relaxed) {
+            // Flushes come from the mirror's one worker, so nothing races with this.
+            let delay_ns = i64::from(LAZY_FLUSH_DELAY_MS) * 1_000_000;
+            self.lazy_flush_deadline
+                .store(self.now_ns().saturating_add(delay_ns), Relaxed);
+            self.lazy_flush_due.store(true, Relaxed);
+            // If still queued for an earlier deadline, the queued run waits on.
             let _ = workqueue::system_long()
                 .enqueue_delayed(Arc::from(self), msecs_to_jiffies(LAZY_FLUSH_DELAY_MS));
         }
@@ -335,7 +360,13 @@ impl UserspaceLog {
 
     /// Sends a FLUSH that delayed work would send later, now (and waits for it).
     fn flush_lazy_now(&self) {
-        if self.integrated_flush {
+        // A run that read the old deadline may queue itself again: flush until none is due
+        // (bounded, in case a FLUSH keeps being made due).
+        for _ in 0..4 {
+            if !self.lazy_flush_due.load(Relaxed) {
+                break;
+            }
+            self.lazy_flush_deadline.store(i64::MIN, Relaxed);
             flush_delayed(&self.lazy_flush);
         }
     }
@@ -497,6 +528,7 @@ fn construct(target: Target, args: &[&CStr]) -> Result<Arc<UserspaceLog>> {
         last_recovery_query: Atomic::new(i64::MIN),
         start: Instant::now(),
         lazy_flush_due: Atomic::new(false),
+        lazy_flush_deadline: Atomic::new(0),
         lazy_flush <- new_delayed_work!("UserspaceLog::lazy_flush"),
         stats,
         _stats_file: stats_file,
@@ -634,6 +666,7 @@ impl DirtyLog for UserspaceLog {
         if last != i64::MIN && now.saturating_sub(last) < REMOTE_RECOVERY_QUERY_INTERVAL.as_nanos()
         {
             // Asked recently: assume recovery goes on, the mirror asks again soon.
+            self.stats.recovery_query_skipped();
             return true;
         }
         self.last_recovery_query.store(now, Relaxed);

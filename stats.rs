@@ -88,6 +88,8 @@ pub(crate) struct LogStats {
     eagain_resends: Atomic<u64>,
     /// Times the log was re-created on a server after losing it.
     reconnects: Atomic<u64>,
+    /// IS_REMOTE_RECOVERING answered "recovering" without asking (the 250 ms rate limit).
+    recovery_queries_skipped: Atomic<u64>,
     latency: Latency,
 }
 
@@ -105,6 +107,7 @@ impl LogStats {
                 timeouts: Atomic::new(0),
                 eagain_resends: Atomic::new(0),
                 reconnects: Atomic::new(0),
+                recovery_queries_skipped: Atomic::new(0),
                 latency: Latency::new(),
             },
             GFP_KERNEL,
@@ -135,6 +138,11 @@ impl LogStats {
         self.reconnects.fetch_add(1, Relaxed);
     }
 
+    /// IS_REMOTE_RECOVERING was answered from the rate limit.
+    pub(crate) fn recovery_query_skipped(&self) {
+        self.recovery_queries_skipped.fetch_add(1, Relaxed);
+    }
+
     fn show(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
@@ -153,6 +161,11 @@ impl LogStats {
         writeln!(f, "timeouts {}", self.timeouts.load(Relaxed))?;
         writeln!(f, "eagain_resends {}", self.eagain_resends.load(Relaxed))?;
         writeln!(f, "reconnects {}", self.reconnects.load(Relaxed))?;
+        writeln!(
+            f,
+            "recovery_queries_skipped {}",
+            self.recovery_queries_skipped.load(Relaxed)
+        )?;
         let l = &self.latency;
         let count = l.count.load(Relaxed);
         let avg = l.total_us.load(Relaxed).checked_div(count).unwrap_or(0);

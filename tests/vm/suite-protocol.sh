@@ -19,8 +19,15 @@ setup() {
 	load_module || fail "insmod failed"
 }
 
-# serve [FAULT...]: a fresh dm-ulog-hostile that records to $REC and injects the faults.
+# serve [FAULT...]: a fresh dm-ulog-hostile that records to $REC and injects the faults; also
+# removes what a failed test may have left.
 serve() {
+	remove_all
+	restart_recording "$@"
+}
+
+# restart_recording [FAULT...]: as serve, but leaves the mirrors alone.
+restart_recording() {
 	stop_server
 	rm -f "$REC"
 	args=""
@@ -82,10 +89,10 @@ request_stream_well_formed() {
 		$1 ~ /^(DTR|PRESUSPEND|POSTSUSPEND|RESUME|GET_REGION_SIZE|GET_RESYNC_WORK|GET_SYNC_COUNT|STATUS_INFO|STATUS_TABLE|FLUSH)$/ { want(0) }
 		$1 ~ /^(IS_CLEAN|IN_SYNC|IS_REMOTE_RECOVERING)$/ { want(8) }
 		$1 == "SET_REGION_SYNC" { want(16) }
-		$1 ~ /^(MARK_REGION|CLEAR_REGION)$/ { n = substr($5, 2); if (n == 0 || n % 8 || n > 256) { print "bad size: " $0; bad = 1 } }
+		$1 ~ /^(MARK_REGION|CLEAR_REGION)$/ { n = substr($5, 2) + 0; if (n == 0 || n % 8 || n > 256) { print "bad size: " $0; bad = 1 } }
 		END { exit bad }' || fail "payload sizes differ from the protocol"
 	for t in CTR GET_REGION_SIZE RESUME MARK_REGION CLEAR_REGION FLUSH GET_RESYNC_WORK \
-		SET_REGION_SYNC GET_SYNC_COUNT STATUS_INFO PRESUSPEND POSTSUSPEND DTR IN_SYNC IS_REMOTE_RECOVERING; do
+		SET_REGION_SYNC GET_SYNC_COUNT STATUS_INFO PRESUSPEND POSTSUSPEND DTR IN_SYNC; do
 		[ "$(count_requests "$REC" "$t")" -gt 0 ] || fail "no $t request seen"
 	done
 	[ "$(canonical "$REC" | tail -n 1 | cut -d' ' -f1)" = DTR ] || fail "DTR is not the last request"
@@ -252,7 +259,8 @@ status_info_failure_default() {
 event_nr() { dm info m0 | awk '/Event number/ { print $3 }'; }
 
 flush_failure_raises_event() {
-	serve "flush:errno=5"
+	# Every FLUSH fails: the resync's own flushes come before the write's.
+	serve "flush:errno=5*0"
 	create_mirror m0 "$UUID" clustered-core 1024 || fail "create failed"
 	wait_in_sync m0 60 || fail "no sync"
 	before=$(event_nr)
@@ -286,15 +294,19 @@ remote_recovering_rate_limited_and_hinted() {
 	sleep 1
 	before=$(count_requests "$REC" IS_REMOTE_RECOVERING)
 	start=$(now_ms)
-	for _ in $(seq 40); do
-		dd if=/dev/zero of=/dev/mapper/m0 bs=4k count=1 seek=1536 oflag=direct 2>/dev/null || fail "write failed"
-	done
+	# Eight writers at once into region 12 for 3 s.
+	fio --name=w --filename=/dev/mapper/m0 --rw=write --bs=4k --direct=1 --ioengine=psync \
+		--numjobs=8 --group_reporting --offset=6M --size=256k --time_based --runtime=3 >/tmp/fio.out 2>&1 ||
+		{ cat /tmp/fio.out; fail "fio failed"; }
 	took=$(($(now_ms) - start))
+	writes=$(sed -n 's/.*issued rwts: total=[0-9]*,\([0-9]*\),.*/\1/p' /tmp/fio.out)
 	n=$(($(count_requests "$REC" IS_REMOTE_RECOVERING) - before))
-	echo "$n IS_REMOTE_RECOVERING requests for 40 writes in ${took} ms"
+	skipped=$(log_stat "$(first_luid "$REC")" recovery_queries_skipped)
+	echo "$n IS_REMOTE_RECOVERING requests, $skipped answered from the rate limit, $writes writes in ${took} ms"
 	remove_all
 	[ "$n" -ge 1 ] || fail "never asked"
 	[ "$n" -le $((took / 250 + 2)) ] || fail "more than one request per 250 ms"
+	[ "$skipped" -gt 0 ] || fail "the rate limit never answered: it was not exercised"
 	# In sync: the server's hint covers every region, and nothing more is asked.
 	serve
 	create_mirror m0 "$UUID" clustered-core 1024 nosync || fail "create failed"
@@ -318,7 +330,7 @@ server_restart_reconnects() {
 	dd if=/tmp/data of=/dev/mapper/m0 bs=64k oflag=direct 2>/dev/null &
 	writer=$!
 	sleep 3
-	serve
+	restart_recording
 	wait $writer || fail "the write failed across the restart"
 	new_dmesg | grep -E "not found|Attempting|Reconnected"
 	new_dmesg | grep -q "Reconnected to userspace log server" || fail "no reconnect message"
@@ -345,7 +357,7 @@ suspend_resume_not_retried_without_server() {
 	new_dmesg | tail -n 5
 	echo "suspend + resume without a server: ${took} ms"
 	[ "$took" -lt 1900 ] || fail "suspend/resume waited for a server"
-	serve
+	restart_recording
 	dm status m0
 	remove_all
 }
