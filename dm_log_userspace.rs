@@ -244,6 +244,9 @@ impl UserspaceLog {
             }
         }
         self.stats.reconnected();
+        // What the log knew of the old server's sync state is stale: a restarted core-log
+        // server resyncs everything, which a kept hint would hide from the mirror for good.
+        self.in_sync_hint.store(0, Relaxed);
         pr_info!(
             "[{}] Reconnected to userspace log server... DM_ULOG_CTR complete\n",
             uuid_tail(&self.uuid)

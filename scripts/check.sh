@@ -65,7 +65,7 @@ if [ "$what" = all ] || [ "$what" = vm ]; then
 	"$TOP/scripts/build-kernel.sh" debug >/dev/null
 	"$TOP/scripts/build-kernel.sh" perf >/dev/null
 	# DMLU_RUNS="flavour:module:suite ..." picks runs (for development); the default is all.
-	for run in ${DMLU_RUNS:-debug:rust:smoke debug:c:smoke debug:rust:mirror debug:c:mirror perf:rust:smoke perf:c:smoke perf:rust:mirror}; do
+	for run in ${DMLU_RUNS:-debug:rust:smoke debug:c:smoke debug:rust:mirror debug:c:mirror debug:rust:protocol debug:rust:server debug:rust:diff perf:rust:smoke perf:c:smoke perf:rust:mirror}; do
 		IFS=: read -r flavour variant suite <<<"$run"
 		say "vm: $suite suite, $variant module, $flavour kernel"
 		log=$(mktemp)

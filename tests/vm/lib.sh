@@ -68,7 +68,8 @@ start_server() {
 		prog=$1
 		shift
 	fi
-	before=$(wc -l </tmp/dm-ulogd.log 2>/dev/null || echo 0)
+	touch /tmp/dm-ulogd.log
+	before=$(wc -l </tmp/dm-ulogd.log)
 	"$prog" --foreground --log "${DMULOGD_LOG:-info}" "$@" >>/tmp/dm-ulogd.log 2>&1 &
 	echo $! >/tmp/dm-ulogd.pid
 	for _ in $(seq 100); do
