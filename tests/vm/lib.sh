@@ -17,8 +17,18 @@ ktap_run() {
 	name=$1
 	shift
 	ktap_n=$((ktap_n + 1))
-	("$@") >/tmp/test.out 2>&1
+	("$@") >/tmp/test.out 2>&1 &
+	tpid=$!
+	# A hung test fails alone instead of taking the suite's time limit.
+	(
+		sleep "${TEST_TIMEOUT:-300}"
+		echo "FAIL: timed out after ${TEST_TIMEOUT:-300}s" >>/tmp/test.out
+		kill -9 "$tpid"
+	) 2>/dev/null &
+	wpid=$!
+	wait "$tpid"
 	rc=$?
+	kill "$wpid" 2>/dev/null
 	sed 's/^/# /' /tmp/test.out
 	case $rc in
 	0) echo "ok $ktap_n $name" ;;
@@ -161,4 +171,13 @@ legs_identical() {
 	echo "leg 0: $a"
 	echo "leg 1: $b"
 	[ "$a" = "$b" ]
+}
+
+# kmemleak, after two scans, reports nothing (skips on kernels without it).
+kmemleak_reports_nothing() {
+	[ -e /sys/kernel/debug/kmemleak ] || { echo "kmemleak not in this kernel"; return 4; }
+	echo scan >/sys/kernel/debug/kmemleak
+	echo scan >/sys/kernel/debug/kmemleak
+	leaks=$(cat /sys/kernel/debug/kmemleak)
+	[ -z "$leaks" ] || { echo "$leaks" | head -40; fail "kmemleak reports leaks"; }
 }

@@ -7,10 +7,12 @@ TESTS="setup autoload_by_device_mapper request_stream_well_formed seq_wraps luid
 region_size_validated ctr_device_name_validated bare_ack_fails_the_request
 timeout_resends_with_new_seq_others_proceed eagain_resends stray_and_duplicate_replies_dropped
 unprivileged_reply_ignored status_info_failure_default flush_failure_raises_event
+failure_defaults_and_short_replies lying_data_size_dropped flush_group_failure_falls_back_to_single_regions
 in_sync_never_sent_from_map remote_recovering_rate_limited_and_hinted
 server_restart_reconnects suspend_resume_not_retried_without_server
 integrated_flush_marks_ride_in_flush integrated_flush_lazy_clear_flush
-integrated_flush_early_at_postsuspend_and_dtr debugfs_counters_match_the_record teardown"
+integrated_flush_early_at_postsuspend_and_dtr debugfs_counters_match_the_record teardown
+kmemleak_reports_nothing"
 
 UUID=PROTO-UUID-0001
 REC=/tmp/requests.rec
@@ -83,6 +85,7 @@ request_stream_well_formed() {
 	want="CTR L1 v3 e0 n25 uuid=$UUID pad=ok $(hex_of "16384 clustered-core 1024")"
 	[ "$first" = "$want" ] || fail "CTR is '$first', want '$want'"
 	[ "$(canonical "$REC" | sed -n 2p | cut -d' ' -f1,5)" = "GET_REGION_SIZE n0" ] || fail "no GET_REGION_SIZE after CTR"
+	[ "$(count_requests "$REC" GET_REGION_SIZE)" -eq 1 ] || fail "region size asked more than once"
 	# Payload sizes by type, as the uapi header documents them.
 	canonical "$REC" | awk '
 		function want(n) { if ($5 != "n" n) { print "bad size: " $0; bad = 1 } }
@@ -172,6 +175,9 @@ ctr_device_name_validated() {
 	echo "$deps"
 	remove_all
 	case "$deps" in *"(1, 2)"*) ;; *) fail "log device 1:2 not among the table's dependencies" ;; esac
+	# Released: another table can claim /dev/ram2 (1:2) for itself.
+	dm create claim --table "0 8 linear /dev/ram2 0" || fail "the log device is still held after removal"
+	dm remove claim
 }
 
 bare_ack_fails_the_request() {
@@ -254,6 +260,61 @@ status_info_failure_default() {
 	echo "$s"
 	remove_all
 	case "$s" in *"userspace 1 COM_FAILURE"*) ;; *) fail "no COM_FAILURE status" ;; esac
+}
+
+failure_defaults_and_short_replies() {
+	# A failed GET_SYNC_COUNT counts as 0 regions in sync, and so does a 4-byte answer.
+	serve "get_sync_count:errno=5*0"
+	create_mirror m0 "$UUID" clustered-core 1024 nosync || fail "create failed"
+	failed=$(sync_ratio_of m0)
+	serve "get_sync_count:size=4*0"
+	create_mirror m0 "$UUID" clustered-core 1024 nosync || fail "create failed"
+	mark_dmesg
+	short=$(sync_ratio_of m0)
+	new_dmesg | grep "malformed GET_SYNC_COUNT" || fail "no message about the short reply"
+	serve
+	create_mirror m0 "$UUID" clustered-core 1024 nosync || fail "create failed"
+	good=$(sync_ratio_of m0)
+	echo "in sync: $failed after an error, $short after a short reply, $good after a good one"
+	remove_all
+	[ "$failed" = 0/16 ] && [ "$short" = 0/16 ] || fail "failure and short reply do not read as 0"
+	[ "$good" = 16/16 ] || fail "a nosync log does not read as in sync"
+}
+
+sync_ratio_of() { dm status "$1" | awk '{ print $7 }'; }
+
+lying_data_size_dropped() {
+	# data_size larger than the message: dropped as malformed, the request resent after 15 s.
+	serve "status_info:data-size=4000"
+	create_mirror m0 "$UUID" clustered-core 1024 || fail "create failed"
+	before=$(transport_stat dropped_malformed)
+	dm status m0 | grep -q "1 clustered-core" || fail "status failed"
+	after=$(transport_stat dropped_malformed)
+	echo "malformed replies dropped: $before -> $after"
+	remove_all
+	[ $((after - before)) -eq 1 ] || fail "the lying reply was not dropped as malformed"
+}
+
+flush_group_failure_falls_back_to_single_regions() {
+	# The first mark holds the mirror's worker for 2 s, so two writes meanwhile are marked
+	# in one group; that group fails.
+	serve "mark_region:delay=2000" "mark_region:errno=5"
+	create_mirror m0 "$UUID" clustered-core 1024 nosync || fail "create failed"
+	sleep 1
+	n0=$(wc -l <"$REC")
+	dd if=/dev/zero of=/dev/mapper/m0 bs=4k count=1 oflag=direct 2>/dev/null &
+	w0=$!
+	sleep 0.7
+	dd if=/dev/zero of=/dev/mapper/m0 bs=4k count=1 seek=$((4 * 128)) oflag=direct 2>/dev/null &
+	w4=$!
+	dd if=/dev/zero of=/dev/mapper/m0 bs=4k count=1 seek=$((5 * 128)) oflag=direct 2>/dev/null &
+	w5=$!
+	# Not a bare wait: the server is a background child too.
+	wait $w0 $w4 $w5
+	tail -n +$((n0 + 1)) "$REC" | cut -d'|' -f2- | grep -E "MARK_REGION|FLUSH"
+	marks=$(tail -n +$((n0 + 1)) "$REC" | cut -d'|' -f2- | awk '$1 == "MARK_REGION" { print $5 }' | tr '\n' ' ')
+	remove_all
+	[ "$marks" = "n8 n16 n8 n8 " ] || fail "marks sent as '$marks', want one, a failing group of two, then one by one"
 }
 
 event_nr() { dm info m0 | awk '/Event number/ { print $3 }'; }

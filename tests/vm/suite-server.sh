@@ -5,7 +5,7 @@
 
 TESTS="setup log_core log_clustered_core log_disk log_clustered_disk
 kernel_disk_log_read_by_server server_disk_log_read_by_kernel sigterm_refused_while_logs_exist
-sigusr1_status_dump teardown"
+sigusr1_status_dump longest_ctr_string_survives_restart teardown kmemleak_reports_nothing"
 
 UUID=SERVER-UUID-0001
 LOGDEV=/dev/ram4
@@ -125,6 +125,25 @@ sigusr1_status_dump() {
 	tail -n +$((n + 1)) /tmp/dm-ulogd.log | grep "uuid=$UUID" | grep -q "in_sync=16" || fail "no status line for the log"
 	tail -n +$((n + 1)) /tmp/dm-ulogd.log | grep -q "requests.*GET_SYNC_COUNT.*p99=" || fail "no request statistics"
 	dm remove m0
+}
+
+longest_ctr_string_survives_restart() {
+	# "16384 clustered-disk <path> 1024" of exactly 332 bytes, the whole request payload: the
+	# path is 306 characters (upstream cannot re-send it after a restart and loops).
+	dir=/tmp/$(printf '%0250d' 0)
+	mkdir -p "$dir"
+	path=$dir/$(printf '%050d' 0)
+	ln -sf "$LOGDEV" "$path"
+	zero_logdev
+	create_mirror m0 "$UUID" clustered-disk "$path" 1024 || fail "create with a 332-byte CTR string failed"
+	wait_in_sync m0 120 || fail "no sync"
+	kill_server
+	start_server || fail "restart failed"
+	dd if=/tmp/data of=/dev/mapper/m0 bs=1M count=1 oflag=direct 2>/dev/null || fail "write after restart failed"
+	dm status m0 || fail "status after restart failed"
+	grep -c "log created" /tmp/dm-ulogd.log
+	legs_identical 8 || fail "legs differ"
+	dm remove m0 || fail "remove failed"
 }
 
 teardown() {

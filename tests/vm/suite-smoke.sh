@@ -61,10 +61,3 @@ module_unloads() {
 	return 0
 }
 
-kmemleak_reports_nothing() {
-	[ -e /sys/kernel/debug/kmemleak ] || { echo "kmemleak not in this kernel"; return 4; }
-	echo scan >/sys/kernel/debug/kmemleak
-	echo scan >/sys/kernel/debug/kmemleak
-	leaks=$(cat /sys/kernel/debug/kmemleak)
-	[ -z "$leaks" ] || { echo "$leaks" | head -40; fail "kmemleak reports leaks"; }
-}
