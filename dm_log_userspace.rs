@@ -515,7 +515,7 @@ fn construct(target: Target, args: &[&CStr]) -> Result<Arc<UserspaceLog>> {
     let (region_size, region_count, log_dev) = finish().inspect_err(|_| {
         let _ = transport.request(to, RequestType::Dtr, &[], &mut []);
     })?;
-    let log = slot.write_pin_init(pin_init!(UserspaceLog {
+    let Ok(log) = slot.write_pin_init(pin_init!(UserspaceLog {
         transport,
         target,
         uuid,
@@ -536,9 +536,7 @@ fn construct(target: Target, args: &[&CStr]) -> Result<Arc<UserspaceLog>> {
         stats,
         _stats_file: stats_file,
     }));
-    match log {
-        Ok(log) => Ok(log.into()),
-    }
+    Ok(log.into())
 }
 
 impl DirtyLog for UserspaceLog {
