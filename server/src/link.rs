@@ -106,6 +106,17 @@ pub trait Transmit {
     fn transmit(&self, datagram: &[u8]) -> io::Result<()>;
 }
 
+/// Keeps every message instead of sending it: for tests that judge what would be sent.
+#[derive(Default)]
+pub struct Capture(pub std::cell::RefCell<Vec<Vec<u8>>>);
+
+impl Transmit for Capture {
+    fn transmit(&self, datagram: &[u8]) -> io::Result<()> {
+        self.0.borrow_mut().push(datagram.to_vec());
+        Ok(())
+    }
+}
+
 impl Transmit for Socket {
     fn transmit(&self, datagram: &[u8]) -> io::Result<()> {
         self.send_to(datagram, &SocketAddr::new(0, 0), 0).map(drop)
@@ -184,17 +195,6 @@ impl<'a> Replier<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cell::RefCell;
-
-    #[derive(Default)]
-    struct Capture(RefCell<Vec<Vec<u8>>>);
-
-    impl Transmit for Capture {
-        fn transmit(&self, datagram: &[u8]) -> io::Result<()> {
-            self.0.borrow_mut().push(datagram.to_vec());
-            Ok(())
-        }
-    }
 
     #[test]
     fn every_message_of_a_datagram_is_seen() {

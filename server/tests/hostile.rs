@@ -1,8 +1,6 @@
 //! dm-ulog-hostile's replies, captured instead of sent, judged by the kernel's rules for
 //! taking a message as the answer to a waiting request.
 
-use std::cell::RefCell;
-use std::io;
 use std::time::{Duration, Instant};
 
 use dm_ulog_uapi::{
@@ -12,20 +10,10 @@ use dm_ulog_uapi::{
 use dm_ulogd::hostile::fault::{FaultSpec, Script};
 use dm_ulogd::hostile::fuzz::read_only;
 use dm_ulogd::hostile::{Hostile, STRAY_SEQ_OFFSET};
-use dm_ulogd::link::{Replier, Transmit, NLMSG_HDR};
+use dm_ulogd::link::{Capture, Replier, NLMSG_HDR};
 use dm_ulogd::logs::Logs;
 use dm_ulogd::serve::{Exchange, Honest, Responder};
 use proptest::prelude::*;
-
-#[derive(Default)]
-struct Capture(RefCell<Vec<Vec<u8>>>);
-
-impl Transmit for Capture {
-    fn transmit(&self, datagram: &[u8]) -> io::Result<()> {
-        self.0.borrow_mut().push(datagram.to_vec());
-        Ok(())
-    }
-}
 
 /// What upstream's kernel does with one datagram: the seq it completes, if any.
 /// The connector core drops messages shorter than a `cn_msg` or whose `cn_msg.len` exceeds
