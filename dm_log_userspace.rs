@@ -8,11 +8,14 @@
 //! cluster, or any program, can own the log.
 
 mod flush;
+mod presence;
 mod stats;
 mod sys;
 mod transfer;
 #[path = "uapi/lib.rs"]
 pub mod uapi;
+
+use core::fmt::Write;
 
 use kernel::{
     impl_has_delayed_work, new_delayed_work,
@@ -21,7 +24,7 @@ use kernel::{
         atomic::{Atomic, Relaxed},
         Arc, ArcBorrow, UniqueArc,
     },
-    time::{delay::fsleep, msecs_to_jiffies, Delta, Instant, Monotonic},
+    time::{msecs_to_jiffies, Delta, Instant, Monotonic},
     workqueue::{self, DelayedWork, WorkItem},
 };
 
@@ -37,7 +40,8 @@ use crate::{
     uapi::{
         ctr::{self, ByteWriter},
         payload::{self, RegionSync, RemoteRecovering, ResyncWork},
-        RequestType, CN_IDX_DM, CN_VAL_DM_USERSPACE_LOG, DEVICE_NAME_SIZE, MAX_REQUEST_PAYLOAD,
+        RequestType, CN_IDX_DM, CN_VAL_DM_USERSPACE_LOG, CN_VAL_DM_USERSPACE_LOG_ANNOUNCE,
+        DEVICE_NAME_SIZE, MAX_REQUEST_PAYLOAD,
     },
 };
 
@@ -53,6 +57,11 @@ module! {
             default: 0,
             description: "seq of the first request (lets tests see the counter wrap at 2^32)",
         },
+        max_server_wait: u32 {
+            default: 0,
+            description: "seconds a log may go without a server before its requests fail \
+                (0: wait forever, as upstream); a table's max_server_wait=N overrides it",
+        },
     },
 }
 
@@ -66,7 +75,7 @@ const LAZY_FLUSH_DELAY_MS: u32 = 3000;
 /// The module: the registered log type and the connector link, torn down in that order.
 struct DmLogUserspace {
     _log_type: dirty_log::Registration<UserspaceLog>,
-    _connector: connector::Registration,
+    _connector: connector::Registration<2>,
 }
 
 impl kernel::Module for DmLogUserspace {
@@ -74,8 +83,10 @@ impl kernel::Module for DmLogUserspace {
         let transport = Transport::new(module_parameters::first_seq.value())?;
         let connector = connector::Registration::new(
             CN_IDX_DM,
-            CN_VAL_DM_USERSPACE_LOG,
-            c"dmlogusr",
+            [
+                (CN_VAL_DM_USERSPACE_LOG, c"dmlogusr"),
+                (CN_VAL_DM_USERSPACE_LOG_ANNOUNCE, c"dmlogusr_announce"),
+            ],
             transport,
         )
         .inspect_err(|e| {
@@ -128,7 +139,15 @@ pub(crate) struct UserspaceLog {
     ctr_string: KVec<u8>,
     /// Arguments in the table line, for the TABLE status.
     table_argc: usize,
-    integrated_flush: bool,
+    /// The table's feature words.
+    features: ctr::Features,
+    /// How long the log may go without a server before its requests fail; `None`: forever.
+    max_wait: Option<Delta>,
+    /// Announcements the transport had received when the log was last created on a server: a
+    /// newer one means a new server that does not know the log yet.
+    attached_epoch: Atomic<u64>,
+    /// `max_server_wait` passed in the current outage and the table was told (one event).
+    outage_reported: Atomic<bool>,
     region_size: u32,
     region_count: u64,
     /// The log device the server named, held as a table dependency.
@@ -136,6 +155,8 @@ pub(crate) struct UserspaceLog {
     batch: Pin<KBox<FlushBatch>>,
     /// Every region below this is in sync, as far as the log knows.
     in_sync_hint: Atomic<u64>,
+    /// The server's last answer to GET_SYNC_COUNT, given while it is unreachable.
+    last_sync_count: Atomic<u64>,
     /// When IS_REMOTE_RECOVERING was last asked (nanoseconds of the monotonic clock).
     last_recovery_query: Atomic<i64>,
     start: Instant<Monotonic>,
@@ -191,6 +212,7 @@ impl UserspaceLog {
             uuid: &self.uuid,
             luid: self.luid,
             stats: &self.stats,
+            max_wait: self.max_wait,
         }
     }
 
@@ -205,23 +227,65 @@ impl UserspaceLog {
     }
 
     /// One request; while no server listens, waits for one, re-creates the log there (CTR,
-    /// RESUME) and tries again.
+    /// RESUME) and tries again. With a bounded wait, fails with `ETIMEDOUT` once the server
+    /// has been gone for longer than the bound, and tells the table.
     fn request(&self, kind: RequestType, payload: &[u8], reply: &mut [u8]) -> Result<usize> {
-        loop {
+        let r = loop {
             match self.request_once(kind, payload, reply) {
                 Err(e) if e == ESRCH => {
                     pr_err!(
                         "[{}] Userspace log server not found.\n",
                         uuid_tail(&self.uuid)
                     );
-                    self.reconnect()?;
+                    if let Err(e) = self.reconnect() {
+                        break Err(e);
+                    }
                 }
-                r => return r,
+                r => break r,
             }
+        };
+        match r {
+            Err(e) if e == ETIMEDOUT && self.transport.past_bound(self.max_wait) => {
+                self.give_up();
+            }
+            Ok(_) if self.outage_reported.load(Relaxed) => {
+                self.outage_reported.store(false, Relaxed);
+            }
+            _ => {}
+        }
+        r
+    }
+
+    /// A request failed because the server stayed away past `max_server_wait`: the first
+    /// such failure of an outage raises a table event, for dmeventd-style monitors.
+    fn give_up(&self) {
+        self.stats.gave_up();
+        if !self.outage_reported.xchg(true, Relaxed) {
+            pr_err!(
+                "[{}] no userspace log server for {} ms (max_server_wait): log requests fail\n",
+                uuid_tail(&self.uuid),
+                self.transport
+                    .unreachable_for()
+                    .map_or(0, |d| d.as_millis())
+            );
+            self.target.table_event();
+        }
+    }
+
+    /// How long to pause before the next try to reach a server: upstream's 2 s, cut short by
+    /// the log's bound on waiting.
+    fn reconnect_pause(&self) -> Delta {
+        match (self.max_wait, self.transport.unreachable_for()) {
+            (Some(bound), Some(gone)) if bound - gone < RECONNECT_DELAY => bound - gone,
+            _ => RECONNECT_DELAY,
         }
     }
 
     /// Waits for a server and re-creates this log instance on it.
+    ///
+    /// Waits 2 s between tries, as upstream, unless a server announces itself: then it goes
+    /// at once. Fails with `ETIMEDOUT` past the log's bound on waiting, and with `EINTR` when
+    /// the calling task gets a signal.
     fn reconnect(&self) -> Result {
         // Unlike upstream, the CTR has room for the device name a disk log's server returns,
         // and a string that fills a request is sent without its NUL, as at creation.
@@ -232,12 +296,25 @@ impl UserspaceLog {
         };
         let mut device = [0u8; DEVICE_NAME_SIZE];
         loop {
-            fsleep(RECONNECT_DELAY);
+            if self.transport.past_bound(self.max_wait) {
+                return Err(ETIMEDOUT);
+            }
+            // Returns at once if a server announced itself since the log was last created:
+            // that server does not know the log yet.
+            self.transport
+                .wait_for_server(self.attached_epoch.load(Relaxed), self.reconnect_pause())?;
+            if self.transport.past_bound(self.max_wait) {
+                return Err(ETIMEDOUT);
+            }
             pr_warn!(
                 "[{}] Attempting to contact userspace log server...\n",
                 uuid_tail(&self.uuid)
             );
-            match self.request_once(RequestType::Ctr, ctr, &mut device) {
+            let epoch = self.transport.announcements();
+            let r = self.request_once(RequestType::Ctr, ctr, &mut device);
+            // Whether or not it worked, this server has been tried: wait for the next one.
+            self.attached_epoch.store(epoch, Relaxed);
+            match r {
                 Ok(_) => break,
                 Err(e) if e == EINTR => return Err(e),
                 Err(_) => continue,
@@ -335,13 +412,13 @@ impl UserspaceLog {
         }
         let sent_clears =
             self.send_pending(RequestType::ClearRegion, |g| self.batch.take_clears(g))?;
-        let mark_kind = if self.integrated_flush {
+        let mark_kind = if self.features.integrated_flush {
             RequestType::Flush
         } else {
             RequestType::MarkRegion
         };
         let sent_marks = self.send_pending(mark_kind, |g| self.batch.take_marks(g))?;
-        if !self.integrated_flush {
+        if !self.features.integrated_flush {
             if sent_clears || sent_marks {
                 self.request(RequestType::Flush, &[], &mut [])?;
             }
@@ -376,6 +453,12 @@ impl UserspaceLog {
 
     fn status_info(&self, out: &mut [u8]) -> usize {
         let cap = out.len() - 1;
+        if let Some(gone) = self.transport.unreachable_for() {
+            // Asking a server that is gone would block `dmsetup status` until it is back.
+            let len = self.status_unreachable(gone, &mut out[..cap]);
+            out[len] = 0;
+            return len;
+        }
         let len = match self.request(RequestType::StatusInfo, &[], &mut out[..cap]) {
             // The server's text need not be NUL-terminated; stop at a NUL if it has one.
             Ok(n) => out[..n].iter().position(|&b| b == 0).unwrap_or(n),
@@ -389,13 +472,39 @@ impl UserspaceLog {
         len
     }
 
+    /// `userspace 3 COM_FAILURE server_unreachable_for=<s>.<ms>s max_server_wait=<s>s|forever`
+    fn status_unreachable(&self, gone: Delta, out: &mut [u8]) -> usize {
+        let ms = gone.as_millis();
+        let mut w = ByteWriter::new(out);
+        let written = match self.max_wait {
+            Some(b) => write!(
+                w,
+                "userspace 3 COM_FAILURE server_unreachable_for={}.{:03}s max_server_wait={}s",
+                ms / 1000,
+                ms % 1000,
+                b.as_millis() / 1000
+            ),
+            None => write!(
+                w,
+                "userspace 3 COM_FAILURE server_unreachable_for={}.{:03}s max_server_wait=forever",
+                ms / 1000,
+                ms % 1000
+            ),
+        };
+        if written.is_ok() {
+            w.len()
+        } else {
+            0
+        }
+    }
+
     fn status_table(&self, out: &mut [u8]) -> usize {
         let cap = out.len() - 1;
         let mut w = ByteWriter::new(&mut out[..cap]);
         let len = match ctr::table_status(
             self.table_argc,
             &self.uuid,
-            self.integrated_flush,
+            &self.features,
             ctr::ctr_server_args(self.ctr_payload()),
             &mut w,
         ) {
@@ -444,11 +553,18 @@ fn construct(target: Target, args: &[&CStr]) -> Result<Arc<UserspaceLog>> {
     let luid = NEXT_LUID.fetch_add(1, Relaxed);
     let stats = LogStats::new(&uuid, luid)?;
     let stats_file = transport.diagnostics.log_file(stats.clone())?;
+    let wait_secs = parsed
+        .features
+        .max_server_wait
+        .unwrap_or(module_parameters::max_server_wait.value());
+    let max_wait = (wait_secs > 0).then(|| Delta::from_secs(i64::from(wait_secs)));
     let to = LogAddress {
         uuid: &uuid,
         luid,
         stats: &stats,
+        max_wait,
     };
+    let attached_epoch = transport.announcements();
 
     let mut device = [0u8; DEVICE_NAME_SIZE];
     let device_len = transport
@@ -522,12 +638,16 @@ fn construct(target: Target, args: &[&CStr]) -> Result<Arc<UserspaceLog>> {
         luid,
         ctr_string,
         table_argc: parsed.table_argc,
-        integrated_flush: parsed.integrated_flush,
+        features: parsed.features,
+        max_wait,
+        attached_epoch: Atomic::new(attached_epoch),
+        outage_reported: Atomic::new(false),
         region_size,
         region_count,
         _log_dev: log_dev,
         batch,
         in_sync_hint: Atomic::new(0),
+        last_sync_count: Atomic::new(0),
         last_recovery_query: Atomic::new(i64::MIN),
         start: Instant::now(),
         lazy_flush_due: Atomic::new(false),
@@ -638,9 +758,15 @@ impl DirtyLog for UserspaceLog {
     }
 
     fn sync_count(&self) -> u64 {
+        if self.transport.unreachable_for().is_some() {
+            // The mirror's status asks for this first: asking a server that is gone would
+            // block `dmsetup status` until it is back.
+            return self.last_sync_count.load(Relaxed);
+        }
         let count = self
             .request_u64(RequestType::GetSyncCount, &[])
             .map_or(0, |c| c.min(self.region_count));
+        self.last_sync_count.store(count, Relaxed);
         if count >= self.region_count {
             self.in_sync_hint.store(self.region_count, Relaxed);
         }

@@ -20,7 +20,7 @@ use kernel::{
     time::Delta,
 };
 
-use crate::uapi::RequestType;
+use crate::{presence::Presence, uapi::RequestType};
 
 /// Latency buckets: bucket `i` counts round trips of less than `2^i` microseconds.
 const LATENCY_BUCKETS: usize = 32;
@@ -86,8 +86,12 @@ pub(crate) struct LogStats {
     timeouts: Atomic<u64>,
     /// Sends the server answered with `EAGAIN` (each is resent).
     eagain_resends: Atomic<u64>,
+    /// Sends repeated at once because a (re)started server announced itself.
+    announce_resends: Atomic<u64>,
     /// Times the log was re-created on a server after losing it.
     reconnects: Atomic<u64>,
+    /// Requests failed because the server stayed away longer than `max_server_wait`.
+    gave_up: Atomic<u64>,
     /// IS_REMOTE_RECOVERING answered "recovering" without asking (the 250 ms rate limit).
     recovery_queries_skipped: Atomic<u64>,
     latency: Latency,
@@ -106,7 +110,9 @@ impl LogStats {
                 failures: Atomic::new(0),
                 timeouts: Atomic::new(0),
                 eagain_resends: Atomic::new(0),
+                announce_resends: Atomic::new(0),
                 reconnects: Atomic::new(0),
+                gave_up: Atomic::new(0),
                 recovery_queries_skipped: Atomic::new(0),
                 latency: Latency::new(),
             },
@@ -131,6 +137,16 @@ impl LogStats {
     /// A send was answered with `EAGAIN`.
     pub(crate) fn eagain(&self) {
         self.eagain_resends.fetch_add(1, Relaxed);
+    }
+
+    /// A send was repeated because a server announced itself.
+    pub(crate) fn announce_resent(&self) {
+        self.announce_resends.fetch_add(1, Relaxed);
+    }
+
+    /// A request failed because `max_server_wait` passed.
+    pub(crate) fn gave_up(&self) {
+        self.gave_up.fetch_add(1, Relaxed);
     }
 
     /// The log was re-created on a (new) server.
@@ -160,7 +176,13 @@ impl LogStats {
         writeln!(f, "failures {}", self.failures.load(Relaxed))?;
         writeln!(f, "timeouts {}", self.timeouts.load(Relaxed))?;
         writeln!(f, "eagain_resends {}", self.eagain_resends.load(Relaxed))?;
+        writeln!(
+            f,
+            "announce_resends {}",
+            self.announce_resends.load(Relaxed)
+        )?;
         writeln!(f, "reconnects {}", self.reconnects.load(Relaxed))?;
+        writeln!(f, "gave_up {}", self.gave_up.load(Relaxed))?;
         writeln!(
             f,
             "recovery_queries_skipped {}",
@@ -176,8 +198,10 @@ impl LogStats {
     }
 }
 
-/// Replies the transport dropped, by reason.
+/// Replies the transport dropped, by reason, and the server's presence.
 pub(crate) struct TransportStats {
+    /// Whether the server answers.
+    pub(crate) presence: Presence,
     /// From a sender without `CAP_SYS_ADMIN`.
     pub(crate) unprivileged: Atomic<u64>,
     /// Malformed (bad sizes, version, lengths).
@@ -189,6 +213,7 @@ pub(crate) struct TransportStats {
 impl TransportStats {
     pub(crate) fn new() -> Self {
         Self {
+            presence: Presence::new(),
             unprivileged: Atomic::new(0),
             malformed: Atomic::new(0),
             unmatched: Atomic::new(0),
@@ -196,6 +221,7 @@ impl TransportStats {
     }
 
     fn show(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.presence.show(f)?;
         writeln!(
             f,
             "dropped_unprivileged {}",

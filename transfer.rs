@@ -6,14 +6,18 @@
 //! completion, so the I/O path allocates nothing. Many requests, from many logs, may wait at
 //! once; a reply finds its waiter by the request's seq. A request that gets no reply within
 //! 15 s, or a reply of `-EAGAIN`, is sent again with a new seq; a late reply to the old seq
-//! matches nothing and is dropped.
+//! matches nothing and is dropped. When a (re)started server announces itself (this project's
+//! extension, see `uapi/announce.rs`), every waiting request is sent again at once.
+//!
+//! Requests of a log with a bounded wait (`max_server_wait`) fail with `ETIMEDOUT` once the
+//! server has been unreachable for longer than the bound.
 
 use kernel::{
     new_condvar, new_spinlock,
     prelude::*,
     str::BStr,
-    sync::{atomic::Relaxed, Arc, CondVar, SpinLock},
-    time::{msecs_to_jiffies, Instant, Monotonic},
+    sync::{atomic::Relaxed, Arc, CondVar, CondVarTimeoutResult, SpinLock},
+    time::{msecs_to_jiffies, Delta, Instant, Monotonic},
 };
 
 use crate::{
@@ -23,7 +27,8 @@ use crate::{
         wait::{TimedCompletion, WaitOutcome},
     },
     uapi::{
-        encode_message, Header, Reply, RequestType, CN_MSG_SIZE, HEADER_SIZE, MAX_REQUEST_PAYLOAD,
+        encode_message, Announce, CnMsg, Header, Reply, RequestType, CN_MSG_SIZE,
+        CN_VAL_DM_USERSPACE_LOG_ANNOUNCE, HEADER_SIZE, MAX_REQUEST_PAYLOAD,
     },
 };
 
@@ -34,7 +39,10 @@ const MESSAGE_SIZE: usize = CN_MSG_SIZE + HEADER_SIZE + MAX_REQUEST_PAYLOAD;
 /// Largest reply payload a request can take; larger replies fail with `ENOSPC`.
 pub(crate) const MAX_REPLY: usize = 512;
 /// How long to wait for a reply before sending the request again (as upstream).
-const REPLY_TIMEOUT_MS: u32 = 15_000;
+const REPLY_TIMEOUT: Delta = Delta::from_millis(15_000);
+/// Past its `max_server_wait`, a request still gets this long for an answer: a server that
+/// answers ends the outage, so requests must keep reaching it.
+const REPLY_TIMEOUT_PAST_BOUND: Delta = Delta::from_millis(100);
 /// Entries of the seq → slot index; a power of two above [`SLOTS`].
 const SEQ_INDEX: usize = 256;
 const _: () = assert!(SLOTS <= 256 && SEQ_INDEX.is_power_of_two() && SEQ_INDEX > SLOTS);
@@ -48,6 +56,8 @@ pub(crate) struct LogAddress<'a> {
     pub(crate) luid: u64,
     /// Where the log counts its requests.
     pub(crate) stats: &'a LogStats,
+    /// How long the log may go without a server; `None`: forever.
+    pub(crate) max_wait: Option<Delta>,
 }
 
 /// How the server answered one send.
@@ -59,13 +69,22 @@ struct Outcome {
     len: usize,
 }
 
+/// What the receive path left for a waiting request.
+#[derive(Clone, Copy)]
+enum Answer {
+    /// The server's reply.
+    Reply(Outcome),
+    /// A server announced itself: send the request again now.
+    Resend,
+}
+
 /// A request waiting for its reply.
 struct Waiter {
     seq: u32,
     /// Reply bytes the caller can take.
     capacity: usize,
     /// Set by the receive path when the reply arrives.
-    outcome: Option<Outcome>,
+    answer: Option<Answer>,
 }
 
 /// Exclusive use of one slot, with its message buffer.
@@ -88,6 +107,8 @@ struct Inner {
     replies: KVec<[u8; MAX_REPLY]>,
     /// Slots no request uses.
     free: KVec<Ticket>,
+    /// Announcements received; logs compare it to see whether a new server came.
+    announcements: u64,
 }
 
 /// The link to the log server, shared by every log.
@@ -98,6 +119,9 @@ pub(crate) struct Transport {
     /// Signalled when a slot becomes free.
     #[pin]
     slot_freed: CondVar,
+    /// Signalled when a server announces itself.
+    #[pin]
+    server_announced: CondVar,
     /// Per slot: completed when its reply arrives.
     done: KVec<Pin<KBox<TimedCompletion>>>,
     stats: Arc<TransportStats>,
@@ -110,8 +134,10 @@ pub(crate) struct Transport {
 enum Attempt {
     /// The server answered.
     Answered(Outcome),
-    /// No answer in time.
-    TimedOut(u32),
+    /// No answer in time to the send of `seq` at `sent`.
+    TimedOut { seq: u32, sent: Instant<Monotonic> },
+    /// A new server came: send again.
+    Resend,
 }
 
 impl Transport {
@@ -140,11 +166,13 @@ impl Transport {
             slot_by_seq: [0; SEQ_INDEX],
             replies,
             free,
+            announcements: 0,
         };
         Arc::pin_init(
             try_pin_init!(Self {
                 inner <- new_spinlock!(inner, "Transport::inner"),
                 slot_freed <- new_condvar!("Transport::slot_freed"),
+                server_announced <- new_condvar!("Transport::server_announced"),
                 done,
                 stats,
                 _stats_file: stats_file,
@@ -173,14 +201,23 @@ impl Transport {
         let start = Instant::<Monotonic>::now();
         let mut ticket = self.take_ticket();
         let result = loop {
-            match self.send_and_wait(&mut ticket, to, kind, payload, capacity, reply) {
+            let wait = self.reply_timeout(to.max_wait);
+            match self.send_and_wait(&mut ticket, to, kind, payload, capacity, reply, wait) {
                 Ok(Attempt::Answered(o)) if o.error == EAGAIN.to_errno() => {
                     to.stats.eagain();
                     continue;
                 }
                 Ok(Attempt::Answered(o)) => break outcome_result(o),
-                Ok(Attempt::TimedOut(seq)) => {
+                Ok(Attempt::Resend) => {
+                    to.stats.announce_resent();
+                    continue;
+                }
+                Ok(Attempt::TimedOut { seq, sent }) => {
                     to.stats.timed_out();
+                    self.stats.presence.lost(sent);
+                    if self.past_bound(to.max_wait) {
+                        break Err(ETIMEDOUT);
+                    }
                     pr_warn!(
                         "[{}] Request timed out: [{}/{}] - retrying\n",
                         uuid_tail(to.uuid),
@@ -197,7 +234,60 @@ impl Transport {
         result
     }
 
-    /// Sends the request once with a fresh seq and waits for its answer.
+    /// How long the server has been unreachable; `None` while it answers.
+    pub(crate) fn unreachable_for(&self) -> Option<Delta> {
+        self.stats.presence.unreachable_for()
+    }
+
+    /// Whether the server has been unreachable for longer than `bound`.
+    pub(crate) fn past_bound(&self, bound: Option<Delta>) -> bool {
+        matches!((bound, self.unreachable_for()), (Some(b), Some(gone)) if gone >= b)
+    }
+
+    /// How long one send waits for its answer: 15 s, or less when that would overstep the
+    /// log's bound on waiting for a missing server.
+    fn reply_timeout(&self, bound: Option<Delta>) -> Delta {
+        let left = match (bound, self.unreachable_for()) {
+            (Some(b), Some(gone)) => b - gone,
+            (Some(b), None) => b,
+            (None, _) => return REPLY_TIMEOUT,
+        };
+        if left < REPLY_TIMEOUT_PAST_BOUND {
+            REPLY_TIMEOUT_PAST_BOUND
+        } else if left > REPLY_TIMEOUT {
+            REPLY_TIMEOUT
+        } else {
+            left
+        }
+    }
+
+    /// Announcements received so far.
+    pub(crate) fn announcements(&self) -> u64 {
+        self.inner.lock().announcements
+    }
+
+    /// Waits up to `timeout` for a server to announce itself, unless one has since `seen`.
+    ///
+    /// Fails with `EINTR` when a signal arrives, so a waiting `dmsetup` can be interrupted.
+    pub(crate) fn wait_for_server(&self, seen: u64, timeout: Delta) -> Result {
+        let mut inner = self.inner.lock();
+        if inner.announcements != seen {
+            return Ok(());
+        }
+        // CAST: a positive number of milliseconds below 2^32.
+        let jiffies =
+            msecs_to_jiffies(timeout.as_millis_ceil().clamp(0, i64::from(u32::MAX)) as u32);
+        match self
+            .server_announced
+            .wait_interruptible_timeout(&mut inner, jiffies)
+        {
+            CondVarTimeoutResult::Signal { .. } => Err(EINTR),
+            CondVarTimeoutResult::Timeout | CondVarTimeoutResult::Woken { .. } => Ok(()),
+        }
+    }
+
+    /// Sends the request once with a fresh seq and waits up to `wait` for its answer.
+    #[allow(clippy::too_many_arguments)]
     fn send_and_wait(
         &self,
         ticket: &mut Ticket,
@@ -206,6 +296,7 @@ impl Transport {
         payload: &[u8],
         capacity: usize,
         reply: &mut [u8],
+        wait: Delta,
     ) -> Result<Attempt> {
         let slot = ticket.slot;
         let done = &self.done[slot];
@@ -218,7 +309,7 @@ impl Transport {
             inner.waiters[slot] = Some(Waiter {
                 seq,
                 capacity,
-                outcome: None,
+                answer: None,
             });
             // CAST: `SLOTS` is at most 256 (checked at build time), so the slot fits.
             inner.slot_by_seq[seq_index(seq)] = slot as u8;
@@ -229,9 +320,12 @@ impl Transport {
         let sent = encode_message(&mut ticket.message.0, &header, payload)
             .map_err(|_| EINVAL)
             .and_then(|_| connector::send(&mut ticket.message));
+        let sent_at = Instant::now();
         if let Err(e) = sent {
             self.inner.lock().waiters[slot] = None;
-            if e != ESRCH {
+            if e == ESRCH {
+                self.stats.presence.lost(sent_at);
+            } else {
                 pr_err!(
                     "Unable to send log request [{}] to userspace: {}\n",
                     kind.name(),
@@ -240,16 +334,18 @@ impl Transport {
             }
             return Err(e);
         }
-        let waited = done.wait(msecs_to_jiffies(REPLY_TIMEOUT_MS));
+        // CAST: at most `REPLY_TIMEOUT` in milliseconds, which fits.
+        let waited = done.wait(msecs_to_jiffies(wait.as_millis_ceil() as u32));
         let mut inner = self.inner.lock();
-        let outcome = inner.waiters[slot].take().and_then(|w| w.outcome);
-        match (outcome, waited) {
-            (Some(o), _) => {
+        let answer = inner.waiters[slot].take().and_then(|w| w.answer);
+        match (answer, waited) {
+            (Some(Answer::Reply(o)), _) => {
                 reply[..o.len].copy_from_slice(&inner.replies[slot][..o.len]);
                 Ok(Attempt::Answered(o))
             }
+            (Some(Answer::Resend), _) => Ok(Attempt::Resend),
             (None, WaitOutcome::Killed) => Err(EINTR),
-            (None, _) => Ok(Attempt::TimedOut(seq)),
+            (None, _) => Ok(Attempt::TimedOut { seq, sent: sent_at }),
         }
     }
 
@@ -274,13 +370,17 @@ impl Transport {
         self.slot_freed.notify_one();
     }
 
-    /// Handles one message from userspace: completes the request it answers, if any.
+    /// Handles one message from userspace: a server's announcement, or a reply, which
+    /// completes the request it answers, if any.
     ///
     /// Runs in the sender's process context; does not sleep.
     pub(crate) fn receive(&self, msg: &[u8], privileged: bool) {
         if !privileged {
             self.stats.unprivileged.fetch_add(1, Relaxed);
             return;
+        }
+        if CnMsg::decode(msg).is_ok_and(|cn| cn.val == CN_VAL_DM_USERSPACE_LOG_ANNOUNCE) {
+            return self.announced(msg);
         }
         let reply = match Reply::parse(msg) {
             Ok(r) => r,
@@ -289,11 +389,12 @@ impl Transport {
                 return;
             }
         };
+        self.stats.presence.found();
         let seq = reply.seq();
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
         let waits_for =
-            |w: &Option<Waiter>| matches!(w, Some(w) if w.seq == seq && w.outcome.is_none());
+            |w: &Option<Waiter>| matches!(w, Some(w) if w.seq == seq && w.answer.is_none());
         let hint = usize::from(inner.slot_by_seq[seq_index(seq)]);
         let slot = if waits_for(&inner.waiters[hint]) {
             Some(hint)
@@ -329,9 +430,37 @@ impl Transport {
                 }
             }
         };
-        waiter.outcome = Some(outcome);
+        waiter.answer = Some(Answer::Reply(outcome));
         // Completed under the lock: the waiter cannot reuse the slot before this returns.
         self.done[slot].complete();
+    }
+
+    /// A (re)started server announced itself: every waiting request is sent again at once,
+    /// and logs waiting to reconnect try now.
+    fn announced(&self, msg: &[u8]) {
+        let Ok(announce) = Announce::parse(msg) else {
+            self.stats.malformed.fetch_add(1, Relaxed);
+            return;
+        };
+        self.stats.presence.announced();
+        let mut resent = 0;
+        let mut inner = self.inner.lock();
+        inner.announcements += 1;
+        for (slot, waiter) in inner.waiters.iter_mut().enumerate() {
+            if let Some(w @ Waiter { answer: None, .. }) = waiter {
+                w.answer = Some(Answer::Resend);
+                // Under the lock, as for replies.
+                self.done[slot].complete();
+                resent += 1;
+            }
+        }
+        drop(inner);
+        self.server_announced.notify_all();
+        pr_info!(
+            "userspace log server (pid {}) announced itself: resending {} waiting requests\n",
+            announce.pid,
+            resent
+        );
     }
 }
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds a test guest's initramfs: busybox, dmsetup, fio, the project's userspace binaries,
 # the in-guest suites and both log modules (the Rust one and upstream's C one, as
-# /modules/{rust,c}/dm_log_userspace.ko); VARIANT names the one the suites use.
-# Usage: build-initramfs.sh OUT.cpio.gz RUST.ko C.ko VARIANT [BINARY...]
+# /modules/{rust,c}/dm_log_userspace.ko); VARIANT names the one the suites use. Helper modules
+# listed in EXTRA_MODULES (space-separated paths) go to /modules/extra/.
+# Usage: [EXTRA_MODULES="A.ko B.ko"] build-initramfs.sh OUT.cpio.gz RUST.ko C.ko VARIANT [BINARY...]
 . "$(dirname "$0")/lib.sh"
 
 out=${1:?usage}
@@ -13,7 +14,7 @@ shift 4
 
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
-mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,lib,lib64,proc,sys,dev,tmp,run,etc,modules/rust,modules/c,tests}
+mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,lib,lib64,proc,sys,dev,tmp,run,etc,modules/rust,modules/c,modules/extra,tests}
 
 cp /bin/busybox "$root/bin/busybox"
 # Copies a program and the shared libraries it needs.
@@ -33,6 +34,9 @@ for b in "$@"; do
 done
 cp "$rust_ko" "$root/modules/rust/dm_log_userspace.ko"
 cp "$c_ko" "$root/modules/c/dm_log_userspace.ko"
+for ko in ${EXTRA_MODULES:-}; do
+	cp "$ko" "$root/modules/extra/"
+done
 echo "$variant" >"$root/modules/VARIANT"
 cp "$TOP"/tests/vm/*.sh "$root/tests/"
 cp "$TOP/tests/vm/init" "$root/init"

@@ -19,13 +19,17 @@ c_ko="$kdir/drivers/md/dm-log-userspace.ko"
 run="$TOP/out/vm/$flavour-$variant-$suite"
 rm -rf "$run" && mkdir -p "$run"
 mapfile -t bins < <("$TOP/scripts/build-userspace.sh")
-"$TOP/scripts/build-initramfs.sh" "$run/initramfs.cpio.gz" "$rust_ko" "$c_ko" "$variant" "${bins[@]}"
+extra=()
+for dir in tests/detectors bench/pingpong; do
+	[ -d "$TOP/$dir" ] && extra+=("$("$TOP/scripts/build-test-module.sh" "$flavour" "$dir")")
+done
+EXTRA_MODULES="${extra[*]}" "$TOP/scripts/build-initramfs.sh" "$run/initramfs.cpio.gz" "$rust_ko" "$c_ko" "$variant" "${bins[@]}"
 
 accel=tcg
 if [ "$("$TOP/scripts/kvm-probe.sh" "$kdir")" = yes ]; then accel=kvm; fi
 mem=1024
 [ "$flavour" = debug ] && mem=2048
-append="console=ttyS0 panic=-1 oops=panic loglevel=7 dmlu.suite=$suite"
+append="console=ttyS0 panic=-1 oops=panic loglevel=7 dmlu.suite=$suite dmlu.long=${LONG:-0}"
 [ "$flavour" = debug ] && append="$append kmemleak=on"
 
 timeout --foreground -k 5 "$limit" qemu-system-x86_64 -accel "$accel" -m "$mem" -smp 2 \
@@ -41,6 +45,13 @@ if [ "$qemu_rc" -ne 0 ]; then
 	problems=1
 fi
 grep -q "dmlu: suite .* finished" "$run/console.log" || { echo "# the guest did not finish the suite"; problems=1; }
+# The detector suites plant one bug each: their report must appear, and only it is allowed.
+expect=
+case "$suite" in
+detect-kmemleak) expect='kmemleak: [0-9]+ new suspected memory leak' ;;
+detect-kasan) expect='BUG: KASAN: slab-out-of-bounds' ;;
+detect-lockdep) expect='possible circular locking dependency detected' ;;
+esac
 # Kernel reports anywhere in the console fail the run.
 reports=$(grep -E "BUG:|WARNING:|Oops|Kernel panic|KASAN|UBSAN|kmemleak: [0-9]+ new suspected|circular locking|recursive locking|inconsistent lock state|lock held when returning|sleeping function called from invalid context|general protection fault|ODEBUG:|list_add corruption|list_del corruption|panicked at|hung_task|blocked for more than" "$run/console.log" || true)
 # Upstream's C module (the reference) allocates from a mempool in mark_region while
@@ -54,6 +65,15 @@ if [ -n "$reports" ]; then
 	if [ "$sleeping" -gt 0 ] && [ "$sleeping" -eq "$known" ]; then
 		echo "# known upstream bug in the C module: sleeping allocation in userspace_mark_region under a rwlock ($known reports)"
 		reports=$(grep -v "sleeping function called from invalid context" <<<"$reports" || true)
+	fi
+fi
+if [ -n "$expect" ]; then
+	if grep -qE "$expect" <<<"$reports"; then
+		echo "# the planted bug was reported: $(grep -m1 -E "$expect" <<<"$reports")"
+		reports=$(grep -vE "$expect" <<<"$reports" || true)
+	else
+		echo "# the planted bug was NOT reported (expected /$expect/ in the console)"
+		problems=1
 	fi
 fi
 if [ -n "$reports" ]; then

@@ -24,22 +24,24 @@ use crate::transfer::Transport;
 /// Holds `Arc::as_ptr` of the registration's handler while registered, null otherwise.
 static HANDLER: AtomicPtr<c_void> = AtomicPtr::new(null_mut());
 
-/// A connector callback for one `{idx, val}` id, removed again on drop.
+/// Connector callbacks for a few `{idx, val}` ids, all handled by one [`Transport`], removed
+/// again on drop.
 ///
 /// # Invariants
 ///
-/// While this exists, [`HANDLER`] points to `handler` and the callback is registered.
-pub(crate) struct Registration {
+/// While this exists, [`HANDLER`] points to `handler` and the callback is registered for every
+/// id in `ids`.
+pub(crate) struct Registration<const N: usize> {
     handler: Arc<Transport>,
-    id: raw::cb_id,
+    ids: [raw::cb_id; N],
 }
 
-impl Registration {
-    /// Registers `handler` for messages to `idx:val`, shown as `name` in /proc/net/connector.
+impl<const N: usize> Registration<N> {
+    /// Registers `handler` for messages to each `idx:val`, shown with its name in
+    /// /proc/net/connector.
     pub(crate) fn new(
         idx: u32,
-        val: u32,
-        name: &'static CStr,
+        vals: [(u32, &'static CStr); N],
         handler: Arc<Transport>,
     ) -> Result<Self> {
         let ptr = Arc::as_ptr(&handler).cast_mut().cast::<c_void>();
@@ -49,23 +51,32 @@ impl Registration {
         {
             return Err(EBUSY);
         }
-        let id = raw::cb_id { idx, val };
-        // SAFETY: `id` and `name` are valid for the call (the connector copies both), and
-        // `callback` has the signature the connector expects.
-        let r = unsafe { raw::cn_add_callback(&id, name.as_char_ptr(), Some(callback)) };
-        if let Err(e) = to_result(r) {
-            HANDLER.store(null_mut(), Ordering::Release);
-            return Err(e);
+        let ids = vals.map(|(val, _)| raw::cb_id { idx, val });
+        for (done, (id, (_, name))) in ids.iter().zip(vals).enumerate() {
+            // SAFETY: `id` and `name` are valid for the call (the connector copies both), and
+            // `callback` has the signature the connector expects.
+            let r = unsafe { raw::cn_add_callback(id, name.as_char_ptr(), Some(callback)) };
+            if let Err(e) = to_result(r) {
+                for id in &ids[..done] {
+                    // SAFETY: The ids before `done` were registered above.
+                    unsafe { raw::cn_del_callback(id) };
+                }
+                HANDLER.store(null_mut(), Ordering::Release);
+                rcu::synchronize_rcu();
+                return Err(e);
+            }
         }
-        // INVARIANT: `HANDLER` was set above and the callback is registered.
-        Ok(Self { handler, id })
+        // INVARIANT: `HANDLER` was set above and every callback is registered.
+        Ok(Self { handler, ids })
     }
 }
 
-impl Drop for Registration {
+impl<const N: usize> Drop for Registration<N> {
     fn drop(&mut self) {
-        // SAFETY: By the type invariant the callback for `self.id` is registered.
-        unsafe { raw::cn_del_callback(&self.id) };
+        for id in &self.ids {
+            // SAFETY: By the type invariant the callback for `id` is registered.
+            unsafe { raw::cn_del_callback(id) };
+        }
         // `cn_del_callback` does not wait for callbacks still running: they run inside an RCU
         // read-side section, so clearing the pointer and waiting for a grace period leaves
         // none that can still see `self.handler`.

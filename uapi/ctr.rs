@@ -2,9 +2,11 @@
 
 //! The log's table arguments and the strings built from them.
 //!
-//! A table line reads `userspace <argc> <uuid> [integrated_flush] <type> <type args...>`. The
-//! module hands the server `"<target sectors> <type> <type args...>"` in the CTR request, and
-//! rebuilds the TABLE status from the same arguments.
+//! A table line reads `userspace <argc> <uuid> [features...] <type> <type args...>`. The
+//! features are `integrated_flush` (upstream's) and `max_server_wait=<seconds>` (this
+//! project's, see [`MAX_SERVER_WAIT`]); they are the kernel's business and never reach the
+//! server. The module hands the server `"<target sectors> <type> <type args...>"` in the CTR
+//! request, and rebuilds the TABLE status from the same arguments.
 
 use core::fmt::{self, Write};
 
@@ -14,6 +16,10 @@ use super::message::MAX_UUID_LEN;
 pub const MIN_ARGS: usize = 3;
 /// The optional feature word right after the UUID (matched without regard to case).
 pub const INTEGRATED_FLUSH: &str = "integrated_flush";
+/// The feature word that bounds how long the log waits for a missing or silent server:
+/// `max_server_wait=<seconds>`, 0 meaning forever (upstream's behaviour). Past the bound, log
+/// requests fail, so the mirror sees a log failure, and the table raises an event.
+pub const MAX_SERVER_WAIT: &str = "max_server_wait=";
 
 /// Why a table's log arguments were refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,8 +28,10 @@ pub enum ArgsError {
     TooFew(usize),
     /// The UUID is longer than 128 bytes.
     UuidTooLong(usize),
-    /// `integrated_flush` but no log type after it.
+    /// Feature words but no log type after them.
     MissingLogType,
+    /// `max_server_wait=` without a number of seconds.
+    BadServerWait,
     /// The CTR string does not fit the request.
     TooLong {
         /// Its length.
@@ -44,7 +52,11 @@ impl fmt::Display for ArgsError {
                 f,
                 "UUID argument too long ({n} bytes, at most {MAX_UUID_LEN})"
             ),
-            Self::MissingLogType => write!(f, "no log type after integrated_flush"),
+            Self::MissingLogType => write!(f, "no log type after the feature arguments"),
+            Self::BadServerWait => write!(
+                f,
+                "max_server_wait= needs a whole number of seconds (0 waits forever)"
+            ),
             Self::TooLong { len, max } => {
                 write!(
                     f,
@@ -57,20 +69,62 @@ impl fmt::Display for ArgsError {
 
 impl core::error::Error for ArgsError {}
 
+/// The feature words of a table line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Features {
+    /// Whether marks travel inside FLUSH requests (protocol v3).
+    pub integrated_flush: bool,
+    /// `max_server_wait=<seconds>` as given (0: wait forever); `None` when absent.
+    pub max_server_wait: Option<u32>,
+}
+
+impl Features {
+    /// Reads one feature word; `Ok(false)` when `word` is not one.
+    fn take(&mut self, word: &[u8]) -> Result<bool, ArgsError> {
+        if word.eq_ignore_ascii_case(INTEGRATED_FLUSH.as_bytes()) {
+            self.integrated_flush = true;
+            return Ok(true);
+        }
+        let key = MAX_SERVER_WAIT.as_bytes();
+        if word.len() < key.len() || !word[..key.len()].eq_ignore_ascii_case(key) {
+            return Ok(false);
+        }
+        let seconds = core::str::from_utf8(&word[key.len()..])
+            .ok()
+            .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse().ok())
+            .ok_or(ArgsError::BadServerWait)?;
+        self.max_server_wait = Some(seconds);
+        Ok(true)
+    }
+
+    /// Writes the words back, each followed by a space, in one canonical order.
+    pub fn write(&self, out: &mut ByteWriter<'_>) -> fmt::Result {
+        if self.integrated_flush {
+            out.push(INTEGRATED_FLUSH.as_bytes())?;
+            out.push(b" ")?;
+        }
+        if let Some(s) = self.max_server_wait {
+            write!(out, "{MAX_SERVER_WAIT}{s} ")?;
+        }
+        Ok(())
+    }
+}
+
 /// The parsed log arguments of a table line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LogArgs<'a, A> {
     /// The log's UUID.
     pub uuid: &'a [u8],
-    /// Whether marks travel inside FLUSH requests (protocol v3).
-    pub integrated_flush: bool,
+    /// The feature words between the UUID and the log type.
+    pub features: Features,
     /// The log type and its arguments, as the server gets them.
     pub server_args: A,
     /// The number of arguments in the table, UUID and feature word included.
     pub table_argc: usize,
 }
 
-/// Splits a table's log arguments into UUID, feature word and the server's part.
+/// Splits a table's log arguments into UUID, feature words and the server's part.
 pub fn parse_args<'a, S: AsRef<[u8]>>(args: &'a [S]) -> Result<LogArgs<'a, &'a [S]>, ArgsError> {
     if args.len() < MIN_ARGS {
         return Err(ArgsError::TooFew(args.len()));
@@ -79,18 +133,21 @@ pub fn parse_args<'a, S: AsRef<[u8]>>(args: &'a [S]) -> Result<LogArgs<'a, &'a [
     if uuid.len() > MAX_UUID_LEN {
         return Err(ArgsError::UuidTooLong(uuid.len()));
     }
-    let rest = &args[1..];
-    let integrated_flush = rest[0]
-        .as_ref()
-        .eq_ignore_ascii_case(INTEGRATED_FLUSH.as_bytes());
-    let server_args = if integrated_flush { &rest[1..] } else { rest };
-    if server_args.is_empty() {
+    let mut features = Features::default();
+    let mut rest = &args[1..];
+    while let Some((word, tail)) = rest.split_first() {
+        if !features.take(word.as_ref())? {
+            break;
+        }
+        rest = tail;
+    }
+    if rest.is_empty() {
         return Err(ArgsError::MissingLogType);
     }
     Ok(LogArgs {
         uuid,
-        integrated_flush,
-        server_args,
+        features,
+        server_args: rest,
         table_argc: args.len(),
     })
 }
@@ -164,23 +221,21 @@ pub fn ctr_string<S: AsRef<[u8]>>(
     }
 }
 
-/// Writes the TABLE status of a userspace log, exactly as upstream formats it:
-/// `"userspace <argc> <uuid> [integrated_flush ]<server args> "`.
+/// Writes the TABLE status of a userspace log, as upstream formats it:
+/// `"userspace <argc> <uuid> [integrated_flush ][max_server_wait=N ]<server args> "`.
 ///
 /// `server_args` is the CTR string without its leading target length.
 pub fn table_status(
     table_argc: usize,
     uuid: &[u8],
-    integrated_flush: bool,
+    features: &Features,
     server_args: &[u8],
     out: &mut ByteWriter<'_>,
 ) -> fmt::Result {
     write!(out, "userspace {table_argc} ")?;
     out.push(uuid)?;
     out.push(b" ")?;
-    if integrated_flush {
-        out.push(b"integrated_flush ")?;
-    }
+    features.write(out)?;
     out.push(server_args)?;
     out.push(b" ")
 }
@@ -200,11 +255,11 @@ mod tests {
     fn args_are_split_like_upstream() {
         let a = parse_args(&["U1", "clustered-disk", "253:2", "1024"]).unwrap();
         assert_eq!(a.uuid, b"U1");
-        assert!(!a.integrated_flush);
+        assert_eq!(a.features, Features::default());
         assert_eq!(a.server_args, &["clustered-disk", "253:2", "1024"]);
         assert_eq!(a.table_argc, 4);
         let a = parse_args(&["U1", "Integrated_Flush", "core", "1024"]).unwrap();
-        assert!(a.integrated_flush);
+        assert!(a.features.integrated_flush);
         assert_eq!(a.server_args, &["core", "1024"]);
         assert_eq!(parse_args(&["U1", "core"]), Err(ArgsError::TooFew(2)));
         assert_eq!(
@@ -251,14 +306,7 @@ mod tests {
         let server_args = ctr_server_args(&ctr[..n]);
         assert_eq!(server_args, b"clustered-core 1024");
         let mut w = ByteWriter::new(&mut buf);
-        table_status(
-            a.table_argc,
-            a.uuid,
-            a.integrated_flush,
-            server_args,
-            &mut w,
-        )
-        .unwrap();
+        table_status(a.table_argc, a.uuid, &a.features, server_args, &mut w).unwrap();
         let n = w.len();
         assert_eq!(
             &buf[..n],
@@ -268,10 +316,60 @@ mod tests {
         assert!(table_status(
             4,
             a.uuid,
-            true,
+            &a.features,
             server_args,
             &mut ByteWriter::new(&mut small)
         )
         .is_err());
+    }
+
+    #[test]
+    fn max_server_wait_is_a_feature_in_either_order() {
+        let a = parse_args(&["U", "max_server_wait=30", "integrated_flush", "core", "8"]).unwrap();
+        assert_eq!(
+            a.features,
+            Features {
+                integrated_flush: true,
+                max_server_wait: Some(30)
+            }
+        );
+        assert_eq!(a.server_args, &["core", "8"]);
+        let a = parse_args(&["U", "MAX_SERVER_WAIT=0", "core", "8"]).unwrap();
+        assert_eq!(a.features.max_server_wait, Some(0));
+        for bad in [
+            "max_server_wait=",
+            "max_server_wait=-1",
+            "max_server_wait=1s",
+            "max_server_wait=99999999999",
+        ] {
+            assert_eq!(
+                parse_args(&["U", bad, "core", "8"]),
+                Err(ArgsError::BadServerWait),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            parse_args(&["U", "integrated_flush", "max_server_wait=5", "x"]).map(|a| a.server_args),
+            Ok(&["x"][..])
+        );
+        assert_eq!(
+            parse_args(&["U", "integrated_flush", "max_server_wait=5"]),
+            Err(ArgsError::MissingLogType)
+        );
+        let mut buf = [0u8; 64];
+        let mut w = ByteWriter::new(&mut buf);
+        table_status(5, b"U", &a_features(), b"core 8", &mut w).unwrap();
+        let n = w.len();
+        assert_eq!(
+            &buf[..n],
+            b"userspace 5 U integrated_flush max_server_wait=7 core 8 "
+        );
+    }
+
+    fn a_features() -> Features {
+        Features {
+            integrated_flush: true,
+            max_server_wait: Some(7),
+        }
     }
 }

@@ -11,8 +11,10 @@
 
 #![cfg_attr(not(MODULE), no_std)]
 
+pub mod announce;
 pub mod ctr;
 pub mod message;
 pub mod payload;
 
+pub use announce::*;
 pub use message::*;

@@ -4,6 +4,8 @@
 
 use core::fmt;
 
+use super::announce::ANNOUNCE_MAGIC;
+
 /// Connector index of device-mapper (`CN_IDX_DM`); also the netlink multicast group.
 pub const CN_IDX_DM: u32 = 0x7;
 /// Connector value of the userspace log (`CN_VAL_DM_USERSPACE_LOG`).
@@ -178,6 +180,8 @@ pub enum WireError {
     },
     /// A UUID longer than 128 bytes or containing a NUL.
     BadUuid,
+    /// An announcement without the announcement magic.
+    BadMagic(u32),
     /// A payload of the wrong size for its request type.
     BadPayload {
         /// The request type.
@@ -200,6 +204,7 @@ impl fmt::Display for WireError {
             Self::WrongConnectorId { idx, val } => write!(f, "connector id {idx}:{val} is not 7:1"),
             Self::PayloadTooLarge { len, max } => write!(f, "payload of {len} bytes exceeds {max}"),
             Self::BadUuid => write!(f, "UUID longer than 128 bytes or containing NUL"),
+            Self::BadMagic(m) => write!(f, "announcement magic {m:#x} is not {ANNOUNCE_MAGIC:#x}"),
             Self::BadPayload { request, len } => {
                 write!(f, "{} payload of {len} bytes is malformed", request.name())
             }

@@ -18,6 +18,10 @@ pub struct CommonArgs {
     /// Append one line per request received to FILE, before handling it (see README).
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
+    /// Do not announce the server to the kernel at start. The Rust module then finds it only
+    /// when it resends (after 15 s) or retries (every 2 s), as with upstream's module.
+    #[arg(long)]
+    pub no_announce: bool,
 }
 
 /// Logs to stderr (the journal under systemd), coloured only on a terminal.

@@ -5,7 +5,9 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use dm_ulog_uapi::{encode_message, CnMsg, Header, CN_IDX_DM, CN_MSG_SIZE};
+use dm_ulog_uapi::{
+    encode_message, Announce, CnMsg, Header, ANNOUNCE_VERSION, CN_IDX_DM, CN_MSG_SIZE,
+};
 use netlink_sys::{protocols::NETLINK_CONNECTOR, Socket, SocketAddr};
 use nix::errno::Errno;
 use nix::sys::socket::MsgFlags;
@@ -39,6 +41,16 @@ impl KernelLink {
             rx: vec![0; BUF_SIZE],
             tx: vec![0; BUF_SIZE],
         })
+    }
+
+    /// Tells the kernel a server is here (see `uapi/announce.rs`); kernels without the
+    /// extension drop the message.
+    pub fn announce(&mut self) -> Result<()> {
+        let mut replier = Replier::new(&self.sock, &mut self.tx);
+        let n = replier.encode_announce();
+        replier
+            .send(n)
+            .context("announcing the server to the kernel")
     }
 
     /// Reads one datagram without blocking and calls `f` with each connector message in it
@@ -163,6 +175,16 @@ impl<'a> Replier<'a> {
         CN_MSG_SIZE
     }
 
+    /// Builds this process's announcement in the message buffer; returns its length.
+    pub fn encode_announce(&mut self) -> usize {
+        Announce {
+            version: ANNOUNCE_VERSION,
+            pid: std::process::id(),
+        }
+        .encode(self.message())
+        .expect("the buffer holds an announcement")
+    }
+
     /// The message buffer: what follows the netlink header.
     pub fn message(&mut self) -> &mut [u8] {
         &mut self.tx[NLMSG_HDR..]
@@ -241,6 +263,28 @@ mod tests {
         assert_eq!(
             dm_ulog_uapi::Reply::parse(&sent[1][NLMSG_HDR..]),
             Ok(dm_ulog_uapi::Reply::Ack { seq: 78, ack: 9 })
+        );
+    }
+
+    #[test]
+    fn announcement_goes_to_its_own_connector_id() {
+        let capture = Capture::default();
+        let mut tx = Vec::new();
+        let mut r = Replier::new(&capture, &mut tx);
+        let n = r.encode_announce();
+        r.send(n).unwrap();
+        let sent = capture.0.into_inner();
+        let msg = &sent[0][NLMSG_HDR..];
+        let cn = CnMsg::decode(msg).unwrap();
+        assert_eq!((cn.idx, cn.val, cn.seq, cn.len), (7, 2, 0, 16));
+        // Not a reply to any request: the log's parser refuses it.
+        assert!(dm_ulog_uapi::Reply::parse(msg).is_err());
+        assert_eq!(
+            Announce::parse(msg),
+            Ok(Announce {
+                version: ANNOUNCE_VERSION,
+                pid: std::process::id()
+            })
         );
     }
 }

@@ -47,6 +47,7 @@ fn main() -> Result<()> {
     let config = Config {
         record: args.common.record,
         force_exit: args.force_exit,
+        announce: !args.common.no_announce,
     };
     Server::new(&config, Honest)?.run()
 }

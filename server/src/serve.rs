@@ -28,6 +28,8 @@ pub struct Config {
     pub record: Option<PathBuf>,
     /// `--force-exit`: SIGTERM/SIGINT exit even while logs exist.
     pub force_exit: bool,
+    /// Announce the server to the kernel at start (not `--no-announce`).
+    pub announce: bool,
 }
 
 /// One request and everything needed to answer it.
@@ -138,8 +140,13 @@ impl<R: Responder> Server<R> {
     /// Joins the connector group, installs the signal handlers, opens the record file.
     pub fn new(config: &Config, responder: R) -> Result<Self> {
         let recorder = config.record.as_deref().map(Recorder::open).transpose()?;
+        let mut link = KernelLink::open()?;
+        if config.announce {
+            link.announce()?;
+            info!("announced to the kernel: requests waiting for a server are resent now");
+        }
         Ok(Self {
-            link: KernelLink::open()?,
+            link,
             signals: Signals::install()?,
             logs: Logs::default(),
             stats: Stats::default(),

@@ -176,6 +176,8 @@ legs_identical() {
 # kmemleak, after two scans, reports nothing (skips on kernels without it).
 kmemleak_reports_nothing() {
 	[ -e /sys/kernel/debug/kmemleak ] || { echo "kmemleak not in this kernel"; return 4; }
+	# kmemleak reports only blocks older than 5 s.
+	sleep 6
 	echo scan >/sys/kernel/debug/kmemleak
 	echo scan >/sys/kernel/debug/kmemleak
 	leaks=$(cat /sys/kernel/debug/kmemleak)

@@ -52,6 +52,7 @@ fn main() -> Result<()> {
         record: args.common.record,
         // A test tool: it goes when told to, logs or not.
         force_exit: true,
+        announce: !args.common.no_announce,
     };
     Server::new(&config, hostile)?.run()
 }

@@ -1,0 +1,344 @@
+# shellcheck shell=sh
+# Failure behaviour: the server dies (SIGKILL during verified writes) and comes back; no server
+# at table load, later, or across suspend/resume; a bounded wait; a fuzzing server; a table
+# swap with one log UUID; 64 logs at once; injected allocation failures; module unload.
+# Runs against either module; cases for this module's extensions skip on the C one.
+# LONG=1 (dmlu.long=1 on the kernel command line; `make check LONG=1`) runs the long counts.
+
+TESTS="setup sigkill_cycles_with_verified_writes no_server_at_table_load server_appears_later
+server_gone_across_suspend_resume bounded_wait_fails_requests_and_raises_an_event
+fuzzing_server table_swap_with_one_uuid sixty_four_mirrors failslab_table_loads
+unload_refused_while_a_log_exists load_unload_100_times kmemleak_reports_nothing"
+
+if [ "${LONG:-0}" = 1 ]; then
+	CYCLES=50
+	FUZZ_MALFORMED=100000
+	FAILSLAB_STRIDE=1
+else
+	CYCLES=4
+	FUZZ_MALFORMED=4000
+	FAILSLAB_STRIDE=9
+fi
+UUID=REL-UUID-0001
+
+rust_only() {
+	[ "$VARIANT" = rust ] || { echo "$1: an extension of the Rust module"; exit 4; }
+}
+
+setup() {
+	load_module || fail "insmod failed"
+	start_server || fail "dm-ulogd did not start"
+	dd if=/dev/urandom of=/tmp/data bs=1M count=2 2>/dev/null
+}
+
+# A 4 KiB direct write far from fio's area; prints how long it took in ms.
+probe_write() {
+	t0=$(now_ms)
+	dd if=/tmp/data of="/dev/mapper/$1" bs=4k count=1 seek=1900 oflag=direct 2>/dev/null || return 1
+	echo $(($(now_ms) - t0))
+}
+
+# fio writes 6 MiB at random with checksums and reads them back (verify) at the end.
+verified_writes() {
+	fio --name=v --filename="/dev/mapper/$1" --rw=randwrite --bs=4k --direct=1 --ioengine=psync \
+		--size=6M --verify=crc32c --verify_fatal=1 --randseed="$2" >"/tmp/fio.$2" 2>&1
+}
+
+sigkill_cycles_with_verified_writes() {
+	create_mirror m0 "$UUID" core 64 || fail "create failed"
+	luid=$(ls /sys/kernel/debug/dm_log_userspace/ 2>/dev/null | sed -n 's/^L//p' | head -n 1)
+	worst=0
+	total=0
+	i=0
+	while [ "$i" -lt "$CYCLES" ]; do
+		i=$((i + 1))
+		verified_writes m0 "$i" &
+		fpid=$!
+		sleep "0.$((RANDOM % 8 + 1))"
+		kill_server
+		sleep 0.3
+		t0=$(now_ms)
+		start_server || fail "restart $i failed"
+		ready=$(($(now_ms) - t0))
+		dd if=/tmp/data of=/dev/mapper/m0 bs=4k count=1 seek=1900 oflag=direct 2>/dev/null ||
+			fail "probe write failed in cycle $i"
+		took=$(($(now_ms) - t0))
+		total=$((total + took))
+		[ "$took" -gt "$worst" ] && worst=$took
+		wait "$fpid" || { tail -20 "/tmp/fio.$i"; fail "fio's verify failed in cycle $i"; }
+		echo "cycle $i: I/O flowed ${took} ms after the restart (server ready after $ready ms); fio verified"
+	done
+	echo "restart to I/O over $CYCLES cycles: mean $((total / CYCLES)) ms, worst $worst ms"
+	if [ "$VARIANT" = rust ]; then
+		resends=$(log_stat "$luid" announce_resends)
+		timeouts=$(log_stat "$luid" timeouts)
+		echo "requests resent on announcement: $resends; 15 s timeouts: $timeouts"
+		[ "$timeouts" -eq 0 ] || fail "a request waited for the 15 s timeout despite the announcement"
+		[ "$(log_stat "$luid" reconnects)" -ge "$CYCLES" ] || fail "fewer re-attachments than restarts"
+	fi
+	wait_in_sync m0 300 || fail "no resync"
+	legs_identical 8 || fail "the legs differ"
+	dm remove m0 || fail "remove failed"
+}
+
+no_server_at_table_load() {
+	stop_server
+	mark_dmesg
+	t0=$(now_ms)
+	if dm create m1 --table "$(mirror_table "$UUID" core 1024)" 2>/tmp/err; then
+		fail "a table loaded without a server"
+	fi
+	echo "refused after $(($(now_ms) - t0)) ms: $(cat /tmp/err | head -2)"
+	new_dmesg | grep -i "server not found" || fail "no message naming the missing server"
+	dm info m1 >/dev/null 2>&1 && fail "a device was left behind"
+	start_server || fail "dm-ulogd did not start"
+	create_mirror m1 "$UUID" core 1024 || fail "create with the server failed"
+	dd if=/tmp/data of=/dev/mapper/m1 bs=64k count=4 oflag=direct 2>/dev/null || fail "write failed"
+	dm remove m1 || fail "remove failed"
+}
+
+server_appears_later() {
+	create_mirror m5 "$UUID" core 1024 || fail "create failed"
+	kill_server
+	dd if=/tmp/data of=/dev/mapper/m5 bs=64k count=8 oflag=direct 2>/dev/null &
+	dpid=$!
+	sleep 3
+	kill -0 "$dpid" 2>/dev/null || fail "a write completed without a server"
+	if [ "$VARIANT" = rust ]; then
+		# Status answers at once and says the server is gone (upstream's would block).
+		st=$(timeout 5 dmsetup status m5) || fail "status blocked without a server"
+		echo "status: $st"
+		echo "$st" | grep -q "COM_FAILURE server_unreachable_for=[0-9.]*s max_server_wait=forever" ||
+			fail "status does not say the server is unreachable"
+	fi
+	t0=$(now_ms)
+	start_server || fail "dm-ulogd did not start"
+	wait "$dpid" || fail "the waiting write failed"
+	echo "the waiting write completed $(($(now_ms) - t0)) ms after the server started"
+	dd if=/dev/mapper/m5 bs=64k count=8 iflag=direct 2>/dev/null | cmp - /tmp/data bs=64k 2>/dev/null ||
+		dd if=/dev/mapper/m5 bs=64k count=8 iflag=direct 2>/dev/null | cmp -n 524288 - /tmp/data ||
+		fail "read-back differs"
+	wait_in_sync m5 120 || fail "no resync"
+	legs_identical 8 || fail "the legs differ"
+	dm remove m5 || fail "remove failed"
+}
+
+server_gone_across_suspend_resume() {
+	create_mirror m6 "$UUID" core 1024 || fail "create failed"
+	wait_in_sync m6 120 || fail "no sync"
+	sleep 1
+	# Gone before the suspend: suspend and resume still work, without a server.
+	kill_server
+	t0=$(now_ms)
+	dm suspend m6 && dm resume m6 || fail "suspend/resume without a server failed"
+	echo "suspend+resume without a server: $(($(now_ms) - t0)) ms"
+	start_server || fail "dm-ulogd did not start"
+	dd if=/tmp/data of=/dev/mapper/m6 bs=64k count=4 oflag=direct 2>/dev/null || fail "write failed"
+	# Gone between suspend and resume: the writes after the resume wait for the new server.
+	dm suspend m6 || fail "suspend failed"
+	kill_server
+	dm resume m6 || fail "resume without a server failed"
+	dd if=/tmp/data of=/dev/mapper/m6 bs=64k count=4 seek=4 oflag=direct 2>/dev/null &
+	dpid=$!
+	sleep 1
+	start_server || fail "dm-ulogd did not start"
+	wait "$dpid" || fail "the write after the resume failed"
+	dd if=/dev/mapper/m6 bs=64k count=8 iflag=direct 2>/dev/null | cmp -n 524288 - /tmp/data ||
+		fail "read-back differs"
+	wait_in_sync m6 120 || fail "no resync"
+	legs_identical 8 || fail "the legs differ"
+	dm remove m6 || fail "remove failed"
+}
+
+# dmsetup info's event counter.
+events() { dm info "$1" | awk '/Event number/ { print $3 }'; }
+
+bounded_wait_fails_requests_and_raises_an_event() {
+	rust_only "max_server_wait"
+	create_mirror m7 "$UUID" max_server_wait=2 core 1024 || fail "create failed"
+	dm table m7 | grep -q " max_server_wait=2 core 1024 " || fail "table: $(dm table m7)"
+	wait_in_sync m7 120 || fail "no sync"
+	luid=$(ls /sys/kernel/debug/dm_log_userspace/ | sed -n 's/^L//p' | sort -n | tail -n 1)
+	before=$(events m7)
+	kill_server
+	t0=$(now_ms)
+	# Without handle_errors the mirror goes on writing once the log has failed.
+	dd if=/tmp/data of=/dev/mapper/m7 bs=64k count=4 oflag=direct 2>/dev/null || fail "write failed"
+	took=$(($(now_ms) - t0))
+	echo "a write without a server completed after $took ms (bound 2 s)"
+	[ "$took" -ge 1900 ] || fail "the write did not wait for the bound"
+	st=$(dm status m7)
+	echo "status: $st"
+	echo "$st" | grep -q "COM_FAILURE server_unreachable_for=[0-9.]*s max_server_wait=2s" ||
+		fail "status does not show the outage"
+	after=$(events m7)
+	echo "events: $before -> $after; gave_up $(log_stat "$luid" gave_up)"
+	[ "$after" -gt "$before" ] || fail "no dm event"
+	[ "$(log_stat "$luid" gave_up)" -gt 0 ] || fail "no request gave up"
+	start_server || fail "dm-ulogd did not start"
+	dd if=/tmp/data of=/dev/mapper/m7 bs=64k count=4 seek=4 oflag=direct 2>/dev/null || fail "write failed"
+	dm status m7 | grep -q COM_FAILURE && fail "status still shows the outage: $(dm status m7)"
+	wait_in_sync m7 120 || fail "no resync after the server came back"
+	dm remove m7 || fail "remove failed"
+	# The module parameter sets the bound for tables that do not.
+	stop_server
+	unload_module || fail "rmmod failed"
+	insmod "$MODULE" max_server_wait=1 || fail "insmod max_server_wait=1 failed"
+	start_server || fail "dm-ulogd did not start"
+	create_mirror m7 "$UUID" core 1024 || fail "create failed"
+	kill_server
+	dd if=/tmp/data of=/dev/mapper/m7 bs=64k count=1 oflag=direct 2>/dev/null || fail "write failed"
+	dm status m7 | grep -q "max_server_wait=1s" || fail "the parameter did not bound the wait: $(dm status m7)"
+	dm remove m7 || fail "remove failed"
+	unload_module && load_module || fail "reload failed"
+	start_server || fail "dm-ulogd did not start"
+}
+
+# hostile_stat NAME: from dm-ulog-hostile's SIGUSR1 line "hostile: requests=N malformed=M seed=S".
+hostile_stat() {
+	kill -USR1 "$(cat /tmp/dm-ulogd.pid)"
+	sleep 0.2
+	grep "hostile: " /tmp/dm-ulogd.log | tail -n 1 | sed -n "s/.*$1=\([0-9]*\).*/\1/p"
+}
+
+fuzzing_server() {
+	rust_only "fuzzing targets this project's module"
+	stop_server
+	start_server dm-ulog-hostile --seed 11 --fuzz 1 --max-malformed "$FUZZ_MALFORMED" || fail "hostile did not start"
+	# nosync over zeroed legs: the legs agree without a resync, which would take minutes here.
+	dd if=/dev/zero of=/dev/ram0 bs=1M count=8 2>/dev/null
+	dd if=/dev/zero of=/dev/ram1 bs=1M count=8 2>/dev/null
+	create_mirror m2 "$UUID" core 8 nosync || fail "create failed"
+	dropped0=$(($(transport_stat dropped_malformed) + $(transport_stat dropped_unmatched)))
+	round=0
+	while :; do
+		round=$((round + 1))
+		verified_writes m2 "$round" || { tail -20 "/tmp/fio.$round"; fail "fio's verify failed under fuzzing"; }
+		malformed=$(hostile_stat malformed)
+		[ "$malformed" -ge "$FUZZ_MALFORMED" ] && break
+		[ "$round" -lt 2000 ] || fail "only $malformed malformed replies sent"
+	done
+	dropped=$(($(transport_stat dropped_malformed) + $(transport_stat dropped_unmatched) - dropped0))
+	echo "rounds $round: $(hostile_stat requests) requests, $malformed malformed replies; kernel dropped $dropped"
+	[ "$dropped" -gt $((malformed / 2)) ] || fail "the kernel dropped too few of them"
+	legs_identical 8 || fail "the legs differ"
+	dm remove m2 || fail "remove failed"
+	stop_server
+	start_server || fail "dm-ulogd did not start"
+}
+
+table_swap_with_one_uuid() {
+	stop_server
+	rm -f /tmp/swap.rec
+	start_server dm-ulogd --record /tmp/swap.rec || fail "dm-ulogd did not start"
+	create_mirror m3 SWAP-UUID core 1024 || fail "create failed"
+	dm load m3 --table "$(mirror_table SWAP-UUID core 1024)" || fail "load 2 failed"
+	dm resume m3 || fail "resume of table 2 failed"
+	dm load m3 --table "$(mirror_table SWAP-UUID core 1024)" || fail "load 3 failed"
+	dm clear m3 || fail "clear failed"
+	dd if=/tmp/data of=/dev/mapper/m3 bs=64k count=2 oflag=direct 2>/dev/null || fail "write failed"
+	dm remove m3 || fail "remove failed"
+	stop_server
+	start_server || fail "dm-ulogd did not start"
+	# Each CTR and DTR with the luid it names.
+	life=$(awk '{ split($2, l, "="); t = substr($3, 2) } t == "CTR" || t == "DTR" { print t, l[2] }' /tmp/swap.rec)
+	echo "$life"
+	set -- $(echo "$life" | awk '$1 == "CTR" { print $2 }')
+	[ $# -eq 3 ] || fail "expected 3 log instances, got $#"
+	a=$1 b=$2 c=$3
+	[ "$a" != "$b" ] && [ "$b" != "$c" ] && [ "$a" != "$c" ] || fail "luids repeat"
+	expect=$(printf 'CTR %s\nCTR %s\nDTR %s\nCTR %s\nDTR %s\nDTR %s' "$a" "$b" "$a" "$c" "$c" "$b")
+	[ "$life" = "$expect" ] || fail "wrong lives; expected: $expect"
+	# Table 2's log served the I/O after the swap.
+	awk -v l="$b" '$2 == "luid=" l && $3 == "|FLUSH"' /tmp/swap.rec | grep -q . || fail "table 2's log saw no FLUSH"
+}
+
+sixty_four_mirrors() {
+	dd if=/dev/zero of=/dev/ram0 bs=1M count=64 2>/dev/null
+	dd if=/dev/zero of=/dev/ram1 bs=1M count=64 2>/dev/null
+	i=0
+	while [ "$i" -lt 64 ]; do
+		off=$((i * 2048))
+		dm create "many$i" --table "0 2048 mirror userspace 4 MANY-$i core 256 nosync 2 /dev/ram0 $off /dev/ram1 $off" ||
+			fail "mirror $i failed"
+		i=$((i + 1))
+	done
+	dm mknodes
+	[ "$(ls /sys/kernel/debug/dm_log_userspace/ 2>/dev/null | grep -c '^L')" -ge 64 ] ||
+		[ "$VARIANT" = c ] || fail "not 64 logs in debugfs"
+	t0=$(now_ms)
+	pids=
+	i=0
+	while [ "$i" -lt 64 ]; do
+		dd if=/tmp/data of="/dev/mapper/many$i" bs=64k count=16 oflag=direct 2>/dev/null &
+		pids="$pids $!"
+		i=$((i + 1))
+	done
+	for p in $pids; do wait "$p" || fail "a write failed"; done
+	echo "64 mirrors x 1 MiB written at once in $(($(now_ms) - t0)) ms"
+	legs_identical 64 || fail "the legs differ"
+	i=0
+	while [ "$i" -lt 64 ]; do
+		dd if="/dev/mapper/many$i" bs=64k count=16 iflag=direct 2>/dev/null | cmp -n 1048576 - /tmp/data ||
+			fail "mirror $i reads back wrong"
+		dm remove "many$i" || fail "remove $i failed"
+		i=$((i + 1))
+	done
+	[ -z "$(dm ls | grep many)" ] || fail "mirrors left behind"
+}
+
+failslab_table_loads() {
+	fs=/sys/kernel/debug/failslab
+	[ -d "$fs" ] || { echo "no failslab in this kernel"; exit 4; }
+	echo N >"$fs/ignore-gfp-wait"
+	echo 0 >"$fs/verbose"
+	created=0
+	refused=0
+	n=1
+	while [ "$n" -le 700 ]; do
+		# The nth slab allocation of the dmsetup process fails (exec included).
+		if sh -c 'echo "$1" >/proc/self/fail-nth && exec dmsetup --noudevsync create mf --table "$2"' \
+			sh "$n" "$(mirror_table FS-UUID core 1024)" >/tmp/fs.out 2>&1; then
+			created=$((created + 1))
+			dm mknodes mf
+			dd if=/tmp/data of=/dev/mapper/mf bs=64k count=2 oflag=direct 2>/dev/null || fail "write after n=$n failed"
+			dm remove mf || fail "remove after n=$n failed"
+		else
+			refused=$((refused + 1))
+			dm remove mf >/dev/null 2>&1
+		fi
+		dm info mf >/dev/null 2>&1 && fail "mf left behind after n=$n"
+		n=$((n + FAILSLAB_STRIDE))
+	done
+	echo Y >"$fs/ignore-gfp-wait"
+	echo "$created loads succeeded, $refused were refused"
+	[ "$refused" -gt 0 ] && [ "$created" -gt 0 ] || fail "the sweep did not cover both outcomes"
+	# Nothing is left on the server either: a fresh log with that UUID works.
+	create_mirror mf FS-UUID core 1024 || fail "create after the sweep failed"
+	dd if=/tmp/data of=/dev/mapper/mf bs=64k count=2 oflag=direct 2>/dev/null || fail "write failed"
+	dm remove mf || fail "remove failed"
+}
+
+unload_refused_while_a_log_exists() {
+	create_mirror m4 "$UUID" core 1024 || fail "create failed"
+	unload_module 2>/dev/null && fail "rmmod succeeded while a log exists"
+	module_loaded || fail "the module is gone"
+	dd if=/tmp/data of=/dev/mapper/m4 bs=64k count=2 oflag=direct 2>/dev/null || fail "write after refused rmmod failed"
+	dm remove m4 || fail "remove failed"
+	unload_module || fail "rmmod failed without logs"
+}
+
+load_unload_100_times() {
+	module_loaded && { unload_module || fail "rmmod failed"; }
+	i=0
+	while [ "$i" -lt 100 ]; do
+		load_module || fail "insmod $i failed"
+		unload_module || fail "rmmod $i failed"
+		i=$((i + 1))
+	done
+	load_module || fail "insmod failed"
+	create_mirror m4 "$UUID" core 1024 || fail "create after 100 reloads failed"
+	dm remove m4 || fail "remove failed"
+	stop_server
+	unload_module || fail "final rmmod failed"
+}

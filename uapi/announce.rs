@@ -1,0 +1,149 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! This project's extension: a server announces itself to the kernel when it starts.
+//!
+//! Upstream's protocol has no way for a (re)started server to say it is there: the kernel
+//! finds out only when a request it resends after 15 s, or a CTR it retries every 2 s, is
+//! answered. An announcement lets the kernel act at once: requests waiting for the old server
+//! are resent immediately, the new server answers them with `-ESRCH` (it does not know the
+//! log), and each log re-creates itself there (CTR, then RESUME) without the 2 s pause.
+//!
+//! Compatible both ways:
+//! - the announcement goes to its own connector id, `CN_IDX_DM:`[`CN_VAL_DM_USERSPACE_LOG_ANNOUNCE`],
+//!   on which upstream's C module registers nothing, so the connector drops it unseen;
+//! - the Rust module works without announcements (cmirrord sends none): it then resends after
+//!   15 s and retries every 2 s, as upstream does.
+//!
+//! The message is a `cn_msg` (seq 0, ack 0, len 16) followed by [`Announce`]. Like replies,
+//! it counts only when sent by a process with `CAP_SYS_ADMIN`.
+
+use super::message::{CnMsg, WireError, CN_IDX_DM, CN_MSG_SIZE};
+
+/// The connector value of announcements (`idx` is `CN_IDX_DM`).
+pub const CN_VAL_DM_USERSPACE_LOG_ANNOUNCE: u32 = 0x2;
+/// Marks the payload as an announcement (the bytes `"ULGA"` on a little-endian host).
+pub const ANNOUNCE_MAGIC: u32 = u32::from_le_bytes(*b"ULGA");
+/// The version of the announcement described here.
+pub const ANNOUNCE_VERSION: u32 = 1;
+/// Bytes of [`Announce`] on the wire.
+pub const ANNOUNCE_SIZE: usize = 16;
+/// Bytes of a whole announcement message after the netlink header.
+pub const ANNOUNCE_MESSAGE_SIZE: usize = CN_MSG_SIZE + ANNOUNCE_SIZE;
+
+/// The payload of an announcement: `{ u32 magic; u32 version; u32 pid; u32 reserved; }`,
+/// host-endian.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Announce {
+    /// [`ANNOUNCE_VERSION`]; the kernel accepts any version, later ones may add fields.
+    pub version: u32,
+    /// The server's process id, for the kernel's log message only.
+    pub pid: u32,
+}
+
+impl Announce {
+    /// Writes the whole message (`cn_msg` and payload) into `buf`; returns its length.
+    pub fn encode(&self, buf: &mut [u8]) -> Result<usize, WireError> {
+        if buf.len() < ANNOUNCE_MESSAGE_SIZE {
+            return Err(WireError::Truncated {
+                need: ANNOUNCE_MESSAGE_SIZE,
+                have: buf.len(),
+            });
+        }
+        CnMsg {
+            idx: CN_IDX_DM,
+            val: CN_VAL_DM_USERSPACE_LOG_ANNOUNCE,
+            seq: 0,
+            ack: 0,
+            // CAST: a constant that fits.
+            len: ANNOUNCE_SIZE as u16,
+            flags: 0,
+        }
+        .encode(buf)?;
+        let body = &mut buf[CN_MSG_SIZE..ANNOUNCE_MESSAGE_SIZE];
+        body[0..4].copy_from_slice(&ANNOUNCE_MAGIC.to_ne_bytes());
+        body[4..8].copy_from_slice(&self.version.to_ne_bytes());
+        body[8..12].copy_from_slice(&self.pid.to_ne_bytes());
+        body[12..16].fill(0);
+        Ok(ANNOUNCE_MESSAGE_SIZE)
+    }
+
+    /// Reads an announcement message (`cn_msg` and payload); anything else is an error.
+    pub fn parse(msg: &[u8]) -> Result<Self, WireError> {
+        let cn = CnMsg::decode(msg)?;
+        if (cn.idx, cn.val) != (CN_IDX_DM, CN_VAL_DM_USERSPACE_LOG_ANNOUNCE) {
+            return Err(WireError::WrongConnectorId {
+                idx: cn.idx,
+                val: cn.val,
+            });
+        }
+        let len = usize::from(cn.len);
+        let body = msg
+            .get(CN_MSG_SIZE..CN_MSG_SIZE + len)
+            .ok_or(WireError::LengthMismatch {
+                claimed: len,
+                have: msg.len() - CN_MSG_SIZE,
+            })?;
+        if len < ANNOUNCE_SIZE {
+            return Err(WireError::Truncated {
+                need: ANNOUNCE_SIZE,
+                have: len,
+            });
+        }
+        let word = |i: usize| u32::from_ne_bytes([body[i], body[i + 1], body[i + 2], body[i + 3]]);
+        if word(0) != ANNOUNCE_MAGIC {
+            return Err(WireError::BadMagic(word(0)));
+        }
+        Ok(Self {
+            version: word(4),
+            pid: word(8),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_layout() {
+        let mut buf = [0xffu8; 64];
+        let a = Announce {
+            version: ANNOUNCE_VERSION,
+            pid: 4242,
+        };
+        assert_eq!(a.encode(&mut buf), Ok(36));
+        assert_eq!(&buf[0..8], &[7, 0, 0, 0, 2, 0, 0, 0]);
+        assert_eq!(&buf[16..18], &16u16.to_ne_bytes());
+        assert_eq!(&buf[20..24], &ANNOUNCE_MAGIC.to_ne_bytes());
+        assert_eq!(&buf[24..28], &1u32.to_ne_bytes());
+        assert_eq!(&buf[28..32], &4242u32.to_ne_bytes());
+        assert_eq!(&buf[32..36], &[0, 0, 0, 0]);
+        assert_eq!(Announce::parse(&buf[..36]), Ok(a));
+    }
+
+    #[test]
+    fn other_messages_are_refused() {
+        let mut buf = [0u8; 36];
+        Announce { version: 1, pid: 1 }.encode(&mut buf).unwrap();
+        // A log reply's id, a short body and a wrong magic are all refused.
+        let mut log = buf;
+        log[4] = 1;
+        assert!(matches!(
+            Announce::parse(&log),
+            Err(WireError::WrongConnectorId { .. })
+        ));
+        assert!(Announce::parse(&buf[..30]).is_err());
+        let mut short = buf;
+        short[16] = 8;
+        assert!(matches!(
+            Announce::parse(&short),
+            Err(WireError::Truncated { .. })
+        ));
+        let mut magic = buf;
+        magic[20] ^= 1;
+        assert!(matches!(
+            Announce::parse(&magic),
+            Err(WireError::BadMagic(_))
+        ));
+    }
+}
