@@ -12,6 +12,10 @@ endif
 ifneq ($(BINDGEN),)
 export BINDGEN
 endif
+# make check LONG=1: the reliability suite's long counts.
+ifneq ($(LONG),)
+export LONG
+endif
 
 kmake = $(MAKE) -C $(KDIR) M=$(CURDIR)
 

@@ -65,11 +65,17 @@ if [ "$what" = all ] || [ "$what" = vm ]; then
 	"$TOP/scripts/build-kernel.sh" debug >/dev/null
 	"$TOP/scripts/build-kernel.sh" perf >/dev/null
 	# DMLU_RUNS="flavour:module:suite ..." picks runs (for development); the default is all.
-	for run in ${DMLU_RUNS:-debug:rust:smoke debug:c:smoke debug:rust:mirror debug:c:mirror debug:rust:protocol debug:rust:server debug:rust:diff perf:rust:smoke perf:c:smoke perf:rust:mirror}; do
+	for run in ${DMLU_RUNS:-debug:rust:smoke debug:c:smoke debug:rust:mirror debug:c:mirror debug:rust:protocol debug:rust:server debug:rust:diff debug:rust:reliability debug:c:reliability debug:rust:detect-kmemleak debug:rust:detect-kasan debug:rust:detect-lockdep perf:rust:smoke perf:c:smoke perf:rust:mirror}; do
 		IFS=: read -r flavour variant suite <<<"$run"
 		say "vm: $suite suite, $variant module, $flavour kernel"
+		limit=600
+		if [ "$suite" = reliability ]; then
+			# LONG=1: 50 kill cycles, 100,000 malformed replies, every failslab step.
+			limit=1500
+			[ "${LONG:-0}" = 1 ] && limit=9000
+		fi
 		log=$(mktemp)
-		if "$TOP/scripts/vm-run.sh" "$flavour" "$variant" "$suite" 600 >"$log" 2>&1; then rc=0; else rc=$?; fi
+		if "$TOP/scripts/vm-run.sh" "$flavour" "$variant" "$suite" "$limit" >"$log" 2>&1; then rc=0; else rc=$?; fi
 		grep -vE "^# \[ *[0-9]+\.[0-9]+\]" "$log" | sed 's/^/    /'
 		count_ktap "$log" "$flavour/$variant/$suite"
 		if [ "$rc" -ne 0 ] && ! grep -qE "^not ok [0-9]+" "$log"; then
