@@ -1,6 +1,7 @@
 //! dm-ulogd's library: everything the log server `dm-ulogd` and the misbehaving test server
 //! `dm-ulog-hostile` share.
 
+pub mod bench;
 pub mod cli;
 pub mod device;
 pub mod disk;
