@@ -20,7 +20,7 @@ endif
 kmake = $(MAKE) -C $(KDIR) M=$(CURDIR)
 
 .PHONY: all module modules clean clippy rust-analyzer rustfmt rustfmtcheck check-kdir \
-	kernel kernel-perf kernel-debug demo check check-host check-lint check-vm
+	kernel kernel-perf kernel-debug demo check check-host check-lint check-vm bench
 
 all module modules: check-kdir
 	$(kmake) modules
@@ -72,3 +72,8 @@ check-vm:
 
 check-lint:
 	scripts/check.sh lint
+
+# Benchmarks (not tests): every configuration in one boot of the perf kernel; writes
+# bench/results/latest.{json,md,svg} and the README's performance section.
+bench:
+	scripts/bench.sh

@@ -8,7 +8,7 @@ PACKAGES=(
 	build-essential flex bison bc libelf-dev libssl-dev cpio kmod xz-utils
 	clang-19 lld-19 llvm-19 libclang-19-dev
 	qemu-system-x86 busybox-static dmsetup fio
-	iproute2 ca-certificates
+	iproute2 ca-certificates python3
 )
 
 missing=()
