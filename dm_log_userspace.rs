@@ -451,18 +451,36 @@ impl UserspaceLog {
         }
     }
 
+    /// One request, unless the server is known to be gone; then, or when this request finds
+    /// no server, `Err(None)` at once instead of waiting for one.
+    ///
+    /// For what `dmsetup status` asks: waiting for a server would block it until one is back.
+    fn request_unless_gone(
+        &self,
+        kind: RequestType,
+        reply: &mut [u8],
+    ) -> core::result::Result<usize, Option<Error>> {
+        if self.transport.unreachable_for().is_some() {
+            return Err(None);
+        }
+        match self.request_once(kind, &[], reply) {
+            Err(e) if e == ESRCH && self.transport.unreachable_for().is_some() => Err(None),
+            // A server that answers but does not know the log: re-create it there.
+            Err(e) if e == ESRCH => self.request(kind, &[], reply).map_err(Some),
+            r => r.map_err(Some),
+        }
+    }
+
     fn status_info(&self, out: &mut [u8]) -> usize {
         let cap = out.len() - 1;
-        if let Some(gone) = self.transport.unreachable_for() {
-            // Asking a server that is gone would block `dmsetup status` until it is back.
-            let len = self.status_unreachable(gone, &mut out[..cap]);
-            out[len] = 0;
-            return len;
-        }
-        let len = match self.request(RequestType::StatusInfo, &[], &mut out[..cap]) {
+        let len = match self.request_unless_gone(RequestType::StatusInfo, &mut out[..cap]) {
             // The server's text need not be NUL-terminated; stop at a NUL if it has one.
             Ok(n) => out[..n].iter().position(|&b| b == 0).unwrap_or(n),
-            Err(_) => {
+            Err(None) => {
+                let gone = self.transport.unreachable_for().unwrap_or(Delta::ZERO);
+                self.status_unreachable(gone, &mut out[..cap])
+            }
+            Err(Some(_)) => {
                 let mut w = ByteWriter::new(&mut out[..cap]);
                 let _ = w.push(b"userspace 1 COM_FAILURE");
                 w.len()
@@ -758,14 +776,15 @@ impl DirtyLog for UserspaceLog {
     }
 
     fn sync_count(&self) -> u64 {
-        if self.transport.unreachable_for().is_some() {
-            // The mirror's status asks for this first: asking a server that is gone would
-            // block `dmsetup status` until it is back.
-            return self.last_sync_count.load(Relaxed);
-        }
-        let count = self
-            .request_u64(RequestType::GetSyncCount, &[])
-            .map_or(0, |c| c.min(self.region_count));
+        // The mirror's status asks for this first: while the server is gone, its last answer
+        // stands.
+        let mut reply = [0u8; 8];
+        let count = match self.request_unless_gone(RequestType::GetSyncCount, &mut reply) {
+            Err(None) => return self.last_sync_count.load(Relaxed),
+            Err(Some(_)) => 0,
+            Ok(n) => payload::decode_u64(RequestType::GetSyncCount, &reply[..n])
+                .map_or(0, |c| c.min(self.region_count)),
+        };
         self.last_sync_count.store(count, Relaxed);
         if count >= self.region_count {
             self.in_sync_hint.store(self.region_count, Relaxed);

@@ -22,8 +22,16 @@ ktap_run() {
 	# A hung test fails alone instead of taking the suite's time limit.
 	(
 		sleep "${TEST_TIMEOUT:-300}"
-		echo "FAIL: timed out after ${TEST_TIMEOUT:-300}s" >>/tmp/test.out
+		echo "FAIL: timed out after ${TEST_TIMEOUT:-300}s (blocked tasks: see the console)" >>/tmp/test.out
+		# The kernel shows where every blocked task waits.
+		echo w >/proc/sysrq-trigger
+		for p in /proc/[0-9]*; do
+			read -r _ comm state _ <"$p/stat" 2>/dev/null && [ "$state" != S ] || [ "$comm" != "(sh)" ] &&
+				echo "  ${p#/proc/} $comm $state $(cat "$p/wchan" 2>/dev/null)"
+		done 2>/dev/null | grep -v "kworker\|ksoftirq\|migration\|rcu_\|cpuhp\|kthreadd" >>/tmp/test.out
 		kill -9 "$tpid"
+		# Its workload must not go on under the next tests.
+		killall -9 fio dd 2>/dev/null
 	) 2>/dev/null &
 	wpid=$!
 	wait "$tpid"

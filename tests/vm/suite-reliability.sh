@@ -38,10 +38,10 @@ reads_back() {
 	[ "$a" = "$b" ]
 }
 
-# fio writes 6 MiB at random with checksums and reads them back (verify) at the end.
+# fio writes 2 MiB at random with checksums and reads them back (verify) at the end.
 verified_writes() {
 	fio --name=v --filename="/dev/mapper/$1" --rw=randwrite --bs=4k --direct=1 --ioengine=psync \
-		--size=6M --verify=crc32c --verify_fatal=1 --randseed="$2" >"/tmp/fio.$2" 2>&1
+		--size=2M --verify=crc32c --verify_fatal=1 --randseed="$2" >"/tmp/fio.$2" 2>&1
 }
 
 sigkill_cycles_with_verified_writes() {
@@ -175,6 +175,9 @@ bounded_wait_fails_requests_and_raises_an_event() {
 	start_server || fail "dm-ulogd did not start"
 	dd if=/tmp/data of=/dev/mapper/m7 bs=64k count=4 seek=4 oflag=direct 2>/dev/null || fail "write failed"
 	dm status m7 | grep -q COM_FAILURE && fail "status still shows the outage: $(dm status m7)"
+	# The mirror's worker asks for resync work only when woken: I/O (or a resume) starts
+	# the resync of what the restarted core-log server lost.
+	dd if=/tmp/data of=/dev/mapper/m7 bs=64k count=1 seek=8 oflag=direct 2>/dev/null || fail "write failed"
 	wait_in_sync m7 120 || fail "no resync after the server came back"
 	dm remove m7 || fail "remove failed"
 	# The module parameter sets the bound for tables that do not.
