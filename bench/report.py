@@ -107,6 +107,13 @@ def med(s):
     return s["median"] if s else None
 
 
+def other_vms_fraction(spec):
+    if not spec:
+        return None
+    busy, samples = (int(x) for x in spec.split("/"))
+    return busy / samples if samples else None
+
+
 def analyse(records, results, args):
     by_kind = {}
     for r in records:
@@ -293,6 +300,7 @@ def analyse(records, results, args):
             "fio": env.get("fio"),
             "vm_seconds": args.vm_seconds,
         },
+        "host": {"other_vms_running_fraction": other_vms_fraction(args.other_vms)},
         "method": {
             "rounds": env.get("rounds"),
             "fio_runtime_s": env.get("fio_runtime_s"),
@@ -342,6 +350,13 @@ def markdown(rep, svg_name, heading="###"):
         f"clocksource {g['clocksource']}; {g['fio']}), {m['rounds']} interleaved rounds per figure, shown as "
         "median (min–max). Absolute figures are TCG's; only ratios within the run mean something."
     )
+    other = rep["host"]["other_vms_running_fraction"]
+    if other:
+        out.append("")
+        out.append(
+            f"Another VM ran on the host during {other:.0%} of the measurements: it slowed the guest "
+            "unevenly, which the interleaved rounds spread over every configuration."
+        )
     failed = [t["test"] for t in rep["tests"] if not t["ok"]]
     if failed:
         out.append("")
@@ -562,6 +577,7 @@ def main():
     ap.add_argument("--out-dir", required=True)
     ap.add_argument("--commit", default="unknown")
     ap.add_argument("--vm-seconds", type=int)
+    ap.add_argument("--other-vms", help="BUSY/SAMPLES: samples of the run in which another VM ran on the host")
     ap.add_argument("--ko-size", action="append", help="CFG:TEXT:DATA:BSS of a .ko")
     ap.add_argument("--readme", help="README.md to update between the bench markers")
     args = ap.parse_args()

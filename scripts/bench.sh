@@ -9,6 +9,9 @@
 . "$(dirname "$0")/lib.sh"
 
 started=$(date +%s)
+# What is measured: the sources as they are now, committed or not.
+commit=$(git -C "$TOP" rev-parse --short=12 HEAD)
+[ -z "$(git -C "$TOP" status --porcelain --untracked-files=no)" ] || commit="$commit-dirty"
 out="$TOP/out/bench"
 run="$TOP/out/vm/perf-rust-bench"
 mkdir -p "$out"
@@ -29,6 +32,15 @@ vm_start=$(date +%s)
 "$TOP/scripts/vm-run.sh" perf rust bench "${BENCH_TIMEOUT:-2400}" >"$out/vm-run.log" 2>&1 &
 vm_pid=$!
 seen=0
+# Other VMs on the host slow this one down unevenly: count how often one runs.
+samples=0
+busy=0
+sample_host() {
+	samples=$((samples + 1))
+	local others
+	others=$(pgrep -a qemu-system | grep -v -e "$run/" || true)
+	[ -z "$others" ] || busy=$((busy + 1))
+}
 show_progress() {
 	[ -f "$run/console.log" ] || return 0
 	local lines
@@ -41,6 +53,7 @@ show_progress() {
 while kill -0 "$vm_pid" 2>/dev/null; do
 	sleep 3
 	show_progress
+	sample_host
 done
 vm_rc=0
 wait "$vm_pid" || vm_rc=$?
@@ -48,8 +61,6 @@ show_progress
 vm_seconds=$(($(date +%s) - vm_start))
 cp "$run/ktap.log" "$out/ktap.log" 2>/dev/null || true
 
-commit=$(git -C "$TOP" rev-parse --short=12 HEAD)
-[ -z "$(git -C "$TOP" status --porcelain --untracked-files=no)" ] || commit="$commit-dirty"
 # Sections of each module as built (Berkeley format: text, data, bss).
 sizes=()
 for m in "c:$c_ko" "rust:$rust_ko"; do
@@ -57,7 +68,7 @@ for m in "c:$c_ko" "rust:$rust_ko"; do
 	sizes+=(--ko-size "${m%%:*}:$text:$data:$bss")
 done
 report=(python3 "$TOP/bench/report.py" --ktap "$out/ktap.log" --commit "$commit"
-	--vm-seconds "$vm_seconds" "${sizes[@]}")
+	--vm-seconds "$vm_seconds" --other-vms "$busy/$samples" "${sizes[@]}")
 
 if [ "$vm_rc" -ne 0 ]; then
 	grep -vE "^# \[ *[0-9]+\.[0-9]+\]" "$out/vm-run.log" | grep -E "^(not ok|# (FAIL|the guest|planned|kernel|QEMU))" | head -20 >&2 || true
@@ -65,4 +76,5 @@ if [ "$vm_rc" -ne 0 ]; then
 	die "the bench run failed (exit $vm_rc); output: $out/vm-run.log, console: $run/console.log; partial report in $out (bench/results untouched)"
 fi
 "${report[@]}" --out-dir "$TOP/bench/results" --readme "$TOP/README.md"
+[ "$busy" -eq 0 ] || say "note: another VM ran on this host during $((100 * busy / samples))% of the measurements"
 say "make bench: done in $(($(date +%s) - started)) s (guest: $vm_seconds s); bench/results/latest.{json,md,svg} and README.md updated"
