@@ -338,12 +338,17 @@ impl UserspaceLog {
     fn request_u64(&self, kind: RequestType, payload: &[u8]) -> Result<u64> {
         let mut reply = [0u8; 8];
         let n = self.request(kind, payload, &mut reply)?;
-        payload::decode_u64(kind, &reply[..n]).map_err(|_| {
+        self.decode_u64(kind, &reply[..n])
+    }
+
+    /// A reply that must be one `u64`; anything else is logged and fails with `EPROTO`.
+    fn decode_u64(&self, kind: RequestType, reply: &[u8]) -> Result<u64> {
+        payload::decode_u64(kind, reply).map_err(|_| {
             pr_err!(
                 "[{}] malformed {} reply ({} bytes)\n",
                 uuid_tail(&self.uuid),
                 kind.name(),
-                n
+                reply.len()
             );
             EPROTO
         })
@@ -782,7 +787,8 @@ impl DirtyLog for UserspaceLog {
         let count = match self.request_unless_gone(RequestType::GetSyncCount, &mut reply) {
             Err(None) => return self.last_sync_count.load(Relaxed),
             Err(Some(_)) => 0,
-            Ok(n) => payload::decode_u64(RequestType::GetSyncCount, &reply[..n])
+            Ok(n) => self
+                .decode_u64(RequestType::GetSyncCount, &reply[..n])
                 .map_or(0, |c| c.min(self.region_count)),
         };
         self.last_sync_count.store(count, Relaxed);

@@ -191,3 +191,12 @@ kmemleak_reports_nothing() {
 	leaks=$(cat /sys/kernel/debug/kmemleak)
 	[ -z "$leaks" ] || { echo "$leaks" | head -40; fail "kmemleak reports leaks"; }
 }
+
+# detector_reports PLANT REGEX: loads the throwaway module planting bug PLANT
+# (tests/detectors) and checks that the kernel log shows REGEX.
+detector_reports() {
+	mark_dmesg
+	insmod /modules/extra/dmlu_detectors.ko plant="$1" || fail "insmod failed"
+	new_dmesg | grep -A12 -E "$2" | head -16
+	new_dmesg | grep -qE "$2" || fail "no report matching /$2/"
+}
