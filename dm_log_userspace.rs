@@ -749,7 +749,12 @@ impl DirtyLog for UserspaceLog {
     }
 
     fn resync_work(&self) -> Result<Option<u64>> {
-        if self.in_sync_hint.load(Relaxed) >= self.region_count {
+        // The hint is the old server's word. When a new server may have come (announced, or
+        // the old one unreachable), ask: the request re-creates the log there and resets the
+        // hint, and the mirror's worker, which asks only when it runs, starts the resync now.
+        let server_unchanged = self.transport.unreachable_for().is_none()
+            && self.transport.announcements() == self.attached_epoch.load(Relaxed);
+        if server_unchanged && self.in_sync_hint.load(Relaxed) >= self.region_count {
             return Ok(None);
         }
         let reply = self.request_pair(RequestType::GetResyncWork, &[])?;

@@ -175,9 +175,6 @@ bounded_wait_fails_requests_and_raises_an_event() {
 	start_server || fail "dm-ulogd did not start"
 	dd if=/tmp/data of=/dev/mapper/m7 bs=64k count=4 seek=4 oflag=direct 2>/dev/null || fail "write failed"
 	dm status m7 | grep -q COM_FAILURE && fail "status still shows the outage: $(dm status m7)"
-	# The mirror's worker asks for resync work only when woken: I/O (or a resume) starts
-	# the resync of what the restarted core-log server lost.
-	dd if=/tmp/data of=/dev/mapper/m7 bs=64k count=1 seek=8 oflag=direct 2>/dev/null || fail "write failed"
 	wait_in_sync m7 120 || fail "no resync after the server came back"
 	dm remove m7 || fail "remove failed"
 	# The module parameter sets the bound for tables that do not.
