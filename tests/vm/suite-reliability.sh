@@ -190,6 +190,8 @@ bounded_wait_fails_requests_and_raises_an_event() {
 	insmod "$MODULE" max_server_wait=1 || fail "insmod max_server_wait=1 failed"
 	start_server || fail "dm-ulogd did not start"
 	create_mirror m7 "$UUID" core 1024 || fail "create failed"
+	# A write to a region still being resynced waits for that resync, which needs the log.
+	wait_in_sync m7 120 || fail "no sync"
 	kill_server
 	dd if=/tmp/data of=/dev/mapper/m7 bs=64k count=1 oflag=direct 2>/dev/null || fail "write failed"
 	dm status m7 | grep -q "max_server_wait=1s" || fail "the parameter did not bound the wait: $(dm status m7)"
