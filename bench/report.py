@@ -16,7 +16,6 @@ import statistics
 import sys
 from pathlib import Path
 
-CONFIGS = ["core", "c", "c_if", "rust", "rust_if"]
 CONFIG_NAMES = {
     "core": "core (in-kernel)",
     "c": "C module",
@@ -24,7 +23,6 @@ CONFIG_NAMES = {
     "rust": "Rust module",
     "rust_if": "Rust + integrated_flush",
 }
-CASES = ["rand_qd1_j1", "rand_qd8_j1", "rand_qd1_j4", "rand_qd8_j4", "seq_qd8_j1"]
 CASE_NAMES = {
     "rand_qd1_j1": "random 4k, QD1, 1 job",
     "rand_qd8_j1": "random 4k, QD8, 1 job",
@@ -32,6 +30,8 @@ CASE_NAMES = {
     "rand_qd8_j4": "random 4k, QD8, 4 jobs",
     "seq_qd8_j1": "sequential 4k, QD8, 1 job",
 }
+CONFIGS = list(CONFIG_NAMES)
+CASES = list(CASE_NAMES)
 RANDOM_CASES = [c for c in CASES if c.startswith("rand")]
 FOUR_JOB_CASES = [c for c in RANDOM_CASES if c.endswith("_j4")]
 SCALE_MIRRORS = [1, 8, 64]
