@@ -684,7 +684,12 @@ fn construct(target: Target, args: &[&CStr]) -> Result<Arc<UserspaceLog>> {
 
 impl DirtyLog for UserspaceLog {
     fn ctr(target: Target, args: &[&CStr]) -> Result<Arc<Self>> {
-        construct(target, args)
+        // dm-raid1 reports every failed log as EINVAL: name this cause here.
+        construct(target, args).inspect_err(|e| {
+            if *e == ENOMEM {
+                pr_err!("Unable to create userspace log: out of memory\n");
+            }
+        })
     }
 
     fn dtr(this: Arc<Self>) {

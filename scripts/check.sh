@@ -70,7 +70,7 @@ if [ "$what" = all ] || [ "$what" = vm ]; then
 		say "vm: $suite suite, $variant module, $flavour kernel"
 		limit=600
 		if [ "$suite" = reliability ]; then
-			# LONG=1: 50 kill cycles, 100,000 malformed replies, every failslab step.
+			# LONG=1: 50 kill cycles, 100,000 malformed replies.
 			limit=1500
 			[ "${LONG:-0}" = 1 ] && limit=9000
 		fi

@@ -64,9 +64,13 @@ load_module() { insmod "$MODULE"; }
 unload_module() { rmmod dm_log_userspace; }
 module_loaded() { grep -q '^dm_log_userspace ' /proc/modules; }
 
-# Kernel messages since the last mark_dmesg.
-mark_dmesg() { dmesg | wc -l >/tmp/dmesg.mark; }
-new_dmesg() { dmesg | tail -n +$(($(cat /tmp/dmesg.mark 2>/dev/null || echo 0) + 1)); }
+# mark_dmesg writes a unique marker line to the kernel log; new_dmesg prints what came after
+# it. Unlike a line count, a marker still works once the log buffer is full.
+mark_dmesg() {
+	echo "dmlu: mark $(cat /proc/sys/kernel/random/uuid)" >/tmp/dmesg.mark
+	cat /tmp/dmesg.mark >/dev/kmsg
+}
+new_dmesg() { dmesg | sed -n "\|$(cat /tmp/dmesg.mark)|,\$p" | tail -n +2; }
 
 dm() { dmsetup --noudevsync "$@"; }
 
