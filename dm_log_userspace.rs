@@ -684,12 +684,7 @@ fn construct(target: Target, args: &[&CStr]) -> Result<Arc<UserspaceLog>> {
 
 impl DirtyLog for UserspaceLog {
     fn ctr(target: Target, args: &[&CStr]) -> Result<Arc<Self>> {
-        // dm-raid1 reports every failed log as EINVAL: name this cause here.
-        construct(target, args).inspect_err(|e| {
-            if *e == ENOMEM {
-                pr_err!("Unable to create userspace log: out of memory\n");
-            }
-        })
+        construct(target, args)
     }
 
     fn dtr(this: Arc<Self>) {

@@ -241,7 +241,13 @@ unsafe extern "C" fn ctr<T: DirtyLog>(
             unsafe { (*log).context = ctx };
             0
         }
-        Err(e) => e.to_errno(),
+        Err(e) => {
+            // dm-raid1 reports every log that fails to construct as EINVAL: name this cause.
+            if e == ENOMEM {
+                pr_err!("Unable to create the log: out of memory\n");
+            }
+            e.to_errno()
+        }
     }
 }
 

@@ -7,8 +7,9 @@
 
 TESTS="setup sigkill_cycles_with_verified_writes no_server_at_table_load server_appears_later
 server_gone_across_suspend_resume bounded_wait_fails_requests_and_raises_an_event
-fuzzing_server table_swap_with_one_uuid sixty_four_mirrors failslab_table_loads failslab_during_writes
-unload_refused_while_a_log_exists load_unload_100_times kmemleak_reports_nothing"
+fuzzing_server table_swap_with_one_uuid sixty_four_mirrors failslab_table_loads
+failslab_during_writes unload_refused_while_a_log_exists load_unload_100_times
+kmemleak_reports_nothing"
 
 if [ "${LONG:-0}" = 1 ]; then
 	CYCLES=50
