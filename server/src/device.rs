@@ -14,13 +14,15 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+
+use crate::bitset::{try_filled_vec, AllocError};
 use nix::fcntl::OFlag;
 use nix::sys::stat::{major, makedev, minor};
 
 /// Logical block size assumed for regular files (the smallest any block device has).
 pub const DEFAULT_BLOCK_SIZE: usize = 512;
-/// Buffers for `O_DIRECT` are aligned to this (no logical block size is larger).
-const DIRECT_ALIGN: usize = 4096;
+/// Buffers for `O_DIRECT` are aligned to this, the largest logical block size accepted.
+pub const DIRECT_ALIGN: usize = 4096;
 
 nix::ioctl_read_bad!(blksszget, nix::libc::BLKSSZGET, nix::libc::c_int);
 
@@ -187,9 +189,9 @@ impl LogDevice {
         self.block_size
     }
 
-    /// A zeroed buffer of `len` bytes fit for this device's I/O.
-    pub fn buffer(&self, len: usize) -> IoBuf {
-        IoBuf::new(len)
+    /// A zeroed buffer of `len` bytes fit for this device's I/O; an error when memory is short.
+    pub fn buffer(&self, len: usize) -> Result<IoBuf, AllocError> {
+        IoBuf::try_new(len)
     }
 
     /// Reads `buf` from `offset`; both must be block-aligned.
@@ -259,16 +261,25 @@ pub struct IoBuf {
 }
 
 impl IoBuf {
-    /// `len` zero bytes starting on a [`DIRECT_ALIGN`] boundary.
-    pub fn new(len: usize) -> Self {
-        let storage = vec![0u8; len + DIRECT_ALIGN];
+    /// Bytes of memory a buffer of `len` bytes takes.
+    pub fn bytes_for(len: usize) -> u64 {
+        (len as u64).saturating_add(DIRECT_ALIGN as u64)
+    }
+
+    /// `len` zero bytes starting on a [`DIRECT_ALIGN`] boundary, reserved fallibly: a disk
+    /// log's bitmap can be large (512 MiB for 2^32 regions).
+    pub fn try_new(len: usize) -> Result<Self, AllocError> {
+        let total = len.checked_add(DIRECT_ALIGN).ok_or(AllocError {
+            bytes: Self::bytes_for(len),
+        })?;
+        let storage = try_filled_vec(total, 0u8)?;
         let start = storage.as_ptr().align_offset(DIRECT_ALIGN);
         assert!(start < DIRECT_ALIGN, "byte pointers can always be aligned");
-        Self {
+        Ok(Self {
             storage,
             start,
             len,
-        }
+        })
     }
 
     /// Its length.
@@ -330,11 +341,13 @@ mod tests {
     #[test]
     fn io_buffers_are_aligned_and_zeroed() {
         for len in [512, 1536, 4096] {
-            let b = IoBuf::new(len);
+            let b = IoBuf::try_new(len).unwrap();
             assert_eq!(b.as_ref().as_ptr() as usize % DIRECT_ALIGN, 0);
             assert_eq!(b.len(), len);
             assert!(b.as_ref().iter().all(|&x| x == 0));
         }
+        assert!(IoBuf::try_new(usize::MAX).is_err());
+        assert!(IoBuf::try_new(isize::MAX as usize).is_err());
     }
 
     #[test]
@@ -353,11 +366,11 @@ mod tests {
         assert_eq!(d.dev(), None);
         assert_eq!(d.block_size(), DEFAULT_BLOCK_SIZE);
         assert_eq!(d.path(), fs::canonicalize(&path).unwrap());
-        let mut buf = d.buffer(1024);
+        let mut buf = d.buffer(1024).unwrap();
         buf.as_mut()[0] = 7;
         d.write_at(&buf, 512).unwrap();
         d.sync().unwrap();
-        let mut back = d.buffer(1024);
+        let mut back = d.buffer(1024).unwrap();
         d.read_at(&mut back, 512).unwrap();
         assert_eq!(back.as_ref()[0], 7);
         assert!(LogDevice::open(dir.path().join("missing").to_str().unwrap()).is_err());

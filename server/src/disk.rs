@@ -13,7 +13,7 @@ use std::io;
 use anyhow::{bail, Context, Result};
 use tracing::warn;
 
-use crate::device::{IoBuf, LogDevice};
+use crate::device::{IoBuf, LogDevice, DIRECT_ALIGN};
 use crate::regions::Regions;
 use crate::table::SyncMode;
 
@@ -76,6 +76,12 @@ pub fn buffer_size(regions: u64, block_size: usize) -> usize {
     (BITS_OFFSET + bitset_size(regions)).next_multiple_of(block_size)
 }
 
+/// Bytes of memory a disk log of `regions` regions takes at most (its I/O buffer, for the
+/// largest logical block size), known before the device is opened.
+pub fn memory_for(regions: u64) -> u64 {
+    IoBuf::bytes_for(buffer_size(regions, DIRECT_ALIGN))
+}
+
 /// Bit `i` of a little-endian bitmap (`test_bit_le`).
 pub fn test_bit(bits: &[u8], i: u64) -> bool {
     bits[(i / 8) as usize] & (1 << (i % 8)) != 0
@@ -116,16 +122,6 @@ impl Health {
     }
 }
 
-/// The outcome of a resume: the regions as the device has them, and whether writing the
-/// new header back succeeded.
-#[derive(Debug)]
-pub struct Resumed {
-    /// Region state derived from the bitmap.
-    pub regions: Regions,
-    /// Result of writing the header and bitmap back.
-    pub write: io::Result<()>,
-}
-
 /// A log kept on a device in the disk format.
 #[derive(Debug)]
 pub struct DiskLog {
@@ -142,7 +138,9 @@ pub struct DiskLog {
 }
 
 impl DiskLog {
-    /// A log of `regions` regions on `device`, which must hold one whole buffer.
+    /// A log of `regions` regions on `device`, which must hold one whole buffer. The buffer
+    /// is reserved fallibly: an [`AllocError`](crate::bitset::AllocError) in the error's
+    /// chain means memory was short.
     pub fn new(device: LogDevice, regions: u64, sync: SyncMode) -> Result<Self> {
         let size = buffer_size(regions, device.block_size());
         if size as u64 > device.size() {
@@ -152,7 +150,12 @@ impl DiskLog {
                 device.size()
             );
         }
-        let buf = device.buffer(size);
+        let buf = device.buffer(size).with_context(|| {
+            format!(
+                "log device {}: no memory for the bitmap of {regions} regions",
+                device.path().display()
+            )
+        })?;
         Ok(Self {
             device,
             regions,
@@ -183,9 +186,10 @@ impl DiskLog {
         &mut self.buf.as_mut()[BITS_OFFSET..BITS_OFFSET + len]
     }
 
-    /// Reads the log at resume as `disk_resume` does, writes the updated header back and
-    /// returns the regions: in sync exactly where the bitmap says clean.
-    pub fn resume(&mut self) -> Resumed {
+    /// Reads the log at resume as `disk_resume` does into `state` (in sync exactly where the
+    /// bitmap says clean) and writes the updated header back; the error is the write's.
+    /// `state` must be of this log's region count.
+    pub fn resume(&mut self, state: &mut Regions) -> io::Result<()> {
         let name = self.device.path().display().to_string();
         let mut header = match self.device.read_at(&mut self.buf, 0) {
             Ok(()) => {
@@ -227,16 +231,13 @@ impl DiskLog {
         for i in regions..regions.next_multiple_of(BITS_PER_LONG) {
             put_bit(bits, i, false);
         }
-        let state = Regions::from_clean_bits((0..regions).map(|i| test_bit(self.bits(), i)));
+        debug_assert_eq!(state.count(), regions);
+        state.load_clean_bits(self.bits());
         header.nr_regions = regions;
         header.encode(self.buf.as_mut());
         self.loaded = true;
         self.unwritten = true;
-        let write = self.write();
-        Resumed {
-            regions: state,
-            write,
-        }
+        self.write()
     }
 
     /// Records whether a region is clean (in sync, no write outstanding) for the next flush.
@@ -299,7 +300,7 @@ impl fmt::Display for Summary {
 pub fn summarize(device: &LogDevice, regions: Option<u64>) -> Result<Summary> {
     let bs = device.block_size();
     let name = device.path().display();
-    let mut first = device.buffer(bs);
+    let mut first = device.buffer(bs)?;
     device
         .read_at(&mut first, 0)
         .with_context(|| format!("reading the log header from {name}"))?;
@@ -311,7 +312,9 @@ pub fn summarize(device: &LogDevice, regions: Option<u64>) -> Result<Summary> {
     }
     let count = count.min(room);
     let len = (BITS_OFFSET + count.div_ceil(8) as usize).next_multiple_of(bs);
-    let mut buf = device.buffer(len);
+    let mut buf = device
+        .buffer(len)
+        .with_context(|| format!("no memory to read {len} bytes of {name}"))?;
     device
         .read_at(&mut buf, 0)
         .with_context(|| format!("reading the log bitmap from {name}"))?;
@@ -339,6 +342,18 @@ mod tests {
 
     fn device(f: &File, block_size: usize) -> LogDevice {
         LogDevice::from_file(f.try_clone().unwrap(), "test-log", block_size).unwrap()
+    }
+
+    /// The regions a resume loads, and its write's outcome.
+    struct Resumed {
+        regions: Regions,
+        write: io::Result<()>,
+    }
+
+    fn resume(log: &mut DiskLog) -> Resumed {
+        let mut regions = Regions::try_new(log.regions, false).unwrap();
+        let write = log.resume(&mut regions);
+        Resumed { regions, write }
     }
 
     #[test]
@@ -371,7 +386,7 @@ mod tests {
         // Garbage between header and bitmap must survive, as the kernel reads and rewrites it.
         f.write_all_at(&[0xAB; 4], 100).unwrap();
         let mut log = DiskLog::new(device(&f, 512), 70, SyncMode::NoSync).unwrap();
-        let r = log.resume();
+        let r = resume(&mut log);
         r.write.unwrap();
         assert_eq!(r.regions.sync_count(), 70);
         for region in 0..70 {
@@ -399,7 +414,7 @@ mod tests {
         f.write_all_at(&[0xCD], 1536).unwrap();
         // Read back: a default-sync log trusts the bitmap.
         let mut log = DiskLog::new(device(&f, 512), 70, SyncMode::Default).unwrap();
-        let r = log.resume();
+        let r = resume(&mut log);
         r.write.unwrap();
         let in_sync: Vec<u64> = (0..70).filter(|&i| r.regions.in_sync(i).unwrap()).collect();
         assert_eq!(in_sync, [0, 1, 9, 69]);
@@ -418,26 +433,26 @@ mod tests {
     fn new_log_is_out_of_sync_unless_nosync() {
         let (_tmp, f) = log_file(4096);
         let mut log = DiskLog::new(device(&f, 4096), 10, SyncMode::Default).unwrap();
-        let r = log.resume();
+        let r = resume(&mut log);
         r.write.unwrap();
         assert_eq!(r.regions.sync_count(), 0);
         let s = summarize(&device(&f, 4096), None).unwrap();
         assert_eq!(s.to_string(), "magic=ok version=2 nr_regions=10 clean=0");
         // `sync` ignores a valid bitmap; `nosync` sets every bit.
         let mut log = DiskLog::new(device(&f, 4096), 10, SyncMode::NoSync).unwrap();
-        assert_eq!(log.resume().regions.sync_count(), 10);
+        assert_eq!(resume(&mut log).regions.sync_count(), 10);
         let mut log = DiskLog::new(device(&f, 4096), 10, SyncMode::Force).unwrap();
-        assert_eq!(log.resume().regions.sync_count(), 0);
+        assert_eq!(resume(&mut log).regions.sync_count(), 0);
     }
 
     #[test]
     fn grown_and_shrunk_logs_keep_the_common_bits() {
         let (_tmp, f) = log_file(4096);
         let mut log = DiskLog::new(device(&f, 512), 100, SyncMode::NoSync).unwrap();
-        log.resume().write.unwrap();
+        resume(&mut log).write.unwrap();
         // Shrunk to 66: bits 66..128 are cleared, 0..66 kept.
         let mut log = DiskLog::new(device(&f, 512), 66, SyncMode::Default).unwrap();
-        assert_eq!(log.resume().regions.sync_count(), 66);
+        assert_eq!(resume(&mut log).regions.sync_count(), 66);
         let mut bits = [0u8; 16];
         f.read_exact_at(&mut bits, 1024).unwrap();
         assert_eq!(
@@ -446,7 +461,7 @@ mod tests {
         );
         // Grown to 80: the 14 new regions are out of sync.
         let mut log = DiskLog::new(device(&f, 512), 80, SyncMode::Default).unwrap();
-        let r = log.resume();
+        let r = resume(&mut log);
         assert_eq!(r.regions.sync_count(), 66);
         assert!(!r.regions.in_sync(66).unwrap());
     }
@@ -464,7 +479,7 @@ mod tests {
         f.write_all_at(&h, 0).unwrap();
         f.write_all_at(&[0xff], 1024).unwrap();
         let mut log = DiskLog::new(device(&f, 512), 8, SyncMode::Default).unwrap();
-        let r = log.resume();
+        let r = resume(&mut log);
         r.write.unwrap();
         assert_eq!(r.regions.sync_count(), 0);
         assert_eq!(log.health(), Health::Dead);
@@ -480,7 +495,7 @@ mod tests {
         f.write_all_at(&h, 0).unwrap();
         f.write_all_at(&[0x0f], 1024).unwrap();
         let mut log = DiskLog::new(device(&f, 512), 8, SyncMode::Default).unwrap();
-        let r = log.resume();
+        let r = resume(&mut log);
         if cfg!(target_endian = "little") {
             assert_eq!(r.regions.sync_count(), 4);
             assert_eq!(summarize(&device(&f, 512), None).unwrap().header.version, 2);

@@ -12,6 +12,8 @@ use netlink_sys::{protocols::NETLINK_CONNECTOR, Socket, SocketAddr};
 use nix::errno::Errno;
 use nix::sys::socket::MsgFlags;
 
+use crate::cli::Fatal;
+
 /// Size of `struct nlmsghdr`.
 pub const NLMSG_HDR: usize = 16;
 /// `NLMSG_DONE`: the type the connector uses for its messages.
@@ -29,13 +31,21 @@ pub struct KernelLink {
 impl KernelLink {
     /// Joins the device-mapper connector group. Needs `CAP_NET_ADMIN`.
     pub fn open() -> Result<Self> {
-        let mut sock = Socket::new(NETLINK_CONNECTOR)
-            .context("cannot open a NETLINK_CONNECTOR socket (is CONFIG_CONNECTOR enabled?)")?;
+        // Neither failure goes away with a restart: exit statuses that stop systemd's retries.
+        let mut sock = Socket::new(NETLINK_CONNECTOR).map_err(|e| {
+            Fatal::config(format!(
+                "cannot open a NETLINK_CONNECTOR socket: {e} (is CONFIG_CONNECTOR enabled? \
+                 under systemd, RestrictAddressFamilies= must allow AF_NETLINK)"
+            ))
+        })?;
         sock.bind(&SocketAddr::new(0, 0))
             .context("cannot bind the netlink socket")?;
-        sock.add_membership(CN_IDX_DM).context(
-            "cannot join connector group 7 (device-mapper): this needs CAP_NET_ADMIN; run as root",
-        )?;
+        sock.add_membership(CN_IDX_DM).map_err(|e| {
+            Fatal::permission(format!(
+                "cannot join connector group 7 (device-mapper): {e}; this needs CAP_NET_ADMIN, \
+                 run as root"
+            ))
+        })?;
         Ok(Self {
             sock,
             rx: vec![0; BUF_SIZE],
@@ -54,10 +64,13 @@ impl KernelLink {
     }
 
     /// Reads one datagram without blocking and calls `f` with each connector message in it
-    /// (the bytes after its netlink header) and the time the datagram arrived. Returns
-    /// `false` when nothing was waiting.
-    /// Datagrams that do not come from the kernel are dropped.
-    pub fn receive(&mut self, mut f: impl FnMut(&[u8], &mut Replier<'_>, Instant)) -> Result<bool> {
+    /// (the bytes after its netlink header) and the time the datagram arrived. Datagrams
+    /// that do not come from the kernel, and bytes that are no netlink message, are not
+    /// passed on: the [`Receipt`] says why, for the caller to report.
+    pub fn receive(
+        &mut self,
+        mut f: impl FnMut(&[u8], &mut Replier<'_>, Instant),
+    ) -> Result<Receipt> {
         let n = match self
             .sock
             .recv_from(&mut &mut self.rx[..], MsgFlags::MSG_DONTWAIT.bits())
@@ -65,43 +78,65 @@ impl KernelLink {
             // Requests come from the kernel (port 0); a local process could otherwise
             // unicast forged ones (a DTR, say) to this socket.
             Ok((n, from)) if from.port_number() == 0 => n,
-            Ok((_, from)) => {
-                tracing::warn!(
-                    "ignoring a message from process port {}: requests must come from the kernel",
+            Ok((n, from)) => {
+                return Ok(Receipt::Dropped(format!(
+                    "a datagram of {n} bytes from process port {}: requests must come from \
+                     the kernel",
                     from.port_number()
-                );
-                return Ok(true);
+                )))
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Receipt::Empty),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(Receipt::Handled),
             Err(e) if e.raw_os_error() == Some(Errno::ENOBUFS as i32) => {
                 // The socket overflowed; the kernel resends what we missed after its timeout.
                 tracing::warn!(
                     "netlink receive buffer overflowed: requests were lost and will be resent"
                 );
-                return Ok(true);
+                return Ok(Receipt::Handled);
             }
             Err(e) => return Err(e).context("receiving from the kernel"),
         };
         let received = Instant::now();
         let mut replier = Replier::new(&self.sock, &mut self.tx);
-        if let Err(e) = for_each_message(&self.rx[..n], |msg| f(msg, &mut replier, received)) {
-            tracing::warn!("dropping the rest of a datagram: {e:#}");
-        }
-        Ok(true)
+        Ok(
+            match for_each_message(&self.rx[..n], |msg| f(msg, &mut replier, received)) {
+                Ok(()) => Receipt::Handled,
+                Err(e) => Receipt::Dropped(format!("(the rest of) a datagram of {n} bytes: {e:#}")),
+            },
+        )
     }
 }
 
-/// Calls `f` with the payload of every netlink message in a datagram.
+/// What one [`KernelLink::receive`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Receipt {
+    /// Nothing was waiting.
+    Empty,
+    /// A datagram was read and its messages passed on (or a receive was interrupted).
+    Handled,
+    /// A datagram, or its rest, was not passed on; what it was and why, for a warning.
+    Dropped(String),
+}
+
+/// Calls `f` with the payload of every netlink message in a datagram. Anything that is no
+/// whole netlink message (an empty or short datagram, a bad length, bytes left after the
+/// last message) is an error, after `f` has seen the messages before it.
 pub fn for_each_message(datagram: &[u8], mut f: impl FnMut(&[u8])) -> Result<()> {
+    if datagram.is_empty() {
+        bail!("empty datagram");
+    }
     let mut off = 0;
-    while off + NLMSG_HDR <= datagram.len() {
+    while off < datagram.len() {
+        let rest = datagram.len() - off;
+        if rest < NLMSG_HDR {
+            bail!("{rest} bytes where a 16-byte netlink header should be");
+        }
         let len = u32::from_ne_bytes(datagram[off..off + 4].try_into().expect("4 bytes")) as usize;
-        if len < NLMSG_HDR || off + len > datagram.len() {
+        if len < NLMSG_HDR || len > rest {
             bail!("malformed netlink message of length {len}");
         }
         f(&datagram[off + NLMSG_HDR..off + len]);
-        off += len.next_multiple_of(4);
+        off += len.next_multiple_of(4).min(rest);
     }
     Ok(())
 }
@@ -235,6 +270,22 @@ mod tests {
         // A length past the end is an error, not a short read.
         d[0] = 200;
         assert!(for_each_message(&d, |_| {}).is_err());
+    }
+
+    /// Nothing in a datagram is dropped without an error: a datagram too short for a
+    /// netlink header, an empty one, and bytes left after the last message are reported.
+    #[test]
+    fn short_datagrams_and_trailing_bytes_are_errors() {
+        assert!(for_each_message(&[0u8; 8], |_| {}).is_err());
+        assert!(for_each_message(&[], |_| {}).is_err());
+        let mut d = Vec::new();
+        d.extend_from_slice(&(NLMSG_HDR as u32 + 4).to_ne_bytes());
+        d.extend_from_slice(&[0; 12]);
+        d.extend_from_slice(b"abcd");
+        d.extend_from_slice(&[1, 2, 3]);
+        let mut seen = 0;
+        assert!(for_each_message(&d, |_| seen += 1).is_err());
+        assert_eq!(seen, 1);
     }
 
     #[test]

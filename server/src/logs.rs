@@ -10,10 +10,11 @@ use dm_ulog_uapi::{
     payload::{self, RegionSync, RemoteRecovering, ResyncWork},
     Header, RequestType, UUID_FIELD_SIZE,
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
+use crate::bitset::AllocError;
 use crate::device::LogDevice;
-use crate::disk::DiskLog;
+use crate::disk::{self, DiskLog};
 use crate::regions::{OutOfRange, Regions};
 use crate::table::{self, LogSpec, Storage, SyncMode};
 
@@ -25,8 +26,20 @@ pub struct Errno(pub i32);
 pub const ESRCH: Errno = Errno(3);
 /// I/O error: the log device failed.
 pub const EIO: Errno = Errno(5);
+/// Out of memory: a log larger than the server may or can hold.
+pub const ENOMEM: Errno = Errno(12);
 /// Invalid argument: malformed requests, bad tables, regions out of range.
 pub const EINVAL: Errno = Errno(22);
+
+/// The memory one log may take unless `--max-log-memory` says otherwise: 256 MiB holds a
+/// core log of about 700 million regions (a 2.6 TiB mirror with 4 KiB regions, 340 TiB with
+/// the default 512 KiB ones), a disk log of 530 million. A limit, so that one table cannot
+/// take the memory every other log's server needs.
+pub const DEFAULT_MAX_LOG_MEMORY: u64 = 256 << 20;
+
+fn mib(bytes: u64) -> u64 {
+    bytes.div_ceil(1 << 20)
+}
 
 impl From<OutOfRange> for Errno {
     fn from(_: OutOfRange) -> Self {
@@ -54,23 +67,75 @@ struct Log {
     disk: Option<DiskLog>,
     /// Between PRESUSPEND and RESUME no resync work is handed out.
     suspended: bool,
+    /// The next RESUME loads the state from the device: true until the first RESUME and
+    /// after each POSTSUSPEND that wrote the bitmap. Otherwise the log is live and what the
+    /// server holds is newer than the device (marks not flushed yet), so a RESUME (the
+    /// kernel re-creating its log after a reconnect) must not replace it.
+    needs_load: bool,
+}
+
+/// Bytes of memory a log takes: its region state, and a disk log's I/O buffer.
+fn memory_for(spec: &LogSpec) -> u64 {
+    let disk = match spec.storage {
+        Storage::Core => 0,
+        Storage::Disk(_) => disk::memory_for(spec.regions),
+    };
+    Regions::bytes_for(spec.regions) + disk
+}
+
+/// Refuses a log that would take more than `limit` bytes, telling the admin the way out.
+fn check_memory(spec: &LogSpec, limit: u64) -> Result<(), String> {
+    let need = memory_for(spec);
+    if need <= limit {
+        return Ok(());
+    }
+    Err(format!(
+        "{} regions of {} sectors need {} MiB of server memory, more than the {} MiB one log \
+         may take: use a larger region size in the table (each doubling halves the memory), \
+         or start the server with a larger --max-log-memory",
+        spec.regions,
+        spec.region_size,
+        mib(need),
+        mib(limit)
+    ))
+}
+
+/// Why memory that was within the limit could still not be had.
+fn alloc_failure(spec: &LogSpec, e: &AllocError) -> String {
+    format!(
+        "{} regions need {} MiB of server memory and the host has not got it ({e}): free \
+         memory, or use a larger region size in the table",
+        spec.regions,
+        mib(memory_for(spec))
+    )
 }
 
 impl Log {
     /// A log as dm-log.c's constructor leaves it: every region clean, in sync only for
-    /// `nosync`. A disk log's bitmap is read at RESUME.
-    fn create(spec: LogSpec) -> Result<Self, String> {
+    /// `nosync`. A disk log's bitmap is read at RESUME. Everything the log needs is reserved
+    /// here, fallibly: a log too large for `limit` or for the host is refused with ENOMEM.
+    fn create(spec: LogSpec, limit: u64) -> Result<Self, (Errno, String)> {
+        check_memory(&spec, limit).map_err(|msg| (ENOMEM, msg))?;
+        let regions = Regions::try_new(spec.regions, spec.sync == SyncMode::NoSync)
+            .map_err(|e| (ENOMEM, alloc_failure(&spec, &e)))?;
         let disk = match &spec.storage {
             Storage::Core => None,
             Storage::Disk(dev) => {
-                let device = LogDevice::open(dev).map_err(|e| format!("{e:#}"))?;
-                Some(DiskLog::new(device, spec.regions, spec.sync).map_err(|e| format!("{e:#}"))?)
+                let device = LogDevice::open(dev).map_err(|e| (EINVAL, format!("{e:#}")))?;
+                let log = DiskLog::new(device, spec.regions, spec.sync).map_err(|e| {
+                    match e.chain().find_map(|c| c.downcast_ref::<AllocError>()) {
+                        Some(a) => (ENOMEM, alloc_failure(&spec, a)),
+                        None => (EINVAL, format!("{e:#}")),
+                    }
+                })?;
+                Some(log)
             }
         };
         Ok(Self {
-            regions: Regions::new(spec.regions, spec.sync == SyncMode::NoSync),
+            regions,
             disk,
             suspended: false,
+            needs_load: true,
             spec,
         })
     }
@@ -106,14 +171,37 @@ impl Log {
         })
     }
 
-    fn resume(&mut self, uuid: &str) -> Result<(), Errno> {
-        self.suspended = false;
+    /// POSTSUSPEND: dm-log.c's disk log writes its bitmap once the mirror has suspended.
+    /// Only once that succeeded may the next RESUME read the device back.
+    fn postsuspend(&mut self, uuid: &str) -> Result<(), Errno> {
+        self.flush(uuid)?;
+        self.needs_load = true;
+        Ok(())
+    }
+
+    fn resume(&mut self, uuid: &str, luid: u64) -> Result<(), Errno> {
+        let was_suspended = std::mem::take(&mut self.suspended);
+        let load = std::mem::take(&mut self.needs_load);
+        if !load {
+            if was_suspended {
+                // PRESUSPEND stopped recovery; a RESUME without POSTSUSPEND restarts it.
+                self.regions.resume();
+            }
+            // A log that is running: the kernel re-created it after a reconnect. What the
+            // server holds is newer than the device; keep it, recovery included.
+            debug!(
+                %uuid,
+                luid,
+                dirty = self.regions.dirty_count(),
+                "RESUME of a running log: keeping its state"
+            );
+            return Ok(());
+        }
         let Some(disk) = &mut self.disk else {
             self.regions.resume();
             return Ok(());
         };
-        let resumed = disk.resume();
-        self.regions = resumed.regions;
+        let written = disk.resume(&mut self.regions);
         info!(
             %uuid,
             in_sync = self.regions.sync_count(),
@@ -121,7 +209,7 @@ impl Log {
             "log read from {}",
             disk.device().path().display()
         );
-        resumed.write.map_err(|e| {
+        written.map_err(|e| {
             warn!(
                 %uuid,
                 "log device {}: cannot write the log header: {e} (check or replace the device)",
@@ -186,12 +274,27 @@ impl fmt::Display for LogSummary<'_> {
 }
 
 /// Every log this server keeps.
-#[derive(Default)]
 pub struct Logs {
     logs: HashMap<Key, Log>,
+    /// Bytes one log may take (`--max-log-memory`).
+    max_log_memory: u64,
+}
+
+impl Default for Logs {
+    fn default() -> Self {
+        Self::with_memory_limit(DEFAULT_MAX_LOG_MEMORY)
+    }
 }
 
 impl Logs {
+    /// No logs yet; each may take at most `max_log_memory` bytes.
+    pub fn with_memory_limit(max_log_memory: u64) -> Self {
+        Self {
+            logs: HashMap::new(),
+            max_log_memory,
+        }
+    }
+
     /// How many log instances exist.
     pub fn len(&self) -> usize {
         self.logs.len()
@@ -248,9 +351,8 @@ impl Logs {
                 info!(%uuid, luid = header.luid, "log destroyed");
             }
             RequestType::Presuspend => log.suspended = true,
-            // dm-log.c's disk log writes its bitmap when the mirror has suspended.
-            RequestType::Postsuspend => log.flush(&uuid)?,
-            RequestType::Resume => log.resume(&uuid)?,
+            RequestType::Postsuspend => log.postsuspend(&uuid)?,
+            RequestType::Resume => log.resume(&uuid, header.luid)?,
             RequestType::GetRegionSize => {
                 out.extend_from_slice(&log.spec.region_size.to_ne_bytes())
             }
@@ -331,17 +433,20 @@ impl Logs {
             EINVAL
         })?;
         if let Some(existing) = self.logs.get(&key) {
-            // A repeated CTR (a resend after a lost reply) is harmless; a different one is not.
+            // A repeated CTR (a resend after a lost reply, or the kernel re-creating the log
+            // after a reconnect) keeps the live log and its state, and is answered as the
+            // first was; a different one is refused and the live log kept.
             if existing.spec.args != spec.args {
                 warn!(%uuid, luid = key.1, "CTR for an existing log with other arguments");
                 return Err(EINVAL);
             }
+            debug!(%uuid, luid = key.1, "CTR for a live log: keeping it");
             existing.ctr_reply(out);
             return Ok(());
         }
-        let log = Log::create(spec).map_err(|msg| {
-            warn!(%uuid, "refusing log: {msg}");
-            EINVAL
+        let log = Log::create(spec, self.max_log_memory).map_err(|(errno, msg)| {
+            warn!(%uuid, luid = key.1, "refusing log: {msg}");
+            errno
         })?;
         log.ctr_reply(out);
         info!(%uuid, luid = key.1, regions = log.regions.count(), args = %log.spec.args, "log created");
@@ -513,6 +618,116 @@ mod tests {
                 available: true,
                 region: 0
             }
+        );
+    }
+
+    /// A 16 TiB mirror with 4 KiB regions: 2^32 regions (refused by the table's limit), and
+    /// one 4 KiB region less, which fits the limit but not the memory a log may take. Both
+    /// get an error reply; the server goes on serving other logs.
+    #[test]
+    fn huge_region_counts_get_an_error_not_an_abort() {
+        let mut logs = Logs::default();
+        assert_eq!(
+            ask(&mut logs, RequestType::Ctr, 1, b"34359738368 core 8"),
+            Err(EINVAL)
+        );
+        assert_eq!(
+            ask(
+                &mut logs,
+                RequestType::Ctr,
+                2,
+                b"34359738360 clustered-core 8"
+            ),
+            Err(ENOMEM)
+        );
+        // A disk log of as many regions, on a (sparse) file large enough for its bitmap.
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        tmp.as_file().set_len(600 << 20).unwrap();
+        let ctr = format!("34359738360 disk {} 8", tmp.path().display());
+        assert_eq!(
+            ask(&mut logs, RequestType::Ctr, 4, ctr.as_bytes()),
+            Err(ENOMEM)
+        );
+        assert!(logs.is_empty());
+        ask(&mut logs, RequestType::Ctr, 3, b"8192 core 1024").unwrap();
+        assert_eq!(
+            ask(&mut logs, RequestType::GetSyncCount, 3, b""),
+            Ok(0u64.to_ne_bytes().to_vec())
+        );
+    }
+
+    #[test]
+    fn memory_limit_is_per_log_and_says_what_to_do() {
+        // 8192 regions take 3 KiB of bitsets.
+        let mut logs = Logs::with_memory_limit(3 << 10);
+        ask(&mut logs, RequestType::Ctr, 1, b"65536 core 8").unwrap();
+        ask(&mut logs, RequestType::Ctr, 2, b"65536 core 8").unwrap();
+        assert_eq!(
+            ask(&mut logs, RequestType::Ctr, 3, b"65544 core 8"),
+            Err(ENOMEM)
+        );
+        assert_eq!(logs.len(), 2);
+        let spec = table::parse("34359738360 core 8").unwrap();
+        let msg = check_memory(&spec, DEFAULT_MAX_LOG_MEMORY).unwrap_err();
+        assert!(
+            msg.starts_with("4294967295 regions of 8 sectors need 1536 MiB of server memory, more than the 256 MiB"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("larger region size") && msg.contains("--max-log-memory"),
+            "{msg}"
+        );
+        let spec = table::parse("34359738360 core 16").unwrap();
+        assert_eq!(check_memory(&spec, 1 << 30), Ok(()));
+    }
+
+    /// Issue 12, section 2: a RESUME for a log that is running (no POSTSUSPEND since its last
+    /// RESUME; the kernel re-creating its log after a reconnect) keeps the marks it holds
+    /// instead of re-reading a device that does not have them yet, and so does a repeated CTR.
+    #[test]
+    fn second_resume_keeps_live_marks() {
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        tmp.as_file().set_len(4096).unwrap();
+        let ctr = format!("8192 disk {} 1024", tmp.path().display());
+        let mut logs = Logs::default();
+        ask(&mut logs, RequestType::Ctr, 1, ctr.as_bytes()).unwrap();
+        ask(&mut logs, RequestType::Resume, 1, b"").unwrap();
+        for r in 0..8u64 {
+            let set = RegionSync {
+                region: r,
+                in_sync: true,
+            };
+            ask(&mut logs, RequestType::SetRegionSync, 1, &set.encode()).unwrap();
+        }
+        ask(&mut logs, RequestType::Flush, 1, b"").unwrap();
+        ask(&mut logs, RequestType::MarkRegion, 1, &5u64.to_ne_bytes()).unwrap();
+        // The reconnect: CTR (with its NUL) and RESUME again, then the retried FLUSH.
+        let again = format!("{ctr}\0");
+        ask(&mut logs, RequestType::Ctr, 1, again.as_bytes()).unwrap();
+        ask(&mut logs, RequestType::Resume, 1, b"").unwrap();
+        ask(&mut logs, RequestType::Flush, 1, b"").unwrap();
+        let dev = LogDevice::open(tmp.path().to_str().unwrap()).unwrap();
+        assert_eq!(
+            crate::disk::summarize(&dev, None).unwrap().to_string(),
+            "magic=ok version=2 nr_regions=8 clean=7"
+        );
+        let mut bits = dev.buffer(1536).unwrap();
+        dev.read_at(&mut bits, 0).unwrap();
+        assert!(
+            !crate::disk::test_bit(&bits.as_ref()[crate::disk::BITS_OFFSET..], 5),
+            "region 5 is clean on the device"
+        );
+        assert_eq!(
+            ask(&mut logs, RequestType::IsClean, 1, &5u64.to_ne_bytes()),
+            Ok(0i64.to_ne_bytes().to_vec())
+        );
+        // A real suspend (POSTSUSPEND) writes the bitmap; the next RESUME reads it back.
+        ask(&mut logs, RequestType::Presuspend, 1, b"").unwrap();
+        ask(&mut logs, RequestType::Postsuspend, 1, b"").unwrap();
+        ask(&mut logs, RequestType::Resume, 1, b"").unwrap();
+        assert_eq!(
+            ask(&mut logs, RequestType::GetSyncCount, 1, b""),
+            Ok(7u64.to_ne_bytes().to_vec())
         );
     }
 

@@ -1,10 +1,13 @@
 //! dm-ulogd: serves device-mapper "userspace" dirty logs over the netlink connector.
 
+use std::process::ExitCode;
+
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use dm_ulogd::cli::{self, CommonArgs};
 use dm_ulogd::device::LogDevice;
-use dm_ulogd::serve::{Config, Honest, Server};
+use dm_ulogd::lock::InstanceLock;
+use dm_ulogd::serve::{Honest, Server};
 
 /// Log server for device-mapper mirrors with a `userspace` log.
 #[derive(Parser, Debug)]
@@ -33,8 +36,13 @@ enum Command {
     },
 }
 
-fn main() -> Result<()> {
-    let args = Args::parse();
+/// Exits 0, 1 for failures a restart may mend, or [`cli::EXIT_CONFIG`] /
+/// [`cli::EXIT_NOPERM`] for those it cannot (the systemd unit does not retry those).
+fn main() -> ExitCode {
+    cli::finish(run(Args::parse()))
+}
+
+fn run(args: Args) -> Result<()> {
     if let Some(Command::DiskShow { dev, regions }) = args.command {
         let device = LogDevice::open_read_only(&dev)?;
         let summary = dm_ulogd::disk::summarize(&device, regions)
@@ -43,11 +51,8 @@ fn main() -> Result<()> {
         return Ok(());
     }
     cli::init_logging(&args.common.log);
+    // The lock first: a second server is told so whoever runs it.
+    let lock = InstanceLock::acquire(&args.common.lock_file)?;
     cli::check_capabilities("dm-ulogd")?;
-    let config = Config {
-        record: args.common.record,
-        force_exit: args.force_exit,
-        announce: !args.common.no_announce,
-    };
-    Server::new(&config, Honest)?.run()
+    Server::new(&args.common.config(args.force_exit), lock, Honest)?.run()
 }

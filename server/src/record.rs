@@ -14,7 +14,7 @@ use std::io::Write as _;
 use std::ops::Range;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use dm_ulog_uapi::{Request, CN_MSG_SIZE, UUID_FIELD_SIZE};
 
 /// Header bytes that belong to no field: `char padding[3]` after `uuid[129]`, before the
@@ -51,7 +51,12 @@ impl Recorder {
             .create(true)
             .append(true)
             .open(path)
-            .with_context(|| format!("cannot open the record file {}", path.display()))?;
+            .map_err(|e| {
+                crate::cli::Fatal::config(format!(
+                    "cannot open the record file {}: {e}",
+                    path.display()
+                ))
+            })?;
         Ok(Self {
             file,
             luids: HashMap::new(),

@@ -5,12 +5,16 @@
 //! `nosync` log with every region in sync; resync work is handed out once per region, in
 //! ascending order, and not again until it is reported or the log resumes.
 
-/// Region bookkeeping of one log.
-#[derive(Clone, Debug, PartialEq, Eq)]
+use crate::bitset::{AllocError, Bitset};
+
+/// Region bookkeeping of one log: three bits per region, in bitsets reserved fallibly at
+/// creation (a log the server cannot hold is refused, never an abort), and never
+/// reallocated afterwards. Not `Clone`: a copy would allocate infallibly.
+#[derive(Debug, PartialEq, Eq)]
 pub struct Regions {
-    in_sync: Vec<bool>,
-    clean: Vec<bool>,
-    recovering: Vec<bool>,
+    in_sync: Bitset,
+    clean: Bitset,
+    recovering: Bitset,
     /// Where the search for resync work continues.
     sync_search: u64,
     sync_count: u64,
@@ -21,94 +25,97 @@ pub struct Regions {
 pub struct OutOfRange(pub u64);
 
 impl Regions {
-    /// `count` regions, all clean, all in sync or all out of sync.
-    pub fn new(count: u64, in_sync: bool) -> Self {
-        let n = usize::try_from(count).expect("region count fits memory");
-        Self {
-            in_sync: vec![in_sync; n],
-            clean: vec![true; n],
-            recovering: vec![false; n],
-            sync_search: 0,
-            sync_count: if in_sync { count } else { 0 },
-        }
+    /// Bytes of memory the state of `count` regions takes.
+    pub fn bytes_for(count: u64) -> u64 {
+        3 * Bitset::bytes_for(count)
     }
 
-    /// Regions as a disk log finds them at resume: in sync exactly where the bitmap says
-    /// clean (dm-log.c copies its clean bits to its sync bits), none with a write outstanding.
-    pub fn from_clean_bits(bits: impl Iterator<Item = bool>) -> Self {
-        let in_sync: Vec<bool> = bits.collect();
-        let n = in_sync.len();
-        let sync_count = in_sync.iter().filter(|s| **s).count() as u64;
-        Self {
-            in_sync,
-            clean: vec![true; n],
-            recovering: vec![false; n],
+    /// `count` regions, all clean, all in sync or all out of sync; an error when the memory
+    /// cannot be had.
+    pub fn try_new(count: u64, in_sync: bool) -> Result<Self, AllocError> {
+        Ok(Self {
+            in_sync: Bitset::try_new(count, in_sync)?,
+            clean: Bitset::try_new(count, true)?,
+            recovering: Bitset::try_new(count, false)?,
             sync_search: 0,
-            sync_count,
-        }
+            sync_count: if in_sync { count } else { 0 },
+        })
+    }
+
+    /// Regions as a disk log finds them at resume: in sync exactly where the little-endian
+    /// clean bitmap `bits` says clean (dm-log.c copies its clean bits to its sync bits), none
+    /// with a write outstanding, none being recovered. Allocates nothing.
+    pub fn load_clean_bits(&mut self, bits: &[u8]) {
+        self.in_sync.copy_from_le_bytes(bits);
+        self.clean.fill(true);
+        self.recovering.fill(false);
+        self.sync_search = 0;
+        self.sync_count = self.in_sync.count_ones();
     }
 
     /// Number of regions.
     pub fn count(&self) -> u64 {
-        self.in_sync.len() as u64
+        self.in_sync.len()
     }
 
-    fn index(&self, region: u64) -> Result<usize, OutOfRange> {
-        usize::try_from(region)
-            .ok()
-            .filter(|&i| i < self.in_sync.len())
-            .ok_or(OutOfRange(region))
+    fn check(&self, region: u64) -> Result<u64, OutOfRange> {
+        if region < self.count() {
+            Ok(region)
+        } else {
+            Err(OutOfRange(region))
+        }
     }
 
     /// A region is clean when it is in sync and no write to it is outstanding.
     pub fn is_clean(&self, region: u64) -> Result<bool, OutOfRange> {
-        let i = self.index(region)?;
-        Ok(self.clean[i] && self.in_sync[i])
+        let i = self.check(region)?;
+        Ok(self.clean.get(i) && self.in_sync.get(i))
     }
 
     /// Whether the region's legs hold the same data.
     pub fn in_sync(&self, region: u64) -> Result<bool, OutOfRange> {
-        Ok(self.in_sync[self.index(region)?])
+        Ok(self.in_sync.get(self.check(region)?))
     }
 
     /// A write to the region begins (idempotent).
     pub fn mark(&mut self, region: u64) -> Result<(), OutOfRange> {
-        let i = self.index(region)?;
-        self.clean[i] = false;
+        let i = self.check(region)?;
+        self.clean.set(i, false);
         Ok(())
     }
 
     /// Writes to the region are complete (idempotent).
     pub fn clear(&mut self, region: u64) -> Result<(), OutOfRange> {
-        let i = self.index(region)?;
-        self.clean[i] = true;
+        let i = self.check(region)?;
+        self.clean.set(i, true);
         Ok(())
     }
 
     /// The next region to recover, if any: each is handed out once until reported.
     pub fn resync_work(&mut self) -> Option<u64> {
-        let start = usize::try_from(self.sync_search).unwrap_or(usize::MAX);
-        let found =
-            (start..self.in_sync.len()).find(|&i| !self.in_sync[i] && !self.recovering[i])?;
-        self.recovering[found] = true;
-        self.sync_search = found as u64 + 1;
-        Some(found as u64)
+        let found = self
+            .in_sync
+            .first_clear_in_both(&self.recovering, self.sync_search)?;
+        self.recovering.set(found, true);
+        self.sync_search = found + 1;
+        Some(found)
     }
 
     /// Records the outcome of a recovery (or a write failure, with `in_sync` false).
     pub fn set_sync(&mut self, region: u64, in_sync: bool) -> Result<(), OutOfRange> {
-        let i = self.index(region)?;
-        self.recovering[i] = false;
-        match (self.in_sync[i], in_sync) {
-            (false, true) => self.sync_count += 1,
-            (true, false) => self.sync_count -= 1,
-            _ => {}
+        let i = self.check(region)?;
+        self.recovering.set(i, false);
+        if self.in_sync.set(i, in_sync) {
+            if in_sync {
+                self.sync_count += 1;
+            } else {
+                self.sync_count -= 1;
+            }
         }
         if !in_sync {
             // Recover it again on this pass.
             self.sync_search = self.sync_search.min(region);
         }
-        self.in_sync[i] = in_sync;
         Ok(())
     }
 
@@ -119,15 +126,12 @@ impl Regions {
 
     /// How many regions have a write outstanding (marked and not yet cleared).
     pub fn dirty_count(&self) -> u64 {
-        self.clean.iter().filter(|c| !**c).count() as u64
+        self.count() - self.clean.count_ones()
     }
 
     /// Every region below this one is in sync.
     pub fn in_sync_hint(&self) -> u64 {
-        self.in_sync
-            .iter()
-            .position(|s| !s)
-            .map_or(self.count(), |i| i as u64)
+        self.in_sync.first_clear().unwrap_or(self.count())
     }
 
     /// The mirror resumes: recovery starts over from the first region.
@@ -144,7 +148,7 @@ mod tests {
 
     #[test]
     fn sync_log_hands_out_every_region_once_in_order() {
-        let mut r = Regions::new(4, false);
+        let mut r = Regions::try_new(4, false).unwrap();
         assert_eq!(r.sync_count(), 0);
         assert_eq!(r.resync_work(), Some(0));
         assert_eq!(r.resync_work(), Some(1));
@@ -161,7 +165,7 @@ mod tests {
 
     #[test]
     fn clean_needs_sync_and_no_outstanding_mark() {
-        let mut r = Regions::new(2, true);
+        let mut r = Regions::try_new(2, true).unwrap();
         assert!(r.is_clean(0).unwrap());
         r.mark(0).unwrap();
         r.mark(0).unwrap();
@@ -175,8 +179,11 @@ mod tests {
     }
 
     #[test]
-    fn from_clean_bits_puts_exactly_the_clean_regions_in_sync() {
-        let mut r = Regions::from_clean_bits([true, false, true].into_iter());
+    fn loaded_clean_bits_put_exactly_the_clean_regions_in_sync() {
+        let mut r = Regions::try_new(3, false).unwrap();
+        r.mark(1).unwrap();
+        assert_eq!(r.resync_work(), Some(0));
+        r.load_clean_bits(&[0b101]);
         assert_eq!(r.count(), 3);
         assert_eq!(r.sync_count(), 2);
         assert_eq!(r.dirty_count(), 0);
@@ -190,8 +197,14 @@ mod tests {
     }
 
     #[test]
+    fn unservable_region_counts_are_an_error() {
+        assert!(Regions::try_new(u64::MAX, false).is_err());
+        assert_eq!(Regions::bytes_for(1 << 32), 3 << 29);
+    }
+
+    #[test]
     fn resume_restarts_recovery() {
-        let mut r = Regions::new(3, false);
+        let mut r = Regions::try_new(3, false).unwrap();
         assert_eq!(r.resync_work(), Some(0));
         r.resume();
         assert_eq!(r.resync_work(), Some(0));
@@ -223,7 +236,7 @@ mod tests {
         #[test]
         fn matches_a_simple_model(start_in_sync in any::<bool>(), ops in prop::collection::vec(op(16), 0..200)) {
             let n = 16u64;
-            let mut r = Regions::new(n, start_in_sync);
+            let mut r = Regions::try_new(n, start_in_sync).unwrap();
             let mut sync = [start_in_sync; 16];
             let mut dirty = [false; 16];
             let mut offered = [false; 16];

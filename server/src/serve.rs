@@ -5,6 +5,7 @@
 
 use std::os::fd::AsFd;
 use std::path::PathBuf;
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use dm_ulog_uapi::{Request, RequestType};
@@ -12,8 +13,10 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use tracing::{info, warn};
 
-use crate::link::{KernelLink, Replier};
-use crate::logs::Logs;
+use crate::link::{KernelLink, Receipt, Replier};
+use crate::lock::InstanceLock;
+use crate::logs::{Logs, DEFAULT_MAX_LOG_MEMORY};
+use crate::ratelimit::DropWarnings;
 use crate::record::Recorder;
 use crate::signals::Signals;
 use crate::stats::Stats;
@@ -22,7 +25,7 @@ use crate::stats::Stats;
 const BATCH: usize = 256;
 
 /// Options both servers take.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Config {
     /// `--record FILE`.
     pub record: Option<PathBuf>,
@@ -30,6 +33,19 @@ pub struct Config {
     pub force_exit: bool,
     /// Announce the server to the kernel at start (not `--no-announce`).
     pub announce: bool,
+    /// `--max-log-memory`, in bytes: the most one log may take.
+    pub max_log_memory: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            record: None,
+            force_exit: false,
+            announce: true,
+            max_log_memory: DEFAULT_MAX_LOG_MEMORY,
+        }
+    }
 }
 
 /// One request and everything needed to answer it.
@@ -134,11 +150,15 @@ pub struct Server<R> {
     payload: Vec<u8>,
     responder: R,
     force_exit: bool,
+    drops: DropWarnings,
+    /// Held while the server runs: no second server answers beside it.
+    _lock: InstanceLock,
 }
 
 impl<R: Responder> Server<R> {
-    /// Joins the connector group, installs the signal handlers, opens the record file.
-    pub fn new(config: &Config, responder: R) -> Result<Self> {
+    /// Joins the connector group, installs the signal handlers, opens the record file. The
+    /// lock is proof that no other server runs on this host.
+    pub fn new(config: &Config, lock: InstanceLock, responder: R) -> Result<Self> {
         let recorder = config.record.as_deref().map(Recorder::open).transpose()?;
         let mut link = KernelLink::open()?;
         if config.announce {
@@ -148,12 +168,14 @@ impl<R: Responder> Server<R> {
         Ok(Self {
             link,
             signals: Signals::install()?,
-            logs: Logs::default(),
+            logs: Logs::with_memory_limit(config.max_log_memory),
             stats: Stats::default(),
             recorder,
             payload: Vec::with_capacity(4096),
             responder,
             force_exit: config.force_exit,
+            drops: DropWarnings::default(),
+            _lock: lock,
         })
     }
 
@@ -166,7 +188,13 @@ impl<R: Responder> Server<R> {
                     PollFd::new(self.link.as_fd(), PollFlags::POLLIN),
                     PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
                 ];
-                match poll(&mut fds, PollTimeout::NONE) {
+                // Wake up to report drops held back by the rate limit, if any are.
+                let timeout = self.drops.due().map_or(PollTimeout::NONE, |due| {
+                    let wait = due.saturating_duration_since(Instant::now());
+                    // Rounded up: waking before it is due would spin.
+                    PollTimeout::try_from(wait.as_millis() + 1).unwrap_or(PollTimeout::MAX)
+                });
+                match poll(&mut fds, timeout) {
                     Ok(_) => {}
                     Err(Errno::EINTR) => continue,
                     Err(e) => return Err(e).context("waiting for requests"),
@@ -179,6 +207,9 @@ impl<R: Responder> Server<R> {
                         break;
                     }
                 }
+            }
+            if let Some(summary) = self.drops.summary(Instant::now()) {
+                warn!("{summary}");
             }
             let pending = self.signals.take();
             if pending.status {
@@ -200,14 +231,19 @@ impl<R: Responder> Server<R> {
             recorder,
             payload,
             responder,
+            drops,
             ..
         } = self;
-        link.receive(|msg, tx, received| {
+        let receipt = link.receive(|msg, tx, received| {
             let request = match Request::parse(msg) {
                 Ok(r) => r,
                 Err(e) => {
-                    warn!("dropping malformed message: {e}");
                     stats.malformed();
+                    if let Some(line) =
+                        drops.dropped(received, format_args!("malformed message: {e}"))
+                    {
+                        warn!("{line}");
+                    }
                     return;
                 }
             };
@@ -228,7 +264,18 @@ impl<R: Responder> Server<R> {
                 warn!("{e:#}");
             }
             stats.record(kind, received.elapsed());
-        })
+        })?;
+        match receipt {
+            Receipt::Empty => Ok(false),
+            Receipt::Handled => Ok(true),
+            Receipt::Dropped(what) => {
+                stats.malformed();
+                if let Some(line) = drops.dropped(Instant::now(), what) {
+                    warn!("{line}");
+                }
+                Ok(true)
+            }
+        }
     }
 
     fn may_exit(&self) -> bool {

@@ -95,8 +95,13 @@ impl Model {
     }
 
     /// dm-log.c's resume: `sync`/`nosync` start over, the default trusts the bitmap. A core
-    /// log only restarts recovery, unless the server crashed: then it starts over.
+    /// log only restarts recovery, unless the server crashed: then it starts over. A RESUME
+    /// of a log that is running (no suspend since its last RESUME: the kernel re-creating
+    /// it after a reconnect) changes nothing: what the server holds is newer than the device.
     fn resume(&mut self, crashed: bool) {
+        if !crashed && !self.suspended {
+            return;
+        }
         self.offered.fill(false);
         self.suspended = false;
         if !self.disk_log {

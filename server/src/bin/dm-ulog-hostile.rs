@@ -1,11 +1,14 @@
 //! dm-ulog-hostile: a log server for tests that answers like dm-ulogd but misbehaves on
 //! command (scripted faults) or at random (seeded fuzzing), reproducibly.
 
+use std::process::ExitCode;
+
 use anyhow::Result;
 use clap::Parser;
 use dm_ulogd::cli::{self, CommonArgs};
 use dm_ulogd::hostile::{fault::FaultSpec, fault::Script, Hostile};
-use dm_ulogd::serve::{Config, Server};
+use dm_ulogd::lock::InstanceLock;
+use dm_ulogd::serve::Server;
 
 /// Test log server that misbehaves on command. Exits on SIGTERM/SIGINT even while logs
 /// exist, printing `hostile: requests=<n> malformed=<m> seed=<s>` (also on SIGUSR1).
@@ -38,9 +41,14 @@ fn probability(s: &str) -> Result<f64, String> {
     }
 }
 
-fn main() -> Result<()> {
-    let args = Args::parse();
+fn main() -> ExitCode {
+    cli::finish(run(Args::parse()))
+}
+
+fn run(args: Args) -> Result<()> {
     cli::init_logging(&args.common.log);
+    // The same lock as dm-ulogd's: the two never answer side by side.
+    let lock = InstanceLock::acquire(&args.common.lock_file)?;
     cli::check_capabilities("dm-ulog-hostile")?;
     let hostile = Hostile::new(
         Script::new(args.fault),
@@ -48,11 +56,7 @@ fn main() -> Result<()> {
         args.fuzz,
         args.max_malformed,
     );
-    let config = Config {
-        record: args.common.record,
-        // A test tool: it goes when told to, logs or not.
-        force_exit: true,
-        announce: !args.common.no_announce,
-    };
-    Server::new(&config, hostile)?.run()
+    // A test tool: it goes when told to, logs or not.
+    let config = args.common.config(true);
+    Server::new(&config, lock, hostile)?.run()
 }
