@@ -18,11 +18,11 @@ pub mod uapi;
 use core::fmt::Write;
 
 use kernel::{
-    impl_has_delayed_work, new_delayed_work,
+    impl_has_delayed_work, new_condvar, new_delayed_work, new_mutex,
     prelude::*,
     sync::{
         atomic::{Atomic, Relaxed},
-        Arc, ArcBorrow, UniqueArc,
+        Arc, ArcBorrow, CondVar, CondVarTimeoutResult, Mutex, UniqueArc,
     },
     time::{msecs_to_jiffies, Delta, Instant, Monotonic},
     workqueue::{self, DelayedWork, WorkItem},
@@ -33,8 +33,8 @@ use crate::{
     stats::{LogStats, StatsFile},
     sys::{
         connector,
-        dirty_log::{self, DirtyLog, LogDevice, StatusKind, Target},
-        work::flush_delayed,
+        dirty_log::{self, Constructing, DirtyLog, LogDevice, StatusKind, Target},
+        work::cancel_delayed_sync,
     },
     transfer::{uuid_tail, LogAddress, Transport},
     uapi::{
@@ -146,6 +146,18 @@ pub(crate) struct UserspaceLog {
     /// Announcements the transport had received when the log was last created on a server: a
     /// newer one means a new server that does not know the log yet.
     attached_epoch: Atomic<u64>,
+    /// True while a caller re-creates the log on a new server; the others wait for it.
+    #[pin]
+    reattach: Mutex<bool>,
+    /// Signalled when a re-creation ends.
+    #[pin]
+    reattached: CondVar,
+    /// Re-creations completed (changed under `reattach`): a FLUSH sent and answered within
+    /// one generation reached a server that had every mark sent before it.
+    generation: Atomic<u64>,
+    /// Set from postsuspend (until resume) and at dtr: requests no longer wait for a missing
+    /// server, and the lazy FLUSH work does not queue itself again.
+    stopping: Atomic<bool>,
     /// `max_server_wait` passed in the current outage and the table was told (one event).
     outage_reported: Atomic<bool>,
     region_size: u32,
@@ -185,7 +197,8 @@ impl WorkItem for UserspaceLog {
     /// A FLUSH carrying marks covers them too; the work is not cancelled then, it finds
     /// nothing due. Queued for an earlier deadline, it waits again until the current one.
     fn run(this: Arc<Self>) {
-        if !this.lazy_flush_due.load(Relaxed) {
+        // Postsuspend and dtr send the FLUSH themselves, after cancelling this work.
+        if !this.lazy_flush_due.load(Relaxed) || this.stopping.load(Relaxed) {
             return;
         }
         let wait = this
@@ -198,9 +211,7 @@ impl WorkItem for UserspaceLog {
             let _ = workqueue::system_long().enqueue_delayed(this, msecs_to_jiffies(ms));
             return;
         }
-        if this.lazy_flush_due.xchg(false, Relaxed)
-            && this.request(RequestType::Flush, &[], &mut []).is_err()
-        {
+        if this.lazy_flush_due.xchg(false, Relaxed) && this.flush_marks(&[], 0).is_err() {
             this.target.table_event();
         }
     }
@@ -227,17 +238,19 @@ impl UserspaceLog {
     }
 
     /// One request; while no server listens, waits for one, re-creates the log there (CTR,
-    /// RESUME) and tries again. With a bounded wait, fails with `ETIMEDOUT` once the server
-    /// has been gone for longer than the bound, and tells the table.
+    /// RESUME, the marks no FLUSH has made durable yet) and tries again. With a bounded wait,
+    /// fails with `ETIMEDOUT` once the server has been gone for longer than the bound, and
+    /// tells the table.
     fn request(&self, kind: RequestType, payload: &[u8], reply: &mut [u8]) -> Result<usize> {
         let r = loop {
+            let seen = self.generation.load(Relaxed);
             match self.request_once(kind, payload, reply) {
                 Err(e) if e == ESRCH => {
                     pr_err!(
                         "[{}] Userspace log server not found.\n",
                         uuid_tail(&self.uuid)
                     );
-                    if let Err(e) = self.reconnect() {
+                    if let Err(e) = self.reattach(seen) {
                         break Err(e);
                     }
                 }
@@ -281,11 +294,64 @@ impl UserspaceLog {
         }
     }
 
-    /// Waits for a server and re-creates this log instance on it.
+    /// Re-creates the log on a new server, unless that happened since generation `seen`.
+    ///
+    /// One caller at a time does it; the others wait for it and then retry their requests, so
+    /// a server instance hears one CTR and one RESUME per log.
+    fn reattach(&self, seen: u64) -> Result {
+        {
+            let mut busy = self.reattach.lock();
+            loop {
+                if self.generation.load(Relaxed) != seen {
+                    return Ok(());
+                }
+                if !*busy {
+                    *busy = true;
+                    break;
+                }
+                self.wait_reattached(&mut busy)?;
+            }
+        }
+        let r = self.reconnect();
+        let mut busy = self.reattach.lock();
+        *busy = false;
+        if r.is_ok() {
+            self.generation.fetch_add(1, Relaxed);
+        }
+        drop(busy);
+        self.reattached.notify_all();
+        r
+    }
+
+    /// Waits a while for the caller that re-creates the log: up to the reconnect pause, less
+    /// past the log's bound on waiting (`ETIMEDOUT`); a signal ends it with `EINTR`.
+    fn wait_reattached(&self, busy: &mut kernel::sync::MutexGuard<'_, bool>) -> Result {
+        if self.transport.past_bound(self.max_wait) {
+            return Err(ETIMEDOUT);
+        }
+        let pause = msecs_to_jiffies(u32::try_from(self.reconnect_pause().as_millis_ceil()).unwrap_or(u32::MAX));
+        match self.reattached.wait_interruptible_timeout(busy, pause) {
+            CondVarTimeoutResult::Signal { .. } => Err(EINTR),
+            _ => Ok(()),
+        }
+    }
+
+    /// Waits until no caller is re-creating the log; returns the generation then.
+    fn settled_generation(&self) -> Result<u64> {
+        let mut busy = self.reattach.lock();
+        while *busy {
+            self.wait_reattached(&mut busy)?;
+        }
+        Ok(self.generation.load(Relaxed))
+    }
+
+    /// Waits for a server and re-creates this log instance on it: CTR, RESUME, then every
+    /// mark that no FLUSH has made durable, which the new server has not heard.
     ///
     /// Waits 2 s between tries, as upstream, unless a server announces itself: then it goes
-    /// at once. Fails with `ETIMEDOUT` past the log's bound on waiting, and with `EINTR` when
-    /// the calling task gets a signal.
+    /// at once. Fails with `ETIMEDOUT` past the log's bound on waiting, with `EINTR` when
+    /// the calling task gets a signal, and with `ESRCH` at once while the log is suspending
+    /// or being destroyed.
     fn reconnect(&self) -> Result {
         // Unlike upstream, the CTR has room for the device name a disk log's server returns,
         // and a string that fills a request is sent without its NUL, as at creation.
@@ -296,6 +362,9 @@ impl UserspaceLog {
         };
         let mut device = [0u8; DEVICE_NAME_SIZE];
         loop {
+            if self.stopping.load(Relaxed) {
+                return Err(ESRCH);
+            }
             if self.transport.past_bound(self.max_wait) {
                 return Err(ETIMEDOUT);
             }
@@ -303,6 +372,9 @@ impl UserspaceLog {
             // that server does not know the log yet.
             self.transport
                 .wait_for_server(self.attached_epoch.load(Relaxed), self.reconnect_pause())?;
+            if self.stopping.load(Relaxed) {
+                return Err(ESRCH);
+            }
             if self.transport.past_bound(self.max_wait) {
                 return Err(ETIMEDOUT);
             }
@@ -331,7 +403,48 @@ impl UserspaceLog {
         self.request_once(RequestType::Resume, &[], &mut [])
             .inspect_err(|e| pr_err!("Error trying to resume userspace log: {}\n", e.to_errno()))
             .map_err(|_| ESRCH)?;
+        self.resend_unflushed_marks()
+    }
+
+    /// Sends the marks that no FLUSH has made durable again, to a server that has just
+    /// re-created the log: the one that answered them may have died before writing them.
+    fn resend_unflushed_marks(&self) -> Result {
+        let mut group = [0u64; payload::MAX_FLUSH_GROUP];
+        let mut buf = [0u8; MAX_REQUEST_PAYLOAD];
+        let mut from = 0;
+        loop {
+            let n = self.batch.unflushed_marks(from, &mut group);
+            if n == 0 {
+                break;
+            }
+            let len = payload::encode_regions(&group[..n], &mut buf).map_err(|_| EINVAL)?;
+            self.request_once(self.mark_kind(), &buf[..len], &mut [])
+                .inspect_err(|e| {
+                    pr_err!(
+                        "[{}] Unable to re-send marks to the userspace log server: {}\n",
+                        uuid_tail(&self.uuid),
+                        e.to_errno()
+                    )
+                })?;
+            from += n;
+        }
+        if from > 0 {
+            pr_info!(
+                "[{}] re-sent {} marks not yet flushed\n",
+                uuid_tail(&self.uuid),
+                from
+            );
+        }
         Ok(())
+    }
+
+    /// How marks travel: in MARK_REGION, or with `integrated_flush` inside the FLUSH.
+    fn mark_kind(&self) -> RequestType {
+        if self.features.integrated_flush {
+            RequestType::Flush
+        } else {
+            RequestType::MarkRegion
+        }
     }
 
     /// A request whose reply must be one `u64`.
@@ -376,15 +489,38 @@ impl UserspaceLog {
     fn send_regions(&self, kind: RequestType, regions: &[u64]) -> Result {
         let mut buf = [0u8; MAX_REQUEST_PAYLOAD];
         let n = payload::encode_regions(regions, &mut buf).map_err(|_| EINVAL)?;
+        if kind == RequestType::Flush {
+            // An integrated FLUSH has no one-by-one form; answered, its marks are durable.
+            return self.flush_marks(&buf[..n], self.batch.sent_marks());
+        }
         match self.request(kind, &buf[..n], &mut []) {
             Ok(_) => Ok(()),
-            // An integrated FLUSH has no one-by-one form, and one region has nothing to split.
-            Err(e) if kind == RequestType::Flush || regions.len() == 1 => Err(e),
+            // One region has nothing to split.
+            Err(e) if regions.len() == 1 => Err(e),
             Err(_) => {
                 for r in regions {
                     self.request(kind, &payload::encode_u64(*r), &mut [])?;
                 }
                 Ok(())
+            }
+        }
+    }
+
+    /// Sends a FLUSH (with `payload`, the marks it carries under `integrated_flush`) and
+    /// returns once one was answered by a server that had heard every mark sent before it;
+    /// then the first `durable` marks are durable and the log forgets them.
+    ///
+    /// A FLUSH that a freshly re-created log answers before the marks were re-sent to it
+    /// proves nothing, so it is sent again once the re-creation is over. Only the mirror's
+    /// worker passes a `durable` above 0: it alone sends marks.
+    fn flush_marks(&self, payload: &[u8], durable: usize) -> Result {
+        loop {
+            let seen = self.settled_generation()?;
+            self.request(RequestType::Flush, payload, &mut [])?;
+            let busy = self.reattach.lock();
+            if !*busy && self.generation.load(Relaxed) == seen {
+                self.batch.marks_flushed(durable);
+                return Ok(());
             }
         }
     }
@@ -417,15 +553,16 @@ impl UserspaceLog {
         }
         let sent_clears =
             self.send_pending(RequestType::ClearRegion, |g| self.batch.take_clears(g))?;
-        let mark_kind = if self.features.integrated_flush {
-            RequestType::Flush
-        } else {
-            RequestType::MarkRegion
-        };
-        let sent_marks = self.send_pending(mark_kind, |g| self.batch.take_marks(g))?;
+        let sent_marks = self
+            .send_pending(self.mark_kind(), |g| self.batch.take_marks(g))
+            .inspect_err(|_| {
+                // The server may lack any of them: send them all again with the next flush.
+                self.batch.unsend_marks();
+            })?;
         if !self.features.integrated_flush {
-            if sent_clears || sent_marks {
-                self.request(RequestType::Flush, &[], &mut [])?;
+            // Marks that an earlier, failed FLUSH left behind need one too.
+            if sent_clears || self.batch.sent_marks() > 0 {
+                self.flush_marks(&[], self.batch.sent_marks())?;
             }
         } else if sent_marks {
             // That FLUSH made the earlier clears durable as well.
@@ -443,16 +580,22 @@ impl UserspaceLog {
         Ok(())
     }
 
-    /// Sends a FLUSH that delayed work would send later, now (and waits for it).
-    fn flush_lazy_now(&self) {
-        // A run that read the old deadline may queue itself again: flush until none is due
-        // (bounded, in case a FLUSH keeps being made due).
-        for _ in 0..4 {
-            if !self.lazy_flush_due.load(Relaxed) {
-                break;
+    /// Stops the lazy FLUSH work and waits for a run in progress; then sends the FLUSH it
+    /// would have sent, once, without waiting for a missing server.
+    ///
+    /// For postsuspend and dtr: afterwards nothing of the work is queued or running. Without a
+    /// server the clears stay undurable, which costs a resync of those regions, never data.
+    fn stop_lazy_flush(this: &Arc<Self>) {
+        this.stopping.store(true, Relaxed);
+        cancel_delayed_sync(this);
+        if this.lazy_flush_due.xchg(false, Relaxed) {
+            if let Err(e) = this.request_once(RequestType::Flush, &[], &mut []) {
+                pr_warn!(
+                    "[{}] pending clears not flushed ({}): those regions will be resynced\n",
+                    uuid_tail(&this.uuid),
+                    e.to_errno()
+                );
             }
-            self.lazy_flush_deadline.store(i64::MIN, Relaxed);
-            flush_delayed(&self.lazy_flush);
         }
     }
 
@@ -545,7 +688,8 @@ impl UserspaceLog {
 }
 
 /// Creates the log instance on the server and checks what it answers.
-fn construct(target: Target, args: &[&CStr]) -> Result<Arc<UserspaceLog>> {
+fn construct(ctx: &Constructing, args: &[&CStr]) -> Result<Arc<UserspaceLog>> {
+    let target = ctx.target();
     let mut words = KVec::with_capacity(args.len(), GFP_KERNEL)?;
     for a in args {
         words.push(a.to_bytes(), GFP_KERNEL)?;
@@ -595,6 +739,15 @@ fn construct(target: Target, args: &[&CStr]) -> Result<Arc<UserspaceLog>> {
         .inspect_err(|e| {
             if *e == ESRCH {
                 pr_err!("[{}] Userspace log server not found\n", uuid_tail(&uuid));
+            } else if *e == EINTR || *e == ETIMEDOUT {
+                // The server may have created the log without the answer reaching us (the
+                // caller was killed, or gave up): it must not keep it.
+                pr_err!(
+                    "[{}] Log creation interrupted ({}): destroying it on the server\n",
+                    uuid_tail(&uuid),
+                    e.to_errno()
+                );
+                let _ = transport.request(to, RequestType::Dtr, &[], &mut []);
             } else {
                 pr_err!(
                     "[{}] Userspace log server failed to create log: {}\n",
@@ -636,7 +789,7 @@ fn construct(target: Target, args: &[&CStr]) -> Result<Arc<UserspaceLog>> {
             Ok(None) => None,
             Ok(Some(_)) => {
                 let name = CStr::from_bytes_with_nul(&device[..device_len]).map_err(|_| EINVAL)?;
-                Some(target.get_device(name).inspect_err(|e| {
+                Some(ctx.get_device(name).inspect_err(|e| {
                     pr_err!(
                         "Failed to register {} with device-mapper: {}\n",
                         name.to_str().unwrap_or("?"),
@@ -664,6 +817,10 @@ fn construct(target: Target, args: &[&CStr]) -> Result<Arc<UserspaceLog>> {
         features: parsed.features,
         max_wait,
         attached_epoch: Atomic::new(attached_epoch),
+        reattach <- new_mutex!(false, "UserspaceLog::reattach"),
+        reattached <- new_condvar!("UserspaceLog::reattached"),
+        generation: Atomic::new(0),
+        stopping: Atomic::new(false),
         outage_reported: Atomic::new(false),
         region_size,
         region_count,
@@ -683,14 +840,20 @@ fn construct(target: Target, args: &[&CStr]) -> Result<Arc<UserspaceLog>> {
 }
 
 impl DirtyLog for UserspaceLog {
-    fn ctr(target: Target, args: &[&CStr]) -> Result<Arc<Self>> {
+    fn ctr(target: &Constructing, args: &[&CStr]) -> Result<Arc<Self>> {
         construct(target, args)
     }
 
     fn dtr(this: Arc<Self>) {
-        this.flush_lazy_now();
+        Self::stop_lazy_flush(&this);
         // Not retried, as upstream: a missing server has nothing to destroy.
         let _ = this.request_once(RequestType::Dtr, &[], &mut []);
+        // Nothing else may hold the log now: no work item, no request. One that did would
+        // outlive the table (and its device) and could run after the module is gone.
+        if Arc::into_unique_or_drop(this).is_none() {
+            pr_err!("a destroyed log is still referenced: this is a bug\n");
+            kernel::warn_on!(true);
+        }
     }
 
     fn presuspend(&self) -> Result {
@@ -698,13 +861,14 @@ impl DirtyLog for UserspaceLog {
             .map(|_| ())
     }
 
-    fn postsuspend(&self) -> Result {
-        self.flush_lazy_now();
-        self.request_once(RequestType::Postsuspend, &[], &mut [])
+    fn postsuspend(this: ArcBorrow<'_, Self>) -> Result {
+        Self::stop_lazy_flush(&this.into());
+        this.request_once(RequestType::Postsuspend, &[], &mut [])
             .map(|_| ())
     }
 
     fn resume(&self) -> Result {
+        self.stopping.store(false, Relaxed);
         self.in_sync_hint.store(0, Relaxed);
         self.request_once(RequestType::Resume, &[], &mut [])
             .map(|_| ())

@@ -1,11 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Marks and clears recorded between two flushes.
+//! Marks and clears recorded between two flushes, and marks kept until a FLUSH makes them
+//! durable.
 //!
 //! `mark_region` is called under dm-region-hash's rwlock, so recording must not sleep: the
 //! lists are preallocated and grow only with `GFP_NOWAIT`. A mark that cannot be recorded is
 //! never dropped silently: the next flush fails, so the mirror sees a log failure before the
 //! write it guards is issued.
+//!
+//! A mark the server answered is not yet on its device: a server that dies before the next
+//! FLUSH loses it. So a mark stays in the list, counted as sent, until a FLUSH sent after it
+//! is answered; a log re-created on a new server sends the sent ones again.
 
 use kernel::{new_spinlock, prelude::*, sync::SpinLock};
 
@@ -14,7 +19,9 @@ const RESERVED: usize = 256;
 
 /// The lock-protected lists.
 struct Pending {
+    /// Marks not yet made durable; the first `sent` of them have been sent.
     marks: KVec<u64>,
+    sent: usize,
     clears: KVec<u64>,
     /// A mark was lost to an allocation failure since the last flush.
     lost_mark: bool,
@@ -35,6 +42,15 @@ fn push_atomic(list: &mut KVec<u64>, region: u64) -> bool {
     }
 }
 
+/// Copies `list[from..end]`, at most `out.len()` entries of it, into `out`.
+fn copy_from(list: &[u64], from: usize, end: usize, out: &mut [u64]) -> usize {
+    let n = end.saturating_sub(from).min(out.len());
+    if n > 0 {
+        out[..n].copy_from_slice(&list[from..from + n]);
+    }
+    n
+}
+
 /// Moves up to `out.len()` entries from the end of `list` into `out`.
 fn take_into(list: &mut KVec<u64>, out: &mut [u64]) -> usize {
     let n = list.len().min(out.len());
@@ -49,6 +65,7 @@ impl FlushBatch {
     pub(crate) fn new() -> Result<Pin<KBox<Self>>> {
         let pending = Pending {
             marks: KVec::with_capacity(RESERVED, GFP_KERNEL)?,
+            sent: 0,
             clears: KVec::with_capacity(RESERVED, GFP_KERNEL)?,
             lost_mark: false,
         };
@@ -76,9 +93,39 @@ impl FlushBatch {
         take_into(&mut self.pending.lock().clears, out)
     }
 
-    /// Takes up to `out.len()` pending marks.
+    /// Copies up to `out.len()` marks not sent yet into `out`; they count as sent from now.
     pub(crate) fn take_marks(&self, out: &mut [u64]) -> usize {
-        take_into(&mut self.pending.lock().marks, out)
+        let mut p = self.pending.lock();
+        let start = p.sent;
+        let n = copy_from(&p.marks, start, p.marks.len(), out);
+        p.sent += n;
+        n
+    }
+
+    /// How many marks have been sent and wait for a FLUSH.
+    pub(crate) fn sent_marks(&self) -> usize {
+        self.pending.lock().sent
+    }
+
+    /// Every mark counts as not sent again (a request failed: the server may lack any).
+    pub(crate) fn unsend_marks(&self) {
+        self.pending.lock().sent = 0;
+    }
+
+    /// Copies up to `out.len()` sent marks, from the `from`th on, into `out`.
+    pub(crate) fn unflushed_marks(&self, from: usize, out: &mut [u64]) -> usize {
+        let p = self.pending.lock();
+        copy_from(&p.marks, from, p.sent, out)
+    }
+
+    /// A FLUSH made the first `count` marks durable: forgets them.
+    pub(crate) fn marks_flushed(&self, count: usize) {
+        let mut p = self.pending.lock();
+        let count = count.min(p.sent);
+        let len = p.marks.len();
+        p.marks.copy_within(count..len, 0);
+        p.marks.truncate(len - count);
+        p.sent -= count;
     }
 
     /// Whether a mark was lost since the last call; resets the flag.

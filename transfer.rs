@@ -81,6 +81,10 @@ enum Answer {
 /// A request waiting for its reply.
 struct Waiter {
     seq: u32,
+    /// The log instance that asked; a full reply must name it.
+    luid: u64,
+    /// What was asked; a full reply must be of this type.
+    kind: RequestType,
     /// Reply bytes the caller can take.
     capacity: usize,
     /// Set by the receive path when the reply arrives.
@@ -199,7 +203,7 @@ impl Transport {
         }
         let capacity = reply.len().min(MAX_REPLY);
         let start = Instant::<Monotonic>::now();
-        let mut ticket = self.take_ticket();
+        let mut ticket = self.take_ticket(to.max_wait)?;
         let result = loop {
             let wait = self.reply_timeout(to.max_wait);
             match self.send_and_wait(&mut ticket, to, kind, payload, capacity, reply, wait) {
@@ -300,14 +304,14 @@ impl Transport {
     ) -> Result<Attempt> {
         let slot = ticket.slot;
         let done = &self.done[slot];
-        // Nobody else uses this slot's completion while we hold the ticket.
-        done.reset();
         let seq = {
             let mut inner = self.inner.lock();
             let seq = inner.next_seq;
             inner.next_seq = seq.wrapping_add(1);
             inner.waiters[slot] = Some(Waiter {
                 seq,
+                luid: to.luid,
+                kind,
                 capacity,
                 answer: None,
             });
@@ -338,6 +342,12 @@ impl Transport {
         let waited = done.wait(msecs_to_jiffies(wait.as_millis_ceil() as u32));
         let mut inner = self.inner.lock();
         let answer = inner.waiters[slot].take().and_then(|w| w.answer);
+        // The receive path completes under this lock, and only while an answer is missing:
+        // an answer the wait did not see left its completion pending. Take it, so that the
+        // slot's next wait does not end at once.
+        if answer.is_some() && waited != WaitOutcome::Completed {
+            done.take_pending();
+        }
         match (answer, waited) {
             (Some(Answer::Reply(o)), _) => {
                 reply[..o.len].copy_from_slice(&inner.replies[slot][..o.len]);
@@ -349,14 +359,39 @@ impl Transport {
         }
     }
 
-    /// Takes a free slot, waiting for one if all are in use.
-    fn take_ticket(&self) -> Ticket {
+    /// Takes a free slot, waiting for one if all are in use: at most `max_wait`
+    /// (`ETIMEDOUT`), and not past a signal (`EINTR`).
+    ///
+    /// All slots busy means the server answers nothing (stopped, or swamped by more mirrors
+    /// than slots): a log with a bounded wait must not wait for it longer than the bound.
+    fn take_ticket(&self, max_wait: Option<Delta>) -> Result<Ticket> {
+        let start = Instant::<Monotonic>::now();
         let mut inner = self.inner.lock();
         loop {
             if let Some(t) = inner.free.pop() {
-                return t;
+                return Ok(t);
             }
-            self.slot_freed.wait(&mut inner);
+            let step = match max_wait {
+                Some(bound) => {
+                    let left = bound - start.elapsed();
+                    if left <= Delta::ZERO {
+                        return Err(ETIMEDOUT);
+                    }
+                    if left < REPLY_TIMEOUT {
+                        left
+                    } else {
+                        REPLY_TIMEOUT
+                    }
+                }
+                None => REPLY_TIMEOUT,
+            };
+            // CAST: at most `REPLY_TIMEOUT` in milliseconds, which fits.
+            let jiffies = msecs_to_jiffies(step.as_millis_ceil() as u32);
+            if let CondVarTimeoutResult::Signal { .. } =
+                self.slot_freed.wait_interruptible_timeout(&mut inner, jiffies)
+            {
+                return Err(EINTR);
+            }
         }
     }
 
@@ -393,8 +428,18 @@ impl Transport {
         let seq = reply.seq();
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
-        let waits_for =
-            |w: &Option<Waiter>| matches!(w, Some(w) if w.seq == seq && w.answer.is_none());
+        // A full reply must also name the request's log and type: a server that mixed up
+        // two requests must not answer one with the other's data. (A bare ACK has only a seq.)
+        let addressed = |w: &Waiter| match &reply {
+            Reply::Ack { .. } => true,
+            Reply::Full { header, .. } => {
+                header.luid == w.luid
+                    && RequestType::try_from(header.request_type).is_ok_and(|k| k == w.kind)
+            }
+        };
+        let waits_for = |w: &Option<Waiter>| {
+            matches!(w, Some(w) if w.seq == seq && w.answer.is_none() && addressed(w))
+        };
         let hint = usize::from(inner.slot_by_seq[seq_index(seq)]);
         let slot = if waits_for(&inner.waiters[hint]) {
             Some(hint)

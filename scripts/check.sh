@@ -10,16 +10,22 @@ what=${1:-all}
 passed=0
 failed=0
 skipped=0
+xfailed=0
 failures=()
+upstream_bugs=()
 
-# Counts the ok / not ok / SKIP lines of KTAP output.
+# Counts the ok / not ok / SKIP / XFAIL lines of KTAP output. XFAIL is a known upstream bug of
+# the C module (the reference); each is listed at the end.
 count_ktap() {
-	local log=$1 name=$2 p f s
-	p=$(grep -E "^ok [0-9]+" "$log" | grep -vc "# SKIP" || true)
+	local log=$1 name=$2 p f s x
+	p=$(grep -E "^ok [0-9]+" "$log" | grep -vcE "# (SKIP|XFAIL)" || true)
 	s=$(grep -E "^ok [0-9]+" "$log" | grep -c "# SKIP" || true)
+	x=$(grep -E "^ok [0-9]+" "$log" | grep -c "# XFAIL" || true)
 	f=$(grep -cE "^not ok [0-9]+" "$log" || true)
 	passed=$((passed + p))
 	skipped=$((skipped + s))
+	xfailed=$((xfailed + x))
+	while read -r line; do upstream_bugs+=("$name: ${line#ok }"); done < <(grep -E "^ok [0-9]+.*# XFAIL" "$log" || true)
 	failed=$((failed + f))
 	while read -r line; do failures+=("$name: ${line#not ok }"); done < <(grep -E "^not ok [0-9]+" "$log" || true)
 }
@@ -58,6 +64,7 @@ if [ "$what" = all ] || [ "$what" = lint ]; then
 	lint "rustfmt: module and workspace" make -s -C "$TOP" rustfmtcheck
 	lint "clippy: module, kernel lints (CLIPPY=1)" "$TOP/scripts/build-module.sh" debug CLIPPY=1
 	lint "clippy: workspace" cargo clippy --workspace --all-targets --quiet -- -D warnings
+	lint "systemd unit: verify, exposure" "$TOP/server/check-unit.sh"
 fi
 
 if [ "$what" = all ] || [ "$what" = vm ]; then
@@ -65,7 +72,7 @@ if [ "$what" = all ] || [ "$what" = vm ]; then
 	"$TOP/scripts/build-kernel.sh" debug >/dev/null
 	"$TOP/scripts/build-kernel.sh" perf >/dev/null
 	# DMLU_RUNS="flavour:module:suite ..." picks runs (for development); the default is all.
-	for run in ${DMLU_RUNS:-debug:rust:smoke debug:c:smoke debug:rust:mirror debug:c:mirror debug:rust:protocol debug:rust:server debug:rust:diff debug:rust:reliability debug:c:reliability debug:rust:detect-kmemleak debug:rust:detect-kasan debug:rust:detect-lockdep perf:rust:smoke perf:c:smoke perf:rust:mirror}; do
+	for run in ${DMLU_RUNS:-debug:rust:smoke debug:c:smoke debug:rust:mirror debug:c:mirror debug:rust:protocol debug:rust:server debug:rust:diff debug:rust:reliability debug:c:reliability debug:rust:trust debug:c:trust debug:rust:detect-kmemleak debug:rust:detect-kasan debug:rust:detect-lockdep perf:rust:smoke perf:c:smoke perf:rust:mirror}; do
 		IFS=: read -r flavour variant suite <<<"$run"
 		say "vm: $suite suite, $variant module, $flavour kernel"
 		limit=600
@@ -74,6 +81,7 @@ if [ "$what" = all ] || [ "$what" = vm ]; then
 			limit=1500
 			[ "${LONG:-0}" = 1 ] && limit=9000
 		fi
+		[ "$suite" = trust ] && limit=900
 		log=$(mktemp)
 		if "$TOP/scripts/vm-run.sh" "$flavour" "$variant" "$suite" "$limit" >"$log" 2>&1; then rc=0; else rc=$?; fi
 		grep -vE "^# \[ *[0-9]+\.[0-9]+\]" "$log" | sed 's/^/    /'
@@ -92,9 +100,12 @@ if [ ${#failures[@]} -gt 0 ]; then
 	echo "Failures:"
 	printf '  %s\n' "${failures[@]}"
 fi
-if [ "$skipped" -gt 0 ]; then
-	echo "$passed passed, $failed failed, $skipped skipped"
-else
-	echo "$passed passed, $failed failed"
+if [ ${#upstream_bugs[@]} -gt 0 ]; then
+	echo "Known upstream bugs (the C module fails these tests; expected):"
+	printf '  %s\n' "${upstream_bugs[@]}"
 fi
+summary="$passed passed, $failed failed"
+[ "$skipped" -gt 0 ] && summary="$summary, $skipped skipped"
+[ "$xfailed" -gt 0 ] && summary="$summary, $xfailed known upstream bugs"
+echo "$summary"
 [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

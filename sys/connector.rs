@@ -91,8 +91,9 @@ impl<const N: usize> Drop for Registration<N> {
 /// # Safety
 ///
 /// Only called by the connector core, with `msg` pointing to a `cn_msg` followed by `msg->len`
-/// bytes (the core checks the netlink length against it before calling).
-unsafe extern "C" fn callback(msg: *mut raw::cn_msg, _nsp: *mut bindings::netlink_skb_parms) {
+/// bytes (the core checks the netlink length against it before calling), and `nsp` to the
+/// message's netlink control block (or null).
+unsafe extern "C" fn callback(msg: *mut raw::cn_msg, nsp: *mut bindings::netlink_skb_parms) {
     let _guard = rcu::read_lock();
     let handler = HANDLER
         .load(Ordering::Acquire)
@@ -107,10 +108,23 @@ unsafe extern "C" fn callback(msg: *mut raw::cn_msg, _nsp: *mut bindings::netlin
     // SAFETY: Per the function's contract the envelope and `len` bytes after it are readable
     // for the duration of the call.
     let bytes = unsafe { core::slice::from_raw_parts(start, CN_MSG_SIZE + len) };
-    // Like upstream, the check is on the task that sent the message: connector input runs
-    // synchronously in the sender's `sendmsg()`.
-    // SAFETY: `capable` may be called from any process context.
-    let privileged = unsafe { bindings::capable(bindings::CAP_SYS_ADMIN as i32) };
+    // Netlink's semantics, as `netlink_capable()`: the socket's opener and the task that
+    // sent (connector input runs synchronously in the sender's `sendmsg()`) must both hold
+    // CAP_SYS_ADMIN. Upstream checks only the task.
+    let privileged = if nsp.is_null() {
+        // SAFETY: `capable` may be called from any process context.
+        unsafe { bindings::capable(bindings::CAP_SYS_ADMIN as i32) }
+    } else {
+        // SAFETY: `nsp` is the control block of the message being delivered, valid for the
+        // call; `init_user_ns` is a static that lives for ever and is only read.
+        unsafe {
+            bindings::__netlink_ns_capable(
+                nsp,
+                core::ptr::addr_of_mut!(bindings::init_user_ns),
+                bindings::CAP_SYS_ADMIN as i32,
+            )
+        }
+    };
     // SAFETY: `handler` is non-null, so the registration that set it has not finished
     // dropping: it waits for a grace period after clearing `HANDLER`, and we are inside an RCU
     // read-side section, so its `Arc` is alive.

@@ -32,14 +32,14 @@ pub(crate) enum StatusKind {
 ///
 /// Each method is one op of `struct dm_dirty_log_type`; see `include/linux/dm-dirty-log.h`.
 pub(crate) trait DirtyLog: Send + Sync + Sized + 'static {
-    /// Creates a log for `target` from the table's log arguments.
-    fn ctr(target: Target, args: &[&CStr]) -> Result<Arc<Self>>;
+    /// Creates a log for the target being constructed from the table's log arguments.
+    fn ctr(target: &Constructing, args: &[&CStr]) -> Result<Arc<Self>>;
     /// Destroys the log.
     fn dtr(this: Arc<Self>);
     /// The mirror is about to suspend.
     fn presuspend(&self) -> Result;
-    /// The mirror has suspended.
-    fn postsuspend(&self) -> Result;
+    /// The mirror has suspended (may stop work items that hold the log).
+    fn postsuspend(this: ArcBorrow<'_, Self>) -> Result;
     /// The mirror resumes.
     fn resume(&self) -> Result;
     /// Region size in sectors.
@@ -95,19 +95,39 @@ impl Target {
         unsafe { raw::dm_table_event((*self.0.as_ptr()).table) };
     }
 
+}
+
+/// The target while its log is being constructed: what only a log constructor may do.
+///
+/// Device-mapper expects `dm_get_device` during the target's constructor, and the device back
+/// before the target goes away; so only the dirty-log `ctr` trampoline makes this, and lends it
+/// for the call.
+pub(crate) struct Constructing(Target);
+
+impl Constructing {
+    /// The target, for the log to keep.
+    pub(crate) fn target(&self) -> Target {
+        self.0
+    }
+
     /// Opens `path` (a device name or `major:minor`) as a dependency of the table.
+    ///
+    /// The log must drop the device before its `dtr` returns.
     pub(crate) fn get_device(&self, path: &CStr) -> Result<LogDevice> {
-        let ti = self.0.as_ptr();
+        let ti = self.0 .0.as_ptr();
         let mut dev: *mut raw::dm_dev = core::ptr::null_mut();
-        // SAFETY: `ti` is valid by the type invariant, `path` is NUL-terminated and `dev` is a
-        // valid out-pointer.
+        // SAFETY: `ti` is valid by `Target`'s invariant and is being constructed (this type
+        // exists only during `ctr`), `path` is NUL-terminated and `dev` is a valid out-pointer.
         to_result(unsafe {
             let mode = raw::dm_table_get_mode((*ti).table);
             raw::dm_get_device(ti, path.as_char_ptr(), mode, &mut dev)
         })?;
         let dev = NonNull::new(dev).ok_or(EINVAL)?;
         // INVARIANT: `dm_get_device` succeeded, so we own one reference to `dev`.
-        Ok(LogDevice { target: *self, dev })
+        Ok(LogDevice {
+            target: self.0,
+            dev,
+        })
     }
 }
 
@@ -232,7 +252,7 @@ unsafe extern "C" fn ctr<T: DirtyLog>(
             args.push(arg, GFP_KERNEL)?;
         }
         // INVARIANT: device-mapper destroys the log before its target.
-        let log = T::ctr(Target(ti), &args)?;
+        let log = T::ctr(&Constructing(Target(ti)), &args)?;
         Ok(log.into_foreign())
     };
     match build() {
@@ -274,7 +294,7 @@ unsafe extern "C" fn presuspend<T: DirtyLog>(log: *mut raw::dm_dirty_log) -> c_i
 /// Called by device-mapper on a constructed log.
 unsafe extern "C" fn postsuspend<T: DirtyLog>(log: *mut raw::dm_dirty_log) -> c_int {
     // SAFETY: Per the function's contract the log is constructed and not destroyed.
-    to_c(unsafe { context::<T>(log) }.postsuspend())
+    to_c(T::postsuspend(unsafe { context::<T>(log) }))
 }
 
 /// # Safety

@@ -40,13 +40,14 @@ impl TimedCompletion {
         })
     }
 
-    /// Makes the completion not done again, dropping a stale `complete()`.
+    /// Takes a `complete()` that no wait has taken, without waiting; returns whether there
+    /// was one.
     ///
-    /// The caller must be the only user: nobody waits on it and nobody completes it.
-    pub(crate) fn reset(&self) {
-        // SAFETY: `inner` is an initialised completion; per the contract above nobody waits on
-        // it, so re-initialising its wait queue cannot lose a waiter.
-        unsafe { bindings::init_completion(self.inner.get()) };
+    /// A waiter that timed out just before the completion came must take it, or its next
+    /// wait would return at once.
+    pub(crate) fn take_pending(&self) -> bool {
+        // SAFETY: `inner` is an initialised completion; trying a wait never sleeps.
+        unsafe { bindings::try_wait_for_completion(self.inner.get()) }
     }
 
     /// Marks the completion done and wakes its waiter.

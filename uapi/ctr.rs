@@ -32,6 +32,8 @@ pub enum ArgsError {
     MissingLogType,
     /// `max_server_wait=` without a number of seconds.
     BadServerWait,
+    /// A feature word given twice: the table would not read back as it was loaded.
+    RepeatedFeature,
     /// The CTR string does not fit the request.
     TooLong {
         /// Its length.
@@ -56,6 +58,10 @@ impl fmt::Display for ArgsError {
             Self::BadServerWait => write!(
                 f,
                 "max_server_wait= needs a whole number of seconds (0 waits forever)"
+            ),
+            Self::RepeatedFeature => write!(
+                f,
+                "a feature argument (integrated_flush, max_server_wait=) is given twice"
             ),
             Self::TooLong { len, max } => {
                 write!(
@@ -82,6 +88,9 @@ impl Features {
     /// Reads one feature word; `Ok(false)` when `word` is not one.
     fn take(&mut self, word: &[u8]) -> Result<bool, ArgsError> {
         if word.eq_ignore_ascii_case(INTEGRATED_FLUSH.as_bytes()) {
+            if self.integrated_flush {
+                return Err(ArgsError::RepeatedFeature);
+            }
             self.integrated_flush = true;
             return Ok(true);
         }
@@ -94,7 +103,9 @@ impl Features {
             .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|s| s.parse().ok())
             .ok_or(ArgsError::BadServerWait)?;
-        self.max_server_wait = Some(seconds);
+        if self.max_server_wait.replace(seconds).is_some() {
+            return Err(ArgsError::RepeatedFeature);
+        }
         Ok(true)
     }
 
@@ -321,6 +332,28 @@ mod tests {
             &mut ByteWriter::new(&mut small)
         )
         .is_err());
+    }
+
+    #[test]
+    fn repeated_feature_words_are_refused() {
+        for args in [
+            &["U", "integrated_flush", "integrated_flush", "core", "8"][..],
+            &[
+                "U",
+                "max_server_wait=1",
+                "integrated_flush",
+                "max_server_wait=2",
+                "core",
+                "8",
+            ],
+            &["U", "INTEGRATED_FLUSH", "integrated_flush", "core", "8"],
+        ] {
+            assert_eq!(
+                parse_args(args),
+                Err(ArgsError::RepeatedFeature),
+                "{args:?}"
+            );
+        }
     }
 
     #[test]

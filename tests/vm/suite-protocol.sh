@@ -6,7 +6,9 @@
 TESTS="setup autoload_by_device_mapper request_stream_well_formed seq_wraps luid_unique_per_instance
 region_size_validated ctr_device_name_validated bare_ack_fails_the_request
 timeout_resends_with_new_seq_others_proceed eagain_resends stray_and_duplicate_replies_dropped
-unprivileged_reply_ignored status_info_failure_default flush_failure_raises_event
+unprivileged_reply_ignored unprivileged_socket_ignored reply_must_name_the_log_and_type
+repeated_feature_refused
+status_info_failure_default flush_failure_raises_event
 failure_defaults_and_short_replies lying_data_size_dropped flush_group_failure_falls_back_to_single_regions
 in_sync_never_sent_from_map remote_recovering_rate_limited_and_hinted
 server_restart_reconnects suspend_resume_not_retried_without_server
@@ -26,16 +28,6 @@ setup() {
 serve() {
 	remove_all
 	restart_recording "$@"
-}
-
-# restart_recording [FAULT...]: as serve, but leaves the mirrors alone.
-restart_recording() {
-	stop_server
-	rm -f "$REC"
-	args=""
-	for f in "$@"; do args="$args --fault $f"; done
-	# shellcheck disable=SC2086
-	start_server dm-ulog-hostile --record "$REC" $args || fail "dm-ulog-hostile did not start"
 }
 
 # Removes every mirror the tests made.
@@ -257,6 +249,18 @@ unprivileged_reply_ignored() {
 	remove_all
 }
 
+# A privileged process replying on a socket opened without CAP_SYS_ADMIN: netlink's semantics
+# require both. The server sends that reply (a region size of 3) before the correct one.
+unprivileged_socket_ignored() {
+	serve "get_region_size:unpriv-socket"
+	before=$(transport_stat dropped_unprivileged)
+	create_mirror m0 "$UUID" clustered-core 1024 || fail "the reply from the unprivileged socket was taken"
+	after=$(transport_stat dropped_unprivileged)
+	echo "unprivileged replies dropped: $before -> $after"
+	[ $((after - before)) -ge 1 ] || fail "the reply was not dropped as unprivileged"
+	remove_all
+}
+
 status_info_failure_default() {
 	serve "status_info:errno=5"
 	create_mirror m0 "$UUID" clustered-core 1024 || fail "create failed"
@@ -382,6 +386,31 @@ remote_recovering_rate_limited_and_hinted() {
 	n=$(count_requests "$REC" IS_REMOTE_RECOVERING)
 	remove_all
 	[ "$n" -le 1 ] || fail "$n requests although the hint says all regions are in sync"
+}
+
+# A reply with the right seq but another log's luid, or another request type, answers nothing:
+# the server sends one such (its payload a region size of 3) before the correct reply.
+reply_must_name_the_log_and_type() {
+	for wrong in misaddressed mistyped; do
+		serve "get_region_size:$wrong"
+		dropped_before=$(transport_stat dropped_unmatched)
+		create_mirror m0 "$UUID" clustered-core 1024 || fail "$wrong reply taken: create failed"
+		[ "$(transport_stat dropped_unmatched)" -gt "$dropped_before" ] || fail "the $wrong reply was not dropped"
+		remove_all
+	done
+}
+
+# A feature word given twice would not read back from `dmsetup table` as it was loaded.
+repeated_feature_refused() {
+	serve
+	mark_dmesg
+	if create_mirror m0 "$UUID" integrated_flush integrated_flush clustered-core 1024; then
+		remove_all
+		fail "integrated_flush twice accepted"
+	fi
+	new_dmesg | grep -q "given twice" || fail "no 'given twice' message"
+	[ -s "$REC" ] && fail "the server heard of the refused table"
+	return 0
 }
 
 server_restart_reconnects() {

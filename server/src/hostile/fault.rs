@@ -34,6 +34,17 @@ pub enum Action {
     Unpriv,
     /// The correct reply with a `data_size` field that lies.
     DataSize(u32),
+    /// The correct reply, then the server dies at once (abort), as a crash between two
+    /// requests would leave it: what it answered but did not make durable is gone.
+    Exit,
+    /// A reply with the request's seq but another log's luid (and eight bytes of 3s), then
+    /// the correct one: the kernel must take only the second.
+    Misaddressed,
+    /// As `misaddressed`, but the reply names another request type.
+    Mistyped,
+    /// As `misaddressed`, but the first reply names the request and comes from a socket
+    /// opened without CAP_SYS_ADMIN (the sender still has it): netlink's check is on both.
+    UnprivSocket,
 }
 
 impl Action {
@@ -42,6 +53,7 @@ impl Action {
     pub fn applies_request(&self) -> bool {
         match self {
             Self::Drop | Self::Unpriv | Self::Errno(_) => false,
+            Self::Exit | Self::Misaddressed | Self::Mistyped | Self::UnprivSocket => true,
             Self::Ack(n) => *n == 0,
             _ => true,
         }
@@ -63,6 +75,10 @@ impl fmt::Display for Action {
             Self::Delay(d) => write!(f, "delay={}", d.as_millis()),
             Self::Unpriv => write!(f, "unpriv"),
             Self::DataSize(n) => write!(f, "data-size={n}"),
+            Self::Exit => write!(f, "exit"),
+            Self::Misaddressed => write!(f, "misaddressed"),
+            Self::Mistyped => write!(f, "mistyped"),
+            Self::UnprivSocket => write!(f, "unpriv-socket"),
         }
     }
 }
@@ -89,6 +105,10 @@ impl FromStr for Action {
             "stray" => needs_value(Self::Stray),
             "dup" => needs_value(Self::Dup),
             "unpriv" => needs_value(Self::Unpriv),
+            "exit" => needs_value(Self::Exit),
+            "misaddressed" => needs_value(Self::Misaddressed),
+            "mistyped" => needs_value(Self::Mistyped),
+            "unpriv-socket" => needs_value(Self::UnprivSocket),
             "errno" => Ok(Self::Errno(number(name, value)?)),
             "ack" => Ok(Self::Ack(number(name, value)?)),
             "size" => Ok(Self::Size(number(name, value)?)),
@@ -103,7 +123,8 @@ impl FromStr for Action {
             "data-size" => Ok(Self::DataSize(number(name, value)?)),
             other => Err(format!(
                 "unknown fault action {other:?}: expected drop, errno=N, ack=N, size=N, u64=V, \
-                 device=S, device-raw=S, stray, dup, delay=MS, unpriv or data-size=N"
+                 device=S, device-raw=S, stray, dup, delay=MS, unpriv, data-size=N, exit, misaddressed, \
+                 mistyped or unpriv-socket"
             )),
         }
     }
@@ -213,6 +234,10 @@ mod tests {
             ("x:dup", Action::Dup),
             ("x:unpriv", Action::Unpriv),
             ("x:data-size=4294967295", Action::DataSize(u32::MAX)),
+            ("x:exit", Action::Exit),
+            ("x:misaddressed", Action::Misaddressed),
+            ("x:mistyped", Action::Mistyped),
+            ("x:unpriv-socket", Action::UnprivSocket),
         ] {
             let a: Action = spec[2..].parse().unwrap();
             assert_eq!(a, action);

@@ -11,9 +11,11 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult};
 use tracing::{info, warn};
 
+use crate::link::Replier;
 use crate::serve::{Exchange, Responder};
 use fault::{Action, Script};
 use fuzz::{Fuzzer, Previous};
+use netlink_sys::{protocols::NETLINK_CONNECTOR, Socket};
 
 /// How far a stray reply's seq is from the request's.
 pub const STRAY_SEQ_OFFSET: u32 = fuzz::STRAY_SEQ_OFFSET;
@@ -101,7 +103,47 @@ impl Hostile {
                 lying.encode(&mut ex.tx.message()[CN_MSG_SIZE..])?;
                 ex.tx.send(len)
             }
+            Action::Exit => {
+                ex.send_answer(error)?;
+                warn!("fault exit: dying after the reply, as a crash would");
+                std::process::abort()
+            }
+            Action::Misaddressed | Action::Mistyped => {
+                let mut wrong = h;
+                if matches!(action, Action::Misaddressed) {
+                    wrong.luid = h.luid.wrapping_add(1);
+                } else {
+                    wrong.request_type = other_type(h.request_type);
+                }
+                ex.tx.reply(&wrong, 0, &3u64.to_ne_bytes())?;
+                ex.send_answer(error)
+            }
+            Action::UnprivSocket => {
+                let socket = socket_without_sys_admin()?;
+                let mut buf = Vec::new();
+                Replier::new(&socket, &mut buf).reply(&h, 0, &3u64.to_ne_bytes())?;
+                ex.send_answer(error)
+            }
         }
+    }
+}
+
+/// A connector socket opened while CAP_SYS_ADMIN was not in effect; it is back in effect when
+/// this returns, so only the socket's opener lacks it.
+fn socket_without_sys_admin() -> Result<Socket> {
+    caps::drop(None, CapSet::Effective, Capability::CAP_SYS_ADMIN)?;
+    let socket = Socket::new(NETLINK_CONNECTOR).context("a connector socket");
+    caps::raise(None, CapSet::Effective, Capability::CAP_SYS_ADMIN)?;
+    socket
+}
+
+/// A request type other than `raw`'s (both valid).
+fn other_type(raw: u32) -> u32 {
+    let flush = dm_ulog_uapi::RequestType::Flush as u32;
+    if raw & dm_ulog_uapi::REQUEST_TYPE_MASK == flush {
+        dm_ulog_uapi::RequestType::GetRegionSize as u32
+    } else {
+        flush
     }
 }
 
