@@ -4,6 +4,11 @@
 # KTAP to ktap.log. Fails when any test fails, the guest does not finish, or the console
 # shows a kernel report (oops, BUG, WARNING, KASAN, lockdep, kmemleak, ...).
 # Usage: vm-run.sh perf|debug rust|c SUITE [TIMEOUT_SECONDS]
+# For the power-cut runs (scripts/power-cut.sh): DMLU_DRIVES="A.img B.img ..." attaches raw
+# images as virtio disks, DMLU_ACKS=FILE adds a third serial port (/dev/ttyS2) kept in FILE,
+# DMLU_INITRD_EXTRA=X.cpio.gz is appended to the initramfs, DMLU_APPEND adds to the kernel
+# command line, and DMLU_CUT=1 kills QEMU (a power cut) 0-2 s after the guest prints
+# "dmlu: cut me" on its KTAP port; such a run is judged on the console and the tests before.
 . "$(dirname "$0")/lib.sh"
 
 flavour=${1:?usage: $0 perf|debug rust|c SUITE [TIMEOUT]}
@@ -24,19 +29,51 @@ for dir in tests/detectors bench/pingpong; do
 	[ -d "$TOP/$dir" ] && extra+=("$("$TOP/scripts/build-test-module.sh" "$flavour" "$dir")")
 done
 EXTRA_MODULES="${extra[*]}" "$TOP/scripts/build-initramfs.sh" "$run/initramfs.cpio.gz" "$rust_ko" "$c_ko" "$variant" "${bins[@]}"
+if [ -n "${DMLU_INITRD_EXTRA:-}" ]; then
+	cat "$DMLU_INITRD_EXTRA" >>"$run/initramfs.cpio.gz"
+fi
+qemu_extra=()
+for img in ${DMLU_DRIVES:-}; do
+	qemu_extra+=(-drive "file=$img,format=raw,if=virtio,cache=writeback")
+done
+[ -n "${DMLU_ACKS:-}" ] && qemu_extra+=(-serial "file:$DMLU_ACKS")
 
 accel=tcg
 if [ "$("$TOP/scripts/kvm-probe.sh" "$kdir")" = yes ]; then accel=kvm; fi
 mem=1024
 [ "$flavour" = debug ] && mem=2048
-append="console=ttyS0 panic=-1 oops=panic loglevel=7 dmlu.suite=$suite dmlu.long=${LONG:-0}"
+append="console=ttyS0 panic=-1 oops=panic loglevel=7 dmlu.suite=$suite dmlu.long=${LONG:-0} ${DMLU_APPEND:-}"
 [ "$flavour" = debug ] && append="$append kmemleak=on"
 
-timeout --foreground -k 5 "$limit" qemu-system-x86_64 -accel "$accel" -m "$mem" -smp 2 \
-	-display none -nodefaults -no-reboot \
-	-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$run/initramfs.cpio.gz" -append "$append" \
-	-serial "file:$run/console.log" -serial "file:$run/ktap.log" </dev/null
-qemu_rc=$?
+qemu=(qemu-system-x86_64 -accel "$accel" -m "$mem" -smp 2
+	-display none -nodefaults -no-reboot
+	-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$run/initramfs.cpio.gz" -append "$append"
+	-serial "file:$run/console.log" -serial "file:$run/ktap.log" "${qemu_extra[@]}")
+cut=
+if [ "${DMLU_CUT:-0}" = 1 ]; then
+	: >"$run/ktap.log"
+	"${qemu[@]}" </dev/null &
+	qpid=$!
+	for _ in $(seq $((limit * 10))); do
+		grep -q "dmlu: cut me" "$run/ktap.log" 2>/dev/null && break
+		kill -0 "$qpid" 2>/dev/null || break
+		sleep 0.1
+	done
+	if grep -q "dmlu: cut me" "$run/ktap.log"; then
+		delay_ms=$((RANDOM % 2000))
+		sleep "$((delay_ms / 1000)).$(printf %03d $((delay_ms % 1000)))"
+		kill -9 "$qpid" 2>/dev/null
+		cut="power cut ${delay_ms} ms after the guest was ready"
+	else
+		kill -9 "$qpid" 2>/dev/null
+	fi
+	wait "$qpid" 2>/dev/null
+	qemu_rc=0
+	[ -n "$cut" ] || qemu_rc=1
+else
+	timeout --foreground -k 5 "$limit" "${qemu[@]}" </dev/null
+	qemu_rc=$?
+fi
 
 cat "$run/ktap.log"
 problems=0
@@ -44,7 +81,11 @@ if [ "$qemu_rc" -ne 0 ]; then
 	echo "# $flavour/$variant/$suite: QEMU exited with $qemu_rc (124: timed out after ${limit}s)"
 	problems=1
 fi
-grep -q "dmlu: suite .* finished" "$run/console.log" || { echo "# the guest did not finish the suite"; problems=1; }
+if [ -n "$cut" ]; then
+	echo "# $cut"
+else
+	grep -q "dmlu: suite .* finished" "$run/console.log" || { echo "# the guest did not finish the suite"; problems=1; }
+fi
 # The detector suites plant one bug each: their report must appear, and only it is allowed.
 expect=
 case "$suite" in
@@ -84,7 +125,9 @@ fi
 failed=$(grep -cE "^not ok [0-9]+" "$run/ktap.log" || true)
 planned=$(sed -n 's/^1\.\.\([0-9]*\).*/\1/p' "$run/ktap.log" | head -n 1)
 ran=$(grep -cE "^(not )?ok [0-9]+" "$run/ktap.log" || true)
-if [ -z "$planned" ] || [ "$ran" -ne "$planned" ]; then
+if [ -n "$cut" ]; then
+	: # the cut ends the suite early: the tests before it are judged
+elif [ -z "$planned" ] || [ "$ran" -ne "$planned" ]; then
 	echo "# planned ${planned:-?} tests, ran $ran"
 	problems=1
 fi

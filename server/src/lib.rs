@@ -2,12 +2,17 @@
 //! `dm-ulog-hostile` share.
 
 pub mod bench;
+pub mod bitset;
 pub mod cli;
+pub mod crashcheck;
+pub mod cutwrites;
 pub mod device;
 pub mod disk;
 pub mod hostile;
 pub mod link;
+pub mod lock;
 pub mod logs;
+pub mod ratelimit;
 pub mod record;
 pub mod regions;
 pub mod serve;
