@@ -211,8 +211,11 @@ impl WorkItem for UserspaceLog {
             let _ = workqueue::system_long().enqueue_delayed(this, msecs_to_jiffies(ms));
             return;
         }
-        if this.lazy_flush_due.xchg(false, Relaxed) && this.flush_marks(&[], 0).is_err() {
-            this.target.table_event();
+        if this.lazy_flush_due.xchg(false, Relaxed) {
+            if let Err(e) = this.flush_marks(&[], 0) {
+                this.clears_not_flushed(e);
+                this.target.table_event();
+            }
         }
     }
 }
@@ -590,13 +593,18 @@ impl UserspaceLog {
         cancel_delayed_sync(this);
         if this.lazy_flush_due.xchg(false, Relaxed) {
             if let Err(e) = this.request_once(RequestType::Flush, &[], &mut []) {
-                pr_warn!(
-                    "[{}] pending clears not flushed ({}): those regions will be resynced\n",
-                    uuid_tail(&this.uuid),
-                    e.to_errno()
-                );
+                this.clears_not_flushed(e);
             }
         }
+    }
+
+    /// Says that clears stay undurable: harmless, those regions are only resynced.
+    fn clears_not_flushed(&self, e: Error) {
+        pr_warn!(
+            "[{}] pending clears not flushed ({}): those regions will be resynced\n",
+            uuid_tail(&self.uuid),
+            e.to_errno()
+        );
     }
 
     /// One request, unless the server is known to be gone; then, or when this request finds

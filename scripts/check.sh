@@ -72,7 +72,7 @@ if [ "$what" = all ] || [ "$what" = vm ]; then
 	"$TOP/scripts/build-kernel.sh" debug >/dev/null
 	"$TOP/scripts/build-kernel.sh" perf >/dev/null
 	# DMLU_RUNS="flavour:module:suite ..." picks runs (for development); the default is all.
-	for run in ${DMLU_RUNS:-debug:rust:smoke debug:c:smoke debug:rust:mirror debug:c:mirror debug:rust:protocol debug:rust:server debug:rust:diff debug:rust:reliability debug:c:reliability debug:rust:trust debug:c:trust debug:rust:detect-kmemleak debug:rust:detect-kasan debug:rust:detect-lockdep perf:rust:smoke perf:c:smoke perf:rust:mirror}; do
+	for run in ${DMLU_RUNS:-debug:rust:smoke debug:c:smoke debug:rust:mirror debug:c:mirror debug:rust:protocol debug:rust:server debug:rust:diff debug:rust:reliability debug:c:reliability debug:rust:trust debug:c:trust debug:rust:detect-kmemleak debug:rust:detect-kasan debug:rust:detect-lockdep perf:rust:smoke perf:c:smoke perf:rust:mirror perf:rust:powercut perf:c:powercut perf:rust:powercut-coarse perf:c:powercut-coarse}; do
 		IFS=: read -r flavour variant suite <<<"$run"
 		say "vm: $suite suite, $variant module, $flavour kernel"
 		limit=600
@@ -82,8 +82,14 @@ if [ "$what" = all ] || [ "$what" = vm ]; then
 			[ "${LONG:-0}" = 1 ] && limit=9000
 		fi
 		[ "$suite" = trust ] && limit=900
+		[ "$suite" = powercut ] && limit=1200
 		log=$(mktemp)
-		if "$TOP/scripts/vm-run.sh" "$flavour" "$variant" "$suite" "$limit" >"$log" 2>&1; then rc=0; else rc=$?; fi
+		if [ "$suite" = powercut-coarse ]; then
+			# Real cuts: several boots, QEMU killed under the writes (LONG=1: 50 cuts).
+			cuts=2
+			[ "${LONG:-0}" = 1 ] && cuts=50
+			if "$TOP/scripts/power-cut.sh" "$variant" "$cuts" >"$log" 2>&1; then rc=0; else rc=$?; fi
+		elif "$TOP/scripts/vm-run.sh" "$flavour" "$variant" "$suite" "$limit" >"$log" 2>&1; then rc=0; else rc=$?; fi
 		grep -vE "^# \[ *[0-9]+\.[0-9]+\]" "$log" | sed 's/^/    /'
 		count_ktap "$log" "$flavour/$variant/$suite"
 		if [ "$rc" -ne 0 ] && ! grep -qE "^not ok [0-9]+" "$log"; then

@@ -22,18 +22,20 @@ for i in $(seq 0 "$cuts"); do
 	last=0
 	[ "$i" -eq "$cuts" ] && last=1
 	killserver=$(((i + 1) % 2 == 0 ? 1 : 0))
+	killedbefore=$((i > 0 && i % 2 == 0 ? 1 : 0))
 	cp "$dir/acks.log" "$dir/acks-initrd/acks"
 	(cd "$dir/acks-initrd" && echo acks | cpio -o -H newc --quiet | gzip -1) >"$dir/acks.cpio.gz"
 	: >"$dir/acks-next.log"
 	say "power cut $i of $cuts ($variant module$([ "$last" = 1 ] && echo ", check only"))"
 	if DMLU_DRIVES="$dir/leg0.img $dir/leg1.img $dir/log.img" DMLU_ACKS="$dir/acks-next.log" \
 		DMLU_INITRD_EXTRA="$dir/acks.cpio.gz" DMLU_CUT=$((1 - last)) \
-		DMLU_APPEND="dmlu.cut=$i dmlu.last=$last dmlu.killserver=$killserver" \
+		DMLU_APPEND="dmlu.cut=$i dmlu.last=$last dmlu.killserver=$killserver dmlu.killedbefore=$killedbefore" \
 		"$TOP/scripts/vm-run.sh" perf "$variant" powercut-coarse 600; then
 		:
 	else
 		failed=1
 	fi
+	cat "$TOP/out/vm/perf-$variant-powercut-coarse/ktap.log" >>"$dir/ktap-all.log"
 	echo "# acknowledged writes before cut $((i + 1)): $(wc -l <"$dir/acks-next.log")"
 	mv "$dir/acks-next.log" "$dir/acks.log"
 done

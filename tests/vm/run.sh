@@ -8,6 +8,7 @@ if [ ! -f "/tests/suite-$suite.sh" ]; then
 	exit 4
 fi
 . "/tests/suite-$suite.sh"
+[ -n "${DMLU_TESTS:-}" ] && TESTS=$(echo "$DMLU_TESTS" | tr , ' ')
 set -- $TESTS
 ktap_header $#
 for t in "$@"; do

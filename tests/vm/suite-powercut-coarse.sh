@@ -6,7 +6,8 @@
 # Every configuration gets its own mirror, on slices of the three disks: the kernel's `disk`
 # log (with the Rust module's boots only) and `disk` and `clustered-disk` userspace logs served
 # by dm-ulogd, with and without integrated_flush. With dmlu.killserver=1 the server is
-# SIGKILLed and restarted shortly before the cut.
+# SIGKILLed and restarted shortly before the cut (dmlu.killedbefore=1: it was, before the cut
+# this boot checks).
 # The check, before the mirror is active again: every region whose legs differ is dirty in the
 # log (`dm-ulog-crashcheck devices`); then, with the mirror resynced from its log, the legs are
 # identical and every write acknowledged before the cut reads back (`dm-ulog-crashcheck
@@ -22,6 +23,8 @@ arg() {
 CUT=$(arg cut)
 LAST=$(arg last)
 KILLSERVER=$(arg killserver)
+# Whether the server was killed shortly before the cut being checked.
+KILLSERVER_BEFORE=$(arg killedbefore)
 
 CONFIGS="udisk udisk_if ucdisk ucdisk_if"
 [ "$VARIANT" = rust ] && CONFIGS="kdisk $CONFIGS"
@@ -40,6 +43,17 @@ for c in $CONFIGS; do
 	k=$((k + 1))
 done
 [ "${LAST:-0}" = 1 ] || TESTS="$TESTS write_until_cut"
+
+# The configuration's name in the results.
+config_name() {
+	case $1 in
+	kdisk) echo kernel-disk ;;
+	udisk) echo disk ;;
+	udisk_if) echo disk+integrated_flush ;;
+	ucdisk) echo clustered-disk ;;
+	ucdisk_if) echo clustered-disk+integrated_flush ;;
+	esac
+}
 
 # The log arguments of configuration NAME (index K): log_args K NAME.
 log_args() {
@@ -73,6 +87,7 @@ setup() {
 			dm create "cl$k" --table "0 $LOGLEN linear /dev/vdc $((k * LOGLEN))" || fail "slices of $k failed"
 		k=$((k + 1))
 	done
+	dm mknodes
 }
 
 # check_cut K NAME: what the last cut left of configuration K.
@@ -93,7 +108,11 @@ check_cut() {
 	dm remove "cm$k"
 	a=$(md5sum <"/dev/mapper/ca$k")
 	b=$(md5sum <"/dev/mapper/cb$k")
-	echo "power-cut cut=$CUT killserver=${KILLSERVER:-0} $VARIANT/$2: $(echo "$out" | tail -n 1)"
+	module=$VARIANT
+	[ "$2" = kdisk ] && module=kernel
+	# One line for tests/results/power-cut.md (scripts/power-cut-report.py).
+	echo "power-cut cut module=$module config=$(config_name "$2") server_killed=${KILLSERVER_BEFORE:-0}" \
+		"cut=$CUT unmarked=$(echo "$out" | sed -n 's/^unmarked differing regions: //p')"
 	[ "$unmarked" -eq 0 ] || fail "a region whose legs differ was marked clean in the log"
 	[ "$a" = "$b" ] || fail "the legs differ after the resync"
 	[ "$lost" -eq 0 ] || fail "an acknowledged write was lost"

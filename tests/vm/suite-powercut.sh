@@ -29,10 +29,13 @@ setup() {
 recorded_mirror() {
 	dd if=/dev/zero of="$BACKING" bs=1M count=10 oflag=direct 2>/dev/null
 	dd if=/dev/zero of="$RECDEV" bs=1M count=1 oflag=direct 2>/dev/null
+	unrecord
 	dm create lw --table "0 $((2 * LEG + LOGLEN)) log-writes $BACKING $RECDEV" || return 1
+	dm mknodes lw
 	dm create pleg0 --table "0 $LEG linear /dev/mapper/lw 0" &&
 		dm create pleg1 --table "0 $LEG linear /dev/mapper/lw $LEG" &&
 		dm create plog --table "0 $LOGLEN linear /dev/mapper/lw $((2 * LEG))" || return 1
+	dm mknodes
 	dm create pm --table "0 $LEG mirror $* 2 /dev/mapper/pleg0 0 /dev/mapper/pleg1 0" || return 1
 	dm mknodes
 }
@@ -56,14 +59,14 @@ workload() {
 			start_server || fail "dm-ulogd did not restart"
 		done
 	fi
-	wait_for 120 gone "$fpid" ||
+	wait_for 60 gone "$fpid" ||
 		upstream_bug "its reconnect CTR has no room for a disk log's device name, so it retries for ever" \
 			"the writes did not finish after the server restarts"
 	wait "$fpid" || { tail -n 20 /tmp/fio.out; fail "fio failed"; }
 }
 
-# cut_and_check NAME [kill] LOGSPEC...: records the workload on a mirror with that log, then
-# checks every crash point of the record.
+# cut_and_check "module=M config=C" [kill] LOGSPEC...: records the workload on a mirror with
+# that log, then checks every crash point of the record.
 cut_and_check() {
 	name=$1
 	shift
@@ -76,13 +79,20 @@ cut_and_check() {
 	recorded_mirror "$@" || fail "the recorded mirror could not be built"
 	wait_in_sync pm 120 || fail "no initial sync"
 	workload $kill
+	# After a server restart the idle mirror resyncs only when its worker next runs (as
+	# upstream): a read wakes it.
+	dd if=/dev/mapper/pm of=/dev/null bs=1M iflag=direct 2>/dev/null
 	wait_in_sync pm 120 || fail "no sync after the writes"
 	dm status pm
 	unrecord
 	out=$(dm-ulog-crashcheck replay --record "$RECDEV" --leg0 "0:$LEG" --leg1 "$LEG:$LEG" \
 		--log "$((2 * LEG)):$LOGLEN" --region "$REGION")
 	rc=$?
-	echo "$name: $out" | sed 's/^/power-cut /'
+	echo "$out"
+	# One line for tests/results/power-cut.md (scripts/power-cut-report.py).
+	echo "power-cut replay $name server_killed=$([ -n "$kill" ] && echo 1 || echo 0)" \
+		"crash_points=$(echo "$out" | sed -n 's/.*crash_points=\([0-9]*\).*/\1/p')" \
+		"unmarked=$(echo "$out" | sed -n 's/^unmarked differing regions: //p')"
 	echo "$out" | grep -q "^unmarked differing regions: " || fail "the replay did not run"
 	[ "$rc" -eq 0 ] || fail "a power cut could leave a differing region marked clean"
 }
@@ -97,22 +107,20 @@ userspace_log() {
 
 power_cut_replay_kernel_disk() {
 	[ "$VARIANT" = c ] && { echo "the kernel's own log runs once, in the Rust module's run"; exit "$KSFT_SKIP"; }
-	cut_and_check kernel_disk disk 2 /dev/mapper/plog "$REGION"
+	cut_and_check "module=kernel config=kernel-disk" disk 2 /dev/mapper/plog "$REGION"
 }
-power_cut_replay_disk() { cut_and_check "$VARIANT/disk" $(userspace_log disk); }
+M="module=$VARIANT config"
+power_cut_replay_disk() { cut_and_check "$M=disk" $(userspace_log disk); }
 power_cut_replay_disk_integrated_flush() {
-	cut_and_check "$VARIANT/disk+integrated_flush" $(userspace_log disk integrated_flush)
+	cut_and_check "$M=disk+integrated_flush" $(userspace_log disk integrated_flush)
 }
-power_cut_replay_clustered_disk() { cut_and_check "$VARIANT/clustered-disk" $(userspace_log clustered-disk); }
+power_cut_replay_clustered_disk() { cut_and_check "$M=clustered-disk" $(userspace_log clustered-disk); }
 power_cut_replay_clustered_disk_integrated_flush() {
-	cut_and_check "$VARIANT/clustered-disk+integrated_flush" $(userspace_log clustered-disk integrated_flush)
+	cut_and_check "$M=clustered-disk+integrated_flush" $(userspace_log clustered-disk integrated_flush)
 }
-power_cut_replay_disk_server_killed() {
-	cut_and_check "$VARIANT/disk,server-killed" kill $(userspace_log disk)
-}
+power_cut_replay_disk_server_killed() { cut_and_check "$M=disk" kill $(userspace_log disk); }
 power_cut_replay_clustered_disk_integrated_flush_server_killed() {
-	cut_and_check "$VARIANT/clustered-disk+integrated_flush,server-killed" kill \
-		$(userspace_log clustered-disk integrated_flush)
+	cut_and_check "$M=clustered-disk+integrated_flush" kill $(userspace_log clustered-disk integrated_flush)
 }
 
 teardown() {
