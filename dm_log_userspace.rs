@@ -152,9 +152,13 @@ pub(crate) struct UserspaceLog {
     /// Signalled when a re-creation ends.
     #[pin]
     reattached: CondVar,
-    /// Re-creations completed (changed under `reattach`): a FLUSH sent and answered within
-    /// one generation reached a server that had every mark sent before it.
+    /// Re-creations begun on a server that took the CTR (changed under `reattach`): a FLUSH
+    /// sent and answered within one generation, with none half done, reached a server that
+    /// had every mark sent before it.
     generation: Atomic<u64>,
+    /// The last re-creation stopped after its CTR (RESUME or a mark failed): the server knows
+    /// the log but may lack marks, so no FLUSH counts until a re-creation completes.
+    half_attached: Atomic<bool>,
     /// Set from postsuspend (until resume) and at dtr: requests no longer wait for a missing
     /// server, and the lazy FLUSH work does not queue itself again.
     stopping: Atomic<bool>,
@@ -318,7 +322,9 @@ impl UserspaceLog {
         let r = self.reconnect();
         let mut busy = self.reattach.lock();
         *busy = false;
-        if r.is_ok() {
+        // A CTR that went through starts a new generation, complete or not: FLUSHes answered
+        // meanwhile prove nothing.
+        if r.is_ok() || self.half_attached.load(Relaxed) {
             self.generation.fetch_add(1, Relaxed);
         }
         drop(busy);
@@ -332,20 +338,31 @@ impl UserspaceLog {
         if self.transport.past_bound(self.max_wait) {
             return Err(ETIMEDOUT);
         }
-        let pause = msecs_to_jiffies(u32::try_from(self.reconnect_pause().as_millis_ceil()).unwrap_or(u32::MAX));
+        // CAST: clamped to a positive number of milliseconds below 2^32.
+        let ms = self.reconnect_pause().as_millis_ceil().clamp(1, i64::from(u32::MAX)) as u32;
+        let pause = msecs_to_jiffies(ms);
         match self.reattached.wait_interruptible_timeout(busy, pause) {
             CondVarTimeoutResult::Signal { .. } => Err(EINTR),
             _ => Ok(()),
         }
     }
 
-    /// Waits until no caller is re-creating the log; returns the generation then.
+    /// Waits until no caller is re-creating the log, and completes a re-creation that stopped
+    /// half way; returns the generation then.
     fn settled_generation(&self) -> Result<u64> {
-        let mut busy = self.reattach.lock();
-        while *busy {
-            self.wait_reattached(&mut busy)?;
+        loop {
+            let generation = {
+                let mut busy = self.reattach.lock();
+                while *busy {
+                    self.wait_reattached(&mut busy)?;
+                }
+                self.generation.load(Relaxed)
+            };
+            if !self.half_attached.load(Relaxed) {
+                return Ok(generation);
+            }
+            self.reattach(generation)?;
         }
-        Ok(self.generation.load(Relaxed))
     }
 
     /// Waits for a server and re-creates this log instance on it: CTR, RESUME, then every
@@ -395,6 +412,8 @@ impl UserspaceLog {
                 Err(_) => continue,
             }
         }
+        // Until RESUME and the marks are through, the server knows the log but not its marks.
+        self.half_attached.store(true, Relaxed);
         self.stats.reconnected();
         // What the log knew of the old server's sync state is stale: a restarted core-log
         // server resyncs everything, which a kept hint would hide from the mirror for good.
@@ -406,7 +425,9 @@ impl UserspaceLog {
         self.request_once(RequestType::Resume, &[], &mut [])
             .inspect_err(|e| pr_err!("Error trying to resume userspace log: {}\n", e.to_errno()))
             .map_err(|_| ESRCH)?;
-        self.resend_unflushed_marks()
+        self.resend_unflushed_marks()?;
+        self.half_attached.store(false, Relaxed);
+        Ok(())
     }
 
     /// Sends the marks that no FLUSH has made durable again, to a server that has just
@@ -521,7 +542,8 @@ impl UserspaceLog {
             let seen = self.settled_generation()?;
             self.request(RequestType::Flush, payload, &mut [])?;
             let busy = self.reattach.lock();
-            if !*busy && self.generation.load(Relaxed) == seen {
+            if !*busy && self.generation.load(Relaxed) == seen && !self.half_attached.load(Relaxed)
+            {
                 self.batch.marks_flushed(durable);
                 return Ok(());
             }
@@ -828,6 +850,7 @@ fn construct(ctx: &Constructing, args: &[&CStr]) -> Result<Arc<UserspaceLog>> {
         reattach <- new_mutex!(false, "UserspaceLog::reattach"),
         reattached <- new_condvar!("UserspaceLog::reattached"),
         generation: Atomic::new(0),
+        half_attached: Atomic::new(false),
         stopping: Atomic::new(false),
         outage_reported: Atomic::new(false),
         region_size,
@@ -875,10 +898,15 @@ impl DirtyLog for UserspaceLog {
             .map(|_| ())
     }
 
-    fn resume(&self) -> Result {
-        self.stopping.store(false, Relaxed);
-        self.in_sync_hint.store(0, Relaxed);
-        self.request_once(RequestType::Resume, &[], &mut [])
+    fn resume(this: ArcBorrow<'_, Self>) -> Result {
+        this.stopping.store(false, Relaxed);
+        this.in_sync_hint.store(0, Relaxed);
+        // Clears the mirror's worker recorded after postsuspend stopped the work.
+        if this.lazy_flush_due.load(Relaxed) {
+            let _ = workqueue::system_long()
+                .enqueue_delayed(Arc::from(this), msecs_to_jiffies(LAZY_FLUSH_DELAY_MS));
+        }
+        this.request_once(RequestType::Resume, &[], &mut [])
             .map(|_| ())
     }
 

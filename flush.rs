@@ -76,8 +76,15 @@ impl FlushBatch {
     }
 
     /// Records a mark. Never sleeps.
+    ///
+    /// A mark waiting to be sent already covers the region; one sent earlier does not (a
+    /// clear may have followed it), so the region is recorded again.
     pub(crate) fn mark(&self, region: u64) {
         let mut p = self.pending.lock();
+        let sent = p.sent;
+        if p.marks[sent..].contains(&region) {
+            return;
+        }
         if !push_atomic(&mut p.marks, region) {
             p.lost_mark = true;
         }

@@ -208,6 +208,8 @@ pub(crate) struct TransportStats {
     pub(crate) malformed: Atomic<u64>,
     /// Matching no waiting request (late, duplicated or forged).
     pub(crate) unmatched: Atomic<u64>,
+    /// Request slots in use: at the limit, further requests wait for one.
+    pub(crate) slots_busy: Atomic<u64>,
 }
 
 impl TransportStats {
@@ -217,6 +219,7 @@ impl TransportStats {
             unprivileged: Atomic::new(0),
             malformed: Atomic::new(0),
             unmatched: Atomic::new(0),
+            slots_busy: Atomic::new(0),
         }
     }
 
@@ -228,7 +231,8 @@ impl TransportStats {
             self.unprivileged.load(Relaxed)
         )?;
         writeln!(f, "dropped_malformed {}", self.malformed.load(Relaxed))?;
-        writeln!(f, "dropped_unmatched {}", self.unmatched.load(Relaxed))
+        writeln!(f, "dropped_unmatched {}", self.unmatched.load(Relaxed))?;
+        writeln!(f, "slots_busy {}", self.slots_busy.load(Relaxed))
     }
 }
 

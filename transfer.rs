@@ -326,7 +326,13 @@ impl Transport {
             .and_then(|_| connector::send(&mut ticket.message));
         let sent_at = Instant::now();
         if let Err(e) = sent {
-            self.inner.lock().waiters[slot] = None;
+            // An announcement may have answered the waiter already: take its completion too.
+            if self.inner.lock().waiters[slot]
+                .take()
+                .is_some_and(|w| w.answer.is_some())
+            {
+                done.take_pending();
+            }
             if e == ESRCH {
                 self.stats.presence.lost(sent_at);
             } else {
@@ -369,12 +375,14 @@ impl Transport {
         let mut inner = self.inner.lock();
         loop {
             if let Some(t) = inner.free.pop() {
+                self.stats.slots_busy.fetch_add(1, Relaxed);
                 return Ok(t);
             }
             let step = match max_wait {
                 Some(bound) => {
                     let left = bound - start.elapsed();
                     if left <= Delta::ZERO {
+                        self.pass_on_wakeup(&inner);
                         return Err(ETIMEDOUT);
                     }
                     if left < REPLY_TIMEOUT {
@@ -390,8 +398,16 @@ impl Transport {
             if let CondVarTimeoutResult::Signal { .. } =
                 self.slot_freed.wait_interruptible_timeout(&mut inner, jiffies)
             {
+                self.pass_on_wakeup(&inner);
                 return Err(EINTR);
             }
+        }
+    }
+
+    /// A slot waiter that gives up may have taken the wake-up of a freed slot: pass it on.
+    fn pass_on_wakeup(&self, inner: &Inner) {
+        if !inner.free.is_empty() {
+            self.slot_freed.notify_one();
         }
     }
 
@@ -401,6 +417,7 @@ impl Transport {
         if inner.free.push_within_capacity(ticket).is_err() {
             pr_err!("transport slot list overflow\n");
         }
+        self.stats.slots_busy.fetch_sub(1, Relaxed);
         drop(inner);
         self.slot_freed.notify_one();
     }
@@ -428,12 +445,14 @@ impl Transport {
         let seq = reply.seq();
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
-        // A full reply must also name the request's log and type: a server that mixed up
-        // two requests must not answer one with the other's data. (A bare ACK has only a seq.)
+        // A full reply must also name the request's type, and its log unless it names none:
+        // a server that mixed up two requests must not answer one with the other's data. (A
+        // bare ACK has only a seq; cmirrord answers with luid 0 once a request went through
+        // its cluster.)
         let addressed = |w: &Waiter| match &reply {
             Reply::Ack { .. } => true,
             Reply::Full { header, .. } => {
-                header.luid == w.luid
+                (header.luid == w.luid || header.luid == 0)
                     && RequestType::try_from(header.request_type).is_ok_and(|k| k == w.kind)
             }
         };

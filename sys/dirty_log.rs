@@ -40,8 +40,8 @@ pub(crate) trait DirtyLog: Send + Sync + Sized + 'static {
     fn presuspend(&self) -> Result;
     /// The mirror has suspended (may stop work items that hold the log).
     fn postsuspend(this: ArcBorrow<'_, Self>) -> Result;
-    /// The mirror resumes.
-    fn resume(&self) -> Result;
+    /// The mirror resumes (may queue work that holds the log).
+    fn resume(this: ArcBorrow<'_, Self>) -> Result;
     /// Region size in sectors.
     fn region_size(&self) -> u32;
     /// Whether the region is clean (failures count as not clean).
@@ -302,7 +302,7 @@ unsafe extern "C" fn postsuspend<T: DirtyLog>(log: *mut raw::dm_dirty_log) -> c_
 /// Called by device-mapper on a constructed log.
 unsafe extern "C" fn resume<T: DirtyLog>(log: *mut raw::dm_dirty_log) -> c_int {
     // SAFETY: Per the function's contract the log is constructed and not destroyed.
-    to_c(unsafe { context::<T>(log) }.resume())
+    to_c(T::resume(unsafe { context::<T>(log) }))
 }
 
 /// # Safety

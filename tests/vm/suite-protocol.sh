@@ -389,7 +389,8 @@ remote_recovering_rate_limited_and_hinted() {
 }
 
 # A reply with the right seq but another log's luid, or another request type, answers nothing:
-# the server sends one such (its payload a region size of 3) before the correct reply.
+# the server sends one such (its payload a region size of 3) before the correct reply. A reply
+# with luid 0 (cmirrord's) is taken.
 reply_must_name_the_log_and_type() {
 	for wrong in misaddressed mistyped; do
 		serve "get_region_size:$wrong"
@@ -398,6 +399,10 @@ reply_must_name_the_log_and_type() {
 		[ "$(transport_stat dropped_unmatched)" -gt "$dropped_before" ] || fail "the $wrong reply was not dropped"
 		remove_all
 	done
+	# Luid 0 names no log: cmirrord answers so once a request went through its cluster.
+	serve "get_region_size:anonymous"
+	create_mirror m0 "$UUID" clustered-core 1024 || fail "a reply with luid 0 was not taken"
+	remove_all
 }
 
 # A feature word given twice would not read back from `dmsetup table` as it was loaded.

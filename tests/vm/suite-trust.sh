@@ -86,6 +86,8 @@ lazy_flush_done_before_dtr_returns() {
 	done
 }
 
+slots_full() { [ "$(transport_stat slots_busy)" = 64 ]; }
+
 # A stopped server (SIGSTOP) with more busy mirrors than the module's 64 request slots: a log
 # with max_server_wait must fail its request at the bound instead of waiting for a slot for
 # ever, and a killed dmsetup must not wait at all.
@@ -112,8 +114,9 @@ slot_wait_bounded() {
 		writers="$writers $!"
 		i=$((i + 1))
 	done
-	# Every slot holds a mark that the stopped server does not answer.
-	sleep 5
+	# Every slot holds a request that the stopped server does not answer.
+	wait_for 60 slots_full ||
+		fail "the 64 request slots did not fill: $(transport_stat slots_busy) busy"
 	t0=$(now_ms)
 	dd if=/dev/zero of=/dev/mapper/sb bs=4k count=1 oflag=direct 2>/dev/null &
 	writer=$!

@@ -42,6 +42,9 @@ pub enum Action {
     Misaddressed,
     /// As `misaddressed`, but the reply names another request type.
     Mistyped,
+    /// The correct reply with luid 0, as cmirrord sends once a request went through its
+    /// cluster: the kernel must take it.
+    Anonymous,
     /// As `misaddressed`, but the first reply names the request and comes from a socket
     /// opened without CAP_SYS_ADMIN (the sender still has it): netlink's check is on both.
     UnprivSocket,
@@ -53,7 +56,11 @@ impl Action {
     pub fn applies_request(&self) -> bool {
         match self {
             Self::Drop | Self::Unpriv | Self::Errno(_) => false,
-            Self::Exit | Self::Misaddressed | Self::Mistyped | Self::UnprivSocket => true,
+            Self::Exit
+            | Self::Misaddressed
+            | Self::Mistyped
+            | Self::Anonymous
+            | Self::UnprivSocket => true,
             Self::Ack(n) => *n == 0,
             _ => true,
         }
@@ -78,6 +85,7 @@ impl fmt::Display for Action {
             Self::Exit => write!(f, "exit"),
             Self::Misaddressed => write!(f, "misaddressed"),
             Self::Mistyped => write!(f, "mistyped"),
+            Self::Anonymous => write!(f, "anonymous"),
             Self::UnprivSocket => write!(f, "unpriv-socket"),
         }
     }
@@ -108,6 +116,7 @@ impl FromStr for Action {
             "exit" => needs_value(Self::Exit),
             "misaddressed" => needs_value(Self::Misaddressed),
             "mistyped" => needs_value(Self::Mistyped),
+            "anonymous" => needs_value(Self::Anonymous),
             "unpriv-socket" => needs_value(Self::UnprivSocket),
             "errno" => Ok(Self::Errno(number(name, value)?)),
             "ack" => Ok(Self::Ack(number(name, value)?)),
@@ -124,7 +133,7 @@ impl FromStr for Action {
             other => Err(format!(
                 "unknown fault action {other:?}: expected drop, errno=N, ack=N, size=N, u64=V, \
                  device=S, device-raw=S, stray, dup, delay=MS, unpriv, data-size=N, exit, misaddressed, \
-                 mistyped or unpriv-socket"
+                 mistyped, anonymous or unpriv-socket"
             )),
         }
     }
@@ -237,6 +246,7 @@ mod tests {
             ("x:exit", Action::Exit),
             ("x:misaddressed", Action::Misaddressed),
             ("x:mistyped", Action::Mistyped),
+            ("x:anonymous", Action::Anonymous),
             ("x:unpriv-socket", Action::UnprivSocket),
         ] {
             let a: Action = spec[2..].parse().unwrap();

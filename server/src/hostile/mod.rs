@@ -118,6 +118,11 @@ impl Hostile {
                 ex.tx.reply(&wrong, 0, &3u64.to_ne_bytes())?;
                 ex.send_answer(error)
             }
+            Action::Anonymous => {
+                let mut anonymous = h;
+                anonymous.luid = 0;
+                ex.tx.reply(&anonymous, error, ex.payload)
+            }
             Action::UnprivSocket => {
                 let socket = socket_without_sys_admin()?;
                 let mut buf = Vec::new();
