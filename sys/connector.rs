@@ -108,9 +108,9 @@ unsafe extern "C" fn callback(msg: *mut raw::cn_msg, nsp: *mut bindings::netlink
     // SAFETY: Per the function's contract the envelope and `len` bytes after it are readable
     // for the duration of the call.
     let bytes = unsafe { core::slice::from_raw_parts(start, CN_MSG_SIZE + len) };
-    // Netlink's semantics, as `netlink_capable()`: the socket's opener and the task that
-    // sent (connector input runs synchronously in the sender's `sendmsg()`) must both hold
-    // CAP_SYS_ADMIN. Upstream checks only the task.
+    // Netlink's semantics, as `netlink_capable()`: the task that sent (connector input runs
+    // synchronously in the sender's `sendmsg()`) and, unless the message named its
+    // destination, the socket's opener must hold CAP_SYS_ADMIN. Upstream checks only the task.
     let privileged = if nsp.is_null() {
         // SAFETY: `capable` may be called from any process context.
         unsafe { bindings::capable(bindings::CAP_SYS_ADMIN as i32) }

@@ -249,8 +249,9 @@ unprivileged_reply_ignored() {
 	remove_all
 }
 
-# A privileged process replying on a socket opened without CAP_SYS_ADMIN: netlink's semantics
-# require both. The server sends that reply (a region size of 3) before the correct one.
+# A privileged process replying on a connected socket opened without CAP_SYS_ADMIN: netlink's
+# semantics require both. The server sends that reply (a region size of 3) before the correct
+# one.
 unprivileged_socket_ignored() {
 	serve "get_region_size:unpriv-socket"
 	before=$(transport_stat dropped_unprivileged)

@@ -45,8 +45,9 @@ pub enum Action {
     /// The correct reply with luid 0, as cmirrord sends once a request went through its
     /// cluster: the kernel must take it.
     Anonymous,
-    /// As `misaddressed`, but the first reply names the request and comes from a socket
-    /// opened without CAP_SYS_ADMIN (the sender still has it): netlink's check is on both.
+    /// As `misaddressed`, but the first reply names the request and comes from a connected
+    /// socket opened without CAP_SYS_ADMIN (the sender still has it): netlink's check is on
+    /// both.
     UnprivSocket,
 }
 

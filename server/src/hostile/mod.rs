@@ -11,11 +11,11 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult};
 use tracing::{info, warn};
 
-use crate::link::Replier;
+use crate::link::{Capture, Replier};
 use crate::serve::{Exchange, Responder};
 use fault::{Action, Script};
 use fuzz::{Fuzzer, Previous};
-use netlink_sys::{protocols::NETLINK_CONNECTOR, Socket};
+use netlink_sys::{protocols::NETLINK_CONNECTOR, Socket, SocketAddr};
 
 /// How far a stray reply's seq is from the request's.
 pub const STRAY_SEQ_OFFSET: u32 = fuzz::STRAY_SEQ_OFFSET;
@@ -124,9 +124,19 @@ impl Hostile {
                 ex.tx.reply(&anonymous, error, ex.payload)
             }
             Action::UnprivSocket => {
+                // Connected, and sent without an address: netlink then holds the socket's
+                // opener to the capability check too (with an address it checks the sender
+                // only, NETLINK_SKB_DST).
                 let socket = socket_without_sys_admin()?;
+                socket
+                    .connect(&SocketAddr::new(0, 0))
+                    .context("connecting to the kernel")?;
+                let capture = Capture::default();
                 let mut buf = Vec::new();
-                Replier::new(&socket, &mut buf).reply(&h, 0, &3u64.to_ne_bytes())?;
+                Replier::new(&capture, &mut buf).reply(&h, 0, &3u64.to_ne_bytes())?;
+                for datagram in capture.0.borrow().iter() {
+                    socket.send(datagram, 0).context("sending on the connected socket")?;
+                }
                 ex.send_answer(error)
             }
         }
