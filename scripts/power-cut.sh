@@ -36,7 +36,7 @@ for i in $(seq 0 "$cuts"); do
 		failed=1
 	fi
 	cat "$TOP/out/vm/perf-$variant-powercut-coarse/ktap.log" >>"$dir/ktap-all.log"
-	echo "# acknowledged writes before cut $((i + 1)): $(wc -l <"$dir/acks-next.log")"
+	[ "$last" = 1 ] || echo "# acknowledged writes before cut $((i + 1)): $(wc -l <"$dir/acks-next.log")"
 	mv "$dir/acks-next.log" "$dir/acks.log"
 done
 exit "$failed"

@@ -67,7 +67,7 @@ if [ "${DMLU_CUT:-0}" = 1 ]; then
 	else
 		kill -9 "$qpid" 2>/dev/null
 	fi
-	wait "$qpid" 2>/dev/null
+	wait "$qpid" 2>/dev/null || true
 	qemu_rc=0
 	[ -n "$cut" ] || qemu_rc=1
 else
