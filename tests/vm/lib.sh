@@ -195,6 +195,19 @@ create_mirror() {
 	[ -b "/dev/mapper/$name" ] || { echo "/dev/mapper/$name is not a block device"; return 1; }
 }
 
+# many_mirrors NAME UUID SECTORS: 64 nosync mirrors NAME0..NAME63 of SECTORS sectors each, side
+# by side over /dev/ram0 and /dev/ram1, with core logs UUID-0..UUID-63.
+many_mirrors() {
+	i=0
+	while [ "$i" -lt 64 ]; do
+		off=$((i * $3))
+		dm create "$1$i" --table "0 $3 mirror userspace 4 $2-$i core 256 nosync 2 /dev/ram0 $off /dev/ram1 $off" ||
+			{ echo "mirror $i failed"; return 1; }
+		i=$((i + 1))
+	done
+	dm mknodes
+}
+
 # Waits until the mirror reports every region in sync (at most $2 seconds, default 60).
 wait_in_sync() {
 	for _ in $(seq $((${2:-60} * 10))); do

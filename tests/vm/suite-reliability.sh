@@ -267,14 +267,7 @@ table_swap_with_one_uuid() {
 sixty_four_mirrors() {
 	dd if=/dev/zero of=/dev/ram0 bs=1M count=64 2>/dev/null
 	dd if=/dev/zero of=/dev/ram1 bs=1M count=64 2>/dev/null
-	i=0
-	while [ "$i" -lt 64 ]; do
-		off=$((i * 2048))
-		dm create "many$i" --table "0 2048 mirror userspace 4 MANY-$i core 256 nosync 2 /dev/ram0 $off /dev/ram1 $off" ||
-			fail "mirror $i failed"
-		i=$((i + 1))
-	done
-	dm mknodes
+	many_mirrors many MANY 2048 || fail "64 mirrors could not be made"
 	[ "$(ls /sys/kernel/debug/dm_log_userspace/ 2>/dev/null | grep -c '^L')" -ge 64 ] ||
 		[ "$VARIANT" = c ] || fail "not 64 logs in debugfs"
 	t0=$(now_ms)

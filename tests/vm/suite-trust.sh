@@ -94,13 +94,7 @@ slots_full() { [ "$(transport_stat slots_busy)" = 64 ]; }
 slot_wait_bounded() {
 	[ "$VARIANT" = c ] && { echo "max_server_wait and request slots are this module's"; exit "$KSFT_SKIP"; }
 	serve
-	i=0
-	while [ "$i" -lt 64 ]; do
-		off=$((i * 256))
-		dm create "s$i" --table "0 256 mirror userspace 4 SLOT-$i core 256 nosync 2 /dev/ram0 $off /dev/ram1 $off" ||
-			fail "mirror $i failed"
-		i=$((i + 1))
-	done
+	many_mirrors s SLOT 256 || fail "64 mirrors could not be made"
 	dm create sb --table "0 2048 mirror userspace 5 SLOT-BOUND max_server_wait=3 core 256 nosync 2 /dev/ram2 0 /dev/ram3 0" ||
 		fail "the bounded mirror failed"
 	dm mknodes

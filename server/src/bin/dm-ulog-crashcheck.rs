@@ -62,31 +62,31 @@ enum Command {
     /// Write 4 KiB blocks one at a time, each made durable, and append `ack <mirror> <n>` to
     /// ACKS after each; runs until killed (or COUNT writes).
     Write {
-        /// The device to write (the mirror).
-        #[arg(long)]
-        device: String,
-        /// This writer's number, written into every block.
-        #[arg(long)]
-        mirror: u32,
-        /// Where acknowledgements go (a serial port the host keeps).
-        #[arg(long)]
-        acks: String,
+        #[command(flatten)]
+        writer: Writer,
         /// Stop after this many writes.
         #[arg(long)]
         count: Option<u64>,
     },
     /// Check that the device holds every write of `write` that ACKS acknowledges.
     Survived {
-        /// The device (the mirror, after its resync).
-        #[arg(long)]
-        device: String,
-        /// The writer's number.
-        #[arg(long)]
-        mirror: u32,
-        /// The acknowledgements the host kept.
-        #[arg(long)]
-        acks: String,
+        #[command(flatten)]
+        writer: Writer,
     },
+}
+
+/// One writer's device, number and acknowledgements.
+#[derive(clap::Args, Debug)]
+struct Writer {
+    /// The device: the mirror (written, or after the cut and its resync, read).
+    #[arg(long)]
+    device: String,
+    /// The writer's number, written into every block.
+    #[arg(long)]
+    mirror: u32,
+    /// The acknowledgements: where they go (a serial port the host keeps), or the kept ones.
+    #[arg(long)]
+    acks: String,
 }
 
 /// Writes until killed, or `count` writes; acknowledges each durable one on `acks`.
@@ -160,19 +160,17 @@ fn main() -> Result<()> {
             println!("unmarked differing regions: {}", unmarked.len());
             unmarked.len() as u64
         }
-        Command::Write {
-            device,
-            mirror,
-            acks,
-            count,
-        } => {
-            write_blocks(&device, mirror, &acks, count)?;
+        Command::Write { writer, count } => {
+            write_blocks(&writer.device, writer.mirror, &writer.acks, count)?;
             0
         }
         Command::Survived {
-            device,
-            mirror,
-            acks,
+            writer:
+                Writer {
+                    device,
+                    mirror,
+                    acks,
+                },
         } => {
             let acked = cutwrites::last_ack(&std::fs::read_to_string(&acks)?, mirror);
             let s = cutwrites::check(&read(&device)?, mirror, acked);

@@ -135,7 +135,9 @@ impl Hostile {
                 let mut buf = Vec::new();
                 Replier::new(&capture, &mut buf).reply(&h, 0, &3u64.to_ne_bytes())?;
                 for datagram in capture.0.borrow().iter() {
-                    socket.send(datagram, 0).context("sending on the connected socket")?;
+                    socket
+                        .send(datagram, 0)
+                        .context("sending on the connected socket")?;
                 }
                 ex.send_answer(error)
             }
