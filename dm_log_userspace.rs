@@ -339,7 +339,10 @@ impl UserspaceLog {
             return Err(ETIMEDOUT);
         }
         // CAST: clamped to a positive number of milliseconds below 2^32.
-        let ms = self.reconnect_pause().as_millis_ceil().clamp(1, i64::from(u32::MAX)) as u32;
+        let ms = self
+            .reconnect_pause()
+            .as_millis_ceil()
+            .clamp(1, i64::from(u32::MAX)) as u32;
         let pause = msecs_to_jiffies(ms);
         match self.reattached.wait_interruptible_timeout(busy, pause) {
             CondVarTimeoutResult::Signal { .. } => Err(EINTR),

@@ -395,8 +395,9 @@ impl Transport {
             };
             // CAST: at most `REPLY_TIMEOUT` in milliseconds, which fits.
             let jiffies = msecs_to_jiffies(step.as_millis_ceil() as u32);
-            if let CondVarTimeoutResult::Signal { .. } =
-                self.slot_freed.wait_interruptible_timeout(&mut inner, jiffies)
+            if let CondVarTimeoutResult::Signal { .. } = self
+                .slot_freed
+                .wait_interruptible_timeout(&mut inner, jiffies)
             {
                 self.pass_on_wakeup(&inner);
                 return Err(EINTR);
@@ -456,9 +457,7 @@ impl Transport {
                     && RequestType::try_from(header.request_type).is_ok_and(|k| k == w.kind)
             }
         };
-        let waits_for = |w: &Option<Waiter>| {
-            matches!(w, Some(w) if w.seq == seq && w.answer.is_none() && addressed(w))
-        };
+        let waits_for = |w: &Option<Waiter>| matches!(w, Some(w) if w.seq == seq && w.answer.is_none() && addressed(w));
         let hint = usize::from(inner.slot_by_seq[seq_index(seq)]);
         let slot = if waits_for(&inner.waiters[hint]) {
             Some(hint)

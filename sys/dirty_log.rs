@@ -94,7 +94,6 @@ impl Target {
         // SAFETY: By the type invariant the target, and so its table, is valid.
         unsafe { raw::dm_table_event((*self.0.as_ptr()).table) };
     }
-
 }
 
 /// The target while its log is being constructed: what only a log constructor may do.
