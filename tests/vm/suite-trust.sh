@@ -43,7 +43,7 @@ killed_create_leaves_no_log() {
 	kill -9 "$pid"
 	wait_for 10 gone "$pid" || fail "dmsetup create could not be killed"
 	# The server answers the CTR after its delay, then hears what the module did about it.
-	sleep 5
+	wait_for 15 grep -q "|DTR" "$REC"
 	canonical "$REC"
 	luid=$(first_luid "$REC")
 	# Judged before the device (dmsetup made it before loading the table) is removed.
