@@ -28,6 +28,13 @@ if [ -f "$out/.dmlu-built" ]; then
 	echo "$out"
 	exit 0
 fi
+# One kernel build at a time: a second caller waits, then finds it built.
+exec 9>"$CACHE/kernel-build.lock"
+flock 9
+if [ -f "$out/.dmlu-built" ]; then
+	echo "$out"
+	exit 0
+fi
 
 mkdir -p "$out"
 say "configuring the $flavour kernel in $out"

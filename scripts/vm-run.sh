@@ -49,6 +49,9 @@ qemu=(qemu-system-x86_64 -accel "$accel" -m "$mem" -smp 2
 	-display none -nodefaults -no-reboot
 	-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$run/initramfs.cpio.gz" -append "$append"
 	-serial "file:$run/console.log" -serial "file:$run/ktap.log" "${qemu_extra[@]}")
+# One guest at a time on this machine (2 cores under TCG): wait for any other run to end.
+exec 9>"$CACHE/vm.lock"
+flock 9
 cut=
 if [ "${DMLU_CUT:-0}" = 1 ]; then
 	: >"$run/ktap.log"
