@@ -6,6 +6,8 @@
 //! from requests that get no answer. This records the first such moment of an outage, so that
 //! a bounded wait (`max_server_wait`) can be measured from it and `dmsetup status` can say
 //! how long the server has been gone. Any reply or announcement ends the outage.
+//!
+//! The transport owns the one instance; the debugfs counters only display it.
 
 use kernel::{
     fmt,
@@ -14,14 +16,14 @@ use kernel::{
     time::{Delta, Instant, Monotonic},
 };
 
+use crate::atomic_instant::AtomicInstant;
+
 /// The server's reachability, shared by every log.
 pub(crate) struct Presence {
-    /// The origin of `lost_at`.
-    born: Instant<Monotonic>,
-    /// Start of the current outage in nanoseconds after `born`, plus one; 0 while the server
-    /// answers.
-    lost_at: Atomic<i64>,
-    /// Announcements received from (re)started servers.
+    /// Start of the current outage; unset while the server answers.
+    lost_at: AtomicInstant,
+    /// Announcements received from (re)started servers: a log compares the count with the one
+    /// it last saw to know whether a new server came.
     announcements: Atomic<u64>,
     /// Outages seen so far.
     outages: Atomic<u64>,
@@ -30,8 +32,7 @@ pub(crate) struct Presence {
 impl Presence {
     pub(crate) fn new() -> Self {
         Self {
-            born: Instant::now(),
-            lost_at: Atomic::new(0),
+            lost_at: AtomicInstant::new(),
             announcements: Atomic::new(0),
             outages: Atomic::new(0),
         }
@@ -39,8 +40,7 @@ impl Presence {
 
     /// The server was missing at `at` (no listener, or no answer to a request sent then).
     pub(crate) fn lost(&self, at: Instant<Monotonic>) {
-        let ns = (at - self.born).as_nanos().max(0).saturating_add(1);
-        if self.lost_at.cmpxchg(0, ns, Relaxed).is_ok() {
+        if self.lost_at.set_if_unset(at) {
             self.outages.fetch_add(1, Relaxed);
             pr_warn!("userspace log server not reachable: log requests wait for it\n");
         }
@@ -48,12 +48,10 @@ impl Presence {
 
     /// The server answered: any outage is over.
     pub(crate) fn found(&self) {
-        let since = self.lost_at.xchg(0, Relaxed);
-        if since != 0 {
-            let gone = self.born.elapsed().as_nanos() - (since - 1);
+        if let Some(since) = self.lost_at.take() {
             pr_info!(
                 "userspace log server reachable again after {} ms\n",
-                gone / 1_000_000
+                since.elapsed().as_millis()
             );
         }
     }
@@ -64,24 +62,21 @@ impl Presence {
         self.found();
     }
 
-    /// How long the current outage has lasted; `None` while the server answers.
-    pub(crate) fn unreachable_for(&self) -> Option<Delta> {
-        match self.lost_at.load(Relaxed) {
-            0 => None,
-            since => Some(Delta::from_nanos(
-                (self.born.elapsed().as_nanos() - (since - 1)).max(0),
-            )),
-        }
+    /// Announcements received so far.
+    pub(crate) fn announcements(&self) -> u64 {
+        self.announcements.load(Relaxed)
     }
 
+    /// How long the current outage has lasted; `None` while the server answers.
+    pub(crate) fn unreachable_for(&self) -> Option<Delta> {
+        self.lost_at.elapsed()
+    }
+
+    /// Writes the `server_*` lines of the transport's debugfs file.
     pub(crate) fn show(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.unreachable_for().map_or(0, |d| d.as_millis());
         writeln!(f, "server_unreachable_ms {ms}")?;
         writeln!(f, "server_outages {}", self.outages.load(Relaxed))?;
-        writeln!(
-            f,
-            "server_announcements {}",
-            self.announcements.load(Relaxed)
-        )
+        writeln!(f, "server_announcements {}", self.announcements())
     }
 }

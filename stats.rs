@@ -198,10 +198,8 @@ impl LogStats {
     }
 }
 
-/// Replies the transport dropped, by reason, and the server's presence.
+/// Replies the transport dropped, by reason, and its slots in use.
 pub(crate) struct TransportStats {
-    /// Whether the server answers.
-    pub(crate) presence: Presence,
     /// From a sender without `CAP_SYS_ADMIN`.
     pub(crate) unprivileged: Atomic<u64>,
     /// Malformed (bad sizes, version, lengths).
@@ -215,7 +213,6 @@ pub(crate) struct TransportStats {
 impl TransportStats {
     pub(crate) fn new() -> Self {
         Self {
-            presence: Presence::new(),
             unprivileged: Atomic::new(0),
             malformed: Atomic::new(0),
             unmatched: Atomic::new(0),
@@ -224,7 +221,6 @@ impl TransportStats {
     }
 
     fn show(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.presence.show(f)?;
         writeln!(
             f,
             "dropped_unprivileged {}",
@@ -242,7 +238,13 @@ pub(crate) struct Diagnostics {
 }
 
 /// A debugfs file showing counters of type `T`; removed on drop.
-pub(crate) type StatsFile<T> = Pin<KBox<File<Arc<T>>>>;
+pub(crate) type StatsFile<T> = Pin<KBox<File<T>>>;
+
+/// What the `transport` file shows: the server's presence, then the transport's counters.
+pub(crate) struct TransportView {
+    presence: Arc<Presence>,
+    stats: Arc<TransportStats>,
+}
 
 impl Diagnostics {
     pub(crate) fn new() -> Self {
@@ -251,20 +253,22 @@ impl Diagnostics {
         }
     }
 
-    /// Shows the transport's counters as `transport`.
+    /// Shows the server's presence and the transport's counters as `transport`.
     pub(crate) fn transport_file(
         &self,
+        presence: Arc<Presence>,
         stats: Arc<TransportStats>,
-    ) -> Result<StatsFile<TransportStats>> {
+    ) -> Result<StatsFile<TransportView>> {
+        let view = TransportView { presence, stats };
         KBox::pin_init(
             self.dir
-                .read_callback_file(c"transport", stats, &show_transport),
+                .read_callback_file(c"transport", view, &show_transport),
             GFP_KERNEL,
         )
     }
 
     /// Shows one log's counters as `L<luid>`.
-    pub(crate) fn log_file(&self, stats: Arc<LogStats>) -> Result<StatsFile<LogStats>> {
+    pub(crate) fn log_file(&self, stats: Arc<LogStats>) -> Result<StatsFile<Arc<LogStats>>> {
         let name = CString::try_from_fmt(fmt!("L{}", stats.luid))?;
         KBox::pin_init(
             self.dir.read_callback_file(&name, stats, &show_log),
@@ -273,8 +277,9 @@ impl Diagnostics {
     }
 }
 
-fn show_transport(s: &Arc<TransportStats>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    s.show(f)
+fn show_transport(v: &TransportView, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    v.presence.show(f)?;
+    v.stats.show(f)
 }
 
 fn show_log(s: &Arc<LogStats>, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -12,6 +12,8 @@
 //! Requests of a log with a bounded wait (`max_server_wait`) fail with `ETIMEDOUT` once the
 //! server has been unreachable for longer than the bound.
 
+mod receive;
+
 use kernel::{
     new_condvar, new_spinlock,
     prelude::*,
@@ -21,15 +23,13 @@ use kernel::{
 };
 
 use crate::{
-    stats::{Diagnostics, LogStats, StatsFile, TransportStats},
+    presence::Presence,
+    stats::{Diagnostics, LogStats, StatsFile, TransportStats, TransportView},
     sys::{
         connector::{self, MessageBuf},
         wait::{TimedCompletion, WaitOutcome},
     },
-    uapi::{
-        encode_message, Announce, CnMsg, Header, Reply, RequestType, CN_MSG_SIZE,
-        CN_VAL_DM_USERSPACE_LOG_ANNOUNCE, HEADER_SIZE, MAX_REQUEST_PAYLOAD,
-    },
+    uapi::{encode_message, Header, RequestType, CN_MSG_SIZE, HEADER_SIZE, MAX_REQUEST_PAYLOAD},
 };
 
 /// Requests that may be in flight at once; further callers wait for a free slot.
@@ -111,8 +111,6 @@ struct Inner {
     replies: KVec<[u8; MAX_REPLY]>,
     /// Slots no request uses.
     free: KVec<Ticket>,
-    /// Announcements received; logs compare it to see whether a new server came.
-    announcements: u64,
 }
 
 /// The link to the log server, shared by every log.
@@ -128,8 +126,10 @@ pub(crate) struct Transport {
     server_announced: CondVar,
     /// Per slot: completed when its reply arrives.
     done: KVec<Pin<KBox<TimedCompletion>>>,
+    /// Whether the server answers; announcements are counted there, under `inner`'s lock.
+    presence: Arc<Presence>,
     stats: Arc<TransportStats>,
-    _stats_file: StatsFile<TransportStats>,
+    _stats_file: StatsFile<TransportView>,
     /// Where logs show their counters.
     pub(crate) diagnostics: Diagnostics,
 }
@@ -162,15 +162,15 @@ impl Transport {
             )?;
         }
         let diagnostics = Diagnostics::new();
+        let presence = Arc::new(Presence::new(), GFP_KERNEL)?;
         let stats = Arc::new(TransportStats::new(), GFP_KERNEL)?;
-        let stats_file = diagnostics.transport_file(stats.clone())?;
+        let stats_file = diagnostics.transport_file(presence.clone(), stats.clone())?;
         let inner = Inner {
             next_seq: first_seq,
             waiters,
             slot_by_seq: [0; SEQ_INDEX],
             replies,
             free,
-            announcements: 0,
         };
         Arc::pin_init(
             try_pin_init!(Self {
@@ -178,6 +178,7 @@ impl Transport {
                 slot_freed <- new_condvar!("Transport::slot_freed"),
                 server_announced <- new_condvar!("Transport::server_announced"),
                 done,
+                presence,
                 stats,
                 _stats_file: stats_file,
                 diagnostics,
@@ -201,12 +202,10 @@ impl Transport {
         if payload.len() > MAX_REQUEST_PAYLOAD {
             return Err(EINVAL);
         }
-        let capacity = reply.len().min(MAX_REPLY);
         let start = Instant::<Monotonic>::now();
         let mut ticket = self.take_ticket(to.max_wait)?;
         let result = loop {
-            let wait = self.reply_timeout(to.max_wait);
-            match self.send_and_wait(&mut ticket, to, kind, payload, capacity, reply, wait) {
+            match self.send_and_wait(&mut ticket, to, kind, payload, reply) {
                 Ok(Attempt::Answered(o)) if o.error == EAGAIN.to_errno() => {
                     to.stats.eagain();
                     continue;
@@ -218,7 +217,7 @@ impl Transport {
                 }
                 Ok(Attempt::TimedOut { seq, sent }) => {
                     to.stats.timed_out();
-                    self.stats.presence.lost(sent);
+                    self.presence.lost(sent);
                     if self.past_bound(to.max_wait) {
                         break Err(ETIMEDOUT);
                     }
@@ -240,7 +239,7 @@ impl Transport {
 
     /// How long the server has been unreachable; `None` while it answers.
     pub(crate) fn unreachable_for(&self) -> Option<Delta> {
-        self.stats.presence.unreachable_for()
+        self.presence.unreachable_for()
     }
 
     /// Whether the server has been unreachable for longer than `bound`.
@@ -267,7 +266,7 @@ impl Transport {
 
     /// Announcements received so far.
     pub(crate) fn announcements(&self) -> u64 {
-        self.inner.lock().announcements
+        self.presence.announcements()
     }
 
     /// Waits up to `timeout` for a server to announce itself, unless one has since `seen`.
@@ -275,7 +274,8 @@ impl Transport {
     /// Fails with `EINTR` when a signal arrives, so a waiting `dmsetup` can be interrupted.
     pub(crate) fn wait_for_server(&self, seen: u64, timeout: Delta) -> Result {
         let mut inner = self.inner.lock();
-        if inner.announcements != seen {
+        // Announcements are counted under this lock, so none slips between check and wait.
+        if self.presence.announcements() != seen {
             return Ok(());
         }
         // CAST: a positive number of milliseconds below 2^32.
@@ -290,18 +290,18 @@ impl Transport {
         }
     }
 
-    /// Sends the request once with a fresh seq and waits up to `wait` for its answer.
-    #[allow(clippy::too_many_arguments)]
+    /// Sends the request once with a fresh seq and waits for its answer, as long as
+    /// [`Self::reply_timeout`] allows.
     fn send_and_wait(
         &self,
         ticket: &mut Ticket,
         to: LogAddress<'_>,
         kind: RequestType,
         payload: &[u8],
-        capacity: usize,
         reply: &mut [u8],
-        wait: Delta,
     ) -> Result<Attempt> {
+        let capacity = reply.len().min(MAX_REPLY);
+        let wait = self.reply_timeout(to.max_wait);
         let slot = ticket.slot;
         let done = &self.done[slot];
         let seq = {
@@ -334,7 +334,7 @@ impl Transport {
                 done.take_pending();
             }
             if e == ESRCH {
-                self.stats.presence.lost(sent_at);
+                self.presence.lost(sent_at);
             } else {
                 pr_err!(
                     "Unable to send log request [{}] to userspace: {}\n",
@@ -422,120 +422,12 @@ impl Transport {
         drop(inner);
         self.slot_freed.notify_one();
     }
-
-    /// Handles one message from userspace: a server's announcement, or a reply, which
-    /// completes the request it answers, if any.
-    ///
-    /// Runs in the sender's process context; does not sleep.
-    pub(crate) fn receive(&self, msg: &[u8], privileged: bool) {
-        if !privileged {
-            self.stats.unprivileged.fetch_add(1, Relaxed);
-            return;
-        }
-        if CnMsg::decode(msg).is_ok_and(|cn| cn.val == CN_VAL_DM_USERSPACE_LOG_ANNOUNCE) {
-            return self.announced(msg);
-        }
-        let reply = match Reply::parse(msg) {
-            Ok(r) => r,
-            Err(_) => {
-                self.stats.malformed.fetch_add(1, Relaxed);
-                return;
-            }
-        };
-        self.stats.presence.found();
-        let seq = reply.seq();
-        let mut guard = self.inner.lock();
-        let inner = &mut *guard;
-        // A full reply must also name the request's type, and its log unless it names none:
-        // a server that mixed up two requests must not answer one with the other's data. (A
-        // bare ACK has only a seq; cmirrord answers with luid 0 once a request went through
-        // its cluster.)
-        let addressed = |w: &Waiter| match &reply {
-            Reply::Ack { .. } => true,
-            Reply::Full { header, .. } => {
-                (header.luid == w.luid || header.luid == 0)
-                    && RequestType::try_from(header.request_type).is_ok_and(|k| k == w.kind)
-            }
-        };
-        let waits_for = |w: &Option<Waiter>| matches!(w, Some(w) if w.seq == seq && w.answer.is_none() && addressed(w));
-        let hint = usize::from(inner.slot_by_seq[seq_index(seq)]);
-        let slot = if waits_for(&inner.waiters[hint]) {
-            Some(hint)
-        } else {
-            inner.waiters.iter().position(waits_for)
-        };
-        let Some((slot, Some(waiter))) = slot.map(|s| (s, &mut inner.waiters[s])) else {
-            self.stats.unmatched.fetch_add(1, Relaxed);
-            return;
-        };
-        let outcome = match reply {
-            Reply::Ack { ack, .. } => Outcome {
-                error: ack_to_error(ack),
-                len: 0,
-            },
-            Reply::Full { data, .. } if data.len() > waiter.capacity => {
-                pr_err!(
-                    "Insufficient space to receive package [{}] ({} vs {})\n",
-                    seq,
-                    data.len(),
-                    waiter.capacity
-                );
-                Outcome {
-                    error: ENOSPC.to_errno(),
-                    len: 0,
-                }
-            }
-            Reply::Full { header, data } => {
-                inner.replies[slot][..data.len()].copy_from_slice(data);
-                Outcome {
-                    error: header.error,
-                    len: data.len(),
-                }
-            }
-        };
-        waiter.answer = Some(Answer::Reply(outcome));
-        // Completed under the lock: the waiter cannot reuse the slot before this returns.
-        self.done[slot].complete();
-    }
-
-    /// A (re)started server announced itself: every waiting request is sent again at once,
-    /// and logs waiting to reconnect try now.
-    fn announced(&self, msg: &[u8]) {
-        let Ok(announce) = Announce::parse(msg) else {
-            self.stats.malformed.fetch_add(1, Relaxed);
-            return;
-        };
-        self.stats.presence.announced();
-        let mut resent = 0;
-        let mut inner = self.inner.lock();
-        inner.announcements += 1;
-        for (slot, waiter) in inner.waiters.iter_mut().enumerate() {
-            if let Some(w @ Waiter { answer: None, .. }) = waiter {
-                w.answer = Some(Answer::Resend);
-                // Under the lock, as for replies.
-                self.done[slot].complete();
-                resent += 1;
-            }
-        }
-        drop(inner);
-        self.server_announced.notify_all();
-        pr_info!(
-            "userspace log server (pid {}) announced itself: resending {} waiting requests\n",
-            announce.pid,
-            resent
-        );
-    }
 }
 
 /// Where `seq` goes in [`Inner::slot_by_seq`].
 fn seq_index(seq: u32) -> usize {
     // CAST: the remainder is below `SEQ_INDEX`, which fits `usize`.
     (seq % SEQ_INDEX as u32) as usize
-}
-
-/// A bare ACK carries a positive errno.
-fn ack_to_error(ack: u32) -> i32 {
-    i32::try_from(ack).map_or(EPROTO.to_errno(), |a| -a)
 }
 
 /// Turns the server's answer into the request's result.

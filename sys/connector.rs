@@ -1,49 +1,57 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The connector: the callback that receives the log server's replies, and the sender.
+//! The connector: a callback that hands userspace's messages to a [`Receiver`], and the sender.
 
 use core::{
     ffi::c_void,
+    marker::PhantomData,
     ptr::null_mut,
     sync::atomic::{AtomicPtr, Ordering},
 };
 
-use crate::uapi::{CnMsg, CN_MSG_SIZE};
 use kernel::{
     bindings,
     error::to_result,
     prelude::*,
-    sync::{rcu, Arc, ArcBorrow},
+    sync::{rcu, Arc},
 };
 
 use super::raw;
-use crate::transfer::Transport;
+use crate::uapi::{CnMsg, CN_MSG_SIZE};
 
-/// The handler of the one registration; the connector callback has no context pointer.
+/// What handles the messages userspace sends to a [`Registration`]'s ids.
+pub(crate) trait Receiver: Send + Sync + 'static {
+    /// Handles one message: the `cn_msg` envelope and its payload.
+    ///
+    /// `privileged` says whether the sender holds `CAP_SYS_ADMIN`. Runs in the sender's
+    /// process context, inside an RCU read-side section: must not sleep.
+    fn receive(&self, msg: &[u8], privileged: bool);
+}
+
+/// The receiver of the one registration; the connector callback has no context pointer.
 ///
-/// Holds `Arc::as_ptr` of the registration's handler while registered, null otherwise.
+/// Holds `Arc::as_ptr` of the registration's receiver while registered, null otherwise. Only
+/// [`Registration::<T>::new`] sets it, and only while it is null, so the callback registered
+/// for `T` finds a `T` here.
 static HANDLER: AtomicPtr<c_void> = AtomicPtr::new(null_mut());
 
-/// Connector callbacks for a few `{idx, val}` ids, all handled by one [`Transport`], removed
-/// again on drop.
+/// Connector callbacks for a few `{idx, val}` ids, all handled by one [`Receiver`], removed
+/// again on drop. One registration may exist at a time.
 ///
 /// # Invariants
 ///
-/// While this exists, [`HANDLER`] points to `handler` and the callback is registered for every
-/// id in `ids`.
-pub(crate) struct Registration<const N: usize> {
-    handler: Arc<Transport>,
+/// While this exists, [`HANDLER`] points to `handler` and `callback::<T>` is registered for
+/// every id in `ids`.
+pub(crate) struct Registration<T: Receiver, const N: usize> {
+    handler: Arc<T>,
     ids: [raw::cb_id; N],
+    _receiver: PhantomData<T>,
 }
 
-impl<const N: usize> Registration<N> {
+impl<T: Receiver, const N: usize> Registration<T, N> {
     /// Registers `handler` for messages to each `idx:val`, shown with its name in
-    /// /proc/net/connector.
-    pub(crate) fn new(
-        idx: u32,
-        vals: [(u32, &'static CStr); N],
-        handler: Arc<Transport>,
-    ) -> Result<Self> {
+    /// /proc/net/connector. Fails with `EBUSY` while another registration exists.
+    pub(crate) fn new(idx: u32, vals: [(u32, &'static CStr); N], handler: Arc<T>) -> Result<Self> {
         let ptr = Arc::as_ptr(&handler).cast_mut().cast::<c_void>();
         if HANDLER
             .compare_exchange(null_mut(), ptr, Ordering::AcqRel, Ordering::Acquire)
@@ -54,8 +62,8 @@ impl<const N: usize> Registration<N> {
         let ids = vals.map(|(val, _)| raw::cb_id { idx, val });
         for (done, (id, (_, name))) in ids.iter().zip(vals).enumerate() {
             // SAFETY: `id` and `name` are valid for the call (the connector copies both), and
-            // `callback` has the signature the connector expects.
-            let r = unsafe { raw::cn_add_callback(id, name.as_char_ptr(), Some(callback)) };
+            // `callback::<T>` has the signature the connector expects.
+            let r = unsafe { raw::cn_add_callback(id, name.as_char_ptr(), Some(callback::<T>)) };
             if let Err(e) = to_result(r) {
                 for id in &ids[..done] {
                     // SAFETY: The ids before `done` were registered above.
@@ -67,11 +75,15 @@ impl<const N: usize> Registration<N> {
             }
         }
         // INVARIANT: `HANDLER` was set above and every callback is registered.
-        Ok(Self { handler, ids })
+        Ok(Self {
+            handler,
+            ids,
+            _receiver: PhantomData,
+        })
     }
 }
 
-impl<const N: usize> Drop for Registration<N> {
+impl<T: Receiver, const N: usize> Drop for Registration<T, N> {
     fn drop(&mut self) {
         for id in &self.ids {
             // SAFETY: By the type invariant the callback for `id` is registered.
@@ -93,12 +105,12 @@ impl<const N: usize> Drop for Registration<N> {
 /// Only called by the connector core, with `msg` pointing to a `cn_msg` followed by `msg->len`
 /// bytes (the core checks the netlink length against it before calling), and `nsp` to the
 /// message's netlink control block (or null).
-unsafe extern "C" fn callback(msg: *mut raw::cn_msg, nsp: *mut bindings::netlink_skb_parms) {
+unsafe extern "C" fn callback<T: Receiver>(
+    msg: *mut raw::cn_msg,
+    nsp: *mut bindings::netlink_skb_parms,
+) {
     let _guard = rcu::read_lock();
-    let handler = HANDLER
-        .load(Ordering::Acquire)
-        .cast::<Transport>()
-        .cast_const();
+    let handler = HANDLER.load(Ordering::Acquire).cast::<T>().cast_const();
     if handler.is_null() {
         return;
     }
@@ -125,26 +137,11 @@ unsafe extern "C" fn callback(msg: *mut raw::cn_msg, nsp: *mut bindings::netlink
             )
         }
     };
-    // SAFETY: `handler` is non-null, so the registration that set it has not finished
-    // dropping: it waits for a grace period after clearing `HANDLER`, and we are inside an RCU
-    // read-side section, so its `Arc` is alive.
+    // SAFETY: `handler` is non-null, so the registration that set it, a `Registration<T, _>`
+    // (only it registers this callback), has not finished dropping: it waits for a grace
+    // period after clearing `HANDLER`, and we are inside an RCU read-side section, so its
+    // `Arc<T>` is alive.
     unsafe { &*handler }.receive(bytes, privileged);
-}
-
-/// The transport of the current registration, if any.
-///
-/// Logs take their reference in `ctr`: device-mapper holds a reference on the module while a
-/// log exists, so the registration outlives every log.
-pub(crate) fn registered_transport() -> Option<Arc<Transport>> {
-    let _guard = rcu::read_lock();
-    let ptr = HANDLER.load(Ordering::Acquire).cast::<Transport>();
-    if ptr.is_null() {
-        return None;
-    }
-    // SAFETY: A non-null `HANDLER` is `Arc::as_ptr` of a live registration's `Arc`, which stays
-    // alive until a grace period after it is cleared; we are inside a read-side section.
-    let borrowed = unsafe { ArcBorrow::from_raw(ptr) };
-    Some(borrowed.into())
 }
 
 /// A message buffer aligned for `struct cn_msg`.

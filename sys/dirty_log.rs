@@ -3,10 +3,10 @@
 //! Device-mapper's dirty-log API: the type registration, the ops trampolines, and the target
 //! and device handles a log uses.
 
-use core::{ffi::c_void, ptr::NonNull};
+use core::ptr::NonNull;
 
 use kernel::{
-    error::to_result,
+    error::{from_result, to_result},
     ffi::{c_char, c_int, c_uint},
     prelude::*,
     str::CStrExt,
@@ -32,8 +32,10 @@ pub(crate) enum StatusKind {
 ///
 /// Each method is one op of `struct dm_dirty_log_type`; see `include/linux/dm-dirty-log.h`.
 pub(crate) trait DirtyLog: Send + Sync + Sized + 'static {
+    /// What the registration hands every constructor (the type's shared state).
+    type Context: Send + Sync;
     /// Creates a log for the target being constructed from the table's log arguments.
-    fn ctr(target: &Constructing, args: &[&CStr]) -> Result<Arc<Self>>;
+    fn ctr(context: &Self::Context, target: &Constructing, args: &[&CStr]) -> Result<Arc<Self>>;
     /// Destroys the log.
     fn dtr(this: Arc<Self>);
     /// The mirror is about to suspend.
@@ -153,24 +155,38 @@ impl Drop for LogDevice {
     }
 }
 
+/// A dirty-log type and the context its constructor gets: device-mapper hands the type back in
+/// every log's `type` field, so the constructor finds its context without a global.
+#[repr(C)]
+struct TypeWithContext<T: DirtyLog> {
+    /// First, so that a pointer to it is a pointer to the whole.
+    ty: Opaque<raw::dm_dirty_log_type>,
+    context: T::Context,
+}
+
 /// A registered dirty-log type, unregistered on drop.
 ///
 /// # Invariants
 ///
-/// `ty` is registered with device-mapper until drop; its ops call `T`.
+/// `this.ty` is registered with device-mapper until drop; its ops call `T`.
 pub(crate) struct Registration<T: DirtyLog> {
-    ty: Pin<KBox<Opaque<raw::dm_dirty_log_type>>>,
-    _log: core::marker::PhantomData<T>,
+    this: Pin<KBox<TypeWithContext<T>>>,
 }
 
-// SAFETY: The registered type is only touched by device-mapper under its own lock.
+// SAFETY: The registered type is only touched by device-mapper under its own lock; the
+// context is `Send`.
 unsafe impl<T: DirtyLog> Send for Registration<T> {}
-// SAFETY: As above; `Registration` offers no shared access.
+// SAFETY: As above; `Registration` offers no shared access, and the context is `Sync`.
 unsafe impl<T: DirtyLog> Sync for Registration<T> {}
 
 impl<T: DirtyLog> Registration<T> {
-    /// Registers the log type `name` (device-mapper finds it by this name in tables).
-    pub(crate) fn new(name: &'static CStr, module: &'static ThisModule) -> Result<Self> {
+    /// Registers the log type `name` (device-mapper finds it by this name in tables); every
+    /// log of it is constructed with `context`.
+    pub(crate) fn new(
+        name: &'static CStr,
+        module: &'static ThisModule,
+        context: T::Context,
+    ) -> Result<Self> {
         let ops = raw::dm_dirty_log_type {
             name: name.as_char_ptr(),
             module: module.as_ptr(),
@@ -192,15 +208,18 @@ impl<T: DirtyLog> Registration<T> {
             is_remote_recovering: Some(is_remote_recovering::<T>),
             ..Default::default()
         };
-        let ty = KBox::pin(Opaque::new(ops), GFP_KERNEL)?;
-        // SAFETY: `ty` is a fully initialised type that stays at this address until drop,
+        let this = KBox::pin(
+            TypeWithContext::<T> {
+                ty: Opaque::new(ops),
+                context,
+            },
+            GFP_KERNEL,
+        )?;
+        // SAFETY: `this.ty` is a fully initialised type that stays at this address until drop,
         // where it is unregistered.
-        to_result(unsafe { raw::dm_dirty_log_type_register(ty.get()) })?;
+        to_result(unsafe { raw::dm_dirty_log_type_register(this.ty.get()) })?;
         // INVARIANT: Registered just above.
-        Ok(Self {
-            ty,
-            _log: core::marker::PhantomData,
-        })
+        Ok(Self { this })
     }
 }
 
@@ -208,7 +227,7 @@ impl<T: DirtyLog> Drop for Registration<T> {
     fn drop(&mut self) {
         // SAFETY: By the type invariant `ty` is registered. Device-mapper holds a reference on
         // the module for every log of this type, so none exists when the module unloads.
-        unsafe { raw::dm_dirty_log_type_unregister(self.ty.get()) };
+        unsafe { raw::dm_dirty_log_type_unregister(self.this.ty.get()) };
     }
 }
 
@@ -223,14 +242,6 @@ unsafe fn context<'a, T: DirtyLog>(log: *mut raw::dm_dirty_log) -> ArcBorrow<'a,
     unsafe { <Arc<T> as ForeignOwnable>::borrow((*log).context) }
 }
 
-/// Turns a unit result into the C convention (0 or a negative errno).
-fn to_c(r: Result) -> c_int {
-    match r {
-        Ok(()) => 0,
-        Err(e) => e.to_errno(),
-    }
-}
-
 /// # Safety
 ///
 /// Called by device-mapper with a valid `log`, `ti`, and `argc` valid argument strings.
@@ -240,7 +251,7 @@ unsafe extern "C" fn ctr<T: DirtyLog>(
     argc: c_uint,
     argv: *mut *mut c_char,
 ) -> c_int {
-    let build = || -> Result<*mut c_void> {
+    from_result(|| {
         let ti = NonNull::new(ti).ok_or(EINVAL)?;
         let argc = usize::try_from(argc)?;
         let mut args = KVec::with_capacity(argc, GFP_KERNEL)?;
@@ -250,24 +261,16 @@ unsafe extern "C" fn ctr<T: DirtyLog>(
             let arg = unsafe { CStr::from_char_ptr(*argv.add(i)) };
             args.push(arg, GFP_KERNEL)?;
         }
+        // SAFETY: device-mapper sets `log->type` to the registered type before calling its
+        // `ctr`, and that type is the `ty` field, at offset 0, of a `TypeWithContext<T>`
+        // (`repr(C)`), which stays registered, so alive, while a log of it is constructed.
+        let context = unsafe { &(*(*log).type_.cast::<TypeWithContext<T>>()).context };
         // INVARIANT: device-mapper destroys the log before its target.
-        let log = T::ctr(&Constructing(Target(ti)), &args)?;
-        Ok(log.into_foreign())
-    };
-    match build() {
-        Ok(ctx) => {
-            // SAFETY: `log` is valid per the function's contract.
-            unsafe { (*log).context = ctx };
-            0
-        }
-        Err(e) => {
-            // dm-raid1 reports every log that fails to construct as EINVAL: name this cause.
-            if e == ENOMEM {
-                pr_err!("Unable to create the log: out of memory\n");
-            }
-            e.to_errno()
-        }
-    }
+        let this = T::ctr(context, &Constructing(Target(ti)), &args)?;
+        // SAFETY: `log` is valid per the function's contract.
+        unsafe { (*log).context = this.into_foreign() };
+        Ok(0)
+    })
 }
 
 /// # Safety
@@ -285,7 +288,7 @@ unsafe extern "C" fn dtr<T: DirtyLog>(log: *mut raw::dm_dirty_log) {
 /// Called by device-mapper on a constructed log.
 unsafe extern "C" fn presuspend<T: DirtyLog>(log: *mut raw::dm_dirty_log) -> c_int {
     // SAFETY: Per the function's contract the log is constructed and not destroyed.
-    to_c(unsafe { context::<T>(log) }.presuspend())
+    from_result(|| unsafe { context::<T>(log) }.presuspend().map(|()| 0))
 }
 
 /// # Safety
@@ -293,7 +296,7 @@ unsafe extern "C" fn presuspend<T: DirtyLog>(log: *mut raw::dm_dirty_log) -> c_i
 /// Called by device-mapper on a constructed log.
 unsafe extern "C" fn postsuspend<T: DirtyLog>(log: *mut raw::dm_dirty_log) -> c_int {
     // SAFETY: Per the function's contract the log is constructed and not destroyed.
-    to_c(T::postsuspend(unsafe { context::<T>(log) }))
+    from_result(|| T::postsuspend(unsafe { context::<T>(log) }).map(|()| 0))
 }
 
 /// # Safety
@@ -301,7 +304,7 @@ unsafe extern "C" fn postsuspend<T: DirtyLog>(log: *mut raw::dm_dirty_log) -> c_
 /// Called by device-mapper on a constructed log.
 unsafe extern "C" fn resume<T: DirtyLog>(log: *mut raw::dm_dirty_log) -> c_int {
     // SAFETY: Per the function's contract the log is constructed and not destroyed.
-    to_c(T::resume(unsafe { context::<T>(log) }))
+    from_result(|| T::resume(unsafe { context::<T>(log) }).map(|()| 0))
 }
 
 /// # Safety
@@ -344,7 +347,7 @@ unsafe extern "C" fn in_sync<T: DirtyLog>(
 /// Called by device-mapper on a constructed log.
 unsafe extern "C" fn flush<T: DirtyLog>(log: *mut raw::dm_dirty_log) -> c_int {
     // SAFETY: Per the function's contract the log is constructed and not destroyed.
-    to_c(T::flush(unsafe { context::<T>(log) }))
+    from_result(|| T::flush(unsafe { context::<T>(log) }).map(|()| 0))
 }
 
 /// # Safety

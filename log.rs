@@ -1,0 +1,336 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! One `userspace` log in one table: what the mirror target calls, turned into requests.
+//!
+//! The log keeps no region state of its own; the server has it. What the log does keep is
+//! what a server restart must not lose (marks no FLUSH has made durable, see [`flush`]) and
+//! what lets it find a new server ([`reconnect`]).
+
+mod construct;
+mod flush;
+mod reconnect;
+mod status;
+
+use kernel::{
+    prelude::*,
+    sync::{
+        atomic::{Atomic, Relaxed},
+        Arc, ArcBorrow, CondVar, Mutex,
+    },
+    time::{Delta, Instant},
+    workqueue::DelayedWork,
+};
+
+use crate::{
+    atomic_instant::AtomicInstant,
+    stats::{LogStats, StatsFile},
+    sys::dirty_log::{Constructing, DirtyLog, LogDevice, StatusKind, Target},
+    transfer::{uuid_tail, LogAddress, Transport},
+    uapi::{
+        ctr,
+        payload::{self, RegionSync, RemoteRecovering, ResyncWork},
+        RequestType,
+    },
+};
+use flush::FlushBatch;
+
+/// Least time between two IS_REMOTE_RECOVERING requests of one log (as upstream).
+const REMOTE_RECOVERY_QUERY_INTERVAL: Delta = Delta::from_millis(250);
+
+/// One log instance: one `userspace` log in one table.
+#[pin_data]
+pub(crate) struct UserspaceLog {
+    transport: Arc<Transport>,
+    target: Target,
+    uuid: KVec<u8>,
+    luid: u64,
+    /// `"<target sectors> <server args>"` followed by a NUL (sent without it at ctr).
+    ctr_string: KVec<u8>,
+    /// Arguments in the table line, for the TABLE status.
+    table_argc: usize,
+    /// The table's feature words.
+    features: ctr::Features,
+    /// How long the log may go without a server before its requests fail; `None`: forever.
+    max_wait: Option<Delta>,
+    /// Announcements the transport had received when the log was last created on a server: a
+    /// newer one means a new server that does not know the log yet.
+    attached_epoch: Atomic<u64>,
+    /// True while a caller re-creates the log on a new server; the others wait for it.
+    #[pin]
+    reattach: Mutex<bool>,
+    /// Signalled when a re-creation ends.
+    #[pin]
+    reattached: CondVar,
+    /// Re-creations begun on a server that took the CTR (changed under `reattach`): a FLUSH
+    /// sent and answered within one generation, with none half done, reached a server that
+    /// had every mark sent before it.
+    generation: Atomic<u64>,
+    /// The last re-creation stopped after its CTR (RESUME or a mark failed): the server knows
+    /// the log but may lack marks, so no FLUSH counts until a re-creation completes.
+    half_attached: Atomic<bool>,
+    /// Set from postsuspend (until resume) and at dtr: requests no longer wait for a missing
+    /// server, and the lazy FLUSH work does not queue itself again.
+    stopping: Atomic<bool>,
+    /// `max_server_wait` passed in the current outage and the table was told (one event).
+    outage_reported: Atomic<bool>,
+    region_size: u32,
+    region_count: u64,
+    /// The log device the server named, held as a table dependency.
+    _log_dev: Option<LogDevice>,
+    batch: Pin<KBox<FlushBatch>>,
+    /// Every region below this is in sync, as far as the log knows.
+    in_sync_hint: Atomic<u64>,
+    /// The server's last answer to GET_SYNC_COUNT, given while it is unreachable.
+    last_sync_count: Atomic<u64>,
+    /// When IS_REMOTE_RECOVERING was last asked.
+    last_recovery_query: AtomicInstant,
+    /// With `integrated_flush`: when a FLUSH is due for clears that were sent but that no FLUSH
+    /// has made durable yet (3 s after the first). While set, `lazy_flush` is queued or running.
+    lazy_flush_due: AtomicInstant,
+    /// Sends the FLUSH that clears wait for.
+    #[pin]
+    lazy_flush: DelayedWork<UserspaceLog>,
+    stats: Arc<LogStats>,
+    _stats_file: StatsFile<Arc<LogStats>>,
+}
+
+impl UserspaceLog {
+    fn address(&self) -> LogAddress<'_> {
+        LogAddress {
+            uuid: &self.uuid,
+            luid: self.luid,
+            stats: &self.stats,
+            max_wait: self.max_wait,
+        }
+    }
+
+    /// The CTR string without its NUL.
+    fn ctr_payload(&self) -> &[u8] {
+        &self.ctr_string[..self.ctr_string.len() - 1]
+    }
+
+    /// One request, without reconnecting.
+    fn request_once(&self, kind: RequestType, payload: &[u8], reply: &mut [u8]) -> Result<usize> {
+        self.transport.request(self.address(), kind, payload, reply)
+    }
+
+    /// How marks travel: in MARK_REGION, or with `integrated_flush` inside the FLUSH.
+    fn mark_kind(&self) -> RequestType {
+        if self.features.integrated_flush {
+            RequestType::Flush
+        } else {
+            RequestType::MarkRegion
+        }
+    }
+
+    /// A request whose reply must be one `u64`.
+    fn request_u64(&self, kind: RequestType, payload: &[u8]) -> Result<u64> {
+        let mut reply = [0u8; 8];
+        let n = self.request(kind, payload, &mut reply)?;
+        self.decode_u64(kind, &reply[..n])
+    }
+
+    /// A reply that must be one `u64`; anything else is logged and fails with `EPROTO`.
+    fn decode_u64(&self, kind: RequestType, reply: &[u8]) -> Result<u64> {
+        payload::decode_u64(kind, reply).map_err(|_| {
+            pr_err!(
+                "[{}] malformed {} reply ({} bytes)\n",
+                uuid_tail(&self.uuid),
+                kind.name(),
+                reply.len()
+            );
+            EPROTO
+        })
+    }
+
+    /// A request whose reply must be 16 bytes.
+    fn request_pair(&self, kind: RequestType, payload: &[u8]) -> Result<[u8; 16]> {
+        let mut reply = [0u8; 16];
+        let n = self.request(kind, payload, &mut reply)?;
+        if n != reply.len() {
+            pr_err!(
+                "[{}] malformed {} reply ({} bytes)\n",
+                uuid_tail(&self.uuid),
+                kind.name(),
+                n
+            );
+            return Err(EPROTO);
+        }
+        Ok(reply)
+    }
+}
+
+impl DirtyLog for UserspaceLog {
+    type Context = Arc<Transport>;
+
+    fn ctr(transport: &Arc<Transport>, target: &Constructing, args: &[&CStr]) -> Result<Arc<Self>> {
+        construct::construct(transport, target, args)
+    }
+
+    fn dtr(this: Arc<Self>) {
+        Self::stop_lazy_flush(&this);
+        // Not retried, as upstream: a missing server has nothing to destroy.
+        let _ = this.request_once(RequestType::Dtr, &[], &mut []);
+        // Nothing else may hold the log now: no work item, no request. One that did would
+        // outlive the table (and its device) and could run after the module is gone.
+        if Arc::into_unique_or_drop(this).is_none() {
+            pr_err!("a destroyed log is still referenced: this is a bug\n");
+            kernel::warn_on!(true);
+        }
+    }
+
+    fn presuspend(&self) -> Result {
+        self.request_once(RequestType::Presuspend, &[], &mut [])
+            .map(|_| ())
+    }
+
+    fn postsuspend(this: ArcBorrow<'_, Self>) -> Result {
+        Self::stop_lazy_flush(&this.into());
+        this.request_once(RequestType::Postsuspend, &[], &mut [])
+            .map(|_| ())
+    }
+
+    fn resume(this: ArcBorrow<'_, Self>) -> Result {
+        this.stopping.store(false, Relaxed);
+        this.in_sync_hint.store(0, Relaxed);
+        // Clears the mirror's worker recorded after postsuspend stopped the work.
+        if this.lazy_flush_due.is_set() {
+            this.queue_lazy_flush();
+        }
+        this.request_once(RequestType::Resume, &[], &mut [])
+            .map(|_| ())
+    }
+
+    fn region_size(&self) -> u32 {
+        self.region_size
+    }
+
+    fn is_clean(&self, region: u64) -> bool {
+        self.request_u64(RequestType::IsClean, &payload::encode_u64(region))
+            .is_ok_and(|v| v != 0)
+    }
+
+    fn in_sync(&self, region: u64, can_block: bool) -> Result<bool> {
+        // Never answered from the hint: another node may have marked the region out of sync.
+        if !can_block {
+            return Err(EAGAIN); // EWOULDBLOCK
+        }
+        Ok(self
+            .request_u64(RequestType::InSync, &payload::encode_u64(region))
+            .is_ok_and(|v| v != 0))
+    }
+
+    fn flush(this: ArcBorrow<'_, Self>) -> Result {
+        let r = this.flush_pending();
+        if r.is_err() {
+            this.target.table_event();
+        }
+        r
+    }
+
+    fn mark_region(&self, region: u64) {
+        self.batch.mark(region);
+    }
+
+    fn clear_region(&self, region: u64) {
+        // A lost clear only means the region is resynced after the next activation.
+        if !self.batch.clear(region) {
+            pr_err!("Failed to allocate memory to clear region.\n");
+        }
+    }
+
+    fn resync_work(&self) -> Result<Option<u64>> {
+        // The hint is the old server's word. When a new server may have come (announced, or
+        // the old one unreachable), ask: the request re-creates the log there and resets the
+        // hint, and the mirror's worker, which asks only when it runs, starts the resync now.
+        let server_unchanged = self.transport.unreachable_for().is_none()
+            && self.transport.announcements() == self.attached_epoch.load(Relaxed);
+        if server_unchanged && self.in_sync_hint.load(Relaxed) >= self.region_count {
+            return Ok(None);
+        }
+        let reply = self.request_pair(RequestType::GetResyncWork, &[])?;
+        let work = ResyncWork::decode(&reply).map_err(|_| EPROTO)?;
+        match work {
+            ResyncWork {
+                available: false, ..
+            } => Ok(None),
+            ResyncWork { region, .. } if region < self.region_count => Ok(Some(region)),
+            ResyncWork { region, .. } => {
+                pr_err!(
+                    "[{}] server offered region {} beyond the log's {}\n",
+                    uuid_tail(&self.uuid),
+                    region,
+                    self.region_count
+                );
+                Err(EPROTO)
+            }
+        }
+    }
+
+    fn set_region_sync(&self, region: u64, in_sync: bool) {
+        // The interface cannot fail; a lost update is redone by the next resync.
+        let _ = self.request(
+            RequestType::SetRegionSync,
+            &RegionSync { region, in_sync }.encode(),
+            &mut [],
+        );
+    }
+
+    fn sync_count(&self) -> u64 {
+        // The mirror's status asks for this first: while the server is gone, its last answer
+        // stands.
+        let mut reply = [0u8; 8];
+        let count = match self.request_unless_gone(RequestType::GetSyncCount, &mut reply) {
+            Err(None) => return self.last_sync_count.load(Relaxed),
+            Err(Some(_)) => 0,
+            Ok(n) => self
+                .decode_u64(RequestType::GetSyncCount, &reply[..n])
+                .map_or(0, |c| c.min(self.region_count)),
+        };
+        self.last_sync_count.store(count, Relaxed);
+        if count >= self.region_count {
+            self.in_sync_hint.store(self.region_count, Relaxed);
+        }
+        count
+    }
+
+    fn status(&self, kind: StatusKind, out: &mut [u8]) -> usize {
+        match kind {
+            StatusKind::Info => self.status_info(out),
+            StatusKind::Table => self.status_table(out),
+            StatusKind::Ima => {
+                out[0] = 0;
+                0
+            }
+        }
+    }
+
+    fn is_remote_recovering(&self, region: u64) -> bool {
+        if region < self.in_sync_hint.load(Relaxed) {
+            return false;
+        }
+        if self
+            .last_recovery_query
+            .elapsed()
+            .is_some_and(|d| d < REMOTE_RECOVERY_QUERY_INTERVAL)
+        {
+            // Asked recently: assume recovery goes on, the mirror asks again soon.
+            self.stats.recovery_query_skipped();
+            return true;
+        }
+        self.last_recovery_query.set(Instant::now());
+        match self.request_pair(
+            RequestType::IsRemoteRecovering,
+            &payload::encode_u64(region),
+        ) {
+            Ok(reply) => match RemoteRecovering::decode(&reply) {
+                Ok(r) => {
+                    self.in_sync_hint.store(r.in_sync_hint, Relaxed);
+                    r.is_recovering
+                }
+                Err(_) => true,
+            },
+            Err(_) => true,
+        }
+    }
+}

@@ -1,0 +1,207 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Creating a log: parse the table's arguments, create the log on the server, and check what
+//! the server answers (region size, log device).
+
+use kernel::{
+    new_condvar, new_delayed_work, new_mutex,
+    prelude::*,
+    sync::{
+        atomic::{Atomic, Relaxed},
+        Arc, UniqueArc,
+    },
+    time::Delta,
+};
+
+use super::{flush::FlushBatch, UserspaceLog};
+use crate::{
+    atomic_instant::AtomicInstant,
+    stats::LogStats,
+    sys::dirty_log::{Constructing, LogDevice},
+    transfer::{uuid_tail, LogAddress, Transport},
+    uapi::{ctr, payload, RequestType, DEVICE_NAME_SIZE, MAX_REQUEST_PAYLOAD},
+};
+
+/// Source of `luid`s: unique per log instance on this machine, never 0 (a wildcard to
+/// cmirrord), and unlike upstream's pointer value it reveals no kernel address.
+static NEXT_LUID: Atomic<u64> = Atomic::new(1);
+
+/// Prints a `core::fmt::Display` value (the protocol's errors) with the kernel's printing macros.
+struct Shown<'a, T>(&'a T);
+
+impl<T: core::fmt::Display> kernel::fmt::Display for Shown<'_, T> {
+    fn fmt(&self, f: &mut kernel::fmt::Formatter<'_>) -> kernel::fmt::Result {
+        core::fmt::Display::fmt(self.0, f)
+    }
+}
+
+/// Creates the log instance on the server and checks what it answers.
+///
+/// The server hears of the log only once everything the log needs is allocated; a failure after
+/// its CTR destroys the log there again.
+pub(super) fn construct(
+    transport: &Arc<Transport>,
+    ctx: &Constructing,
+    args: &[&CStr],
+) -> Result<Arc<UserspaceLog>> {
+    construct_inner(transport, ctx, args).inspect_err(|e| {
+        // dm-raid1 reports every log that fails to construct as EINVAL: name this cause.
+        if *e == ENOMEM {
+            pr_err!("Unable to create the log: out of memory\n");
+        }
+    })
+}
+
+fn construct_inner(
+    transport: &Arc<Transport>,
+    ctx: &Constructing,
+    args: &[&CStr],
+) -> Result<Arc<UserspaceLog>> {
+    let target = ctx.target();
+    let mut words = KVec::with_capacity(args.len(), GFP_KERNEL)?;
+    for a in args {
+        words.push(a.to_bytes(), GFP_KERNEL)?;
+    }
+    let parsed = ctr::parse_args(&words).map_err(|e| {
+        pr_warn!("{}\n", Shown(&e));
+        EINVAL
+    })?;
+    let mut ctr_string = KVec::from_elem(0u8, MAX_REQUEST_PAYLOAD + 1, GFP_KERNEL)?;
+    let len = ctr::ctr_string(
+        target.len(),
+        parsed.server_args,
+        &mut ctr_string[..MAX_REQUEST_PAYLOAD],
+    )
+    .map_err(|e| {
+        pr_warn!("{}\n", Shown(&e));
+        EINVAL
+    })?;
+    // Keep the NUL that the reconnecting CTR sends.
+    ctr_string.truncate(len + 1);
+    ctr_string[len] = 0;
+    let mut uuid = KVec::with_capacity(parsed.uuid.len(), GFP_KERNEL)?;
+    uuid.extend_from_slice(parsed.uuid, GFP_KERNEL)?;
+    let transport = transport.clone();
+    // Allocate everything before the server learns of the log.
+    let slot = UniqueArc::new_uninit(GFP_KERNEL)?;
+    let batch = FlushBatch::new()?;
+    let luid = NEXT_LUID.fetch_add(1, Relaxed);
+    let stats = LogStats::new(&uuid, luid)?;
+    let stats_file = transport.diagnostics.log_file(stats.clone())?;
+    let wait_secs = parsed
+        .features
+        .max_server_wait
+        .unwrap_or_else(|| crate::module_parameters::max_server_wait.value());
+    let max_wait = (wait_secs > 0).then(|| Delta::from_secs(i64::from(wait_secs)));
+    let to = LogAddress {
+        uuid: &uuid,
+        luid,
+        stats: &stats,
+        max_wait,
+    };
+    let attached_epoch = transport.announcements();
+
+    let mut device = [0u8; DEVICE_NAME_SIZE];
+    let device_len = transport
+        .request(to, RequestType::Ctr, &ctr_string[..len], &mut device)
+        .inspect_err(|e| {
+            if *e == ESRCH {
+                pr_err!("[{}] Userspace log server not found\n", uuid_tail(&uuid));
+            } else if *e == EINTR || *e == ETIMEDOUT {
+                // The server may have created the log without the answer reaching us (the
+                // caller was killed, or gave up): it must not keep it.
+                pr_err!(
+                    "[{}] Log creation interrupted ({}): destroying it on the server\n",
+                    uuid_tail(&uuid),
+                    e.to_errno()
+                );
+                let _ = transport.request(to, RequestType::Dtr, &[], &mut []);
+            } else {
+                pr_err!(
+                    "[{}] Userspace log server failed to create log: {}\n",
+                    uuid_tail(&uuid),
+                    e.to_errno()
+                );
+            }
+        })?;
+
+    // The server now has the log: any failure from here on must destroy it there too.
+    let finish = || -> Result<(u32, u64, Option<LogDevice>)> {
+        let mut reply = [0u8; 8];
+        let n = transport
+            .request(to, RequestType::GetRegionSize, &[], &mut reply)
+            .inspect_err(|e| {
+                pr_err!("Failed to get region size of dirty log: {}\n", e.to_errno())
+            })?;
+        let size = payload::decode_u64(RequestType::GetRegionSize, &reply[..n]).map_err(|_| {
+            pr_err!(
+                "[{}] malformed region size reply ({} bytes)\n",
+                uuid_tail(&uuid),
+                n
+            );
+            EPROTO
+        })?;
+        let region_size = u32::try_from(size)
+            .ok()
+            .filter(|s| s.is_power_of_two())
+            .ok_or_else(|| {
+                pr_err!(
+                "[{}] server gave region size {} sectors: it must be a power of two below 2^32\n",
+                uuid_tail(&uuid),
+                size
+            );
+                EINVAL
+            })?;
+        let region_count = target.len().div_ceil(u64::from(region_size));
+        let log_dev = match payload::ctr_reply_device(&device[..device_len]) {
+            Ok(None) => None,
+            Ok(Some(_)) => {
+                let name = CStr::from_bytes_with_nul(&device[..device_len]).map_err(|_| EINVAL)?;
+                Some(ctx.get_device(name).inspect_err(|e| {
+                    pr_err!(
+                        "Failed to register {} with device-mapper: {}\n",
+                        name.to_str().unwrap_or("?"),
+                        e.to_errno()
+                    )
+                })?)
+            }
+            Err(_) => {
+                pr_err!("DM_ULOG_CTR device return string not properly terminated\n");
+                return Err(EINVAL);
+            }
+        };
+        Ok((region_size, region_count, log_dev))
+    };
+    let (region_size, region_count, log_dev) = finish().inspect_err(|_| {
+        let _ = transport.request(to, RequestType::Dtr, &[], &mut []);
+    })?;
+    let Ok(log) = slot.write_pin_init(pin_init!(UserspaceLog {
+        transport,
+        target,
+        uuid,
+        luid,
+        ctr_string,
+        table_argc: parsed.table_argc,
+        features: parsed.features,
+        max_wait,
+        attached_epoch: Atomic::new(attached_epoch),
+        reattach <- new_mutex!(false, "UserspaceLog::reattach"),
+        reattached <- new_condvar!("UserspaceLog::reattached"),
+        generation: Atomic::new(0),
+        half_attached: Atomic::new(false),
+        stopping: Atomic::new(false),
+        outage_reported: Atomic::new(false),
+        region_size,
+        region_count,
+        _log_dev: log_dev,
+        batch,
+        in_sync_hint: Atomic::new(0),
+        last_sync_count: Atomic::new(0),
+        last_recovery_query: AtomicInstant::new(),
+        lazy_flush_due: AtomicInstant::new(),
+        lazy_flush <- new_delayed_work!("UserspaceLog::lazy_flush"),
+        stats,
+        _stats_file: stats_file,
+    }));
+    Ok(log.into())
+}

@@ -1,0 +1,325 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Marks and clears recorded between two flushes, and marks kept until a FLUSH makes them
+//! durable.
+//!
+//! `mark_region` is called under dm-region-hash's rwlock, so recording must not sleep: the
+//! lists are preallocated and grow only with `GFP_NOWAIT`. A mark that cannot be recorded is
+//! never dropped silently: the next flush fails, so the mirror sees a log failure before the
+//! write it guards is issued.
+//!
+//! A mark the server answered is not yet on its device: a server that dies before the next
+//! FLUSH loses it. So a mark stays in the list, counted as sent, until a FLUSH sent after it
+//! is answered; a log re-created on a new server sends the sent ones again.
+//!
+//! The mirror's worker flushes: clears, then marks, then a FLUSH. With `integrated_flush` the
+//! marks travel inside the FLUSH, and clears alone wait up to 3 s for one (the lazy FLUSH
+//! work item), as upstream.
+
+use kernel::{
+    impl_has_delayed_work, new_spinlock,
+    prelude::*,
+    sync::{atomic::Relaxed, Arc, ArcBorrow, SpinLock},
+    time::{msecs_to_jiffies, Delta, Instant, Monotonic},
+    workqueue::{self, WorkItem},
+};
+
+use super::UserspaceLog;
+use crate::{
+    sys::work::cancel_delayed_sync,
+    transfer::uuid_tail,
+    uapi::{payload, RequestType, MAX_REQUEST_PAYLOAD},
+};
+
+/// With `integrated_flush`, how long clears may wait for a FLUSH, in ms (as upstream).
+const LAZY_FLUSH_DELAY_MS: u32 = 3000;
+
+/// Entries each list holds without allocating.
+const RESERVED: usize = 256;
+
+/// The lock-protected lists.
+struct Pending {
+    /// Marks not yet made durable; the first `sent` of them have been sent.
+    marks: KVec<u64>,
+    sent: usize,
+    clears: KVec<u64>,
+    /// A mark was lost to an allocation failure since the last flush.
+    lost_mark: bool,
+}
+
+/// Regions waiting to be sent at the next flush.
+#[pin_data]
+pub(crate) struct FlushBatch {
+    #[pin]
+    pending: SpinLock<Pending>,
+}
+
+/// Appends without sleeping: within the reserve, else a `GFP_NOWAIT` growth.
+fn push_atomic(list: &mut KVec<u64>, region: u64) -> bool {
+    match list.push_within_capacity(region) {
+        Ok(()) => true,
+        Err(_) => list.push(region, GFP_NOWAIT).is_ok(),
+    }
+}
+
+/// Copies `list[from..end]`, at most `out.len()` entries of it, into `out`.
+fn copy_from(list: &[u64], from: usize, end: usize, out: &mut [u64]) -> usize {
+    let n = end.saturating_sub(from).min(out.len());
+    if n > 0 {
+        out[..n].copy_from_slice(&list[from..from + n]);
+    }
+    n
+}
+
+/// Moves up to `out.len()` entries from the end of `list` into `out`.
+fn take_into(list: &mut KVec<u64>, out: &mut [u64]) -> usize {
+    let n = list.len().min(out.len());
+    let start = list.len() - n;
+    out[..n].copy_from_slice(&list[start..]);
+    list.truncate(start);
+    n
+}
+
+impl FlushBatch {
+    /// Empty lists with their reserve allocated.
+    pub(crate) fn new() -> Result<Pin<KBox<Self>>> {
+        let pending = Pending {
+            marks: KVec::with_capacity(RESERVED, GFP_KERNEL)?,
+            sent: 0,
+            clears: KVec::with_capacity(RESERVED, GFP_KERNEL)?,
+            lost_mark: false,
+        };
+        KBox::pin_init(
+            pin_init!(Self { pending <- new_spinlock!(pending, "FlushBatch::pending") }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// Records a mark. Never sleeps.
+    ///
+    /// A mark waiting to be sent already covers the region; one sent earlier does not (a
+    /// clear may have followed it), so the region is recorded again.
+    pub(crate) fn mark(&self, region: u64) {
+        let mut p = self.pending.lock();
+        let sent = p.sent;
+        if p.marks[sent..].contains(&region) {
+            return;
+        }
+        if !push_atomic(&mut p.marks, region) {
+            p.lost_mark = true;
+        }
+    }
+
+    /// Records a clear; returns false if it had to be dropped. Never sleeps.
+    pub(crate) fn clear(&self, region: u64) -> bool {
+        push_atomic(&mut self.pending.lock().clears, region)
+    }
+
+    /// Takes up to `out.len()` pending clears.
+    pub(crate) fn take_clears(&self, out: &mut [u64]) -> usize {
+        take_into(&mut self.pending.lock().clears, out)
+    }
+
+    /// Copies up to `out.len()` marks not sent yet into `out`; they count as sent from now.
+    pub(crate) fn take_marks(&self, out: &mut [u64]) -> usize {
+        let mut p = self.pending.lock();
+        let start = p.sent;
+        let n = copy_from(&p.marks, start, p.marks.len(), out);
+        p.sent += n;
+        n
+    }
+
+    /// How many marks have been sent and wait for a FLUSH.
+    pub(crate) fn sent_marks(&self) -> usize {
+        self.pending.lock().sent
+    }
+
+    /// Every mark counts as not sent again (a request failed: the server may lack any).
+    pub(crate) fn unsend_marks(&self) {
+        self.pending.lock().sent = 0;
+    }
+
+    /// Copies up to `out.len()` sent marks, from the `from`th on, into `out`.
+    pub(crate) fn unflushed_marks(&self, from: usize, out: &mut [u64]) -> usize {
+        let p = self.pending.lock();
+        copy_from(&p.marks, from, p.sent, out)
+    }
+
+    /// A FLUSH made the first `count` marks durable: forgets them.
+    pub(crate) fn marks_flushed(&self, count: usize) {
+        let mut p = self.pending.lock();
+        let count = count.min(p.sent);
+        let len = p.marks.len();
+        p.marks.copy_within(count..len, 0);
+        p.marks.truncate(len - count);
+        p.sent -= count;
+    }
+
+    /// Whether a mark was lost since the last call; resets the flag.
+    pub(crate) fn take_lost_mark(&self) -> bool {
+        core::mem::take(&mut self.pending.lock().lost_mark)
+    }
+}
+
+impl_has_delayed_work! {
+    impl HasDelayedWork<Self> for UserspaceLog { self.lazy_flush }
+}
+
+impl WorkItem for UserspaceLog {
+    type Pointer = Arc<UserspaceLog>;
+
+    /// Makes clears durable that no FLUSH has covered since they were sent.
+    ///
+    /// A FLUSH carrying marks covers them too; the work is not cancelled then, it finds
+    /// nothing due. Queued for an earlier deadline, it waits again until the current one.
+    fn run(this: Arc<Self>) {
+        // Postsuspend and dtr send the FLUSH themselves, after cancelling this work.
+        let Some(deadline) = this.lazy_flush_due.get() else {
+            return;
+        };
+        if this.stopping.load(Relaxed) {
+            return;
+        }
+        let wait = deadline - Instant::<Monotonic>::now();
+        if wait > Delta::ZERO {
+            // CAST: clamped to a positive number of milliseconds below 2^32.
+            let ms = wait.as_millis_ceil().clamp(1, i64::from(u32::MAX)) as u32;
+            // If it is queued already, that run takes over.
+            let _ = workqueue::system_long().enqueue_delayed(this, msecs_to_jiffies(ms));
+            return;
+        }
+        if this.lazy_flush_due.take().is_some() {
+            if let Err(e) = this.flush_marks(&[], 0) {
+                this.clears_not_flushed(e);
+                this.target.table_event();
+            }
+        }
+    }
+}
+
+impl UserspaceLog {
+    /// Sends a group of regions as `kind`; if the group fails, one region per request.
+    ///
+    /// Servers must treat marks and clears as idempotent: a retried region may have arrived.
+    pub(super) fn send_regions(&self, kind: RequestType, regions: &[u64]) -> Result {
+        let mut buf = [0u8; MAX_REQUEST_PAYLOAD];
+        let n = payload::encode_regions(regions, &mut buf).map_err(|_| EINVAL)?;
+        if kind == RequestType::Flush {
+            // An integrated FLUSH has no one-by-one form; answered, its marks are durable.
+            return self.flush_marks(&buf[..n], self.batch.sent_marks());
+        }
+        match self.request(kind, &buf[..n], &mut []) {
+            Ok(_) => Ok(()),
+            // One region has nothing to split.
+            Err(e) if regions.len() == 1 => Err(e),
+            Err(_) => {
+                for r in regions {
+                    self.request(kind, &payload::encode_u64(*r), &mut [])?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends a FLUSH (with `payload`, the marks it carries under `integrated_flush`) and
+    /// returns once one was answered by a server that had heard every mark sent before it;
+    /// then the first `durable` marks are durable and the log forgets them.
+    ///
+    /// A FLUSH that a freshly re-created log answers before the marks were re-sent to it
+    /// proves nothing, so it is sent again once the re-creation is over. Only the mirror's
+    /// worker passes a `durable` above 0: it alone sends marks.
+    pub(super) fn flush_marks(&self, payload: &[u8], durable: usize) -> Result {
+        loop {
+            let seen = self.settled_generation()?;
+            self.request(RequestType::Flush, payload, &mut [])?;
+            let busy = self.reattach.lock();
+            if !*busy && self.generation.load(Relaxed) == seen && !self.half_attached.load(Relaxed)
+            {
+                self.batch.marks_flushed(durable);
+                return Ok(());
+            }
+        }
+    }
+
+    /// Sends everything `take` yields, in groups, as `kind`; returns whether there was any.
+    fn send_pending(&self, kind: RequestType, take: impl Fn(&mut [u64]) -> usize) -> Result<bool> {
+        let mut group = [0u64; payload::MAX_FLUSH_GROUP];
+        let mut sent = false;
+        loop {
+            let n = take(&mut group);
+            if n == 0 {
+                return Ok(sent);
+            }
+            sent = true;
+            self.send_regions(kind, &group[..n])?;
+        }
+    }
+
+    /// Sends pending clears, then marks, then makes them durable.
+    ///
+    /// With `integrated_flush` the marks travel in the FLUSH; clears alone are not urgent (a
+    /// lost clear only costs a resync), so their FLUSH is left to delayed work.
+    pub(super) fn flush_pending(self: ArcBorrow<'_, Self>) -> Result {
+        if self.batch.take_lost_mark() {
+            pr_err!(
+                "[{}] a mark could not be recorded (out of memory): failing the flush\n",
+                uuid_tail(&self.uuid)
+            );
+            return Err(ENOMEM);
+        }
+        let sent_clears =
+            self.send_pending(RequestType::ClearRegion, |g| self.batch.take_clears(g))?;
+        let sent_marks = self
+            .send_pending(self.mark_kind(), |g| self.batch.take_marks(g))
+            .inspect_err(|_| {
+                // The server may lack any of them: send them all again with the next flush.
+                self.batch.unsend_marks();
+            })?;
+        if !self.features.integrated_flush {
+            // Marks that an earlier, failed FLUSH left behind need one too.
+            if sent_clears || self.batch.sent_marks() > 0 {
+                self.flush_marks(&[], self.batch.sent_marks())?;
+            }
+        } else if sent_marks {
+            // That FLUSH made the earlier clears durable as well.
+            self.lazy_flush_due.take();
+        } else if sent_clears && !self.lazy_flush_due.is_set() {
+            // Flushes come from the mirror's one worker, so nothing races with this.
+            let delay = Delta::from_millis(i64::from(LAZY_FLUSH_DELAY_MS));
+            self.lazy_flush_due.set(Instant::now() + delay);
+            self.queue_lazy_flush();
+        }
+        Ok(())
+    }
+
+    /// Stops the lazy FLUSH work and waits for a run in progress; then sends the FLUSH it
+    /// would have sent, once, without waiting for a missing server.
+    ///
+    /// For postsuspend and dtr: afterwards nothing of the work is queued or running. Without a
+    /// server the clears stay undurable, which costs a resync of those regions, never data.
+    pub(super) fn stop_lazy_flush(this: &Arc<Self>) {
+        this.stopping.store(true, Relaxed);
+        cancel_delayed_sync(this);
+        if this.lazy_flush_due.take().is_some() {
+            if let Err(e) = this.request_once(RequestType::Flush, &[], &mut []) {
+                this.clears_not_flushed(e);
+            }
+        }
+    }
+
+    /// Says that clears stay undurable: harmless, those regions are only resynced.
+    pub(super) fn clears_not_flushed(&self, e: Error) {
+        pr_warn!(
+            "[{}] pending clears not flushed ({}): those regions will be resynced\n",
+            uuid_tail(&self.uuid),
+            e.to_errno()
+        );
+    }
+
+    /// Queues the lazy FLUSH work; if still queued for an earlier deadline, the queued run
+    /// waits on.
+    pub(super) fn queue_lazy_flush(self: ArcBorrow<'_, Self>) {
+        let _ = workqueue::system_long()
+            .enqueue_delayed(Arc::from(self), msecs_to_jiffies(LAZY_FLUSH_DELAY_MS));
+    }
+}
