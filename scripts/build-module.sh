@@ -13,7 +13,7 @@ bindgen=$("$TOP/scripts/host-deps.sh" | tail -n 1)
 
 work="$TOP/out/module-$flavour"
 mkdir -p "$work"
-# Only the module's own sources; rsync keeps timestamps so unchanged files are not rebuilt.
+# Only the module's own sources; cp -a keeps timestamps so unchanged files are not rebuilt.
 files=(Kbuild $(cd "$TOP" && echo *.rs) log sys transfer uapi)
 (cd "$TOP" && cp -a --parents $(find "${files[@]}" -type f \( -name '*.rs' -o -name '*.h' -o -name Kbuild \) ! -name 'bindings_generated.rs') "$work/")
 if [ "$(cat "$work/.kdir" 2>/dev/null)" != "$kdir" ]; then

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Every test of the project: host unit tests of the workspace, then the in-VM suites on both
-# kernel flavours, against the Rust module and against upstream's C module. Builds whatever is
-# missing first. Ends with one line "N passed, N failed[, N skipped]" and exits non-zero if
-# anything failed or nothing ran.
+# Every test of the project: host unit tests of the workspace, the lints, then the in-VM suites
+# on both kernel flavours, against the Rust module and against upstream's C module. Builds
+# whatever is missing first. Ends with one line "N passed, N failed[, N skipped][, N known
+# upstream bugs]" and exits non-zero if anything failed or nothing ran.
 # Usage: check.sh [host|lint|vm]      (default: all)
 . "$(dirname "$0")/lib.sh"
 

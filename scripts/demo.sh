@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job, end to end: builds what is missing (host tools, the perf test kernel, the
-# module), boots a VM, and runs the demo suite there with the Rust module.
+# module; vm-run.sh adds the userspace programs and the initramfs), boots a VM, and runs the
+# demo suite there with the Rust module.
 . "$(dirname "$0")/lib.sh"
 
 say "step 1/4: host tools and sources"

@@ -3,6 +3,9 @@
 
 set -euo pipefail
 
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
 TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${DMLU_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dm-log-userspace-rs}
 # The kernel whose source Debian ships as linux-source-$KVER (trixie-backports).
@@ -17,8 +20,6 @@ if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
 fi
 command -v cargo >/dev/null || die "cargo not found: install Rust with rustup (the kernel needs the exact rustc that rust-src matches)"
 
-say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
-die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # Runs a long command with its output in a log file, printing a progress line every few seconds.
 # Usage: with_progress LABEL LOGFILE cmd...
