@@ -1,17 +1,16 @@
 #!/usr/bin/env bash
 # make bench: boots the perf kernel once and measures every configuration in that one boot
-# (tests/vm/suite-bench.sh), showing the guest's progress, then writes bench/results/latest.json,
-# latest.md and latest.svg with bench/report.py and rewrites README.md between the markers
-# <!-- bench:start --> and <!-- bench:end -->.
-# A run whose guest part fails leaves bench/results and README.md alone; its partial report
-# goes to out/bench/.
+# (tests/vm/suite-bench.sh), showing the guest's progress, then writes bench/results/latest.json
+# and latest.md with bench/report.py (see bench/README.md).
+# A run whose guest part fails leaves bench/results alone; its partial report goes to out/bench/.
 # Usage: bench.sh            (environment: BENCH_TIMEOUT, seconds for the VM, default 2400)
 . "$(dirname "$0")/lib.sh"
 
 started=$(date +%s)
 # What is measured: the sources as they are now, committed or not.
 commit=$(git -C "$TOP" rev-parse --short=12 HEAD)
-[ -z "$(git -C "$TOP" status --porcelain --untracked-files=no)" ] || commit="$commit-dirty"
+dirty=()
+[ -z "$(git -C "$TOP" status --porcelain --untracked-files=no)" ] || dirty=(--dirty)
 out="$TOP/out/bench"
 run="$TOP/out/vm/perf-rust-bench"
 mkdir -p "$out"
@@ -20,6 +19,8 @@ command -v python3 >/dev/null || die "python3 not found (scripts/host-deps.sh in
 say "building what is missing (the kernels are cached)"
 "$TOP/scripts/host-deps.sh" >/dev/null
 kdir=$("$TOP/scripts/build-kernel.sh" perf)
+accel=tcg
+[ "$("$TOP/scripts/kvm-probe.sh" "$kdir")" = no ] || accel=kvm
 with_progress "Rust module (perf)" "$out/build-module.log" "$TOP/scripts/build-module.sh" perf
 with_progress "ping-pong module (perf)" "$out/build-pingpong.log" "$TOP/scripts/build-test-module.sh" perf bench/pingpong
 with_progress "userspace programs" "$out/build-userspace.log" "$TOP/scripts/build-userspace.sh"
@@ -29,6 +30,7 @@ c_ko="$kdir/drivers/md/dm-log-userspace.ko"
 say "measuring in one boot of the perf kernel (about 15 minutes under TCG)"
 rm -rf "$run"
 vm_start=$(date +%s)
+vm_date=$(date -u -d "@$vm_start" +%Y-%m-%dT%H:%M:%SZ)
 "$TOP/scripts/vm-run.sh" perf rust bench "${BENCH_TIMEOUT:-2400}" >"$out/vm-run.log" 2>&1 &
 vm_pid=$!
 seen=0
@@ -67,14 +69,14 @@ for m in "c:$c_ko" "rust:$rust_ko"; do
 	read -r text data bss _ < <(size "${m#*:}" | tail -n 1)
 	sizes+=(--ko-size "${m%%:*}:$text:$data:$bss")
 done
-report=(python3 "$TOP/bench/report.py" --ktap "$out/ktap.log" --commit "$commit"
-	--vm-seconds "$vm_seconds" --other-vms "$busy/$samples" "${sizes[@]}")
+report=(python3 "$TOP/bench/report.py" "$out/ktap.log" --commit "$commit" "${dirty[@]}"
+	--date "$vm_date" --accel "$accel" --vm-seconds "$vm_seconds" --other-vms "$busy/$samples" "${sizes[@]}")
 
 if [ "$vm_rc" -ne 0 ]; then
 	grep -vE "^# \[ *[0-9]+\.[0-9]+\]" "$out/vm-run.log" | grep -E "^(not ok|# (FAIL|the guest|planned|kernel|QEMU))" | head -20 >&2 || true
 	"${report[@]}" --out-dir "$out" >&2 || true
 	die "the bench run failed (exit $vm_rc); output: $out/vm-run.log, console: $run/console.log; partial report in $out (bench/results untouched)"
 fi
-"${report[@]}" --out-dir "$TOP/bench/results" --readme "$TOP/README.md"
+"${report[@]}" --out-dir "$TOP/bench/results"
 [ "$busy" -eq 0 ] || say "note: another VM ran on this host during $((100 * busy / samples))% of the measurements"
-say "make bench: done in $(($(date +%s) - started)) s (guest: $vm_seconds s); bench/results/latest.{json,md,svg} and README.md updated"
+say "make bench: done in $(($(date +%s) - started)) s (guest: $vm_seconds s); bench/results/latest.{json,md} updated"
