@@ -59,8 +59,8 @@ def main():
         "disk log on the device calls it clean: after the cut the mirror would not resync it.",
         "Replays check every state a dm-log-writes record allows (`dm-ulog-crashcheck replay`);",
         "cuts kill QEMU while the guest writes and check the disks at the next boot, then the",
-        "acknowledged writes (`dm-ulog-crashcheck devices`, `survived`). The README's Tests",
-        "section (`powercut`, `powercut-coarse`) says how.",
+        "acknowledged writes (`dm-ulog-crashcheck devices`, `survived`). tests/SUITES.md",
+        "(`powercut`, `powercut-coarse`) says how.",
         "",
         "| module | configuration | replays (server killed) | crash points replayed "
         "| cuts (server killed shortly before) | regions differing at a cut "
