@@ -4,8 +4,33 @@
 # and drives the project's scripts (test kernel, VM tests, demo). See README.md.
 
 KDIR ?= /lib/modules/$(shell uname -r)/build
-LLVM ?= -19
+
+# The LLVM toolchain, as the kernel takes it (Documentation/kbuild/llvm.rst): LLVM=1 for clang,
+# ld.lld, ... on PATH, LLVM=-19 for suffixed ones (Debian's clang-19), LLVM=/dir/ for a prefix.
+# A module must be built with the toolchain its tree was built with, so unless LLVM is given,
+# it comes from the tree: a clang-built one (CONFIG_CC_IS_CLANG) gets LLVM=-<major> when
+# clang-<major> of its CONFIG_CLANG_VERSION is on PATH, else LLVM=1; a GCC-built one none.
+ifeq ($(origin LLVM),undefined)
+dmlu_auto_conf := $(wildcard $(KDIR)/include/config/auto.conf)
+ifneq ($(dmlu_auto_conf),)
+ifneq ($(shell grep -sx 'CONFIG_CC_IS_CLANG=y' $(dmlu_auto_conf)),)
+dmlu_clang_major := $(shell sed -n 's/^CONFIG_CLANG_VERSION=\([0-9]*\)[0-9]\{4\}$$/\1/p' $(dmlu_auto_conf))
+LLVM := $(if $(and $(dmlu_clang_major),$(shell command -v clang-$(dmlu_clang_major))),-$(dmlu_clang_major),1)
+endif
+endif
+endif
+ifneq ($(LLVM),)
 export LLVM
+# DKMS appends CC=clang LD=ld.lld to its make command for a clang-built kernel; with LLVM=-19
+# or LLVM=/dir/ those are not the tree's tools (or do not exist), so LLVM's names replace them.
+dmlu_llvm_tool = $(filter %/,$(LLVM))$(1)$(filter -%,$(LLVM))
+ifeq ($(origin CC)$(CC),command lineclang)
+dmlu_tools += CC=$(call dmlu_llvm_tool,clang)
+endif
+ifeq ($(origin LD)$(LD),command lineld.lld)
+dmlu_tools += LD=$(call dmlu_llvm_tool,ld.lld)
+endif
+endif
 ifneq ($(RUST_LIB_SRC),)
 export RUST_LIB_SRC
 endif
@@ -17,13 +42,57 @@ ifneq ($(LONG),)
 export LONG
 endif
 
-kmake = $(MAKE) -C $(KDIR) M=$(CURDIR)
+kmake = $(MAKE) -C $(KDIR) M=$(CURDIR) $(dmlu_tools)
 
-.PHONY: all module modules clean clippy rust-analyzer rustfmt rustfmtcheck check-kdir \
+# make install: the server and its systemd unit. PREFIX=/usr for a distribution's layout.
+PREFIX ?= /usr/local
+SBINDIR ?= $(PREFIX)/sbin
+# systemd reads units from /usr/lib/systemd/system and /usr/local/lib/systemd/system alike.
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+CARGO ?= cargo
+DMULOGD := target/release/dm-ulogd
+# The module's source for DKMS, and its version (dkms.conf has it).
+DKMS_VERSION := $(shell sed -n 's/^PACKAGE_VERSION="\(.*\)"$$/\1/p' $(CURDIR)/dkms.conf)
+DKMS_SRCDIR ?= /usr/src/dm-log-userspace-$(DKMS_VERSION)
+DKMS_FILES := Makefile Kbuild dkms.conf $(wildcard *.rs uapi/*.rs sys/*.h) \
+	$(filter-out sys/bindings_generated.rs,$(wildcard sys/*.rs))
+
+.PHONY: all module modules modules_install clean clippy rust-analyzer rustfmt rustfmtcheck \
+	check-kdir server install uninstall dkms-source \
 	kernel kernel-perf kernel-debug demo check check-host check-lint check-vm bench
 
 all module modules: check-kdir
 	$(kmake) modules
+
+# Into $(INSTALL_MOD_PATH)/lib/modules/<release>/$(INSTALL_MOD_DIR) (the kernel's default
+# for external modules: updates), then depmod, as the kernel's own modules_install does.
+modules_install: check-kdir
+	$(kmake) modules_install
+
+# The server, built as the user (make install builds it only when it is missing).
+server:
+	$(CARGO) build --release --locked -p dm-ulogd --bin dm-ulogd
+
+$(DMULOGD):
+	$(CARGO) build --release --locked -p dm-ulogd --bin dm-ulogd
+
+# The unit's ExecStart= names /usr/sbin/dm-ulogd; the installed one names $(SBINDIR).
+install: $(DMULOGD)
+	install -D -m 0755 $(DMULOGD) $(DESTDIR)$(SBINDIR)/dm-ulogd
+	install -d -m 0755 $(DESTDIR)$(UNITDIR)
+	sed 's|^ExecStart=/usr/sbin/dm-ulogd|ExecStart=$(SBINDIR)/dm-ulogd|' server/dm-ulogd.service \
+		>$(DESTDIR)$(UNITDIR)/dm-ulogd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/dm-ulogd.service
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/dm-ulogd $(DESTDIR)$(UNITDIR)/dm-ulogd.service
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+
+# The module's sources where DKMS looks for them; then: dkms install dm-log-userspace/$(DKMS_VERSION)
+dkms-source:
+	install -d -m 0755 $(DESTDIR)$(DKMS_SRCDIR)
+	cp --parents $(DKMS_FILES) $(DESTDIR)$(DKMS_SRCDIR)/
 
 clippy: check-kdir
 	$(kmake) CLIPPY=1 modules
@@ -47,6 +116,11 @@ check-kdir:
 		echo "       Build the project's test kernel with 'make kernel' and pass KDIR=\$$(scripts/build-kernel.sh perf),"; \
 		echo "       or point KDIR at your own kernel build directory built with CONFIG_RUST=y."; \
 		exit 1; fi
+	@command -v $(or $(BINDGEN),bindgen) >/dev/null || { \
+		echo "error: no bindgen ($(or $(BINDGEN),bindgen)): the module generates bindings with the kernel's"; \
+		echo "       bindgen. Install bindgen-cli (at least the version the kernel wants, see the tree's"; \
+		echo "       scripts/min-tool-version.sh) and put it on PATH, or pass BINDGEN=/path/to/bindgen."; \
+		exit 1; }
 
 # The project's test kernels (cached outside the repository).
 kernel: kernel-perf kernel-debug
