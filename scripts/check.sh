@@ -65,6 +65,7 @@ if [ "$what" = all ] || [ "$what" = lint ]; then
 	lint "clippy: module, kernel lints (CLIPPY=1)" "$TOP/scripts/build-module.sh" debug CLIPPY=1
 	lint "clippy: workspace" cargo clippy --workspace --all-targets --quiet -- -D warnings
 	lint "systemd unit: verify, exposure" "$TOP/server/check-unit.sh"
+	lint "dkms: add, build, install against the perf kernel" "$TOP/scripts/dkms-test.sh" perf
 fi
 
 if [ "$what" = all ] || [ "$what" = vm ]; then

@@ -9,7 +9,7 @@ PACKAGES=(
 	clang-19 lld-19 llvm-19 libclang-19-dev
 	qemu-system-x86 busybox-static dmsetup fio
 	iproute2 ca-certificates python3
-	systemd
+	systemd dkms
 )
 
 missing=()
