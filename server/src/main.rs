@@ -8,6 +8,7 @@ use dm_ulogd::cli::{self, CommonArgs};
 use dm_ulogd::device::LogDevice;
 use dm_ulogd::lock::InstanceLock;
 use dm_ulogd::serve::{Honest, Server};
+use sd_notify::NotifyState;
 
 /// Log server for device-mapper mirrors with a `userspace` log.
 #[derive(Parser, Debug)]
@@ -54,5 +55,18 @@ fn run(args: Args) -> Result<()> {
     // The lock first: a second server is told so whoever runs it.
     let lock = InstanceLock::acquire(&args.common.lock_file)?;
     cli::check_capabilities("dm-ulogd")?;
-    Server::new(&args.common.config(args.force_exit), lock, Honest)?.run()
+    let server = Server::new(&args.common.config(args.force_exit), lock, Honest)?;
+    // The connector group is joined and the server announced: requests are answered from now
+    // on, so a Type=notify unit is started (systemd orders dependent units after this).
+    notify_systemd(&[NotifyState::Ready]);
+    let result = server.run();
+    notify_systemd(&[NotifyState::Stopping]);
+    result
+}
+
+/// Tells the service manager about a state change; a no-op unless it set `NOTIFY_SOCKET`.
+fn notify_systemd(state: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::warn!("cannot notify the service manager ({state:?}): {e}");
+    }
 }
