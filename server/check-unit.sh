@@ -3,7 +3,8 @@
 #   - `verify` must accept it without a word (it only warns about unknown keys and the like,
 #     so any output fails the check);
 #   - `security --offline=true` must rate its exposure at most $THRESHOLD (tenths: 25 = 2.5;
-#     the unit scores 1.8 "OK" with systemd 252).
+#     the unit scores 1.8 "OK" with systemd 252);
+#   - it must be Type=notify, which the server answers with READY=1 (server/tests/notify.rs).
 # systemd-analyze comes with Debian's `systemd` package. verify wants ExecStart= to exist and
 # be executable, so it runs on a copy of the unit whose ExecStart= names the built binary
 # (DMULOGD_BIN, default target/debug/dm-ulogd, built if missing).
@@ -33,6 +34,10 @@ grep -q "^ExecStart=$bin" "$tmp/dm-ulogd.service" || {
 }
 
 failed=0
+if ! grep -qx "Type=notify" "$unit"; then
+	echo "check-unit: $unit is not Type=notify (dm-ulogd sends READY=1 when it serves)" >&2
+	failed=1
+fi
 if ! out=$(systemd-analyze verify --man=no "$tmp/dm-ulogd.service" 2>&1) || [ -n "$out" ]; then
 	echo "check-unit: systemd-analyze verify rejects $unit:" >&2
 	echo "$out" | sed "s|$tmp/|server/|" >&2
