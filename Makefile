@@ -34,6 +34,17 @@ endif
 ifneq ($(RUST_LIB_SRC),)
 export RUST_LIB_SRC
 endif
+# bindgen, unless given: the one the tree generated the kernel crate's bindings with, as its
+# .cmd file records it, if it is still there; else the kernel's default (bindgen on PATH).
+ifeq ($(origin BINDGEN),undefined)
+dmlu_tree_bindgen := $(firstword $(shell sed -n '1s/^savedcmd_[^ ]* := //p' \
+	$(KDIR)/rust/bindings/.bindings_generated.rs.cmd 2>/dev/null))
+ifneq ($(and $(dmlu_tree_bindgen),$(wildcard $(dmlu_tree_bindgen))),)
+BINDGEN := $(dmlu_tree_bindgen)
+# On the command line: the kernel's Makefile sets BINDGEN over the environment's.
+dmlu_tools += BINDGEN=$(BINDGEN)
+endif
+endif
 ifneq ($(BINDGEN),)
 export BINDGEN
 endif

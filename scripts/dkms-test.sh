@@ -8,7 +8,7 @@
 
 flavour=${1:-perf}
 kdir=$("$TOP/scripts/build-kernel.sh" "$flavour")
-bindgen=$("$TOP/scripts/host-deps.sh" | tail -n 1)
+"$TOP/scripts/host-deps.sh" >/dev/null
 command -v dkms >/dev/null || die "dkms not found (apt-get install dkms, or run scripts/host-deps.sh)"
 krel=$(cat "$kdir/include/config/kernel.release")
 arch=$(uname -m)
@@ -29,8 +29,9 @@ run() {
 		die "failed: $*"
 	fi
 }
-# BINDGEN is not on PATH here; dkms.conf passes it on to make. LLVM comes from the tree.
-export BINDGEN=$bindgen
+# As at a kernel upgrade: no BINDGEN, LLVM or CC given; the Makefile takes them from the tree
+# (and replaces the CC=clang LD=ld.lld that dkms adds for a clang-built kernel).
+unset BINDGEN LLVM CC LD
 run dkms add -m "$name" -v "$version" "${trees[@]}"
 run dkms build -m "$name" -v "$version" -k "$krel/$arch" --kernelsourcedir "$kdir" "${trees[@]}"
 ko=$tmp/dkms/$name/$version/$krel/$arch/module/dm_log_userspace.ko
