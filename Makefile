@@ -80,15 +80,18 @@ all module modules: check-kdir
 modules_install: check-kdir
 	$(kmake) modules_install
 
-# The server, built as the user (make install builds it only when it is missing).
+# The server, built as the user. make install brings it up to date when cargo is on PATH (not
+# usually under sudo: then it installs what `make server` built).
 server:
 	$(CARGO) build --release --locked -p dm-ulogd --bin dm-ulogd
 
-$(DMULOGD):
-	$(CARGO) build --release --locked -p dm-ulogd --bin dm-ulogd
-
 # The unit's ExecStart= names /usr/sbin/dm-ulogd; the installed one names $(SBINDIR).
-install: $(DMULOGD)
+install:
+	@if command -v $(CARGO) >/dev/null; then \
+		echo "$(CARGO) build --release --locked -p dm-ulogd --bin dm-ulogd"; \
+		$(CARGO) build --release --locked -p dm-ulogd --bin dm-ulogd; \
+	elif [ ! -x $(DMULOGD) ]; then \
+		echo "error: no $(DMULOGD) and no $(CARGO) to build it: run 'make server' first"; exit 1; fi
 	install -D -m 0755 $(DMULOGD) $(DESTDIR)$(SBINDIR)/dm-ulogd
 	install -d -m 0755 $(DESTDIR)$(UNITDIR)
 	sed 's|^ExecStart=/usr/sbin/dm-ulogd|ExecStart=$(SBINDIR)/dm-ulogd|' server/dm-ulogd.service \
