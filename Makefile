@@ -65,8 +65,11 @@ DMULOGD := target/release/dm-ulogd
 # The module's source for DKMS, and its version (dkms.conf has it).
 DKMS_VERSION := $(shell sed -n 's/^PACKAGE_VERSION="\(.*\)"$$/\1/p' $(CURDIR)/dkms.conf)
 DKMS_SRCDIR ?= /usr/src/dm-log-userspace-$(DKMS_VERSION)
-DKMS_FILES := Makefile Kbuild dkms.conf $(wildcard *.rs uapi/*.rs sys/*.h) \
-	$(filter-out sys/bindings_generated.rs,$(wildcard sys/*.rs))
+# The module's directories: the same list as scripts/build-module.sh's (scripts/dkms-test.sh
+# builds from what this copies, so a missing one fails the lint stage).
+MODULE_DIRS := log sys transfer uapi
+DKMS_FILES = Makefile Kbuild dkms.conf $(wildcard *.rs) $(shell find $(MODULE_DIRS) -type f \
+	\( -name '*.rs' -o -name '*.h' \) ! -name bindings_generated.rs)
 
 .PHONY: all module modules modules_install clean clippy rust-analyzer rustfmt rustfmtcheck \
 	check-kdir server install uninstall dkms-source \
