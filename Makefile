@@ -72,10 +72,10 @@ DKMS_FILES = Makefile Kbuild dkms.conf $(wildcard *.rs) $(shell find $(MODULE_DI
 	\( -name '*.rs' -o -name '*.h' \) ! -name bindings_generated.rs)
 
 .PHONY: all module modules modules_install clean clippy rust-analyzer rustfmt rustfmtcheck \
-	check-kdir server install uninstall dkms-source \
+	check-kdir check-bindgen server install uninstall dkms-source \
 	kernel kernel-perf kernel-debug demo check check-host check-lint check-vm bench
 
-all module modules: check-kdir
+all module modules: check-kdir check-bindgen
 	$(kmake) modules
 
 # Into $(INSTALL_MOD_PATH)/lib/modules/<release>/$(INSTALL_MOD_DIR) (the kernel's default
@@ -111,7 +111,7 @@ dkms-source:
 	install -d -m 0755 $(DESTDIR)$(DKMS_SRCDIR)
 	cp --parents $(DKMS_FILES) $(DESTDIR)$(DKMS_SRCDIR)/
 
-clippy: check-kdir
+clippy: check-kdir check-bindgen
 	$(kmake) CLIPPY=1 modules
 
 rust-analyzer: check-kdir
@@ -133,6 +133,8 @@ check-kdir:
 		echo "       Build the project's test kernel with 'make kernel' and pass KDIR=\$$(scripts/build-kernel.sh perf),"; \
 		echo "       or point KDIR at your own kernel build directory built with CONFIG_RUST=y."; \
 		exit 1; fi
+
+check-bindgen:
 	@command -v $(or $(BINDGEN),bindgen) >/dev/null || { \
 		echo "error: no bindgen ($(or $(BINDGEN),bindgen)): the module generates bindings with the kernel's"; \
 		echo "       bindgen. Install bindgen-cli (at least the version the kernel wants, see the tree's"; \
