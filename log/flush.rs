@@ -64,18 +64,28 @@ fn push_atomic(list: &mut KVec<u64>, region: u64) -> bool {
 
 /// Copies `list[from..end]`, at most `out.len()` entries of it, into `out`.
 fn copy_from(list: &[u64], from: usize, end: usize, out: &mut [u64]) -> usize {
-    let n = end.saturating_sub(from).min(out.len());
-    if n > 0 {
-        out[..n].copy_from_slice(&list[from..from + n]);
+    let src = list.get(from..end.min(list.len())).unwrap_or(&[]);
+    copy_prefix(src, out)
+}
+
+/// Copies as much of `src` as fits into `out`; returns how much.
+///
+/// Element by element rather than `copy_from_slice`: that one's length check ends in a panic
+/// function that Linux 7.3's objtool does not know never returns, which costs every build a
+/// "falls through" warning (see `Kbuild`).
+fn copy_prefix(src: &[u64], out: &mut [u64]) -> usize {
+    let mut n = 0;
+    for (o, s) in out.iter_mut().zip(src) {
+        *o = *s;
+        n += 1;
     }
     n
 }
 
 /// Moves up to `out.len()` entries from the end of `list` into `out`.
 fn take_into(list: &mut KVec<u64>, out: &mut [u64]) -> usize {
-    let n = list.len().min(out.len());
-    let start = list.len() - n;
-    out[..n].copy_from_slice(&list[start..]);
+    let start = list.len().saturating_sub(out.len());
+    let n = copy_prefix(&list[start..], out);
     list.truncate(start);
     n
 }
