@@ -152,8 +152,8 @@ kernel-debug:
 demo:
 	scripts/demo.sh
 
-# Every test: host unit tests, then the VM suite on the debug kernel against the Rust module
-# and against the upstream C module.
+# Every test: host unit tests, lints (rustfmt, clippy, the unit, DKMS), then the VM suites on
+# the debug and perf kernels against the Rust module and against upstream's C module.
 check:
 	scripts/check.sh
 
@@ -167,6 +167,6 @@ check-lint:
 	scripts/check.sh lint
 
 # Benchmarks (not tests): every configuration in one boot of the perf kernel; writes
-# bench/results/latest.{json,md,svg} and the README's performance section.
+# bench/results/latest.{json,md} (see bench/README.md).
 bench:
 	scripts/bench.sh
