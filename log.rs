@@ -24,7 +24,7 @@ use kernel::{
 use crate::{
     atomic_instant::AtomicInstant,
     stats::{LogStats, StatsFile},
-    sys::dirty_log::{Constructing, DirtyLog, LogDevice, StatusKind, Target},
+    sys::dirty_log::{Args, Constructing, DirtyLog, LogDevice, StatusKind, Target},
     transfer::{uuid_tail, LogAddress, Transport},
     uapi::{
         ctr,
@@ -163,7 +163,11 @@ impl UserspaceLog {
 impl DirtyLog for UserspaceLog {
     type Context = Arc<Transport>;
 
-    fn ctr(transport: &Arc<Transport>, target: &Constructing, args: &[&CStr]) -> Result<Arc<Self>> {
+    fn ctr(
+        transport: &Arc<Transport>,
+        target: &Constructing,
+        args: &Args<'_>,
+    ) -> Result<Arc<Self>> {
         construct::construct(transport, target, args)
     }
 

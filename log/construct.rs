@@ -17,7 +17,7 @@ use super::{flush::FlushBatch, UserspaceLog};
 use crate::{
     atomic_instant::AtomicInstant,
     stats::LogStats,
-    sys::dirty_log::{Constructing, LogDevice},
+    sys::dirty_log::{Args, Constructing, LogDevice},
     transfer::{uuid_tail, LogAddress, Transport},
     uapi::{ctr, payload, RequestType, DEVICE_NAME_SIZE, MAX_REQUEST_PAYLOAD},
 };
@@ -42,7 +42,7 @@ impl<T: core::fmt::Display> kernel::fmt::Display for Shown<'_, T> {
 pub(super) fn construct(
     transport: &Arc<Transport>,
     ctx: &Constructing,
-    args: &[&CStr],
+    args: &Args<'_>,
 ) -> Result<Arc<UserspaceLog>> {
     construct_inner(transport, ctx, args).inspect_err(|e| {
         // dm-raid1 reports every log that fails to construct as EINVAL: name this cause.
@@ -55,11 +55,11 @@ pub(super) fn construct(
 fn construct_inner(
     transport: &Arc<Transport>,
     ctx: &Constructing,
-    args: &[&CStr],
+    args: &Args<'_>,
 ) -> Result<Arc<UserspaceLog>> {
     let target = ctx.target();
     let mut words = KVec::with_capacity(args.len(), GFP_KERNEL)?;
-    for a in args {
+    for a in args.iter() {
         words.push(a.to_bytes(), GFP_KERNEL)?;
     }
     let parsed = ctr::parse_args(&words).map_err(|e| {

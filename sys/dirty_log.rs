@@ -35,7 +35,7 @@ pub(crate) trait DirtyLog: Send + Sync + Sized + 'static {
     /// What the registration hands every constructor (the type's shared state).
     type Context: Send + Sync;
     /// Creates a log for the target being constructed from the table's log arguments.
-    fn ctr(context: &Self::Context, target: &Constructing, args: &[&CStr]) -> Result<Arc<Self>>;
+    fn ctr(context: &Self::Context, target: &Constructing, args: &Args<'_>) -> Result<Arc<Self>>;
     /// Destroys the log.
     fn dtr(this: Arc<Self>);
     /// The mirror is about to suspend.
@@ -128,6 +128,28 @@ impl Constructing {
         Ok(LogDevice {
             target: self.0,
             dev,
+        })
+    }
+}
+
+/// The log's arguments in the table line, as device-mapper lends them to `ctr`.
+///
+/// # Invariants
+///
+/// Each pointer is a NUL-terminated string that lives as long as `'a`.
+pub(crate) struct Args<'a>(&'a [*mut c_char]);
+
+impl<'a> Args<'a> {
+    /// How many arguments there are.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The arguments, in table order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &'a CStr> + 'a {
+        self.0.iter().map(|&p| {
+            // SAFETY: By the type invariant `p` is a NUL-terminated string that lives for `'a`.
+            unsafe { CStr::from_char_ptr(p) }
         })
     }
 }
@@ -254,13 +276,16 @@ unsafe extern "C" fn ctr<T: DirtyLog>(
     from_result(|| {
         let ti = NonNull::new(ti).ok_or(EINVAL)?;
         let argc = usize::try_from(argc)?;
-        let mut args = KVec::with_capacity(argc, GFP_KERNEL)?;
-        for i in 0..argc {
-            // SAFETY: device-mapper passes `argc` valid, NUL-terminated strings that live
-            // until `ctr` returns.
-            let arg = unsafe { CStr::from_char_ptr(*argv.add(i)) };
-            args.push(arg, GFP_KERNEL)?;
-        }
+        let argv = if argc == 0 || argv.is_null() {
+            &[]
+        } else {
+            // SAFETY: device-mapper passes `argc` argument pointers at `argv`, valid until
+            // `ctr` returns.
+            unsafe { core::slice::from_raw_parts(argv.cast_const(), argc) }
+        };
+        // INVARIANT: each pointer is a NUL-terminated string that lives until `ctr` returns,
+        // and `args` is only lent to `T::ctr`.
+        let args = Args(argv);
         // SAFETY: device-mapper sets `log->type` to the registered type before calling its
         // `ctr`, and that type is the `ty` field, at offset 0, of a `TypeWithContext<T>`
         // (`repr(C)`), which stays registered, so alive, while a log of it is constructed.
