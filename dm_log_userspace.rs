@@ -11,9 +11,10 @@ mod flush;
 mod presence;
 mod stats;
 mod sys;
+mod table_args;
 mod transfer;
 #[path = "uapi/lib.rs"]
-pub mod uapi;
+mod uapi;
 
 use core::fmt::Write;
 
@@ -36,9 +37,10 @@ use crate::{
         dirty_log::{self, Constructing, DirtyLog, LogDevice, StatusKind, Target},
         work::cancel_delayed_sync,
     },
+    table_args::ByteWriter,
     transfer::{uuid_tail, LogAddress, Transport},
     uapi::{
-        ctr::{self, ByteWriter},
+        ctr,
         payload::{self, RegionSync, RemoteRecovering, ResyncWork},
         RequestType, CN_IDX_DM, CN_VAL_DM_USERSPACE_LOG, CN_VAL_DM_USERSPACE_LOG_ANNOUNCE,
         DEVICE_NAME_SIZE, MAX_REQUEST_PAYLOAD,
@@ -140,7 +142,7 @@ pub(crate) struct UserspaceLog {
     /// Arguments in the table line, for the TABLE status.
     table_argc: usize,
     /// The table's feature words.
-    features: ctr::Features,
+    features: table_args::Features,
     /// How long the log may go without a server before its requests fail; `None`: forever.
     max_wait: Option<Delta>,
     /// Announcements the transport had received when the log was last created on a server: a
@@ -700,7 +702,7 @@ impl UserspaceLog {
     fn status_table(&self, out: &mut [u8]) -> usize {
         let cap = out.len() - 1;
         let mut w = ByteWriter::new(&mut out[..cap]);
-        let len = match ctr::table_status(
+        let len = match table_args::table_status(
             self.table_argc,
             &self.uuid,
             &self.features,
@@ -727,7 +729,7 @@ fn construct(ctx: &Constructing, args: &[&CStr]) -> Result<Arc<UserspaceLog>> {
     for a in args {
         words.push(a.to_bytes(), GFP_KERNEL)?;
     }
-    let parsed = ctr::parse_args(&words).map_err(|e| {
+    let parsed = table_args::parse_args(&words).map_err(|e| {
         pr_warn!("{}\n", Shown(&e));
         EINVAL
     })?;
