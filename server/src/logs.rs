@@ -233,7 +233,7 @@ impl Log {
         Ok(())
     }
 
-    fn resume(&mut self, uuid: &str, luid: u64) -> Result<(), LogError> {
+    fn resume(&mut self, uuid: &Uuid, luid: u64) -> Result<(), LogError> {
         let was_suspended = std::mem::take(&mut self.suspended);
         let load = std::mem::take(&mut self.needs_load);
         if !load {
@@ -399,9 +399,9 @@ impl Logs {
     ) -> Result<(), LogError> {
         let kind = header.kind()?;
         let key = (uuid, header.luid);
-        let uuid = uuid.to_string();
+        let uuid = &key.0;
         if kind == RequestType::Ctr {
-            return self.create(key, &uuid, data, out);
+            return self.create(key, data, out);
         }
         let Some(log) = self.logs.get_mut(&key) else {
             if kind == RequestType::Dtr {
@@ -419,7 +419,7 @@ impl Logs {
             }
             RequestType::Presuspend => log.suspended = true,
             RequestType::Postsuspend => log.postsuspend()?,
-            RequestType::Resume => log.resume(&uuid, header.luid)?,
+            RequestType::Resume => log.resume(uuid, header.luid)?,
             RequestType::GetRegionSize => {
                 out.extend_from_slice(&log.spec.region_size.to_ne_bytes())
             }
@@ -481,13 +481,8 @@ impl Logs {
         Ok(())
     }
 
-    fn create(
-        &mut self,
-        key: Key,
-        uuid: &str,
-        data: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Result<(), LogError> {
+    fn create(&mut self, key: Key, data: &[u8], out: &mut Vec<u8>) -> Result<(), LogError> {
+        let uuid = &key.0;
         let spec = table::parse(data)?;
         if let Some(existing) = self.logs.get(&key) {
             // A repeated CTR (a resend after a lost reply, or the kernel re-creating the log
