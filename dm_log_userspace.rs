@@ -12,9 +12,10 @@ mod log;
 mod presence;
 mod stats;
 mod sys;
+mod table_args;
 mod transfer;
 #[path = "uapi/lib.rs"]
-pub mod uapi;
+mod uapi;
 
 use kernel::prelude::*;
 

@@ -25,9 +25,9 @@ use crate::{
     atomic_instant::AtomicInstant,
     stats::{LogStats, StatsFile},
     sys::dirty_log::{Args, Constructing, DirtyLog, LogDevice, StatusKind, Target},
+    table_args,
     transfer::{uuid_tail, LogAddress, Transport},
     uapi::{
-        ctr,
         payload::{self, RegionSync, RemoteRecovering, ResyncWork},
         RequestType,
     },
@@ -49,7 +49,7 @@ pub(crate) struct UserspaceLog {
     /// Arguments in the table line, for the TABLE status.
     table_argc: usize,
     /// The table's feature words.
-    features: ctr::Features,
+    features: table_args::Features,
     /// How long the log may go without a server before its requests fail; `None`: forever.
     max_wait: Option<Delta>,
     /// Announcements the transport had received when the log was last created on a server: a

@@ -18,6 +18,7 @@ use crate::{
     atomic_instant::AtomicInstant,
     stats::LogStats,
     sys::dirty_log::{Args, Constructing, LogDevice},
+    table_args,
     transfer::{uuid_tail, LogAddress, Transport},
     uapi::{ctr, payload, RequestType, DEVICE_NAME_SIZE, MAX_REQUEST_PAYLOAD},
 };
@@ -62,7 +63,7 @@ fn construct_inner(
     for a in args.iter() {
         words.push(a.to_bytes(), GFP_KERNEL)?;
     }
-    let parsed = ctr::parse_args(&words).map_err(|e| {
+    let parsed = table_args::parse_args(&words).map_err(|e| {
         pr_warn!("{}\n", Shown(&e));
         EINVAL
     })?;

@@ -10,9 +10,9 @@ use core::fmt::Write;
 use kernel::{prelude::*, time::Delta};
 
 use super::UserspaceLog;
-use crate::uapi::{
-    ctr::{self, ByteWriter},
-    RequestType,
+use crate::{
+    table_args::{self, ByteWriter},
+    uapi::{ctr, RequestType},
 };
 
 impl UserspaceLog {
@@ -84,7 +84,7 @@ impl UserspaceLog {
     pub(super) fn status_table(&self, out: &mut [u8]) -> usize {
         let cap = out.len() - 1;
         let mut w = ByteWriter::new(&mut out[..cap]);
-        let len = match ctr::table_status(
+        let len = match table_args::table_status(
             self.table_argc,
             &self.uuid,
             &self.features,

@@ -17,17 +17,22 @@
 //! The message is a `cn_msg` (seq 0, ack 0, len 16) followed by [`Announce`]. Like replies,
 //! it counts only when sent by a process with `CAP_SYS_ADMIN`.
 
-use super::message::{CnMsg, WireError, CN_IDX_DM, CN_MSG_SIZE};
+use super::{
+    error::WireError,
+    message::{CnMsg, CN_IDX_DM, CN_MSG_SIZE},
+};
 
 /// The connector value of announcements (`idx` is `CN_IDX_DM`).
 pub const CN_VAL_DM_USERSPACE_LOG_ANNOUNCE: u32 = 0x2;
 /// Marks the payload as an announcement (the bytes `"ULGA"` on a little-endian host).
 pub const ANNOUNCE_MAGIC: u32 = u32::from_le_bytes(*b"ULGA");
 /// The version of the announcement described here.
+#[cfg(not(MODULE))]
 pub const ANNOUNCE_VERSION: u32 = 1;
 /// Bytes of [`Announce`] on the wire.
 pub const ANNOUNCE_SIZE: usize = 16;
 /// Bytes of a whole announcement message after the netlink header.
+#[cfg(not(MODULE))]
 pub const ANNOUNCE_MESSAGE_SIZE: usize = CN_MSG_SIZE + ANNOUNCE_SIZE;
 
 /// The payload of an announcement: `{ u32 magic; u32 version; u32 pid; u32 reserved; }`,
@@ -42,6 +47,8 @@ pub struct Announce {
 
 impl Announce {
     /// Writes the whole message (`cn_msg` and payload) into `buf`; returns its length.
+    // Servers announce themselves; the kernel only reads announcements.
+    #[cfg(not(MODULE))]
     pub fn encode(&self, buf: &mut [u8]) -> Result<usize, WireError> {
         if buf.len() < ANNOUNCE_MESSAGE_SIZE {
             return Err(WireError::Truncated {

@@ -1,207 +1,55 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The log's table arguments and the strings built from them.
+//! The CTR request's payload: `"<target sectors> <log type> <type args...>"`.
 //!
-//! A table line reads `userspace <argc> <uuid> [features...] <type> <type args...>`. The
-//! features are `integrated_flush` (upstream's) and `max_server_wait=<seconds>` (this
-//! project's, see [`MAX_SERVER_WAIT`]); they are the kernel's business and never reach the
-//! server. The module hands the server `"<target sectors> <type> <type args...>"` in the CTR
-//! request, and rebuilds the TABLE status from the same arguments.
+//! The kernel builds it from the table's log arguments that follow the UUID and the feature
+//! words (those stay in the kernel), with single spaces between the words; the server parses
+//! it. The first CTR of a log sends the string without a NUL; when the kernel re-creates the
+//! log on a restarted server it sends the same string NUL-terminated, as upstream does.
 
-use core::fmt::{self, Write};
+use core::fmt;
 
-use super::message::MAX_UUID_LEN;
-
-/// Fewest arguments a userspace log takes: uuid, log type, one type argument.
-pub const MIN_ARGS: usize = 3;
-/// The optional feature word right after the UUID (matched without regard to case).
-pub const INTEGRATED_FLUSH: &str = "integrated_flush";
-/// The feature word that bounds how long the log waits for a missing or silent server:
-/// `max_server_wait=<seconds>`, 0 meaning forever (upstream's behaviour). Past the bound, log
-/// requests fail, so the mirror sees a log failure, and the table raises an event.
-pub const MAX_SERVER_WAIT: &str = "max_server_wait=";
-
-/// Why a table's log arguments were refused.
+/// Why a CTR string could not be built or parsed.
+///
+/// Only building can fail in the kernel, which never parses the string.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ArgsError {
-    /// Fewer than [`MIN_ARGS`] arguments.
-    TooFew(usize),
-    /// The UUID is longer than 128 bytes.
-    UuidTooLong(usize),
-    /// Feature words but no log type after them.
-    MissingLogType,
-    /// `max_server_wait=` without a number of seconds.
-    BadServerWait,
-    /// A feature word given twice: the table would not read back as it was loaded.
-    RepeatedFeature,
-    /// The CTR string does not fit the request.
+pub enum CtrError {
+    /// The string does not fit the request.
     TooLong {
         /// Its length.
         len: usize,
         /// The limit.
         max: usize,
     },
+    /// The string is not UTF-8 (the kernel passes the table's words on unchanged).
+    #[cfg(not(MODULE))]
+    NotUtf8,
+    /// The first word is not a number of sectors.
+    #[cfg(not(MODULE))]
+    NoTargetLength,
+    /// Nothing follows the target length.
+    #[cfg(not(MODULE))]
+    NoLogType,
 }
 
-impl fmt::Display for ArgsError {
+impl fmt::Display for CtrError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Self::TooFew(n) => write!(
+            Self::TooLong { len, max } => write!(
                 f,
-                "too few arguments to userspace dirty log ({n}, need at least {MIN_ARGS})"
+                "log arguments too long for the server ({len} bytes, at most {max})"
             ),
-            Self::UuidTooLong(n) => write!(
-                f,
-                "UUID argument too long ({n} bytes, at most {MAX_UUID_LEN})"
-            ),
-            Self::MissingLogType => write!(f, "no log type after the feature arguments"),
-            Self::BadServerWait => write!(
-                f,
-                "max_server_wait= needs a whole number of seconds (0 waits forever)"
-            ),
-            Self::RepeatedFeature => write!(
-                f,
-                "a feature argument (integrated_flush, max_server_wait=) is given twice"
-            ),
-            Self::TooLong { len, max } => {
-                write!(
-                    f,
-                    "log arguments too long for the server ({len} bytes, at most {max})"
-                )
-            }
+            #[cfg(not(MODULE))]
+            Self::NotUtf8 => f.write_str("CTR string is not UTF-8"),
+            #[cfg(not(MODULE))]
+            Self::NoTargetLength => f.write_str("CTR string does not start with the target length"),
+            #[cfg(not(MODULE))]
+            Self::NoLogType => f.write_str("no log type in CTR string"),
         }
     }
 }
 
-impl core::error::Error for ArgsError {}
-
-/// The feature words of a table line.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Features {
-    /// Whether marks travel inside FLUSH requests (protocol v3).
-    pub integrated_flush: bool,
-    /// `max_server_wait=<seconds>` as given (0: wait forever); `None` when absent.
-    pub max_server_wait: Option<u32>,
-}
-
-impl Features {
-    /// Reads one feature word; `Ok(false)` when `word` is not one.
-    fn take(&mut self, word: &[u8]) -> Result<bool, ArgsError> {
-        if word.eq_ignore_ascii_case(INTEGRATED_FLUSH.as_bytes()) {
-            if self.integrated_flush {
-                return Err(ArgsError::RepeatedFeature);
-            }
-            self.integrated_flush = true;
-            return Ok(true);
-        }
-        let key = MAX_SERVER_WAIT.as_bytes();
-        if word.len() < key.len() || !word[..key.len()].eq_ignore_ascii_case(key) {
-            return Ok(false);
-        }
-        let seconds = core::str::from_utf8(&word[key.len()..])
-            .ok()
-            .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|s| s.parse().ok())
-            .ok_or(ArgsError::BadServerWait)?;
-        if self.max_server_wait.replace(seconds).is_some() {
-            return Err(ArgsError::RepeatedFeature);
-        }
-        Ok(true)
-    }
-
-    /// Writes the words back, each followed by a space, in one canonical order.
-    pub fn write(&self, out: &mut ByteWriter<'_>) -> fmt::Result {
-        if self.integrated_flush {
-            out.push(INTEGRATED_FLUSH.as_bytes())?;
-            out.push(b" ")?;
-        }
-        if let Some(s) = self.max_server_wait {
-            write!(out, "{MAX_SERVER_WAIT}{s} ")?;
-        }
-        Ok(())
-    }
-}
-
-/// The parsed log arguments of a table line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LogArgs<'a, A> {
-    /// The log's UUID.
-    pub uuid: &'a [u8],
-    /// The feature words between the UUID and the log type.
-    pub features: Features,
-    /// The log type and its arguments, as the server gets them.
-    pub server_args: A,
-    /// The number of arguments in the table, UUID and feature word included.
-    pub table_argc: usize,
-}
-
-/// Splits a table's log arguments into UUID, feature words and the server's part.
-pub fn parse_args<'a, S: AsRef<[u8]>>(args: &'a [S]) -> Result<LogArgs<'a, &'a [S]>, ArgsError> {
-    if args.len() < MIN_ARGS {
-        return Err(ArgsError::TooFew(args.len()));
-    }
-    let uuid = args[0].as_ref();
-    if uuid.len() > MAX_UUID_LEN {
-        return Err(ArgsError::UuidTooLong(uuid.len()));
-    }
-    let mut features = Features::default();
-    let mut rest = &args[1..];
-    while let Some((word, tail)) = rest.split_first() {
-        if !features.take(word.as_ref())? {
-            break;
-        }
-        rest = tail;
-    }
-    if rest.is_empty() {
-        return Err(ArgsError::MissingLogType);
-    }
-    Ok(LogArgs {
-        uuid,
-        features,
-        server_args: rest,
-        table_argc: args.len(),
-    })
-}
-
-/// A `fmt::Write` into a byte buffer that fails instead of truncating.
-pub struct ByteWriter<'a> {
-    buf: &'a mut [u8],
-    len: usize,
-}
-
-impl<'a> ByteWriter<'a> {
-    /// A writer that fills `buf` from its start.
-    pub fn new(buf: &'a mut [u8]) -> Self {
-        Self { buf, len: 0 }
-    }
-
-    /// Bytes written so far.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether nothing was written.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Appends raw bytes.
-    pub fn push(&mut self, bytes: &[u8]) -> fmt::Result {
-        let end = self.len.checked_add(bytes.len()).ok_or(fmt::Error)?;
-        self.buf
-            .get_mut(self.len..end)
-            .ok_or(fmt::Error)?
-            .copy_from_slice(bytes);
-        self.len = end;
-        Ok(())
-    }
-}
-
-impl Write for ByteWriter<'_> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        self.push(s.as_bytes())
-    }
-}
+impl core::error::Error for CtrError {}
 
 /// Writes the CTR payload `"<target sectors> <arg> <arg>..."` (no NUL) into `out`.
 ///
@@ -211,44 +59,39 @@ pub fn ctr_string<S: AsRef<[u8]>>(
     target_sectors: u64,
     server_args: &[S],
     out: &mut [u8],
-) -> Result<usize, ArgsError> {
-    let max = out.len();
-    let mut needed = 20;
-    for a in server_args {
-        needed += 1 + a.as_ref().len();
-    }
-    let mut w = ByteWriter::new(&mut out[..max]);
-    let res = (|| {
-        write!(w, "{target_sectors}")?;
-        for a in server_args {
-            w.push(b" ")?;
-            w.push(a.as_ref())?;
+) -> Result<usize, CtrError> {
+    // u64::MAX has 20 digits.
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    let mut v = target_sectors;
+    loop {
+        start -= 1;
+        // CAST: a remainder below 10.
+        digits[start] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
         }
-        Ok::<(), fmt::Error>(())
-    })();
-    match res {
-        Ok(()) => Ok(w.len()),
-        Err(_) => Err(ArgsError::TooLong { len: needed, max }),
     }
-}
-
-/// Writes the TABLE status of a userspace log, as upstream formats it:
-/// `"userspace <argc> <uuid> [integrated_flush ][max_server_wait=N ]<server args> "`.
-///
-/// `server_args` is the CTR string without its leading target length.
-pub fn table_status(
-    table_argc: usize,
-    uuid: &[u8],
-    features: &Features,
-    server_args: &[u8],
-    out: &mut ByteWriter<'_>,
-) -> fmt::Result {
-    write!(out, "userspace {table_argc} ")?;
-    out.push(uuid)?;
-    out.push(b" ")?;
-    features.write(out)?;
-    out.push(server_args)?;
-    out.push(b" ")
+    let first = &digits[start..];
+    let len = server_args
+        .iter()
+        .fold(first.len(), |n, a| n + 1 + a.as_ref().len());
+    if len > out.len() {
+        return Err(CtrError::TooLong {
+            len,
+            max: out.len(),
+        });
+    }
+    out[..first.len()].copy_from_slice(first);
+    let mut at = first.len();
+    for a in server_args {
+        let a = a.as_ref();
+        out[at] = b' ';
+        out[at + 1..at + 1 + a.len()].copy_from_slice(a);
+        at += 1 + a.len();
+    }
+    Ok(at)
 }
 
 /// The server's arguments in a CTR string: everything after the target length.
@@ -258,35 +101,53 @@ pub fn ctr_server_args(ctr: &[u8]) -> &[u8] {
         .map_or(&[][..], |i| &ctr[i + 1..])
 }
 
+/// A CTR payload as a server receives it.
+// The kernel only builds the string.
+#[cfg(not(MODULE))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ctr<'a> {
+    /// Length of the mirror in sectors.
+    pub target_sectors: u64,
+    /// The log type and its arguments, as the kernel sent them (without the NUL).
+    pub args: &'a str,
+}
+
+#[cfg(not(MODULE))]
+impl<'a> Ctr<'a> {
+    /// Parses a CTR payload, with or without its terminating NUL.
+    pub fn parse(payload: &'a [u8]) -> Result<Self, CtrError> {
+        let text = core::str::from_utf8(payload)
+            .map_err(|_| CtrError::NotUtf8)?
+            .trim_end_matches('\0');
+        let text = text.trim_start_matches(|c: char| c.is_ascii_whitespace());
+        let (first, args) = text
+            .split_once(|c: char| c.is_ascii_whitespace())
+            .unwrap_or((text, ""));
+        let target_sectors = first.parse().map_err(|_| CtrError::NoTargetLength)?;
+        let args = args.trim_matches(|c: char| c.is_ascii_whitespace());
+        if args.is_empty() {
+            return Err(CtrError::NoLogType);
+        }
+        Ok(Self {
+            target_sectors,
+            args,
+        })
+    }
+
+    /// The log type: the first word of [`Ctr::args`].
+    pub fn log_type(&self) -> &'a str {
+        self.words().next().unwrap_or("")
+    }
+
+    /// The words of [`Ctr::args`]: the log type, then its arguments.
+    pub fn words(&self) -> core::str::SplitAsciiWhitespace<'a> {
+        self.args.split_ascii_whitespace()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn args_are_split_like_upstream() {
-        let a = parse_args(&["U1", "clustered-disk", "253:2", "1024"]).unwrap();
-        assert_eq!(a.uuid, b"U1");
-        assert_eq!(a.features, Features::default());
-        assert_eq!(a.server_args, &["clustered-disk", "253:2", "1024"]);
-        assert_eq!(a.table_argc, 4);
-        let a = parse_args(&["U1", "Integrated_Flush", "core", "1024"]).unwrap();
-        assert!(a.features.integrated_flush);
-        assert_eq!(a.server_args, &["core", "1024"]);
-        assert_eq!(parse_args(&["U1", "core"]), Err(ArgsError::TooFew(2)));
-        assert_eq!(
-            parse_args(&["U1", "integrated_flush", "x"])
-                .unwrap()
-                .server_args,
-            &["x"]
-        );
-        let long = [b'x'; 129];
-        let long = core::str::from_utf8(&long).unwrap();
-        assert_eq!(
-            parse_args(&[long, "core", "8"]),
-            Err(ArgsError::UuidTooLong(129))
-        );
-        assert!(parse_args(&[&long[1..], "core", "8"]).is_ok());
-    }
 
     #[test]
     fn ctr_string_format_and_limit() {
@@ -299,110 +160,45 @@ mod tests {
         assert_eq!(ctr_string(1, &[arg], &mut buf), Ok(332));
         let arg = [b'a'; 331];
         let arg = core::str::from_utf8(&arg).unwrap();
-        assert!(matches!(
+        assert_eq!(
             ctr_string(1, &[arg], &mut buf),
-            Err(ArgsError::TooLong { .. })
-        ));
+            Err(CtrError::TooLong { len: 333, max: 332 })
+        );
         let n = ctr_string(u64::MAX, &["core", "8"], &mut buf).unwrap();
         assert_eq!(&buf[..n], b"18446744073709551615 core 8");
+        let n = ctr_string(0, &["core", "8"], &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"0 core 8");
     }
 
     #[test]
-    fn table_status_matches_upstream() {
-        let mut buf = [0u8; 128];
-        let args = ["UUID-1", "integrated_flush", "clustered-core", "1024"];
-        let a = parse_args(&args).unwrap();
-        let mut ctr = [0u8; 64];
-        let n = ctr_string(4096, a.server_args, &mut ctr).unwrap();
-        let server_args = ctr_server_args(&ctr[..n]);
-        assert_eq!(server_args, b"clustered-core 1024");
-        let mut w = ByteWriter::new(&mut buf);
-        table_status(a.table_argc, a.uuid, &a.features, server_args, &mut w).unwrap();
-        let n = w.len();
-        assert_eq!(
-            &buf[..n],
-            b"userspace 4 UUID-1 integrated_flush clustered-core 1024 "
-        );
-        let mut small = [0u8; 10];
-        assert!(table_status(
-            4,
-            a.uuid,
-            &a.features,
-            server_args,
-            &mut ByteWriter::new(&mut small)
-        )
-        .is_err());
-    }
-
-    #[test]
-    fn repeated_feature_words_are_refused() {
-        for args in [
-            &["U", "integrated_flush", "integrated_flush", "core", "8"][..],
-            &[
-                "U",
-                "max_server_wait=1",
-                "integrated_flush",
-                "max_server_wait=2",
-                "core",
-                "8",
-            ],
-            &["U", "INTEGRATED_FLUSH", "integrated_flush", "core", "8"],
-        ] {
-            assert_eq!(
-                parse_args(args),
-                Err(ArgsError::RepeatedFeature),
-                "{args:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn max_server_wait_is_a_feature_in_either_order() {
-        let a = parse_args(&["U", "max_server_wait=30", "integrated_flush", "core", "8"]).unwrap();
-        assert_eq!(
-            a.features,
-            Features {
-                integrated_flush: true,
-                max_server_wait: Some(30)
-            }
-        );
-        assert_eq!(a.server_args, &["core", "8"]);
-        let a = parse_args(&["U", "MAX_SERVER_WAIT=0", "core", "8"]).unwrap();
-        assert_eq!(a.features.max_server_wait, Some(0));
-        for bad in [
-            "max_server_wait=",
-            "max_server_wait=-1",
-            "max_server_wait=1s",
-            "max_server_wait=99999999999",
-        ] {
-            assert_eq!(
-                parse_args(&["U", bad, "core", "8"]),
-                Err(ArgsError::BadServerWait),
-                "{bad}"
-            );
-        }
-        assert_eq!(
-            parse_args(&["U", "integrated_flush", "max_server_wait=5", "x"]).map(|a| a.server_args),
-            Ok(&["x"][..])
-        );
-        assert_eq!(
-            parse_args(&["U", "integrated_flush", "max_server_wait=5"]),
-            Err(ArgsError::MissingLogType)
-        );
+    fn what_the_kernel_builds_the_server_reads() {
         let mut buf = [0u8; 64];
-        let mut w = ByteWriter::new(&mut buf);
-        table_status(5, b"U", &a_features(), b"core 8", &mut w).unwrap();
-        let n = w.len();
-        assert_eq!(
-            &buf[..n],
-            b"userspace 5 U integrated_flush max_server_wait=7 core 8 "
-        );
+        let n = ctr_string(16384, &["disk", "253:2", "1024", "nosync"], &mut buf).unwrap();
+        assert_eq!(ctr_server_args(&buf[..n]), b"disk 253:2 1024 nosync");
+        let expected = Ctr {
+            target_sectors: 16384,
+            args: "disk 253:2 1024 nosync",
+        };
+        assert_eq!(Ctr::parse(&buf[..n]), Ok(expected));
+        // The re-creation after a reconnect sends the NUL too.
+        buf[n] = 0;
+        let ctr = Ctr::parse(&buf[..n + 1]).unwrap();
+        assert_eq!(ctr, expected);
+        assert_eq!(ctr.log_type(), "disk");
+        let words: [&str; 4] = {
+            let mut w = ctr.words();
+            core::array::from_fn(|_| w.next().unwrap())
+        };
+        assert_eq!(words, ["disk", "253:2", "1024", "nosync"]);
     }
 
-    fn a_features() -> Features {
-        Features {
-            integrated_flush: true,
-            max_server_wait: Some(7),
-        }
+    #[test]
+    fn malformed_ctr_strings_are_refused() {
+        assert_eq!(Ctr::parse(b"x core 8"), Err(CtrError::NoTargetLength));
+        assert_eq!(Ctr::parse(b""), Err(CtrError::NoTargetLength));
+        assert_eq!(Ctr::parse(b"-1 core 8"), Err(CtrError::NoTargetLength));
+        assert_eq!(Ctr::parse(b"16"), Err(CtrError::NoLogType));
+        assert_eq!(Ctr::parse(b"16 \0"), Err(CtrError::NoLogType));
+        assert_eq!(Ctr::parse(b"\xff"), Err(CtrError::NotUtf8));
     }
 }

@@ -4,7 +4,7 @@
 
 use core::fmt;
 
-use super::announce::ANNOUNCE_MAGIC;
+use super::{error::WireError, request_type::RequestType};
 
 /// Connector index of device-mapper (`CN_IDX_DM`); also the netlink multicast group.
 pub const CN_IDX_DM: u32 = 0x7;
@@ -25,8 +25,6 @@ pub const MAX_UUID_LEN: usize = UUID_FIELD_SIZE - 1;
 pub const DEVICE_NAME_SIZE: usize = 128;
 /// Protocol version the kernel stamps on every request (`DM_ULOG_REQUEST_VERSION`).
 pub const REQUEST_VERSION: u32 = 3;
-/// Bits of `request_type` that carry the type; the rest is reserved for servers.
-pub const REQUEST_TYPE_MASK: u32 = 0xff;
 /// Largest request payload upstream's module sends: its 512-byte buffer less both headers.
 ///
 /// Servers such as cmirrord size their buffers on this, so the module keeps to it.
@@ -41,178 +39,10 @@ const OFF_SEQ: usize = 148;
 const OFF_TYPE: usize = 152;
 const OFF_DATA_SIZE: usize = 156;
 
-/// A log operation, the `request_type` of a request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[repr(u32)]
-pub enum RequestType {
-    /// Create a log: payload `"<target sectors> <args>"`; reply: optional device name.
-    Ctr = 1,
-    /// Destroy a log.
-    Dtr = 2,
-    /// The mirror is about to suspend.
-    Presuspend = 3,
-    /// The mirror has suspended.
-    Postsuspend = 4,
-    /// The mirror resumes.
-    Resume = 5,
-    /// Reply: `u64` region size in sectors.
-    GetRegionSize = 6,
-    /// Payload: `u64` region; reply: `i64` 1 if clean.
-    IsClean = 7,
-    /// Payload: `u64` region; reply: `i64` 1 if in sync.
-    InSync = 8,
-    /// Make marks and clears durable; v3: may carry `u64` marks.
-    Flush = 9,
-    /// Payload: `u64` regions to mark dirty.
-    MarkRegion = 10,
-    /// Payload: `u64` regions to mark clean.
-    ClearRegion = 11,
-    /// Reply: `{ i64 i; u64 r; }`, recover region `r` if `i` is 1.
-    GetResyncWork = 12,
-    /// Payload: `{ u64 region; i64 in_sync; }`.
-    SetRegionSync = 13,
-    /// Reply: `u64` count of regions in sync.
-    GetSyncCount = 14,
-    /// Reply: the log's status INFO text.
-    StatusInfo = 15,
-    /// Reply: the log's status TABLE text (the kernel builds it itself).
-    StatusTable = 16,
-    /// Payload: `u64` region; reply: `{ i64 is_recovering; u64 in_sync_hint; }`.
-    IsRemoteRecovering = 17,
-}
-
-impl RequestType {
-    /// Every request type, in wire order.
-    pub const ALL: [RequestType; 17] = [
-        Self::Ctr,
-        Self::Dtr,
-        Self::Presuspend,
-        Self::Postsuspend,
-        Self::Resume,
-        Self::GetRegionSize,
-        Self::IsClean,
-        Self::InSync,
-        Self::Flush,
-        Self::MarkRegion,
-        Self::ClearRegion,
-        Self::GetResyncWork,
-        Self::SetRegionSync,
-        Self::GetSyncCount,
-        Self::StatusInfo,
-        Self::StatusTable,
-        Self::IsRemoteRecovering,
-    ];
-
-    /// The upstream name without its `DM_ULOG_` prefix.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Ctr => "CTR",
-            Self::Dtr => "DTR",
-            Self::Presuspend => "PRESUSPEND",
-            Self::Postsuspend => "POSTSUSPEND",
-            Self::Resume => "RESUME",
-            Self::GetRegionSize => "GET_REGION_SIZE",
-            Self::IsClean => "IS_CLEAN",
-            Self::InSync => "IN_SYNC",
-            Self::Flush => "FLUSH",
-            Self::MarkRegion => "MARK_REGION",
-            Self::ClearRegion => "CLEAR_REGION",
-            Self::GetResyncWork => "GET_RESYNC_WORK",
-            Self::SetRegionSync => "SET_REGION_SYNC",
-            Self::GetSyncCount => "GET_SYNC_COUNT",
-            Self::StatusInfo => "STATUS_INFO",
-            Self::StatusTable => "STATUS_TABLE",
-            Self::IsRemoteRecovering => "IS_REMOTE_RECOVERING",
-        }
-    }
-
-    /// Index of this type in [`RequestType::ALL`], for per-type counters.
-    pub const fn index(self) -> usize {
-        self as usize - 1
-    }
-}
-
-impl TryFrom<u32> for RequestType {
-    type Error = WireError;
-
-    /// Decodes a `request_type`, ignoring the reserved high bits as upstream does.
-    fn try_from(raw: u32) -> Result<Self, WireError> {
-        let masked = raw & REQUEST_TYPE_MASK;
-        Self::ALL
-            .get((masked as usize).wrapping_sub(1))
-            .copied()
-            .ok_or(WireError::UnknownType(raw))
-    }
-}
-
-/// Why bytes on the wire were rejected.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WireError {
-    /// The buffer is shorter than the structure it must hold.
-    Truncated {
-        /// Bytes needed.
-        need: usize,
-        /// Bytes present.
-        have: usize,
-    },
-    /// `cn_msg.len` or `data_size` disagrees with the bytes received.
-    LengthMismatch {
-        /// What the message claims.
-        claimed: usize,
-        /// What is there.
-        have: usize,
-    },
-    /// A `request_type` outside 1..=17.
-    UnknownType(u32),
-    /// The message is not addressed to the userspace log's connector id.
-    WrongConnectorId {
-        /// `cb_id.idx` received.
-        idx: u32,
-        /// `cb_id.val` received.
-        val: u32,
-    },
-    /// The payload does not fit the buffer or the protocol's limit.
-    PayloadTooLarge {
-        /// Payload bytes.
-        len: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// A UUID longer than 128 bytes or containing a NUL.
-    BadUuid,
-    /// An announcement without the announcement magic.
-    BadMagic(u32),
-    /// A payload of the wrong size for its request type.
-    BadPayload {
-        /// The request type.
-        request: RequestType,
-        /// Bytes received.
-        len: usize,
-    },
-}
-
-impl fmt::Display for WireError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            Self::Truncated { need, have } => {
-                write!(f, "truncated: need {need} bytes, have {have}")
-            }
-            Self::LengthMismatch { claimed, have } => {
-                write!(f, "length field says {claimed} bytes, message has {have}")
-            }
-            Self::UnknownType(t) => write!(f, "unknown request type {t}"),
-            Self::WrongConnectorId { idx, val } => write!(f, "connector id {idx}:{val} is not 7:1"),
-            Self::PayloadTooLarge { len, max } => write!(f, "payload of {len} bytes exceeds {max}"),
-            Self::BadUuid => write!(f, "UUID longer than 128 bytes or containing NUL"),
-            Self::BadMagic(m) => write!(f, "announcement magic {m:#x} is not {ANNOUNCE_MAGIC:#x}"),
-            Self::BadPayload { request, len } => {
-                write!(f, "{} payload of {len} bytes is malformed", request.name())
-            }
-        }
-    }
-}
-
-impl core::error::Error for WireError {}
+/// Bytes of the header that belong to no field: `char padding[3]` between `uuid` and
+/// `version`. The kernel zeroes them; a server may check that it does.
+#[cfg(not(MODULE))]
+pub const HEADER_PADDING: core::ops::Range<usize> = OFF_UUID + UUID_FIELD_SIZE..OFF_VERSION;
 
 fn get_u16(buf: &[u8], off: usize) -> u16 {
     u16::from_ne_bytes([buf[off], buf[off + 1]])
@@ -324,10 +154,7 @@ impl fmt::Debug for Header {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Header")
             .field("luid", &self.luid)
-            .field(
-                "uuid",
-                &core::str::from_utf8(self.uuid_bytes()).unwrap_or("<non-utf8>"),
-            )
+            .field("uuid", &Lossy(self.uuid_bytes()))
             .field("version", &self.version)
             .field("error", &self.error)
             .field("seq", &self.seq)
@@ -352,7 +179,7 @@ impl Header {
         })?;
         Ok(Self {
             luid,
-            uuid: uuid_field(uuid)?,
+            uuid: Uuid::new(uuid)?.0,
             version: REQUEST_VERSION,
             error: 0,
             seq,
@@ -363,17 +190,21 @@ impl Header {
 
     /// The UUID without its NUL padding.
     pub fn uuid_bytes(&self) -> &[u8] {
-        let end = self
-            .uuid
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(UUID_FIELD_SIZE);
-        &self.uuid[..end]
+        up_to_nul(&self.uuid)
+    }
+
+    /// The UUID, for a server to key its logs on and to print.
+    // The kernel knows its logs' UUIDs; it only compares a reply's luid and type.
+    #[cfg(not(MODULE))]
+    pub fn uuid(&self) -> Uuid {
+        Uuid::from_field(&self.uuid)
     }
 
     /// The decoded request type.
+    // The kernel matches a reply's type against the request's with `RequestType::try_from`.
+    #[cfg(not(MODULE))]
     pub fn kind(&self) -> Result<RequestType, WireError> {
-        RequestType::try_from(self.request_type)
+        Ok(RequestType::try_from(self.request_type)?)
     }
 
     /// Writes the 160 header bytes, padding zeroed, at the start of `buf`.
@@ -407,14 +238,83 @@ impl Header {
     }
 }
 
-/// Checks a UUID and returns it as the NUL-padded 129-byte field.
-pub fn uuid_field(uuid: &[u8]) -> Result<[u8; UUID_FIELD_SIZE], WireError> {
-    if uuid.len() > MAX_UUID_LEN || uuid.contains(&0) {
-        return Err(WireError::BadUuid);
+/// The bytes of a NUL-padded field before its first NUL (all of them if it has none).
+fn up_to_nul(field: &[u8]) -> &[u8] {
+    let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
+    &field[..end]
+}
+
+/// A log's UUID as the header's `uuid` field carries it: whatever follows the first NUL is
+/// not part of it. Compares, hashes and prints as the bytes before that NUL.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Uuid(
+    // INVARIANT: every byte from the first NUL on is zero, so that derived comparisons see
+    // only the UUID.
+    [u8; UUID_FIELD_SIZE],
+);
+
+impl Uuid {
+    /// Checks a UUID given without padding: at most [`MAX_UUID_LEN`] bytes, no NUL.
+    pub fn new(uuid: &[u8]) -> Result<Self, WireError> {
+        if uuid.len() > MAX_UUID_LEN || uuid.contains(&0) {
+            return Err(WireError::BadUuid);
+        }
+        let mut field = [0u8; UUID_FIELD_SIZE];
+        field[..uuid.len()].copy_from_slice(uuid);
+        Ok(Self(field))
     }
-    let mut field = [0u8; UUID_FIELD_SIZE];
-    field[..uuid.len()].copy_from_slice(uuid);
-    Ok(field)
+
+    /// The UUID in a received `uuid` field: the bytes before its first NUL.
+    #[cfg(not(MODULE))]
+    pub fn from_field(field: &[u8; UUID_FIELD_SIZE]) -> Self {
+        let bytes = up_to_nul(field);
+        let mut uuid = [0u8; UUID_FIELD_SIZE];
+        uuid[..bytes.len()].copy_from_slice(bytes);
+        Self(uuid)
+    }
+
+    /// The UUID without padding.
+    #[cfg(not(MODULE))]
+    pub fn as_bytes(&self) -> &[u8] {
+        up_to_nul(&self.0)
+    }
+}
+
+/// Bytes shown as UTF-8, invalid sequences as U+FFFD (as `String::from_utf8_lossy` does).
+struct Lossy<'a>(&'a [u8]);
+
+impl fmt::Display for Lossy<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for chunk in self.0.utf8_chunks() {
+            f.write_str(chunk.valid())?;
+            if !chunk.invalid().is_empty() {
+                f.write_str("\u{FFFD}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Lossy<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "\"{self}\"")
+    }
+}
+
+/// Prints the UUID as text, with U+FFFD for bytes that are not UTF-8.
+#[cfg(not(MODULE))]
+impl fmt::Display for Uuid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&Lossy(self.as_bytes()), f)
+    }
+}
+
+impl fmt::Debug for Uuid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Uuid")
+            .field(&Lossy(up_to_nul(&self.0)))
+            .finish()
+    }
 }
 
 /// Encodes a whole message (`cn_msg` + header + payload) into `buf`; returns its length.
@@ -512,6 +412,8 @@ impl<'a> Reply<'a> {
 }
 
 /// A request as a server receives it, checked for consistency.
+// The kernel sends requests; it never parses one.
+#[cfg(not(MODULE))]
 #[derive(Debug, PartialEq, Eq)]
 pub struct Request<'a> {
     /// The envelope.
@@ -522,6 +424,7 @@ pub struct Request<'a> {
     pub data: &'a [u8],
 }
 
+#[cfg(not(MODULE))]
 impl<'a> Request<'a> {
     /// Parses what follows the netlink header: `cn_msg`, header and payload.
     pub fn parse(msg: &'a [u8]) -> Result<Self, WireError> {
@@ -571,22 +474,31 @@ mod tests {
 
     #[test]
     fn uuid_limits() {
-        assert!(uuid_field(&[b'a'; 128]).is_ok());
-        assert_eq!(uuid_field(&[b'a'; 129]), Err(WireError::BadUuid));
-        assert_eq!(uuid_field(b"a\0b"), Err(WireError::BadUuid));
+        assert!(Uuid::new(&[b'a'; 128]).is_ok());
+        assert_eq!(Uuid::new(&[b'a'; 129]), Err(WireError::BadUuid));
+        assert_eq!(Uuid::new(b"a\0b"), Err(WireError::BadUuid));
     }
 
     #[test]
-    fn request_types_round_trip_and_mask_reserved_bits() {
-        for (i, t) in RequestType::ALL.iter().enumerate() {
-            assert_eq!(*t as u32, i as u32 + 1);
-            assert_eq!(t.index(), i);
-            assert_eq!(RequestType::try_from(*t as u32), Ok(*t));
-            assert_eq!(RequestType::try_from(0x1000 | *t as u32), Ok(*t));
-        }
-        assert_eq!(RequestType::try_from(0), Err(WireError::UnknownType(0)));
-        assert_eq!(RequestType::try_from(18), Err(WireError::UnknownType(18)));
-        assert_eq!(RequestType::try_from(21), Err(WireError::UnknownType(21)));
+    fn uuid_is_the_bytes_before_the_first_nul() {
+        let mut field = Uuid::new(b"LOG-1").unwrap().0;
+        field[7] = b'x';
+        let h = Header {
+            uuid: field,
+            ..Header::request(b"", 1, RequestType::Dtr, 1, 0).unwrap()
+        };
+        assert_eq!(h.uuid_bytes(), b"LOG-1");
+        assert_eq!(h.uuid(), Uuid::new(b"LOG-1").unwrap());
+        assert_eq!(h.uuid().as_bytes(), b"LOG-1");
+        assert_eq!(
+            Uuid::from_field(&[b'u'; UUID_FIELD_SIZE]).as_bytes().len(),
+            129
+        );
+        let odd = Uuid::new(b"a\xffb").unwrap();
+        assert_eq!(
+            std::format!("{odd} {odd:?}"),
+            "a\u{FFFD}b Uuid(\"a\u{FFFD}b\")"
+        );
     }
 
     #[test]

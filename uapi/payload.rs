@@ -1,8 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Fixed-size payloads of requests and replies, and region lists.
+//!
+//! Each payload is written by one side and read by the other; the halves only a server runs
+//! (reading requests, writing replies) are left out of the module's build.
 
-use super::message::{RequestType, WireError};
+use super::{
+    error::WireError,
+    message::{DEVICE_NAME_SIZE, MAX_REQUEST_PAYLOAD},
+    request_type::RequestType,
+};
 
 /// Bytes of one region number on the wire.
 pub const REGION_SIZE: usize = 8;
@@ -10,7 +17,7 @@ pub const REGION_SIZE: usize = 8;
 pub const MAX_FLUSH_GROUP: usize = 32;
 
 // A full group fits the largest request payload.
-const _: () = assert!(MAX_FLUSH_GROUP * REGION_SIZE <= super::message::MAX_REQUEST_PAYLOAD);
+const _: () = assert!(MAX_FLUSH_GROUP * REGION_SIZE <= MAX_REQUEST_PAYLOAD);
 
 /// Encodes one `u64` (a region, or a reply value) host-endian.
 pub fn encode_u64(v: u64) -> [u8; 8] {
@@ -24,11 +31,6 @@ pub fn decode_u64(request: RequestType, data: &[u8]) -> Result<u64, WireError> {
         len: data.len(),
     })?;
     Ok(u64::from_ne_bytes(bytes))
-}
-
-/// Decodes a payload that must be exactly one `i64`.
-pub fn decode_i64(request: RequestType, data: &[u8]) -> Result<i64, WireError> {
-    decode_u64(request, data).map(|v| v as i64)
 }
 
 /// Decodes a payload of two 64-bit fields.
@@ -63,6 +65,7 @@ pub struct ResyncWork {
 
 impl ResyncWork {
     /// The 16 wire bytes.
+    #[cfg(not(MODULE))]
     pub fn encode(&self) -> [u8; 16] {
         encode_pair(u64::from(self.available), self.region)
     }
@@ -93,6 +96,7 @@ impl RegionSync {
     }
 
     /// Parses the request.
+    #[cfg(not(MODULE))]
     pub fn decode(data: &[u8]) -> Result<Self, WireError> {
         let (region, in_sync) = decode_pair(RequestType::SetRegionSync, data)?;
         Ok(Self {
@@ -113,6 +117,7 @@ pub struct RemoteRecovering {
 
 impl RemoteRecovering {
     /// The 16 wire bytes.
+    #[cfg(not(MODULE))]
     pub fn encode(&self) -> [u8; 16] {
         encode_pair(u64::from(self.is_recovering), self.in_sync_hint)
     }
@@ -143,6 +148,7 @@ pub fn encode_regions(regions: &[u64], out: &mut [u8]) -> Result<usize, WireErro
 }
 
 /// Iterates the regions of a MARK, CLEAR or integrated FLUSH payload.
+#[cfg(not(MODULE))]
 pub fn decode_regions(
     request: RequestType,
     data: &[u8],
@@ -172,9 +178,7 @@ pub fn ctr_reply_device(data: &[u8]) -> Result<Option<&[u8]>, WireError> {
     match data.split_last() {
         None => Ok(None),
         Some((0, name))
-            if data.len() <= super::message::DEVICE_NAME_SIZE
-                && !name.is_empty()
-                && !name.contains(&0) =>
+            if data.len() <= DEVICE_NAME_SIZE && !name.is_empty() && !name.contains(&0) =>
         {
             Ok(Some(name))
         }
@@ -219,11 +223,6 @@ mod tests {
                 request: RequestType::GetRegionSize,
                 len: 3
             })
-        );
-        assert!(decode_i64(RequestType::InSync, &[]).is_err());
-        assert_eq!(
-            decode_i64(RequestType::InSync, &(-1i64).to_ne_bytes()),
-            Ok(-1)
         );
     }
 

@@ -173,6 +173,7 @@ pub fn decode_status_reply(buf: &[u8]) -> Result<(String, String)> {
 }
 
 nix::ioctl_readwrite_bad!(
+    /// `DM_TABLE_STATUS` on `/dev/mapper/control`, with a `struct dm_ioctl` buffer.
     dm_table_status,
     nix::request_code_readwrite!(0xfd, 12, DM_IOCTL_SIZE),
     u8

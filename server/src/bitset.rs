@@ -11,19 +11,12 @@
 use std::fmt;
 
 /// Memory for a bitset (or another buffer of a log) could not be had.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("cannot allocate {bytes} bytes")]
 pub struct AllocError {
     /// Bytes asked for.
     pub bytes: u64,
 }
-
-impl fmt::Display for AllocError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cannot allocate {} bytes", self.bytes)
-    }
-}
-
-impl std::error::Error for AllocError {}
 
 /// Reserves exactly `len` elements, each `value`, or fails without aborting.
 pub fn try_filled_vec<T: Clone>(len: usize, value: T) -> Result<Vec<T>, AllocError> {

@@ -1,6 +1,5 @@
 //! Start-up both programs share: common flags, logging, the capability check, exit status.
 
-use std::fmt;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,7 +20,8 @@ pub const EXIT_NOPERM: u8 = 77;
 
 /// An error that stops a server from starting, with the exit status that tells systemd not
 /// to retry. Its text is the message for the admin.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
 pub struct Fatal {
     /// The exit status: [`EXIT_CONFIG`] or [`EXIT_NOPERM`].
     pub status: u8,
@@ -45,14 +45,6 @@ impl Fatal {
         }
     }
 }
-
-impl fmt::Display for Fatal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Fatal {}
 
 /// The exit status for an error: that of a [`Fatal`] anywhere in it, else 1 (a failure a
 /// restart may mend).

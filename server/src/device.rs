@@ -24,7 +24,12 @@ pub const DEFAULT_BLOCK_SIZE: usize = 512;
 /// Buffers for `O_DIRECT` are aligned to this, the largest logical block size accepted.
 pub const DIRECT_ALIGN: usize = 4096;
 
-nix::ioctl_read_bad!(blksszget, nix::libc::BLKSSZGET, nix::libc::c_int);
+nix::ioctl_read_bad!(
+    /// `BLKSSZGET`: a block device's logical block size.
+    blksszget,
+    nix::libc::BLKSSZGET,
+    nix::libc::c_int
+);
 
 /// A block device number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

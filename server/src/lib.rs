@@ -1,5 +1,23 @@
-//! dm-ulogd's library: everything the log server `dm-ulogd` and the misbehaving test server
-//! `dm-ulog-hostile` share.
+//! The parts of a device-mapper userspace log server, and what the programs built on them
+//! share: the log server `dm-ulogd`, the misbehaving test server `dm-ulog-hostile`, and the
+//! benchmark and crash-check tools.
+//!
+//! # Building a server
+//!
+//! The wire format is the `dm_ulog_uapi` crate. A server takes from here:
+//!
+//! - [`link`]: the netlink connector socket. [`link::KernelLink::receive`] passes on each
+//!   connector message the kernel sent, and a [`link::Replier`] sends the answer;
+//! - `dm_ulog_uapi::Request::parse`, to read the request in a message;
+//! - [`logs::Logs`]: every log's state and the answer to each request
+//!   ([`logs::Logs::handle`]), for the `core` and `disk` logs of the kernel's dm-log.c and
+//!   cmirrord's `clustered-` names, created from the CTR string ([`table`]);
+//! - [`serve`]: the receive loop of `dm-ulogd` and `dm-ulog-hostile`, with signals, the
+//!   request record ([`record`]) and statistics ([`stats`]).
+//!
+//! `examples/minimal_server.rs` serves mirrors with the first three in under a hundred lines.
+
+#![warn(missing_docs)]
 
 pub mod bench;
 pub mod bitset;

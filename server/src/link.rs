@@ -101,7 +101,7 @@ impl KernelLink {
         Ok(
             match for_each_message(&self.rx[..n], |msg| f(msg, &mut replier, received)) {
                 Ok(()) => Receipt::Handled,
-                Err(e) => Receipt::Dropped(format!("(the rest of) a datagram of {n} bytes: {e:#}")),
+                Err(e) => Receipt::Dropped(format!("(the rest of) a datagram of {n} bytes: {e}")),
             },
         )
     }
@@ -118,22 +118,36 @@ pub enum Receipt {
     Dropped(String),
 }
 
+/// Why (the rest of) a datagram is no netlink message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DatagramError {
+    /// Nothing was received.
+    #[error("empty datagram")]
+    Empty,
+    /// Fewer bytes than a netlink header are left.
+    #[error("{0} bytes where a 16-byte netlink header should be")]
+    ShortHeader(usize),
+    /// A header's length is below its own size or past the datagram's end.
+    #[error("malformed netlink message of length {0}")]
+    BadLength(usize),
+}
+
 /// Calls `f` with the payload of every netlink message in a datagram. Anything that is no
 /// whole netlink message (an empty or short datagram, a bad length, bytes left after the
 /// last message) is an error, after `f` has seen the messages before it.
-pub fn for_each_message(datagram: &[u8], mut f: impl FnMut(&[u8])) -> Result<()> {
+pub fn for_each_message(datagram: &[u8], mut f: impl FnMut(&[u8])) -> Result<(), DatagramError> {
     if datagram.is_empty() {
-        bail!("empty datagram");
+        return Err(DatagramError::Empty);
     }
     let mut off = 0;
     while off < datagram.len() {
         let rest = datagram.len() - off;
         if rest < NLMSG_HDR {
-            bail!("{rest} bytes where a 16-byte netlink header should be");
+            return Err(DatagramError::ShortHeader(rest));
         }
         let len = u32::from_ne_bytes(datagram[off..off + 4].try_into().expect("4 bytes")) as usize;
         if len < NLMSG_HDR || len > rest {
-            bail!("malformed netlink message of length {len}");
+            return Err(DatagramError::BadLength(len));
         }
         f(&datagram[off + NLMSG_HDR..off + len]);
         off += len.next_multiple_of(4).min(rest);

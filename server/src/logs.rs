@@ -5,31 +5,105 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::io;
+use std::path::PathBuf;
 
 use dm_ulog_uapi::{
     payload::{self, RegionSync, RemoteRecovering, ResyncWork},
-    Header, RequestType, UUID_FIELD_SIZE,
+    Header, RequestType, Uuid, WireError,
 };
+use nix::errno::Errno;
 use tracing::{debug, info, warn};
 
 use crate::bitset::AllocError;
 use crate::device::LogDevice;
 use crate::disk::{self, DiskLog};
 use crate::regions::{OutOfRange, Regions};
-use crate::table::{self, LogSpec, Storage, SyncMode};
+use crate::table::{self, LogSpec, Storage, SyncMode, TableError};
 
-/// An errno for the reply header (sent negated).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Errno(pub i32);
+/// Why a request failed. The reply carries [`LogError::errno`]; the text, logged by
+/// [`Logs::handle`], tells the admin what happened and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The log is not here (the server restarted): the kernel answers `ESRCH` by re-creating
+    /// the log (CTR, RESUME) and retrying.
+    #[error("request for a log this server does not have: asking the kernel to re-create it")]
+    UnknownLog,
+    /// The request does not parse.
+    #[error("malformed request: {0}")]
+    Malformed(#[from] WireError),
+    /// A region number past the end of the log.
+    #[error("malformed request: {0}")]
+    OutOfRange(#[from] OutOfRange),
+    /// The CTR string names no log this server can keep.
+    #[error("refusing log: {0}")]
+    Table(#[from] TableError),
+    /// A CTR for a live log with other arguments; the live log is kept.
+    #[error("CTR for an existing log with other arguments")]
+    OtherArguments,
+    /// The log would take more memory than one log may.
+    #[error(
+        "refusing log: {regions} regions of {region_size} sectors need {} MiB of server \
+         memory, more than the {} MiB one log may take: use a larger region size in the table \
+         (each doubling halves the memory), or start the server with a larger \
+         --max-log-memory", mib(*.need), mib(*.limit)
+    )]
+    TooLarge {
+        /// Regions of the log.
+        regions: u64,
+        /// Sectors per region.
+        region_size: u64,
+        /// Bytes it needs.
+        need: u64,
+        /// Bytes one log may take.
+        limit: u64,
+    },
+    /// The memory was within the limit, but the host has not got it.
+    #[error(
+        "refusing log: {regions} regions need {} MiB of server memory and the host has not \
+         got it ({source}): free memory, or use a larger region size in the table", mib(*.need)
+    )]
+    NoMemory {
+        /// Regions of the log.
+        regions: u64,
+        /// Bytes it needs.
+        need: u64,
+        /// The failed allocation.
+        source: AllocError,
+    },
+    /// The disk log's device cannot be used.
+    #[error("refusing log: {0:#}")]
+    Device(anyhow::Error),
+    /// The disk log's device failed a write.
+    #[error(
+        "log device {}: cannot write the log{what}: {source}; the mirror will see the log fail \
+         (check or replace the device)", path.display()
+    )]
+    DeviceIo {
+        /// The device.
+        path: PathBuf,
+        /// What was written: "" for the bitmap, " header" for the header alone.
+        what: &'static str,
+        /// The error.
+        source: io::Error,
+    },
+}
 
-/// No such process: the kernel answers it by re-creating the log (CTR, RESUME) and retrying.
-pub const ESRCH: Errno = Errno(3);
-/// I/O error: the log device failed.
-pub const EIO: Errno = Errno(5);
-/// Out of memory: a log larger than the server may or can hold.
-pub const ENOMEM: Errno = Errno(12);
-/// Invalid argument: malformed requests, bad tables, regions out of range.
-pub const EINVAL: Errno = Errno(22);
+impl LogError {
+    /// The errno the reply carries (negated).
+    pub fn errno(&self) -> Errno {
+        match self {
+            Self::UnknownLog => Errno::ESRCH,
+            Self::Malformed(_)
+            | Self::OutOfRange(_)
+            | Self::Table(_)
+            | Self::OtherArguments
+            | Self::Device(_) => Errno::EINVAL,
+            Self::TooLarge { .. } | Self::NoMemory { .. } => Errno::ENOMEM,
+            Self::DeviceIo { .. } => Errno::EIO,
+        }
+    }
+}
 
 /// The memory one log may take unless `--max-log-memory` says otherwise: 256 MiB holds a
 /// core log of about 700 million regions (a 2.6 TiB mirror with 4 KiB regions, 340 TiB with
@@ -41,22 +115,8 @@ fn mib(bytes: u64) -> u64 {
     bytes.div_ceil(1 << 20)
 }
 
-impl From<OutOfRange> for Errno {
-    fn from(_: OutOfRange) -> Self {
-        EINVAL
-    }
-}
-
-/// A log's identity: the UUID field (NUL-padded) and the kernel's instance id.
-type Key = ([u8; UUID_FIELD_SIZE], u64);
-
-fn key(header: &Header) -> Key {
-    // Normalised: bytes after the UUID's NUL do not make another log.
-    let mut uuid = [0u8; UUID_FIELD_SIZE];
-    let bytes = header.uuid_bytes();
-    uuid[..bytes.len()].copy_from_slice(bytes);
-    (uuid, header.luid)
-}
+/// A log's identity: its UUID and the kernel's instance id.
+type Key = (Uuid, u64);
 
 /// One log instance.
 #[derive(Debug)]
@@ -84,48 +144,44 @@ fn memory_for(spec: &LogSpec) -> u64 {
 }
 
 /// Refuses a log that would take more than `limit` bytes, telling the admin the way out.
-fn check_memory(spec: &LogSpec, limit: u64) -> Result<(), String> {
+fn check_memory(spec: &LogSpec, limit: u64) -> Result<(), LogError> {
     let need = memory_for(spec);
     if need <= limit {
         return Ok(());
     }
-    Err(format!(
-        "{} regions of {} sectors need {} MiB of server memory, more than the {} MiB one log \
-         may take: use a larger region size in the table (each doubling halves the memory), \
-         or start the server with a larger --max-log-memory",
-        spec.regions,
-        spec.region_size,
-        mib(need),
-        mib(limit)
-    ))
+    Err(LogError::TooLarge {
+        regions: spec.regions,
+        region_size: spec.region_size,
+        need,
+        limit,
+    })
 }
 
-/// Why memory that was within the limit could still not be had.
-fn alloc_failure(spec: &LogSpec, e: &AllocError) -> String {
-    format!(
-        "{} regions need {} MiB of server memory and the host has not got it ({e}): free \
-         memory, or use a larger region size in the table",
-        spec.regions,
-        mib(memory_for(spec))
-    )
+/// Memory that was within the limit and could still not be had.
+fn alloc_failure(spec: &LogSpec, source: AllocError) -> LogError {
+    LogError::NoMemory {
+        regions: spec.regions,
+        need: memory_for(spec),
+        source,
+    }
 }
 
 impl Log {
     /// A log as dm-log.c's constructor leaves it: every region clean, in sync only for
     /// `nosync`. A disk log's bitmap is read at RESUME. Everything the log needs is reserved
     /// here, fallibly: a log too large for `limit` or for the host is refused with ENOMEM.
-    fn create(spec: LogSpec, limit: u64) -> Result<Self, (Errno, String)> {
-        check_memory(&spec, limit).map_err(|msg| (ENOMEM, msg))?;
+    fn create(spec: LogSpec, limit: u64) -> Result<Self, LogError> {
+        check_memory(&spec, limit)?;
         let regions = Regions::try_new(spec.regions, spec.sync == SyncMode::NoSync)
-            .map_err(|e| (ENOMEM, alloc_failure(&spec, &e)))?;
+            .map_err(|e| alloc_failure(&spec, e))?;
         let disk = match &spec.storage {
             Storage::Core => None,
             Storage::Disk(dev) => {
-                let device = LogDevice::open(dev).map_err(|e| (EINVAL, format!("{e:#}")))?;
+                let device = LogDevice::open(dev).map_err(LogError::Device)?;
                 let log = DiskLog::new(device, spec.regions, spec.sync).map_err(|e| {
                     match e.chain().find_map(|c| c.downcast_ref::<AllocError>()) {
-                        Some(a) => (ENOMEM, alloc_failure(&spec, a)),
-                        None => (EINVAL, format!("{e:#}")),
+                        Some(a) => alloc_failure(&spec, *a),
+                        None => LogError::Device(e),
                     }
                 })?;
                 Some(log)
@@ -155,31 +211,29 @@ impl Log {
         }
     }
 
-    fn flush(&mut self, uuid: &str) -> Result<(), Errno> {
+    fn flush(&mut self) -> Result<(), LogError> {
         let Some(disk) = &mut self.disk else {
             // A core log has nothing to make durable.
             return Ok(());
         };
-        disk.flush().map(|_| ()).map_err(|e| {
-            warn!(
-                %uuid,
-                "log device {}: cannot write the log: {e}; the mirror will see the log fail \
-                 (check or replace the device)",
-                disk.device().path().display()
-            );
-            EIO
-        })
+        disk.flush()
+            .map(|_| ())
+            .map_err(|source| LogError::DeviceIo {
+                path: disk.device().path().to_owned(),
+                what: "",
+                source,
+            })
     }
 
     /// POSTSUSPEND: dm-log.c's disk log writes its bitmap once the mirror has suspended.
     /// Only once that succeeded may the next RESUME read the device back.
-    fn postsuspend(&mut self, uuid: &str) -> Result<(), Errno> {
-        self.flush(uuid)?;
+    fn postsuspend(&mut self) -> Result<(), LogError> {
+        self.flush()?;
         self.needs_load = true;
         Ok(())
     }
 
-    fn resume(&mut self, uuid: &str, luid: u64) -> Result<(), Errno> {
+    fn resume(&mut self, uuid: &Uuid, luid: u64) -> Result<(), LogError> {
         let was_suspended = std::mem::take(&mut self.suspended);
         let load = std::mem::take(&mut self.needs_load);
         if !load {
@@ -209,13 +263,10 @@ impl Log {
             "log read from {}",
             disk.device().path().display()
         );
-        written.map_err(|e| {
-            warn!(
-                %uuid,
-                "log device {}: cannot write the log header: {e} (check or replace the device)",
-                disk.device().path().display()
-            );
-            EIO
+        written.map_err(|source| LogError::DeviceIo {
+            path: disk.device().path().to_owned(),
+            what: " header",
+            source,
         })
     }
 
@@ -236,15 +287,15 @@ impl Log {
 
 /// One line of the status dump.
 pub struct LogSummary<'a> {
-    uuid: &'a [u8],
+    uuid: &'a Uuid,
     luid: u64,
     log: &'a Log,
 }
 
 impl LogSummary<'_> {
-    /// The log's UUID, for messages.
-    pub fn uuid_lossy(&self) -> std::borrow::Cow<'_, str> {
-        String::from_utf8_lossy(self.uuid)
+    /// The log's UUID.
+    pub fn uuid(&self) -> &Uuid {
+        self.uuid
     }
 }
 
@@ -253,7 +304,7 @@ impl fmt::Display for LogSummary<'_> {
         write!(
             f,
             "log uuid={} luid={} type={} regions={} in_sync={} dirty={} suspended={}",
-            String::from_utf8_lossy(self.uuid),
+            self.uuid,
             self.luid,
             self.log.spec.type_name,
             self.log.regions.count(),
@@ -308,23 +359,49 @@ impl Logs {
     /// A summary of every log, for the status dump.
     pub fn summaries(&self) -> impl Iterator<Item = LogSummary<'_>> {
         self.logs.iter().map(|((uuid, luid), log)| LogSummary {
-            uuid: uuid.split(|&b| b == 0).next().unwrap_or(&[]),
+            uuid,
             luid: *luid,
             log,
         })
     }
 
-    /// Answers one request: the reply payload goes to `out` (cleared first), or an errno.
-    pub fn handle(&mut self, header: &Header, data: &[u8], out: &mut Vec<u8>) -> Result<(), Errno> {
+    /// Answers one request: the reply payload goes to `out` (cleared first), or an error
+    /// for the reply's errno, which is logged here.
+    pub fn handle(
+        &mut self,
+        header: &Header,
+        data: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), LogError> {
         out.clear();
-        let kind = header.kind().map_err(|e| {
-            warn!(request_type = header.request_type, "refusing request: {e}");
-            EINVAL
-        })?;
-        let key = key(header);
-        let uuid = String::from_utf8_lossy(header.uuid_bytes());
+        let uuid = header.uuid();
+        let result = self.apply(header, uuid, data, out);
+        if let Err(e) = &result {
+            let request = header.kind().map_or("?", RequestType::name);
+            let luid = header.luid;
+            match e {
+                LogError::UnknownLog => info!(%uuid, luid, request, "{e}"),
+                LogError::Malformed(_) => {
+                    warn!(%uuid, luid, request_type = header.request_type, "{e}")
+                }
+                _ => warn!(%uuid, luid, request, "{e}"),
+            }
+        }
+        result
+    }
+
+    fn apply(
+        &mut self,
+        header: &Header,
+        uuid: Uuid,
+        data: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), LogError> {
+        let kind = header.kind()?;
+        let key = (uuid, header.luid);
+        let uuid = &key.0;
         if kind == RequestType::Ctr {
-            return self.create(key, &uuid, data, out);
+            return self.create(key, data, out);
         }
         let Some(log) = self.logs.get_mut(&key) else {
             if kind == RequestType::Dtr {
@@ -332,17 +409,7 @@ impl Logs {
                 return Ok(());
             }
             // After a server restart: ESRCH makes the kernel send CTR and RESUME again.
-            info!(
-                %uuid,
-                luid = header.luid,
-                request = kind.name(),
-                "request for a log this server does not have: asking the kernel to re-create it"
-            );
-            return Err(ESRCH);
-        };
-        let bad = |e: dm_ulog_uapi::WireError| {
-            warn!(%uuid, "malformed request: {e}");
-            EINVAL
+            return Err(LogError::UnknownLog);
         };
         match kind {
             RequestType::Ctr => unreachable!("handled above"),
@@ -351,31 +418,31 @@ impl Logs {
                 info!(%uuid, luid = header.luid, "log destroyed");
             }
             RequestType::Presuspend => log.suspended = true,
-            RequestType::Postsuspend => log.postsuspend(&uuid)?,
-            RequestType::Resume => log.resume(&uuid, header.luid)?,
+            RequestType::Postsuspend => log.postsuspend()?,
+            RequestType::Resume => log.resume(uuid, header.luid)?,
             RequestType::GetRegionSize => {
                 out.extend_from_slice(&log.spec.region_size.to_ne_bytes())
             }
             RequestType::IsClean => {
-                let r = payload::decode_u64(kind, data).map_err(bad)?;
+                let r = payload::decode_u64(kind, data)?;
                 out.extend_from_slice(&i64::from(log.regions.is_clean(r)?).to_ne_bytes());
             }
             RequestType::InSync => {
-                let r = payload::decode_u64(kind, data).map_err(bad)?;
+                let r = payload::decode_u64(kind, data)?;
                 out.extend_from_slice(&i64::from(log.regions.in_sync(r)?).to_ne_bytes());
             }
             RequestType::MarkRegion | RequestType::Flush => {
                 // v3 integrated flush: the marks travel inside FLUSH and are applied first.
-                for r in payload::decode_regions(kind, data).map_err(bad)? {
+                for r in payload::decode_regions(kind, data)? {
                     log.regions.mark(r)?;
                     log.note(r);
                 }
                 if kind == RequestType::Flush {
-                    log.flush(&uuid)?;
+                    log.flush()?;
                 }
             }
             RequestType::ClearRegion => {
-                for r in payload::decode_regions(kind, data).map_err(bad)? {
+                for r in payload::decode_regions(kind, data)? {
                     log.regions.clear(r)?;
                     log.note(r);
                 }
@@ -393,7 +460,7 @@ impl Logs {
                 out.extend_from_slice(&reply.encode());
             }
             RequestType::SetRegionSync => {
-                let s = RegionSync::decode(data).map_err(bad)?;
+                let s = RegionSync::decode(data)?;
                 log.regions.set_sync(s.region, s.in_sync)?;
                 log.note(s.region);
             }
@@ -403,7 +470,7 @@ impl Logs {
             RequestType::StatusInfo => log.status_info(out),
             RequestType::StatusTable => out.extend_from_slice(log.spec.args.as_bytes()),
             RequestType::IsRemoteRecovering => {
-                payload::decode_u64(kind, data).map_err(bad)?;
+                payload::decode_u64(kind, data)?;
                 let reply = RemoteRecovering {
                     is_recovering: false,
                     in_sync_hint: log.regions.in_sync_hint(),
@@ -414,40 +481,21 @@ impl Logs {
         Ok(())
     }
 
-    fn create(
-        &mut self,
-        key: Key,
-        uuid: &str,
-        data: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Result<(), Errno> {
-        // The reconnecting kernel sends the string with its NUL; the first CTR without.
-        let text = std::str::from_utf8(data)
-            .map_err(|_| {
-                warn!(%uuid, "refusing log: CTR string is not UTF-8");
-                EINVAL
-            })?
-            .trim_end_matches('\0');
-        let spec = table::parse(text).map_err(|msg| {
-            warn!(%uuid, "refusing log: {msg}");
-            EINVAL
-        })?;
+    fn create(&mut self, key: Key, data: &[u8], out: &mut Vec<u8>) -> Result<(), LogError> {
+        let uuid = &key.0;
+        let spec = table::parse(data)?;
         if let Some(existing) = self.logs.get(&key) {
             // A repeated CTR (a resend after a lost reply, or the kernel re-creating the log
             // after a reconnect) keeps the live log and its state, and is answered as the
             // first was; a different one is refused and the live log kept.
             if existing.spec.args != spec.args {
-                warn!(%uuid, luid = key.1, "CTR for an existing log with other arguments");
-                return Err(EINVAL);
+                return Err(LogError::OtherArguments);
             }
             debug!(%uuid, luid = key.1, "CTR for a live log: keeping it");
             existing.ctr_reply(out);
             return Ok(());
         }
-        let log = Log::create(spec, self.max_log_memory).map_err(|(errno, msg)| {
-            warn!(%uuid, luid = key.1, "refusing log: {msg}");
-            errno
-        })?;
+        let log = Log::create(spec, self.max_log_memory)?;
         log.ctr_reply(out);
         info!(%uuid, luid = key.1, regions = log.regions.count(), args = %log.spec.args, "log created");
         self.logs.insert(key, log);
@@ -467,6 +515,7 @@ mod tests {
         let mut out = vec![0xEE; 3];
         logs.handle(&header(kind, luid), data, &mut out)
             .map(|()| out)
+            .map_err(|e| e.errno())
     }
 
     #[test]
@@ -496,7 +545,7 @@ mod tests {
         );
         assert_eq!(
             ask(&mut logs, RequestType::Ctr, 1, b"16384 clustered-core 2048"),
-            Err(EINVAL)
+            Err(Errno::EINVAL)
         );
         for bad in [
             &b"x core 8"[..],
@@ -510,7 +559,7 @@ mod tests {
         ] {
             assert_eq!(
                 ask(&mut logs, RequestType::Ctr, 2, bad),
-                Err(EINVAL),
+                Err(Errno::EINVAL),
                 "{:?}",
                 bad
             );
@@ -555,9 +604,12 @@ mod tests {
         // ESRCH makes the kernel send CTR and RESUME again (after a server restart).
         assert_eq!(
             ask(&mut logs, RequestType::GetSyncCount, 1, b""),
-            Err(ESRCH)
+            Err(Errno::ESRCH)
         );
-        assert_eq!(ask(&mut logs, RequestType::Flush, 1, b""), Err(ESRCH));
+        assert_eq!(
+            ask(&mut logs, RequestType::Flush, 1, b""),
+            Err(Errno::ESRCH)
+        );
         // Nothing to destroy is no failure.
         assert_eq!(ask(&mut logs, RequestType::Dtr, 1, b""), Ok(vec![]));
     }
@@ -568,16 +620,22 @@ mod tests {
         ask(&mut logs, RequestType::Ctr, 1, b"8192 core 1024").unwrap();
         let mut h = header(RequestType::Flush, 1);
         h.request_type = 99;
-        assert_eq!(logs.handle(&h, b"", &mut Vec::new()), Err(EINVAL));
+        assert_eq!(
+            logs.handle(&h, b"", &mut Vec::new()).map_err(|e| e.errno()),
+            Err(Errno::EINVAL)
+        );
         assert_eq!(
             ask(&mut logs, RequestType::MarkRegion, 1, &[0; 7]),
-            Err(EINVAL)
+            Err(Errno::EINVAL)
         );
         assert_eq!(
             ask(&mut logs, RequestType::MarkRegion, 1, &8u64.to_ne_bytes()),
-            Err(EINVAL)
+            Err(Errno::EINVAL)
         );
-        assert_eq!(ask(&mut logs, RequestType::IsClean, 1, b""), Err(EINVAL));
+        assert_eq!(
+            ask(&mut logs, RequestType::IsClean, 1, b""),
+            Err(Errno::EINVAL)
+        );
     }
 
     #[test]
@@ -629,7 +687,7 @@ mod tests {
         let mut logs = Logs::default();
         assert_eq!(
             ask(&mut logs, RequestType::Ctr, 1, b"34359738368 core 8"),
-            Err(EINVAL)
+            Err(Errno::EINVAL)
         );
         assert_eq!(
             ask(
@@ -638,7 +696,7 @@ mod tests {
                 2,
                 b"34359738360 clustered-core 8"
             ),
-            Err(ENOMEM)
+            Err(Errno::ENOMEM)
         );
         // A disk log of as many regions, on a (sparse) file large enough for its bitmap.
         let tmp = tempfile::NamedTempFile::new().unwrap();
@@ -646,7 +704,7 @@ mod tests {
         let ctr = format!("34359738360 disk {} 8", tmp.path().display());
         assert_eq!(
             ask(&mut logs, RequestType::Ctr, 4, ctr.as_bytes()),
-            Err(ENOMEM)
+            Err(Errno::ENOMEM)
         );
         assert!(logs.is_empty());
         ask(&mut logs, RequestType::Ctr, 3, b"8192 core 1024").unwrap();
@@ -664,21 +722,23 @@ mod tests {
         ask(&mut logs, RequestType::Ctr, 2, b"65536 core 8").unwrap();
         assert_eq!(
             ask(&mut logs, RequestType::Ctr, 3, b"65544 core 8"),
-            Err(ENOMEM)
+            Err(Errno::ENOMEM)
         );
         assert_eq!(logs.len(), 2);
-        let spec = table::parse("34359738360 core 8").unwrap();
-        let msg = check_memory(&spec, DEFAULT_MAX_LOG_MEMORY).unwrap_err();
+        let spec = table::parse(b"34359738360 core 8").unwrap();
+        let msg = check_memory(&spec, DEFAULT_MAX_LOG_MEMORY)
+            .unwrap_err()
+            .to_string();
         assert!(
-            msg.starts_with("4294967295 regions of 8 sectors need 1536 MiB of server memory, more than the 256 MiB"),
+            msg.starts_with("refusing log: 4294967295 regions of 8 sectors need 1536 MiB of server memory, more than the 256 MiB"),
             "{msg}"
         );
         assert!(
             msg.contains("larger region size") && msg.contains("--max-log-memory"),
             "{msg}"
         );
-        let spec = table::parse("34359738360 core 16").unwrap();
-        assert_eq!(check_memory(&spec, 1 << 30), Ok(()));
+        let spec = table::parse(b"34359738360 core 16").unwrap();
+        assert!(check_memory(&spec, 1 << 30).is_ok());
     }
 
     /// Issue 12, section 2: a RESUME for a log that is running (no POSTSUSPEND since its last

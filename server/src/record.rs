@@ -11,17 +11,13 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
-use std::ops::Range;
 use std::path::Path;
 
 use anyhow::Result;
-use dm_ulog_uapi::{Request, CN_MSG_SIZE, UUID_FIELD_SIZE};
+use dm_ulog_uapi::{Request, RequestType, CN_MSG_SIZE, HEADER_PADDING};
 
-/// Header bytes that belong to no field: `char padding[3]` after `uuid[129]`, before the
-/// `u32 version` at offset 140 (struct dm_ulog_request).
-pub const HEADER_PADDING: Range<usize> = 8 + UUID_FIELD_SIZE..140;
-
-/// Whether every padding byte of the raw message (`cn_msg` first) is zero.
+/// Whether every padding byte of the header ([`HEADER_PADDING`]) of the raw message
+/// (`cn_msg` first) is zero.
 pub fn padding_is_zero(msg: &[u8]) -> bool {
     let pad = CN_MSG_SIZE + HEADER_PADDING.start..CN_MSG_SIZE + HEADER_PADDING.end;
     msg.get(pad).is_some_and(|p| p.iter().all(|&b| b == 0))
@@ -29,7 +25,7 @@ pub fn padding_is_zero(msg: &[u8]) -> bool {
 
 /// The request type's record name: upstream's without `DM_ULOG_`, or `TYPE<n>`.
 pub fn type_name(request_type: u32, out: &mut String) {
-    match dm_ulog_uapi::RequestType::try_from(request_type) {
+    match RequestType::try_from(request_type) {
         Ok(k) => out.push_str(k.name()),
         Err(_) => {
             let _ = write!(out, "TYPE{request_type}");
@@ -79,7 +75,7 @@ impl Recorder {
             h.version,
             h.error,
             h.data_size,
-            String::from_utf8_lossy(h.uuid_bytes()),
+            h.uuid(),
             if padding_is_zero(msg) {
                 "ok"
             } else {
@@ -106,7 +102,7 @@ impl Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dm_ulog_uapi::{encode_message, Header, RequestType, HEADER_SIZE};
+    use dm_ulog_uapi::{encode_message, Header, HEADER_SIZE};
 
     fn message(kind: u32, luid: u64, seq: u32, data: &[u8]) -> Vec<u8> {
         let mut h = Header::request(b"LOG-A", luid, RequestType::Ctr, seq, data.len()).unwrap();

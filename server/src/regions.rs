@@ -21,7 +21,8 @@ pub struct Regions {
 }
 
 /// A region number outside the log.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("region {0} is outside the log")]
 pub struct OutOfRange(pub u64);
 
 impl Regions {

@@ -71,7 +71,7 @@ impl Exchange<'_, '_> {
             .handle(&self.request.header, self.request.data, self.payload)
         {
             Ok(()) => 0,
-            Err(errno) => -errno.0,
+            Err(e) => -(e.errno() as i32),
         }
     }
 
@@ -117,10 +117,7 @@ pub fn exit_decision(logs: &Logs, force_exit: bool) -> (bool, String) {
     if n == 0 {
         return (true, "exiting: no logs left".into());
     }
-    let uuids: Vec<String> = logs
-        .summaries()
-        .map(|s| s.uuid_lossy().into_owned())
-        .collect();
+    let uuids: Vec<String> = logs.summaries().map(|s| s.uuid().to_string()).collect();
     let uuids = uuids.join(" ");
     if force_exit {
         return (

@@ -6,6 +6,8 @@
 //! - `core` | `clustered-core` `<region_size> [sync|nosync] [block_on_error]`
 //! - `disk` | `clustered-disk` `<dev> <region_size> [sync|nosync] [block_on_error]`
 
+use dm_ulog_uapi::ctr::{Ctr, CtrError};
+
 /// How a log starts out (dm-log.c's `enum sync`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SyncMode {
@@ -43,41 +45,79 @@ pub struct LogSpec {
     pub args: String,
 }
 
-/// Parses a CTR string; the error is a message for the admin.
-pub fn parse(ctr: &str) -> Result<LogSpec, String> {
-    let mut words = ctr.split_ascii_whitespace();
-    let sectors: u64 = words
-        .next()
-        .and_then(|w| w.parse().ok())
-        .ok_or_else(|| format!("CTR string {ctr:?} does not start with the target length"))?;
-    let type_name = words.next().ok_or("no log type in CTR string")?.to_string();
-    let rest: Vec<&str> = words.collect();
-    let args = std::iter::once(type_name.as_str())
-        .chain(rest.iter().copied())
-        .collect::<Vec<_>>()
-        .join(" ");
+/// Why a CTR string names no log this server can keep; the text is for the admin.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TableError {
+    /// The string is not what the kernel sends.
+    #[error("{0}")]
+    Ctr(#[from] CtrError),
+    /// A log type other than dm-log.c's and cmirrord's.
+    #[error("unknown log type {0:?}: expected core, disk, clustered-core or clustered-disk")]
+    UnknownType(String),
+    /// A disk log without its device.
+    #[error("{0}: no log device in the table")]
+    NoDevice(String),
+    /// The region size is missing or not a number.
+    #[error("{0}: missing or invalid region size")]
+    NoRegionSize(String),
+    /// A region size the kernel cannot use.
+    #[error("{type_name}: region size {size} must be a power of two below 2^32 sectors")]
+    BadRegionSize {
+        /// The log type.
+        type_name: String,
+        /// The size given.
+        size: u64,
+    },
+    /// An argument after the region size that no log type takes.
+    #[error("{type_name}: unknown argument {arg:?}")]
+    UnknownArgument {
+        /// The log type.
+        type_name: String,
+        /// The argument.
+        arg: String,
+    },
+    /// `sync` and `nosync` together.
+    #[error("{0}: both sync and nosync given")]
+    SyncAndNosync(String),
+    /// More regions than the kernel's region numbers reach.
+    #[error(
+        "{type_name}: {regions} regions exceed the limit of {} (use a larger region size)",
+        u32::MAX
+    )]
+    TooManyRegions {
+        /// The log type.
+        type_name: String,
+        /// The regions the table needs.
+        regions: u64,
+    },
+}
+
+/// Parses a CTR payload (with or without its NUL).
+pub fn parse(payload: &[u8]) -> Result<LogSpec, TableError> {
+    let ctr = Ctr::parse(payload)?;
+    let words: Vec<&str> = ctr.words().collect();
+    let (type_name, rest) = words.split_first().ok_or(CtrError::NoLogType)?;
+    let type_name = type_name.to_string();
+    let args = words.join(" ");
     let (storage, params) = match type_name.as_str() {
-        "core" | "clustered-core" => (Storage::Core, &rest[..]),
+        "core" | "clustered-core" => (Storage::Core, rest),
         "disk" | "clustered-disk" => {
             let (dev, params) = rest
                 .split_first()
-                .ok_or_else(|| format!("{type_name}: no log device in {ctr:?}"))?;
+                .ok_or_else(|| TableError::NoDevice(type_name.clone()))?;
             (Storage::Disk((*dev).to_string()), params)
         }
-        other => {
-            return Err(format!(
-                "unknown log type {other:?}: expected core, disk, clustered-core or clustered-disk"
-            ))
-        }
+        _ => return Err(TableError::UnknownType(type_name)),
     };
     let region_size: u64 = params
         .first()
         .and_then(|w| w.parse().ok())
-        .ok_or_else(|| format!("{type_name}: missing or invalid region size in {ctr:?}"))?;
+        .ok_or_else(|| TableError::NoRegionSize(type_name.clone()))?;
     if region_size == 0 || !region_size.is_power_of_two() || region_size > u64::from(u32::MAX) {
-        return Err(format!(
-            "{type_name}: region size {region_size} must be a power of two below 2^32 sectors"
-        ));
+        return Err(TableError::BadRegionSize {
+            type_name,
+            size: region_size,
+        });
     }
     let mut sync = SyncMode::Default;
     for p in &params[1..] {
@@ -85,19 +125,21 @@ pub fn parse(ctr: &str) -> Result<LogSpec, String> {
             "sync" => SyncMode::Force,
             "nosync" => SyncMode::NoSync,
             "block_on_error" => continue,
-            other => return Err(format!("{type_name}: unknown argument {other:?}")),
+            other => {
+                return Err(TableError::UnknownArgument {
+                    type_name,
+                    arg: other.to_string(),
+                })
+            }
         };
         if sync != SyncMode::Default && sync != mode {
-            return Err(format!("{type_name}: both sync and nosync given"));
+            return Err(TableError::SyncAndNosync(type_name));
         }
         sync = mode;
     }
-    let regions = sectors.div_ceil(region_size);
+    let regions = ctr.target_sectors.div_ceil(region_size);
     if regions > u64::from(u32::MAX) {
-        return Err(format!(
-            "{type_name}: {regions} regions exceed the limit of {} (use a larger region size)",
-            u32::MAX
-        ));
+        return Err(TableError::TooManyRegions { type_name, regions });
     }
     Ok(LogSpec {
         type_name,
@@ -115,21 +157,21 @@ mod tests {
 
     #[test]
     fn core_and_disk_logs() {
-        let s = parse("16384 clustered-core 1024").unwrap();
+        let s = parse(b"16384 clustered-core 1024").unwrap();
         assert_eq!(s.storage, Storage::Core);
         assert_eq!(
             (s.region_size, s.regions, s.sync),
             (1024, 16, SyncMode::Default)
         );
         assert_eq!(s.args, "clustered-core 1024");
-        let s = parse("16385 disk /dev/ram2 1024 nosync block_on_error").unwrap();
+        let s = parse(b"16385 disk /dev/ram2 1024 nosync block_on_error").unwrap();
         assert_eq!(s.storage, Storage::Disk("/dev/ram2".into()));
         assert_eq!(
             (s.region_size, s.regions, s.sync),
             (1024, 17, SyncMode::NoSync)
         );
         assert_eq!(s.args, "disk /dev/ram2 1024 nosync block_on_error");
-        let s = parse("8 clustered-disk 1:2 8 sync\0".trim_end_matches('\0')).unwrap();
+        let s = parse(b"8 clustered-disk 1:2 8 sync\0").unwrap();
         assert_eq!(s.storage, Storage::Disk("1:2".into()));
         assert_eq!(s.sync, SyncMode::Force);
     }
@@ -149,7 +191,7 @@ mod tests {
             ("16 disk /dev/ram2", "region size"),
             ("18446744073709551615 core 2", "exceed"),
         ] {
-            let err = parse(bad).unwrap_err();
+            let err = parse(bad.as_bytes()).unwrap_err().to_string();
             assert!(err.contains(why), "{bad:?}: {err}");
         }
     }

@@ -11,7 +11,8 @@ use dm_ulog_uapi::{
     payload::{encode_regions, RegionSync, ResyncWork},
     Header, RequestType,
 };
-use dm_ulogd::logs::{Errno, Logs, ESRCH};
+use dm_ulogd::logs::Logs;
+use nix::errno::Errno;
 use proptest::prelude::*;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +134,7 @@ impl Server {
         self.logs
             .handle(&h, data, &mut self.out)
             .map(|()| self.out.clone())
+            .map_err(|e| e.errno())
     }
 
     fn ok(&mut self, kind: RequestType, data: &[u8]) -> Vec<u8> {
@@ -259,7 +261,7 @@ fn run(mode: Mode, disk_log: bool, n: u64, ops: Vec<Op>) -> Result<(), TestCaseE
             }
             Op::Crash => {
                 s.logs = Logs::default();
-                prop_assert_eq!(s.ask(RequestType::GetSyncCount, b""), Err(ESRCH));
+                prop_assert_eq!(s.ask(RequestType::GetSyncCount, b""), Err(Errno::ESRCH));
                 s.create();
                 m.resume(true);
                 check_device(&file, &m)?;

@@ -1,11 +1,13 @@
 # shellcheck shell=sh
 # dm-ulogd as a mirror needs it: every log type carries I/O through write, read-back,
 # suspend/resume and a server crash (SIGKILL) and restart, with identical legs afterwards; a
-# disk log resumes from its device, in the kernel's own on-disk format (both ways); signals.
+# disk log resumes from its device, in the kernel's own on-disk format (both ways); signals;
+# the library's example server serves a mirror in dm-ulogd's place.
 
 TESTS="setup log_core log_clustered_core log_disk log_clustered_disk
 kernel_disk_log_read_by_server server_disk_log_read_by_kernel sigterm_refused_while_logs_exist
-sigusr1_status_dump longest_ctr_string_survives_restart teardown kmemleak_reports_nothing"
+sigusr1_status_dump longest_ctr_string_survives_restart minimal_server_serves_a_mirror teardown
+kmemleak_reports_nothing"
 
 UUID=SERVER-UUID-0001
 LOGDEV=/dev/ram4
@@ -144,6 +146,25 @@ longest_ctr_string_survives_restart() {
 	grep -c "log created" /tmp/dm-ulogd.log
 	legs_identical 8 || fail "legs differ"
 	dm remove m0 || fail "remove failed"
+}
+
+# The library's example (server/examples/minimal_server.rs) in place of dm-ulogd: a mirror with
+# a core log syncs, takes writes with identical legs, and goes away.
+minimal_server_serves_a_mirror() {
+	stop_server
+	n=$(wc -l </tmp/dm-ulogd.log)
+	start_server minimal_server || fail "minimal_server did not start"
+	create_mirror m0 "$UUID" core 1024 || fail "create failed"
+	dd if=/tmp/data of=/dev/mapper/m0 bs=1M oflag=direct 2>/dev/null || fail "write failed"
+	wait_in_sync m0 120 || fail "no sync"
+	dm status m0
+	dm status m0 | grep -q " 16/16 1 AA .* core" || fail "status is not in sync with the server's log: $(dm status m0)"
+	legs_identical 8 || fail "legs differ"
+	dd if=/dev/ram1 bs=1M count=4 iflag=direct 2>/dev/null | cmp - /tmp/data || fail "leg 1 lacks the data"
+	dm remove m0 || fail "remove failed"
+	tail -n +$((n + 1)) /tmp/dm-ulogd.log | grep -q "log created" || fail "minimal_server did not log the creation"
+	stop_server
+	start_server || fail "dm-ulogd did not start again"
 }
 
 teardown() {
