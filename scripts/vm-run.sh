@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Boots a test kernel flavour and runs an in-guest suite against one log module (rust or
-# c; the guest holds both, for suites that compare them) under QEMU, with a hard timeout. The console goes to out/vm/<run>/console.log, the suite's
-# KTAP to ktap.log. Fails when any test fails, the guest does not finish, or the console
-# shows a kernel report (oops, BUG, WARNING, KASAN, lockdep, kmemleak, ...).
+# c; the guest holds both, for suites that compare them) under QEMU, with a hard timeout. The
+# console goes to out/vm/<run>/console.log, the suite's KTAP to ktap.log. Fails when any test
+# fails, the suite bails out or does not finish, its "# Totals:" line or exit code (kselftest's,
+# printed on the KTAP port) disagrees with its results, or the console shows a kernel report
+# (oops, BUG, WARNING, KASAN, lockdep, kmemleak, ...). A suite that skips every test passes.
 # Usage: vm-run.sh perf|debug rust|c SUITE [TIMEOUT_SECONDS]
 # For the power-cut runs (scripts/power-cut.sh): DMLU_DRIVES="A.img B.img ..." attaches raw
 # images as virtio disks, DMLU_ACKS=FILE adds a third serial port (/dev/ttyS2) kept in FILE,
@@ -84,11 +86,7 @@ if [ "$qemu_rc" -ne 0 ]; then
 	echo "# $flavour/$variant/$suite: QEMU exited with $qemu_rc (124: timed out after ${limit}s)"
 	problems=1
 fi
-if [ -n "$cut" ]; then
-	echo "# $cut"
-else
-	grep -q "dmlu: suite .* finished" "$run/console.log" || { echo "# the guest did not finish the suite"; problems=1; }
-fi
+[ -n "$cut" ] && echo "# $cut"
 # The detector suites plant one bug each: their report must appear, and only it is allowed.
 expect=
 case "$suite" in
@@ -125,14 +123,52 @@ if [ -n "$reports" ]; then
 	echo "$reports" | head -20 | sed 's/^/#   /'
 	problems=1
 fi
-failed=$(grep -cE "^not ok [0-9]+" "$run/ktap.log" || true)
-planned=$(sed -n 's/^1\.\.\([0-9]*\).*/\1/p' "$run/ktap.log" | head -n 1)
-ran=$(grep -cE "^(not )?ok [0-9]+" "$run/ktap.log" || true)
+# The suite's results, its Totals line and its exit code (kselftest's) must agree.
+KSFT_PASS=0
+KSFT_FAIL=1
+KSFT_SKIP=4
+ktap=$(tr -d '\r' <"$run/ktap.log")
+results=$(grep -E "^(not )?ok [0-9]+" <<<"$ktap" || true)
+failed=$(grep -c "^not ok" <<<"$results" || true)
+skipped=$(grep "^ok" <<<"$results" | grep -c "# SKIP" || true)
+xfailed=$(grep "^ok" <<<"$results" | grep -c "# XFAIL" || true)
+passed=$(grep "^ok" <<<"$results" | grep -vcE "# (SKIP|XFAIL)" || true)
+ran=$((passed + failed + skipped + xfailed))
+planned=$(sed -n 's/^1\.\.\([0-9]*\).*/\1/p' <<<"$ktap" | head -n 1)
+bail=$(grep -m1 "^Bail out!" <<<"$ktap" || true)
+totals=$(grep -m1 "^# Totals:" <<<"$ktap" || true)
+suite_rc=$(sed -n 's/^# dmlu: suite .* finished, exit \([0-9]*\)$/\1/p' <<<"$ktap" | tail -n 1)
 if [ -n "$cut" ]; then
 	: # the cut ends the suite early: the tests before it are judged
-elif [ -z "$planned" ] || [ "$ran" -ne "$planned" ]; then
-	echo "# planned ${planned:-?} tests, ran $ran"
-	problems=1
+else
+	if [ -z "$planned" ] || [ "$ran" -ne "$planned" ]; then
+		echo "# planned ${planned:-?} tests, ran $ran"
+		problems=1
+	fi
+	[ -n "$bail" ] && { echo "# the suite bailed out: $bail"; problems=1; }
+	counted="# Totals: pass:$passed fail:$failed xfail:$xfailed xpass:0 skip:$skipped error:0"
+	if [ -z "$totals" ]; then
+		echo "# no Totals line"
+		problems=1
+	elif [ "$totals" != "$counted" ]; then
+		echo "# the suite's Totals line does not match its results (${counted#\# })"
+		problems=1
+	fi
+	expected=$KSFT_PASS
+	if [ -n "$bail" ] || [ "$failed" -gt 0 ] || [ "$ran" -ne "${planned:-0}" ]; then
+		expected=$KSFT_FAIL
+	elif [ "$skipped" -eq "$ran" ] && { [ "$ran" -gt 0 ] || grep -q "^1\.\.0 # SKIP" <<<"$ktap"; }; then
+		expected=$KSFT_SKIP
+	fi
+	if [ -z "$suite_rc" ]; then
+		echo "# the guest did not finish the suite (no exit code on the KTAP port)"
+		problems=1
+	elif [ "$suite_rc" -ne "$expected" ]; then
+		echo "# the suite exited $suite_rc, its results say $expected"
+		problems=1
+	elif [ "$suite_rc" -eq "$KSFT_SKIP" ]; then
+		echo "# the suite skipped every test (exit $KSFT_SKIP, not a failure)"
+	fi
 fi
 echo "# console: $run/console.log"
 [ "$problems" -eq 0 ] && [ "$failed" -eq 0 ]

@@ -1,23 +1,61 @@
 # shellcheck shell=sh
-# Helpers for the in-guest suites: KTAP output (kselftest conventions: exit 0 pass, 4 skip,
-# anything else fail) and the module/mirror operations the tests share.
+# Helpers for the in-guest suites: KTAP output with kselftest's conventions (result codes,
+# "# Totals:" line, exit codes) and the module/mirror operations the tests share.
 
+# kselftest's result and exit codes (tools/testing/selftests/kselftest/ktap_helpers.sh).
 KSFT_PASS=0
 KSFT_FAIL=1
 KSFT_XFAIL=2
+KSFT_XPASS=3
 KSFT_SKIP=4
+
 ktap_n=0
+ktap_plan=0
+ktap_cnt_pass=0
+ktap_cnt_fail=0
+ktap_cnt_xfail=0
+ktap_cnt_skip=0
 
 ktap_header() {
+	ktap_plan=$1
 	echo "KTAP version 1"
 	echo "1..$1"
 }
 
-# ktap_run NAME CMD...: runs one test, its output shown as KTAP diagnostics.
-ktap_run() {
-	name=$1
-	shift
-	ktap_n=$((ktap_n + 1))
+ktap_print_totals() {
+	echo "# Totals: pass:$ktap_cnt_pass fail:$ktap_cnt_fail xfail:$ktap_cnt_xfail xpass:0 skip:$ktap_cnt_skip error:0"
+}
+
+# ktap_skip_all REASON: nothing of the suite can run here (kselftest's skip: exit 4).
+ktap_skip_all() {
+	echo "KTAP version 1"
+	echo "1..0 # SKIP $*"
+	ktap_print_totals
+	exit "$KSFT_SKIP"
+}
+
+# ktap_bail_out REASON: the suite cannot go on (a setup or teardown step failed).
+ktap_bail_out() {
+	echo "Bail out! $*"
+	ktap_print_totals
+	exit "$KSFT_FAIL"
+}
+
+# Exits with kselftest's code for what ran: fail if a test failed or a planned one did not
+# run, skip if every test skipped, else pass.
+ktap_finished() {
+	ktap_print_totals
+	if [ "$ktap_cnt_fail" -gt 0 ] || [ "$ktap_n" -ne "$ktap_plan" ]; then
+		exit "$KSFT_FAIL"
+	elif [ "$ktap_plan" -gt 0 ] && [ "$ktap_cnt_skip" -eq "$ktap_plan" ]; then
+		exit "$KSFT_SKIP"
+	fi
+	exit "$KSFT_PASS"
+}
+
+# ktap_exec CMD...: runs CMD in a subshell under the per-test time limit, its output shown as
+# KTAP diagnostics and kept in /tmp/test.out; sets rc to its exit code.
+ktap_exec() {
 	("$@") >/tmp/test.out 2>&1 &
 	tpid=$!
 	# A hung test fails alone instead of taking the suite's time limit.
@@ -39,18 +77,51 @@ ktap_run() {
 	rc=$?
 	kill "$wpid" 2>/dev/null
 	sed 's/^/# /' /tmp/test.out
+}
+
+# ktap_run NAME CMD...: runs one test and prints its result line.
+ktap_run() {
+	name=$1
+	shift
+	ktap_n=$((ktap_n + 1))
+	ktap_exec "$@"
 	case $rc in
-	"$KSFT_PASS") echo "ok $ktap_n $name" ;;
-	"$KSFT_XFAIL") echo "ok $ktap_n $name # XFAIL $(tail -n 1 /tmp/test.out)" ;;
-	"$KSFT_SKIP") echo "ok $ktap_n $name # SKIP $(tail -n 1 /tmp/test.out)" ;;
-	*) echo "not ok $ktap_n $name" ;;
+	"$KSFT_PASS")
+		ktap_cnt_pass=$((ktap_cnt_pass + 1))
+		echo "ok $ktap_n $name"
+		;;
+	"$KSFT_XFAIL")
+		ktap_cnt_xfail=$((ktap_cnt_xfail + 1))
+		echo "ok $ktap_n $name # XFAIL $(tail -n 1 /tmp/test.out)"
+		;;
+	"$KSFT_SKIP")
+		ktap_cnt_skip=$((ktap_cnt_skip + 1))
+		echo "ok $ktap_n $name # SKIP $(tail -n 1 /tmp/test.out)"
+		;;
+	*)
+		ktap_cnt_fail=$((ktap_cnt_fail + 1))
+		echo "not ok $ktap_n $name"
+		;;
+	esac
+}
+
+# ktap_step NAME CMD...: a setup or teardown step, not a test: its success is no result, a
+# skip (teardown after a known upstream bug) is noted, a failure bails out of the suite.
+ktap_step() {
+	name=$1
+	shift
+	ktap_exec "$@"
+	case $rc in
+	"$KSFT_PASS") echo "# $name: done" ;;
+	"$KSFT_SKIP") echo "# $name: skipped: $(tail -n 1 /tmp/test.out)" ;;
+	*) ktap_bail_out "$name failed: $(tail -n 1 /tmp/test.out)" ;;
 	esac
 }
 
 # Ends the current test (each runs in a subshell) as failed.
 fail() {
 	echo "FAIL: $*"
-	exit 1
+	exit "$KSFT_FAIL"
 }
 
 # upstream_bug WHY MESSAGE: ends the current test as failed; with the C module, where the
@@ -64,14 +135,33 @@ upstream_bug() {
 	fail "$2"
 }
 
-VARIANT=$(cat /modules/VARIANT)
-MODULE=/modules/$VARIANT/dm_log_userspace.ko
+# Where the modules are (tests/README.md): the project's guest keeps them in /modules
+# (rust/, c/, extra/ and VARIANT, the one the suites test); elsewhere DMLU_KO, DMLU_C_KO,
+# DMLU_EXTRA_KO_DIR and DMLU_VARIANT say.
+DMLU_MODULES=${DMLU_MODULES:-/modules}
+if [ -z "${DMLU_VARIANT:-}" ]; then
+	DMLU_VARIANT=rust
+	[ -r "$DMLU_MODULES/VARIANT" ] && DMLU_VARIANT=$(cat "$DMLU_MODULES/VARIANT")
+fi
+DMLU_KO=${DMLU_KO:-$DMLU_MODULES/rust/dm_log_userspace.ko}
+if [ -z "${DMLU_C_KO:-}" ]; then
+	DMLU_C_KO=$DMLU_MODULES/c/dm_log_userspace.ko
+	# Upstream's module as the running kernel ships it.
+	[ -e "$DMLU_C_KO" ] || DMLU_C_KO=$(modinfo -n dm-log-userspace 2>/dev/null)
+fi
+DMLU_EXTRA_KO_DIR=${DMLU_EXTRA_KO_DIR:-$DMLU_MODULES/extra}
+
+# module_file rust|c: that variant's module file.
+module_file() {
+	if [ "$1" = c ]; then echo "$DMLU_C_KO"; else echo "$DMLU_KO"; fi
+}
 
 # use_variant rust|c: the module the following load_module loads.
 use_variant() {
 	VARIANT=$1
-	MODULE=/modules/$VARIANT/dm_log_userspace.ko
+	MODULE=$(module_file "$1")
 }
+use_variant "$DMLU_VARIANT"
 
 load_module() { insmod "$MODULE"; }
 unload_module() { rmmod dm_log_userspace; }
@@ -232,7 +322,7 @@ legs_identical() {
 
 # kmemleak, after two scans, reports nothing (skips on kernels without it).
 kmemleak_reports_nothing() {
-	[ -e /sys/kernel/debug/kmemleak ] || { echo "kmemleak not in this kernel"; return 4; }
+	[ -e /sys/kernel/debug/kmemleak ] || { echo "kmemleak not in this kernel"; return "$KSFT_SKIP"; }
 	# kmemleak reports only blocks older than 5 s.
 	sleep 6
 	echo scan >/sys/kernel/debug/kmemleak
@@ -245,7 +335,7 @@ kmemleak_reports_nothing() {
 # (tests/detectors) and checks that the kernel log shows REGEX.
 detector_reports() {
 	mark_dmesg
-	insmod /modules/extra/dmlu_detectors.ko plant="$1" || fail "insmod failed"
+	insmod "$DMLU_EXTRA_KO_DIR/dmlu_detectors.ko" plant="$1" || fail "insmod failed"
 	new_dmesg | grep -A12 -E "$2" | head -16
 	new_dmesg | grep -qE "$2" || fail "no report matching /$2/"
 }

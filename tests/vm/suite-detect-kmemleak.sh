@@ -6,7 +6,7 @@ TESTS="kmemleak_reports_a_planted_leak"
 
 kmemleak_reports_a_planted_leak() {
 	[ -e /sys/kernel/debug/kmemleak ] || fail "this kernel has no kmemleak"
-	insmod /modules/extra/dmlu_detectors.ko plant=1 || fail "insmod failed"
+	insmod "$DMLU_EXTRA_KO_DIR/dmlu_detectors.ko" plant=1 || fail "insmod failed"
 	# kmemleak reports only blocks older than 5 s.
 	sleep 6
 	echo scan >/sys/kernel/debug/kmemleak

@@ -21,7 +21,7 @@ fi
 UUID=REL-UUID-0001
 
 rust_only() {
-	[ "$VARIANT" = rust ] || { echo "$1: an extension of the Rust module"; exit 4; }
+	[ "$VARIANT" = rust ] || { echo "$1: an extension of the Rust module"; exit "$KSFT_SKIP"; }
 }
 
 setup() {
@@ -298,7 +298,7 @@ sixty_four_mirrors() {
 # or device-mapper's core. Sets FS to the failslab directory; the caller sets what fails.
 failslab_on_module() {
 	FS=/sys/kernel/debug/failslab
-	[ -f "$FS/require-start" ] || { echo "no failslab stack filter in this kernel"; exit 4; }
+	[ -f "$FS/require-start" ] || { echo "no failslab stack filter in this kernel"; exit "$KSFT_SKIP"; }
 	# /proc/modules: name size refs deps state address. The module's memory lies in
 	# [address, address + size); the address is 0xffffffffXXXXXXXX, so the low half carries.
 	set -- $(awk '$1 == "dm_log_userspace" { print $2, $6 }' /proc/modules)

@@ -1,0 +1,4 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
+# kselftest wrapper: the powercut suite (suite-powercut.sh); test names as arguments select tests.
+exec "$(dirname "$0")/run.sh" powercut "$@"
