@@ -117,6 +117,15 @@ fn construct_inner(
                     e.to_errno()
                 );
                 let _ = transport.request(to, RequestType::Dtr, &[], &mut []);
+            } else if *e == ENOSPC {
+                // The server created the log but answered with more than a device name fits:
+                // it must not keep it. (A server that failed with ENOSPC itself has no log and
+                // answers the DTR with an error, which changes nothing.)
+                pr_err!(
+                    "[{}] Userspace log server's answer to CTR does not fit: destroying the log\n",
+                    uuid_tail(&uuid)
+                );
+                let _ = transport.request(to, RequestType::Dtr, &[], &mut []);
             } else {
                 pr_err!(
                     "[{}] Userspace log server failed to create log: {}\n",
