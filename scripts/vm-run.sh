@@ -146,6 +146,12 @@ else
 		problems=1
 	fi
 	[ -n "$bail" ] && { echo "# the suite bailed out: $bail"; problems=1; }
+	# The project's guest has everything a suite needs: a suite that could not run at all
+	# here (its environment checks skipped it) means the guest or the kernel config broke.
+	if grep -q "^1\.\.0 # SKIP" <<<"$ktap"; then
+		echo "# the suite could not run in the project's guest: $(grep -m1 "^1\.\.0 # SKIP" <<<"$ktap")"
+		problems=1
+	fi
 	counted="# Totals: pass:$passed fail:$failed xfail:$xfailed xpass:0 skip:$skipped error:0"
 	if [ -z "$totals" ]; then
 		echo "# no Totals line"

@@ -16,6 +16,8 @@ if [ -z "${DMLU_BIN:-}" ]; then
 	done
 fi
 [ -n "${DMLU_BIN:-}" ] && PATH=$DMLU_BIN:$PATH
+# The example server (server/examples) that the server suite runs a mirror on.
+[ -d "${DMLU_BIN:-}/examples" ] && PATH=$PATH:$DMLU_BIN/examples
 [ -z "${DMLU_MODULES:-}" ] && [ -d "$here/modules" ] && DMLU_MODULES=$here/modules
 if [ -z "${DMLU_KO:-}" ] && [ -z "${DMLU_MODULES:-}" ] && [ ! -d /modules ] && [ -f "$here/../../dm_log_userspace.ko" ]; then
 	DMLU_KO=$(cd "$here/../.." && pwd)/dm_log_userspace.ko
