@@ -3,8 +3,6 @@
 //! The connector: a callback that hands userspace's messages to a [`Receiver`], and the sender.
 
 use core::{
-    ffi::c_void,
-    marker::PhantomData,
     ptr::null_mut,
     sync::atomic::{AtomicPtr, Ordering},
 };
@@ -20,7 +18,11 @@ use super::raw;
 use crate::uapi::{CnMsg, CN_MSG_SIZE};
 
 /// What handles the messages userspace sends to a [`Registration`]'s ids.
-pub(crate) trait Receiver: Send + Sync + 'static {
+pub(crate) trait Receiver: Send + Sync + Sized + 'static {
+    /// This type's slot: a `static` of the implementation's own (the connector callback has no
+    /// context pointer, so it finds its receiver there).
+    fn slot() -> &'static ReceiverSlot<Self>;
+
     /// Handles one message: the `cn_msg` envelope and its payload.
     ///
     /// `privileged` says whether the sender holds `CAP_SYS_ADMIN`. Runs in the sender's
@@ -28,32 +30,40 @@ pub(crate) trait Receiver: Send + Sync + 'static {
     fn receive(&self, msg: &[u8], privileged: bool);
 }
 
-/// The receiver of the one registration; the connector callback has no context pointer.
+/// Where the registration of a receiver type keeps its receiver for the callback.
 ///
-/// Holds `Arc::as_ptr` of the registration's receiver while registered, null otherwise. Only
-/// [`Registration::<T>::new`] sets it, and only while it is null, so the callback registered
-/// for `T` finds a `T` here.
-static HANDLER: AtomicPtr<c_void> = AtomicPtr::new(null_mut());
+/// Holds `Arc::as_ptr` of the registered receiver while a [`Registration<T, _>`] exists, null
+/// otherwise: only that registration sets it, so whatever the callback finds is a `T`, even a
+/// callback that the connector started before the registration it belonged to went away.
+pub(crate) struct ReceiverSlot<T>(AtomicPtr<T>);
+
+impl<T> ReceiverSlot<T> {
+    /// An empty slot.
+    pub(crate) const fn new() -> Self {
+        Self(AtomicPtr::new(null_mut()))
+    }
+}
 
 /// Connector callbacks for a few `{idx, val}` ids, all handled by one [`Receiver`], removed
-/// again on drop. One registration may exist at a time.
+/// again on drop. One registration per receiver type may exist at a time.
 ///
 /// # Invariants
 ///
-/// While this exists, [`HANDLER`] points to `handler` and `callback::<T>` is registered for
+/// While this exists, `T::slot()` points to `handler` and `callback::<T>` is registered for
 /// every id in `ids`.
 pub(crate) struct Registration<T: Receiver, const N: usize> {
+    /// Keeps the receiver the slot points to alive.
     handler: Arc<T>,
     ids: [raw::cb_id; N],
-    _receiver: PhantomData<T>,
 }
 
 impl<T: Receiver, const N: usize> Registration<T, N> {
     /// Registers `handler` for messages to each `idx:val`, shown with its name in
-    /// /proc/net/connector. Fails with `EBUSY` while another registration exists.
+    /// /proc/net/connector. Fails with `EBUSY` while another registration of `T` exists.
     pub(crate) fn new(idx: u32, vals: [(u32, &'static CStr); N], handler: Arc<T>) -> Result<Self> {
-        let ptr = Arc::as_ptr(&handler).cast_mut().cast::<c_void>();
-        if HANDLER
+        let slot = &T::slot().0;
+        let ptr = Arc::as_ptr(&handler).cast_mut();
+        if slot
             .compare_exchange(null_mut(), ptr, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
@@ -69,17 +79,13 @@ impl<T: Receiver, const N: usize> Registration<T, N> {
                     // SAFETY: The ids before `done` were registered above.
                     unsafe { raw::cn_del_callback(id) };
                 }
-                HANDLER.store(null_mut(), Ordering::Release);
+                slot.store(null_mut(), Ordering::Release);
                 rcu::synchronize_rcu();
                 return Err(e);
             }
         }
-        // INVARIANT: `HANDLER` was set above and every callback is registered.
-        Ok(Self {
-            handler,
-            ids,
-            _receiver: PhantomData,
-        })
+        // INVARIANT: The slot was set above and every callback is registered.
+        Ok(Self { handler, ids })
     }
 }
 
@@ -89,11 +95,13 @@ impl<T: Receiver, const N: usize> Drop for Registration<T, N> {
             // SAFETY: By the type invariant the callback for `id` is registered.
             unsafe { raw::cn_del_callback(id) };
         }
-        // `cn_del_callback` does not wait for callbacks still running: they run inside an RCU
-        // read-side section, so clearing the pointer and waiting for a grace period leaves
-        // none that can still see `self.handler`.
-        HANDLER.store(null_mut(), Ordering::Release);
+        // `cn_del_callback` does not wait for callbacks still running. Each reads the slot
+        // inside an RCU read-side section, so clearing it and waiting for a grace period leaves
+        // none that can still see `self.handler`; one that starts later finds the slot empty
+        // (or, after a new registration of `T`, that registration's receiver).
+        T::slot().0.store(null_mut(), Ordering::Release);
         rcu::synchronize_rcu();
+        // Only now may the receiver go: `handler` drops after this returns.
         let _ = &self.handler;
     }
 }
@@ -110,7 +118,7 @@ unsafe extern "C" fn callback<T: Receiver>(
     nsp: *mut bindings::netlink_skb_parms,
 ) {
     let _guard = rcu::read_lock();
-    let handler = HANDLER.load(Ordering::Acquire).cast::<T>().cast_const();
+    let handler = T::slot().0.load(Ordering::Acquire).cast_const();
     if handler.is_null() {
         return;
     }
@@ -137,9 +145,9 @@ unsafe extern "C" fn callback<T: Receiver>(
             )
         }
     };
-    // SAFETY: `handler` is non-null, so the registration that set it, a `Registration<T, _>`
-    // (only it registers this callback), has not finished dropping: it waits for a grace
-    // period after clearing `HANDLER`, and we are inside an RCU read-side section, so its
+    // SAFETY: Only a `Registration<T, _>` fills `T::slot()`, with its `Arc<T>`'s pointer. That
+    // registration has not finished dropping, since the pointer is still there: it waits for a
+    // grace period after clearing the slot, and we are inside an RCU read-side section, so the
     // `Arc<T>` is alive.
     unsafe { &*handler }.receive(bytes, privileged);
 }

@@ -186,6 +186,16 @@ struct TypeWithContext<T: DirtyLog> {
     context: T::Context,
 }
 
+impl<T: DirtyLog> TypeWithContext<T> {
+    /// The type for device-mapper: a pointer to the whole, so that the `ctr` trampoline may
+    /// reach the context from it.
+    fn raw_type(&self) -> *mut raw::dm_dirty_log_type {
+        // CAST: `ty` is the first field of this `repr(C)` struct, and `Opaque` is transparent;
+        // device-mapper writes only its list links, inside the `Opaque`.
+        core::ptr::from_ref(self).cast_mut().cast()
+    }
+}
+
 /// A registered dirty-log type, unregistered on drop.
 ///
 /// # Invariants
@@ -239,7 +249,7 @@ impl<T: DirtyLog> Registration<T> {
         )?;
         // SAFETY: `this.ty` is a fully initialised type that stays at this address until drop,
         // where it is unregistered.
-        to_result(unsafe { raw::dm_dirty_log_type_register(this.ty.get()) })?;
+        to_result(unsafe { raw::dm_dirty_log_type_register(this.raw_type()) })?;
         // INVARIANT: Registered just above.
         Ok(Self { this })
     }
@@ -249,7 +259,7 @@ impl<T: DirtyLog> Drop for Registration<T> {
     fn drop(&mut self) {
         // SAFETY: By the type invariant `ty` is registered. Device-mapper holds a reference on
         // the module for every log of this type, so none exists when the module unloads.
-        unsafe { raw::dm_dirty_log_type_unregister(self.this.ty.get()) };
+        unsafe { raw::dm_dirty_log_type_unregister(self.this.raw_type()) };
     }
 }
 

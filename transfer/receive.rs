@@ -10,7 +10,7 @@ use kernel::{prelude::*, sync::atomic::Relaxed};
 
 use super::{seq_index, Answer, Outcome, Transport, Waiter};
 use crate::{
-    sys::connector::Receiver,
+    sys::connector::{Receiver, ReceiverSlot},
     uapi::{Announce, CnMsg, Reply, RequestType, CN_VAL_DM_USERSPACE_LOG_ANNOUNCE},
 };
 
@@ -44,6 +44,11 @@ impl Transport {
 }
 
 impl Receiver for Transport {
+    fn slot() -> &'static ReceiverSlot<Self> {
+        static SLOT: ReceiverSlot<Transport> = ReceiverSlot::new();
+        &SLOT
+    }
+
     /// Handles a server's announcement, or a reply, which completes the request it answers,
     /// if any.
     fn receive(&self, msg: &[u8], privileged: bool) {

@@ -146,8 +146,13 @@ fi
 DMLU_KO=${DMLU_KO:-$DMLU_MODULES/rust/dm_log_userspace.ko}
 if [ -z "${DMLU_C_KO:-}" ]; then
 	DMLU_C_KO=$DMLU_MODULES/c/dm_log_userspace.ko
-	# Upstream's module as the running kernel ships it.
-	[ -e "$DMLU_C_KO" ] || DMLU_C_KO=$(modinfo -n dm-log-userspace 2>/dev/null)
+	# Upstream's module as the running kernel ships it (not modinfo's pick: with this project's
+	# module installed, depmod prefers that one, which has the same name).
+	if [ ! -e "$DMLU_C_KO" ]; then
+		for f in /lib/modules/"$(uname -r)"/kernel/drivers/md/dm-log-userspace.ko*; do
+			[ -e "$f" ] && DMLU_C_KO=$f && break
+		done
+	fi
 fi
 DMLU_EXTRA_KO_DIR=${DMLU_EXTRA_KO_DIR:-$DMLU_MODULES/extra}
 
