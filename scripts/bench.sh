@@ -73,7 +73,7 @@ report=(python3 "$TOP/bench/report.py" "$out/ktap.log" --commit "$commit" "${dir
 	--date "$vm_date" --accel "$accel" --vm-seconds "$vm_seconds" --other-vms "$busy/$samples" "${sizes[@]}")
 
 if [ "$vm_rc" -ne 0 ]; then
-	grep -vE "^# \[ *[0-9]+\.[0-9]+\]" "$out/vm-run.log" | grep -E "^(not ok|# (FAIL|the guest|planned|kernel|QEMU))" | head -20 >&2 || true
+	grep -vE "^# \[ *[0-9]+\.[0-9]+\]" "$out/vm-run.log" | grep -E "^(not ok|Bail out!|# (FAIL|the guest|the suite|no Totals|planned|kernel|QEMU))" | head -20 >&2 || true
 	"${report[@]}" --out-dir "$out" >&2 || true
 	die "the bench run failed (exit $vm_rc); output: $out/vm-run.log, console: $run/console.log; partial report in $out (bench/results untouched)"
 fi
