@@ -75,7 +75,7 @@ if [ "$what" = all ] || [ "$what" = vm ]; then
 	"$TOP/scripts/build-kernel.sh" debug >/dev/null
 	"$TOP/scripts/build-kernel.sh" perf >/dev/null
 	# DMLU_RUNS="flavour:module:suite ..." picks runs (for development); the default is all.
-	for run in ${DMLU_RUNS:-debug:rust:smoke debug:c:smoke debug:rust:mirror debug:c:mirror debug:rust:protocol debug:rust:server debug:rust:diff debug:rust:reliability debug:c:reliability debug:rust:trust debug:c:trust debug:rust:detect-kmemleak debug:rust:detect-kasan debug:rust:detect-lockdep perf:rust:smoke perf:c:smoke perf:rust:mirror perf:rust:powercut perf:c:powercut perf:rust:powercut-coarse perf:c:powercut-coarse}; do
+	for run in ${DMLU_RUNS:-debug:rust:smoke debug:c:smoke debug:rust:mirror debug:c:mirror debug:rust:protocol debug:rust:server debug:rust:diff debug:rust:reliability debug:c:reliability debug:rust:trust debug:c:trust debug:rust:kselftest debug:rust:detect-kmemleak debug:rust:detect-kasan debug:rust:detect-lockdep perf:rust:smoke perf:c:smoke perf:rust:mirror perf:rust:powercut perf:c:powercut perf:rust:powercut-coarse perf:c:powercut-coarse}; do
 		IFS=: read -r flavour variant suite <<<"$run"
 		say "vm: $suite suite, $variant module, $flavour kernel"
 		limit=600
@@ -92,6 +92,9 @@ if [ "$what" = all ] || [ "$what" = vm ]; then
 			cuts=2
 			[ "${LONG:-0}" = 1 ] && cuts=50
 			if "$TOP/scripts/power-cut.sh" "$variant" "$cuts" >"$log" 2>&1; then rc=0; else rc=$?; fi
+		elif [ "$suite" = kselftest ]; then
+			# The suites as installed kselftests, run by the kernel's run_kselftest.sh.
+			if "$TOP/scripts/kselftest-run.sh" "$flavour" "$limit" >"$log" 2>&1; then rc=0; else rc=$?; fi
 		elif "$TOP/scripts/vm-run.sh" "$flavour" "$variant" "$suite" "$limit" >"$log" 2>&1; then rc=0; else rc=$?; fi
 		grep -vE "^# \[ *[0-9]+\.[0-9]+\]" "$log" | sed 's/^/    /'
 		count_ktap "$log" "$flavour/$variant/$suite"

@@ -9,6 +9,8 @@ KSFT_XFAIL=2
 KSFT_XPASS=3
 KSFT_SKIP=4
 
+# A test's output, per suite process: a suite may run another (the kselftest suite does).
+ktap_out=/tmp/ktap-test.$$.out
 ktap_n=0
 ktap_plan=0
 ktap_cnt_pass=0
@@ -54,20 +56,20 @@ ktap_finished() {
 }
 
 # ktap_exec CMD...: runs CMD in a subshell under the per-test time limit, its output shown as
-# KTAP diagnostics and kept in /tmp/test.out; sets rc to its exit code.
+# KTAP diagnostics and kept in $ktap_out; sets rc to its exit code.
 ktap_exec() {
-	("$@") >/tmp/test.out 2>&1 &
+	("$@") >"$ktap_out" 2>&1 &
 	tpid=$!
 	# A hung test fails alone instead of taking the suite's time limit.
 	(
 		sleep "${TEST_TIMEOUT:-300}"
-		echo "FAIL: timed out after ${TEST_TIMEOUT:-300}s (blocked tasks: see the console)" >>/tmp/test.out
+		echo "FAIL: timed out after ${TEST_TIMEOUT:-300}s (blocked tasks: see the console)" >>"$ktap_out"
 		# The kernel shows where every blocked task waits.
 		echo w >/proc/sysrq-trigger
 		for p in /proc/[0-9]*; do
 			read -r _ comm state _ <"$p/stat" 2>/dev/null && [ "$state" != S ] || [ "$comm" != "(sh)" ] &&
 				echo "  ${p#/proc/} $comm $state $(cat "$p/wchan" 2>/dev/null)"
-		done 2>/dev/null | grep -v "kworker\|ksoftirq\|migration\|rcu_\|cpuhp\|kthreadd" >>/tmp/test.out
+		done 2>/dev/null | grep -v "kworker\|ksoftirq\|migration\|rcu_\|cpuhp\|kthreadd" >>"$ktap_out"
 		kill -9 "$tpid"
 		# Its workload must not go on under the next tests.
 		killall -9 fio dd 2>/dev/null
@@ -76,7 +78,7 @@ ktap_exec() {
 	wait "$tpid"
 	rc=$?
 	kill "$wpid" 2>/dev/null
-	sed 's/^/# /' /tmp/test.out
+	sed 's/^/# /' "$ktap_out"
 }
 
 # ktap_run NAME CMD...: runs one test and prints its result line.
@@ -92,11 +94,11 @@ ktap_run() {
 		;;
 	"$KSFT_XFAIL")
 		ktap_cnt_xfail=$((ktap_cnt_xfail + 1))
-		echo "ok $ktap_n $name # XFAIL $(tail -n 1 /tmp/test.out)"
+		echo "ok $ktap_n $name # XFAIL $(tail -n 1 "$ktap_out")"
 		;;
 	"$KSFT_SKIP")
 		ktap_cnt_skip=$((ktap_cnt_skip + 1))
-		echo "ok $ktap_n $name # SKIP $(tail -n 1 /tmp/test.out)"
+		echo "ok $ktap_n $name # SKIP $(tail -n 1 "$ktap_out")"
 		;;
 	*)
 		ktap_cnt_fail=$((ktap_cnt_fail + 1))
@@ -113,8 +115,8 @@ ktap_step() {
 	ktap_exec "$@"
 	case $rc in
 	"$KSFT_PASS") echo "# $name: done" ;;
-	"$KSFT_SKIP") echo "# $name: skipped: $(tail -n 1 /tmp/test.out)" ;;
-	*) ktap_bail_out "$name failed: $(tail -n 1 /tmp/test.out)" ;;
+	"$KSFT_SKIP") echo "# $name: skipped: $(tail -n 1 "$ktap_out")" ;;
+	*) ktap_bail_out "$name failed: $(tail -n 1 "$ktap_out")" ;;
 	esac
 }
 

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs the suites the kselftest way in a guest: `make -C tests install` builds a kselftest tree
+# (the kernel's run_kselftest.sh and runner, kselftest-list.txt, the project's programs and the
+# Rust module), which is added to the guest as /kselftest; the `kselftest` suite runs a suite
+# from it with run_kselftest.sh and checks what the runner reports.
+# Usage: kselftest-run.sh [debug|perf] [TIMEOUT]
+. "$(dirname "$0")/lib.sh"
+
+flavour=${1:-debug}
+limit=${2:-600}
+mapfile -t srcs < <("$TOP/scripts/fetch-sources.sh")
+ko=$("$TOP/scripts/build-module.sh" "$flavour")
+bins=$("$TOP/scripts/build-userspace.sh" | head -n 1)
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+make -s -C "$TOP/tests" install INSTALL_PATH="$tmp/kselftest" \
+	KSFT_DIR="${srcs[0]}/tools/testing/selftests" DMLU_BIN="$(dirname "$bins")" DMLU_KO="$ko"
+(cd "$tmp" && find kselftest | cpio -o -H newc --quiet | gzip) >"$tmp/kselftest.cpio.gz"
+DMLU_INITRD_EXTRA="$tmp/kselftest.cpio.gz" "$TOP/scripts/vm-run.sh" "$flavour" rust kselftest "$limit"
