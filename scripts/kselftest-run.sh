@@ -10,10 +10,10 @@ flavour=${1:-debug}
 limit=${2:-600}
 mapfile -t srcs < <("$TOP/scripts/fetch-sources.sh")
 ko=$("$TOP/scripts/build-module.sh" "$flavour")
-bins=$("$TOP/scripts/build-userspace.sh" | head -n 1)
+mapfile -t bins < <("$TOP/scripts/build-userspace.sh")
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 make -s -C "$TOP/tests" install INSTALL_PATH="$tmp/kselftest" \
-	KSFT_DIR="${srcs[0]}/tools/testing/selftests" DMLU_BIN="$(dirname "$bins")" DMLU_KO="$ko"
+	KSFT_DIR="${srcs[0]}/tools/testing/selftests" DMLU_BIN="$(dirname "${bins[0]}")" DMLU_KO="$ko"
 (cd "$tmp" && find kselftest | cpio -o -H newc --quiet | gzip) >"$tmp/kselftest.cpio.gz"
 DMLU_INITRD_EXTRA="$tmp/kselftest.cpio.gz" "$TOP/scripts/vm-run.sh" "$flavour" rust kselftest "$limit"
