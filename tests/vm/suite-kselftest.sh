@@ -11,9 +11,11 @@ smoke_via_run_kselftest() {
 	[ -x "$KSFT_TREE/run_kselftest.sh" ] || fail "no $KSFT_TREE/run_kselftest.sh in the guest"
 	grep -qx "dm-log-userspace:test-smoke.sh" "$KSFT_TREE/kselftest-list.txt" ||
 		fail "kselftest-list.txt does not list dm-log-userspace:test-smoke.sh"
-	# Nothing of the project's guest: the tree must bring its programs and module.
+	# Nothing of the project's guest: the tree must bring its programs and module. Appending:
+	# the runner writes the tests' output by opening /dev/stdout again.
+	: >/tmp/ksft.out
 	env -i PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/ "$KSFT_TREE/run_kselftest.sh" \
-		-t dm-log-userspace:test-smoke.sh >/tmp/ksft.out 2>&1
+		-t dm-log-userspace:test-smoke.sh >>/tmp/ksft.out 2>&1
 	rc=$?
 	cat /tmp/ksft.out
 	[ "$rc" = "$KSFT_PASS" ] || fail "run_kselftest.sh exited $rc"
