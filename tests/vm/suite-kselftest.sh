@@ -24,5 +24,5 @@ smoke_via_run_kselftest() {
 	# The smoke suite's own totals, as the runner passed them on: every test ran and passed.
 	grep -qE "^# # Totals: pass:[1-9][0-9]* fail:0 xfail:0 xpass:0 skip:0 error:0$" /tmp/ksft.out ||
 		fail "the smoke suite's Totals line is missing or shows failures or skips"
-	grep -q "^# # ok [0-9]* module_loads$" /tmp/ksft.out || fail "the smoke suite did not load the module"
+	grep -q "^# ok [0-9]* module_loads$" /tmp/ksft.out || fail "the smoke suite did not load the module"
 }
