@@ -4,13 +4,16 @@
 The input is the KTAP log of tests/vm/suite-bench.sh, where each figure is a diagnostic line
 "# BENCH kind=... key=value ...", or a latest.json written before (it keeps those records).
 Every ratio is taken within one round, whose configurations ran back to back in the same boot,
-and is shown as the median over the rounds with its min–max. Absolute figures are TCG's and
+and is summarised over the rounds as their geometric mean with a 95% bootstrap interval (rounds
+resampled), beside the median and min–max. Absolute figures are TCG's and
 mean little on their own: they stay in the JSON's records. Standard library only.
 """
 
 import argparse
 import datetime
 import json
+import math
+import random
 import re
 import statistics
 import sys
@@ -24,6 +27,8 @@ CASES = {
     "seq_qd8_j1": "sequential 4k, QD8, 1 job",
 }
 SCALE_MIRRORS = (1, 8, 64)
+RANDOM_CASES = [c for c in CASES if c.startswith("rand_")]
+BOOTSTRAP_RESAMPLES = 10000
 
 
 def parse_ktap(text):
@@ -92,13 +97,76 @@ class Run:
         return (r["slab_kb"] + r["kstack_kb"] + r["vmalloc_kb"] + r["percpu_kb"]) * 1024 / r["logs"]
 
 
+def geomean(xs):
+    return math.exp(sum(math.log(x) for x in xs) / len(xs))
+
+
+def bootstrap_ci(xs, seed=1):
+    """95% interval of the geometric mean of positive xs, by resampling them (seeded: the
+    report is the same for the same records)."""
+    if len(xs) < 2:
+        return None
+    rng = random.Random(seed)
+    means = sorted(geomean(rng.choices(xs, k=len(xs))) for _ in range(BOOTSTRAP_RESAMPLES))
+    return [means[int(0.025 * len(means))], means[int(0.975 * len(means)) - 1]]
+
+
 def spread(per_round):
-    """Median, min and max of {round: value}, without the rounds that lack a value."""
+    """Geometric mean with its 95% bootstrap interval, median, min and max of {round: value},
+    without the rounds that lack a value."""
     vals = {k: v for k, v in per_round.items() if v is not None}
     if not vals:
         return None
     xs = list(vals.values())
-    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "per_round": vals}
+    out = {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "per_round": vals}
+    if all(x > 0 for x in xs):
+        out["geomean"] = geomean(xs)
+        out["ci95"] = bootstrap_ci(xs)
+    return out
+
+
+def combined(rows_, key, what):
+    """One ratio over several rows: per round, the geometric mean of the rows' ratios (the
+    cases stay paired within a round); then summarised over the rounds as `spread` does."""
+    per_round = {}
+    for r in rows_:
+        for rnd, v in ((r.get(what) or {}).get("per_round") or {}).items():
+            per_round.setdefault(rnd, []).append(v)
+    full = {rnd: geomean(vs) for rnd, vs in per_round.items() if len(vs) == len(rows_) and all(v > 0 for v in vs)}
+    s = spread(full)
+    return {"key": key, **s} if s else None
+
+
+def ratios(table):
+    """The figures issue 15's targets name (bench/README.md), where this run measured them;
+    None where it did not (the request-saving features do not exist yet, and the 64-mirror
+    window does not yet pair requests with I/O)."""
+    by_key = {r["key"]: r for r in table}
+
+    def pick(keys, what="rust_over_c"):
+        rows_ = [by_key[k] for k in keys if k in by_key]
+        return combined(rows_, keys, what) if rows_ and len(rows_) == len(keys) else None
+
+    def g(s):
+        return s.get("geomean") if s else None
+
+    iops = pick([f"iops_{c}" for c in RANDOM_CASES])
+    iops_if = pick([f"iops_{c}_if" for c in RANDOM_CASES])
+    rt = (by_key.get("roundtrip_p50") or {})
+    mem = (by_key.get("memory_per_mirror") or {}).get("rust_over_c")
+    text = (by_key.get("module_text") or {}).get("rust_over_c")
+    return {
+        "rust_over_c_iops": g(iops),
+        "rust_over_c_iops_ci_low": (iops or {}).get("ci95", [None])[0] if iops and iops.get("ci95") else None,
+        "rust_over_c_iops_integrated_flush": g(iops_if),
+        "rust_fast_over_c_iops": None,
+        "userspace_fast_over_core_iops": None,
+        "roundtrip_p50_rust_over_c": g(rt.get("rust_over_c")),
+        "roundtrip_p50_over_pingpong": g(rt.get("rust_over_baseline")),
+        "rust_over_c_iops_64_mirrors": None,
+        "per_log_memory_rust_over_c": g(mem),
+        "module_text_rust_over_c": text["median"] if text else None,
+    }
 
 
 def ratio(a, b):
@@ -153,7 +221,9 @@ def fmt(s, rounds, once):
         return "–"
     if once:
         return f"{s['median']:.2f}, one measurement"
-    text = f"{s['median']:.2f}"
+    text = f"{s.get('geomean', s['median']):.2f}"
+    if s.get("ci95"):
+        text += f" [{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}]"
     if s["min"] != s["max"]:
         text += f" ({s['min']:.2f}–{s['max']:.2f})"
     n = len(s["per_round"])
@@ -193,8 +263,9 @@ def markdown(rep):
         lines.append(f"| {label} | {r['baseline'] or '–'} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "Each cell is a ratio taken within each round, shown as the median (min–max) over the "
-        "rounds; a row with `integrated_flush` compares the two modules with that feature. What "
+        "Each cell is a ratio taken within each round, shown as the geometric mean over the rounds, "
+        "[its 95% bootstrap interval] and (min–max); a row with `integrated_flush` compares the "
+        "two modules with that feature. What "
         "each figure measures: [`bench/README.md`](../README.md); every absolute figure: "
         "`records` in [`latest.json`](latest.json).",
     ]
@@ -254,6 +325,7 @@ def main():
         "ko_sizes": ko_sizes,
         "records": records,
     }
+    rep["ratios"] = ratios(rep["table"])
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "latest.json").write_text(json.dumps(rep, indent=1, ensure_ascii=False) + "\n")
