@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Writes latest.json and latest.md from the BENCH lines of a `make bench` run.
 
-The input is the KTAP log of tests/vm/suite-bench.sh, where each figure is a diagnostic line
-"# BENCH kind=... key=value ...", or a latest.json written before (it keeps those records).
+The input is the KTAP logs of tests/vm/suite-bench.sh's boots, where each figure is a diagnostic
+line "# BENCH kind=... key=value ... clock=wall|icount", or a latest.json written before (it
+keeps those records). Records of the -icount boot (clock=icount) count guest instructions
+where the others count time; each clock's records are read apart.
 Every ratio is taken within one round, whose configurations ran back to back in the same boot,
 and is summarised over the rounds as their geometric mean with a 95% bootstrap interval (rounds
 resampled), beside the median and min–max. Absolute figures are TCG's and
@@ -24,10 +26,9 @@ CASES = {
     "rand_qd8_j1": "random 4k, QD8, 1 job",
     "rand_qd1_j4": "random 4k, QD1, 4 jobs",
     "rand_qd8_j4": "random 4k, QD8, 4 jobs",
-    "seq_qd8_j1": "sequential 4k, QD8, 1 job",
 }
-SCALE_MIRRORS = (1, 8, 64)
-RANDOM_CASES = [c for c in CASES if c.startswith("rand_")]
+SCALE_MIRRORS = (1, 2, 4, 8, 16, 32, 64)
+RANDOM_CASES = list(CASES)
 BOOTSTRAP_RESAMPLES = 10000
 
 
@@ -54,11 +55,11 @@ def num(v):
 
 
 class Run:
-    """The records of one run, looked up by kind, configuration and round."""
+    """The records of one clock of a run, looked up by kind, configuration and round."""
 
-    def __init__(self, records):
-        self.records = records
-        self.rounds = sorted({r["round"] for r in records if isinstance(r.get("round"), int)})
+    def __init__(self, records, clock="wall"):
+        self.records = [r for r in records if r.get("clock", "wall") == clock]
+        self.rounds = sorted({r["round"] for r in self.records if isinstance(r.get("round"), int)})
 
     def find(self, kind, **match):
         for r in self.records:
@@ -74,6 +75,24 @@ class Run:
     def iops(self, cfg, case, rnd):
         return self.field("fio", "iops", cfg=cfg, case=case, round=rnd)
 
+    def requests_per_write(self, cfg, case, rnd):
+        """Log requests per write, both counted in fio's window (ramp excluded)."""
+        r = self.find("fio", cfg=cfg, case=case, round=rnd)
+        if not r or not r.get("ios") or not isinstance(r.get("reqs"), int) or "clock" not in r:
+            return None
+        return r["reqs"] / r["ios"]
+
+    def us_per_request(self, cfg, case, rnd):
+        """Time per log request at the mirror's pace: 1 / (IOPS x requests per write). With
+        requests per write it splits IOPS exactly: IOPS = 1 / (requests per write x this)."""
+        iops, rpw = self.iops(cfg, case, rnd), self.requests_per_write(cfg, case, rnd)
+        return 1e6 / (iops * rpw) if iops and rpw else None
+
+    def over_cases(self, f, cfg, rnd):
+        """The geometric mean of f over the random cases of one round (all or nothing)."""
+        xs = [f(cfg, c, rnd) for c in RANDOM_CASES]
+        return geomean(xs) if all(xs) else None
+
     def roundtrip_ns(self, cfg, rnd):
         """One log request's round trip: a status costs a userspace log two requests, one after
         the other, and the core log none; the difference of their p50s over the requests."""
@@ -88,13 +107,26 @@ class Run:
         return self.field("pingpong", "p50_ns", label=f"round_{rnd}")
 
     def scale(self, cfg, n, name, rnd):
-        return self.field("scale", name, cfg=cfg, mirrors=n, round=rnd)
+        """A figure of n mirrors written at once; only from runs that took IOPS and requests
+        in the same window (window_s), unlike those before."""
+        r = self.find("scale", cfg=cfg, mirrors=n, round=rnd)
+        v = r.get(name) if r and "window_s" in r else None
+        return v if isinstance(v, (int, float)) else None
 
-    def memory_per_mirror(self, cfg, rnd):
+    def scale_requests_per_write(self, cfg, n, rnd):
+        r = self.find("scale", cfg=cfg, mirrors=n, round=rnd)
+        return r["reqs"] / r["ios"] if r and r.get("ios") and isinstance(r.get("reqs"), int) else None
+
+    def memory_per_log(self, cfg, rnd):
+        """Bytes of kernel memory per mirror: slab objects, and stacks, vmalloc and per-cpu."""
         r = self.find("memory", cfg=cfg, round=rnd)
         if not r:
             return None
-        return (r["slab_kb"] + r["kstack_kb"] + r["vmalloc_kb"] + r["percpu_kb"]) * 1024 / r["logs"]
+        if "slab_bytes" in r:
+            slab = r["slab_bytes"]
+        else:  # records of runs before /proc/slabinfo was read
+            slab = r["slab_kb"] * 1024
+        return (slab + (r["kstack_kb"] + r["vmalloc_kb"] + r["percpu_kb"]) * 1024) / r["logs"]
 
 
 def geomean(xs):
@@ -139,8 +171,7 @@ def combined(rows_, key, what):
 
 def ratios(table):
     """The figures issue 15's targets name (bench/README.md), where this run measured them;
-    None where it did not (the request-saving features do not exist yet, and the 64-mirror
-    window does not yet pair requests with I/O)."""
+    None where it did not (the request-saving features do not exist yet)."""
     by_key = {r["key"]: r for r in table}
 
     def pick(keys, what="rust_over_c"):
@@ -150,22 +181,29 @@ def ratios(table):
     def g(s):
         return s.get("geomean") if s else None
 
+    def cell(key, what="rust_over_c"):
+        return (by_key.get(key) or {}).get(what)
+
     iops = pick([f"iops_{c}" for c in RANDOM_CASES])
-    iops_if = pick([f"iops_{c}_if" for c in RANDOM_CASES])
-    rt = (by_key.get("roundtrip_p50") or {})
-    mem = (by_key.get("memory_per_mirror") or {}).get("rust_over_c")
-    text = (by_key.get("module_text") or {}).get("rust_over_c")
+    text = cell("module_text")
     return {
         "rust_over_c_iops": g(iops),
-        "rust_over_c_iops_ci_low": (iops or {}).get("ci95", [None])[0] if iops and iops.get("ci95") else None,
-        "rust_over_c_iops_integrated_flush": g(iops_if),
+        "rust_over_c_iops_ci_low": iops["ci95"][0] if iops and iops.get("ci95") else None,
+        "rust_over_c_iops_integrated_flush": g(pick([f"iops_{c}_if" for c in RANDOM_CASES])),
         "rust_fast_over_c_iops": None,
         "userspace_fast_over_core_iops": None,
-        "roundtrip_p50_rust_over_c": g(rt.get("rust_over_c")),
-        "roundtrip_p50_over_pingpong": g(rt.get("rust_over_baseline")),
-        "rust_over_c_iops_64_mirrors": None,
-        "per_log_memory_rust_over_c": g(mem),
+        "roundtrip_p50_rust_over_c": g(cell("roundtrip_p50")),
+        "roundtrip_p50_over_pingpong": g(cell("roundtrip_p50", "rust_over_baseline")),
+        "rust_over_c_iops_64_mirrors": g(cell("scale_64_iops")),
+        "per_log_memory_rust_over_c": g(pick(["memory_per_log", "memory_per_log_if"])),
         "module_text_rust_over_c": text["median"] if text else None,
+        # What the IOPS ratio is made of: IOPS = 1 / (requests per write x time per request),
+        # so rust_over_c_iops = 1 / (these two multiplied).
+        "requests_per_write_rust_over_c": g(cell("requests_per_write")),
+        "time_per_request_rust_over_c": g(cell("us_per_request")),
+        # Guest instructions (the -icount boot), which another VM cannot move.
+        "instructions_per_request_rust_over_c": g(cell("icount_roundtrip")),
+        "instructions_per_write_rust_over_c": g(cell("icount_per_write")),
     }
 
 
@@ -173,20 +211,22 @@ def ratio(a, b):
     return a / b if a is not None and b else None
 
 
-def rows(run, ko_sizes):
+def rows(run, icount, ko_sizes):
     """The table: per configuration, a figure for Rust, C and a baseline, taken each round."""
     out = []
 
-    def row(key, label, baseline, lower_is_better, rust, c, base, once=False):
-        rounds = [0] if once else run.rounds
+    def row(key, label, baseline, lower_is_better, rust, c, base, once=False, src=run):
+        rounds = [0] if once else src.rounds
         per = {name: {rnd: f(rnd) for rnd in rounds} for name, f in (("rust", rust), ("c", c), ("base", base)) if f}
         cell = {
             "rust_over_c": spread({r: ratio(per["rust"][r], per["c"][r]) for r in rounds}),
             "rust_over_baseline": spread({r: ratio(per["rust"][r], per["base"][r]) for r in rounds}) if base else None,
             "c_over_baseline": spread({r: ratio(per["c"][r], per["base"][r]) for r in rounds}) if base else None,
         }
-        out.append({"key": key, "configuration": label, "baseline": baseline,
-                    "lower_is_better": lower_is_better, "measured_once": once, **cell})
+        if any(cell.values()):
+            out.append({"key": key, "configuration": label, "baseline": baseline,
+                        "lower_is_better": lower_is_better, "measured_once": once,
+                        "clock": "icount" if src is icount else "wall", "rounds": len(src.rounds), **cell})
 
     for case, name in CASES.items():
         for flush in ("", "_if"):
@@ -195,17 +235,42 @@ def rows(run, ko_sizes):
                 lambda r, f=flush, k=case: run.iops("rust" + f, k, r),
                 lambda r, f=flush, k=case: run.iops("c" + f, k, r),
                 lambda r, k=case: run.iops("core", k, r))
+    # The random cases' IOPS ratio, split: IOPS = 1 / (requests per write x time per request).
+    row("requests_per_write", "log requests per write, random cases", None, True,
+        lambda r: run.over_cases(run.requests_per_write, "rust", r),
+        lambda r: run.over_cases(run.requests_per_write, "c", r), None)
+    row("us_per_request", "time per log request at the mirror's pace, random cases", None, True,
+        lambda r: run.over_cases(run.us_per_request, "rust", r),
+        lambda r: run.over_cases(run.us_per_request, "c", r), None)
     row("roundtrip_p50", "log request round trip, p50", "connector ping-pong", True,
         lambda r: run.roundtrip_ns("rust", r), lambda r: run.roundtrip_ns("c", r), run.pingpong_ns)
+    row("icount_roundtrip", "guest instructions per log request round trip (p50)", "connector ping-pong", True,
+        lambda r: icount.roundtrip_ns("rust", r), lambda r: icount.roundtrip_ns("c", r), icount.pingpong_ns,
+        src=icount)
+
+    def per_write(cfg):
+        # Under -icount a virtual second is 10^9 instructions.
+        return lambda r: ratio(1e9, icount.iops(cfg, "rand_qd1_j1", r))
+
+    row("icount_per_write", "guest instructions per write, random 4k, QD1, 1 job", "core log", True,
+        per_write("rust"), per_write("c"), per_write("core"), src=icount)
     for n in SCALE_MIRRORS:
-        for name, what in (("reqs_per_s", "log requests/s"), ("iops", "IOPS")):
-            row(f"scale_{n}_{name}", f"{what}, {n} mirror{'s' if n > 1 else ''} written at once", None, False,
-                lambda r, k=name, m=n: run.scale("rust", m, k, r),
-                lambda r, k=name, m=n: run.scale("c", m, k, r), None)
-    row("memory_per_mirror", "kernel memory per mirror, 64 mirrors", "core log", True,
-        lambda r: run.memory_per_mirror("rust", r), lambda r: run.memory_per_mirror("c", r),
-        lambda r: run.memory_per_mirror("core", r))
+        row(f"scale_{n}_iops", f"IOPS, {n} mirror{'s' if n > 1 else ''} written at once", None, False,
+            lambda r, m=n: run.scale("rust", m, "iops", r), lambda r, m=n: run.scale("c", m, "iops", r), None)
+    row("scale_64_iops_min", "IOPS of the slowest of 64 mirrors written at once", None, False,
+        lambda r: run.scale("rust", 64, "iops_min", r), lambda r: run.scale("c", 64, "iops_min", r), None)
+    row("scale_64_requests_per_write", "log requests per write, 64 mirrors written at once", None, True,
+        lambda r: run.scale_requests_per_write("rust", 64, r), lambda r: run.scale_requests_per_write("c", 64, r),
+        None)
+    for flush in ("", "_if"):
+        row(f"memory_per_log{flush}", f"kernel memory per mirror, 256 mirrors{', integrated_flush' if flush else ''}",
+            "core log", True,
+            lambda r, f=flush: run.memory_per_log("rust" + f, r), lambda r, f=flush: run.memory_per_log("c" + f, r),
+            lambda r: run.memory_per_log("core", r))
     # Measured at setup, not in the rounds.
+    row("module_load_slab", "slab the module takes once (loaded, server connected, no log)", None, True,
+        lambda _: run.field("module", "load_slab_bytes", cfg="rust"),
+        lambda _: run.field("module", "load_slab_bytes", cfg="c"), None, once=True)
     row("module_size", "module size in memory (/proc/modules)", None, True,
         lambda _: run.field("module", "size", cfg="rust"), lambda _: run.field("module", "size", cfg="c"),
         None, once=True)
@@ -242,7 +307,11 @@ def markdown(rep):
         f"- kernel: {run['kernel']} (perf), QEMU {run['accelerator'].upper()}, {env.get('cpus')} vCPUs "
         f"(one online for the measurements), clocksource {env.get('clocksource')}, {env.get('fio')}",
         f"- date: {run['date']}",
-        f"- rounds: {run['rounds']}, in alternating order; guest time {run.get('vm_seconds') or '–'} s",
+        f"- rounds: {run['rounds']}"
+        + (f" (and {run['icount_rounds']} counting instructions under -icount)" if run.get("icount_rounds") else "")
+        + (f", in a random order balanced over the rounds (seed {env['seed']})" if env.get("seed") is not None
+           else ", in alternating order")
+        + f"; guest time {run.get('vm_seconds') or '–'} s",
         "- another VM on the host: "
         + ("not sampled" if other is None else f"during {other:.0%} of the measurements" if other else "none"),
         f"- failed measurements: {', '.join(failed) if failed else 'none'}",
@@ -259,7 +328,7 @@ def markdown(rep):
     ]
     for r in rep["table"]:
         label = r["configuration"] + (" (lower is better)" if r["lower_is_better"] else "")
-        cells = [fmt(r[k], run["rounds"], r["measured_once"]) for k in ("rust_over_c", "rust_over_baseline", "c_over_baseline")]
+        cells = [fmt(r[k], r.get("rounds", run["rounds"]), r["measured_once"]) for k in ("rust_over_c", "rust_over_baseline", "c_over_baseline")]
         lines.append(f"| {label} | {r['baseline'] or '–'} | " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -272,9 +341,53 @@ def markdown(rep):
     return "\n".join(lines) + "\n"
 
 
+# The README's short table: (key, what, target); the bounds are issue 15's.
+README_ROWS = [
+    ("rust_over_c_iops", "IOPS, random 4k writes (4 cases)", "≥ 1.10"),
+    ("rust_over_c_iops_ci_low", "its 95% interval's lower end", "≥ 1.0"),
+    ("rust_over_c_iops_integrated_flush", "IOPS with `integrated_flush`", "≥ 1.10"),
+    ("requests_per_write_rust_over_c", "log requests per write", "–"),
+    ("time_per_request_rust_over_c", "time per log request", "–"),
+    ("instructions_per_request_rust_over_c", "guest instructions per request round trip", "–"),
+    ("rust_fast_over_c_iops", "IOPS, request-saving features on", "≥ 2.0"),
+    ("userspace_fast_over_core_iops", "features on ÷ the kernel's core log, QD8, 4 jobs", "≥ 0.5"),
+    ("roundtrip_p50_rust_over_c", "request round trip, p50", "≤ 0.9"),
+    ("roundtrip_p50_over_pingpong", "round trip ÷ bare connector ping-pong", "≤ 1.3"),
+    ("rust_over_c_iops_64_mirrors", "IOPS, 64 mirrors at once", "≥ 1.5"),
+    ("per_log_memory_rust_over_c", "kernel memory per log", "≤ 1.0"),
+    ("module_text_rust_over_c", "module text", "≤ 3.0"),
+]
+README_BEGIN = "<!-- bench-table:begin"
+README_END = "<!-- bench-table:end -->"
+
+
+def readme_table(rep):
+    run = rep["run"]
+    lines = [
+        f"{README_BEGIN} (bench/report.py writes this table) -->",
+        f"Commit {run['commit']}, {run['rounds']} rounds, {run['date']}:",
+        "",
+        "| figure | key in `latest.json` | value | target |",
+        "|---|---|---|---|",
+    ]
+    for key, what, target in README_ROWS:
+        v = rep["ratios"].get(key)
+        lines.append(f"| {what} | `{key}` | {'–' if v is None else f'{v:.2f}'} | {target} |")
+    return "\n".join(lines) + "\n" + README_END
+
+
+def splice_readme(path, rep):
+    """Replaces the README's table between its markers."""
+    text = Path(path).read_text()
+    a, b = text.find(README_BEGIN), text.find(README_END)
+    if a < 0 or b < a:
+        sys.exit(f"{path}: no {README_BEGIN} ... {README_END} markers")
+    Path(path).write_text(text[:a] + readme_table(rep) + text[b + len(README_END):])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("input", help="the KTAP log of the bench suite, or a latest.json")
+    ap.add_argument("input", nargs="+", help="the KTAP logs of the bench suite's boots, or a latest.json")
     ap.add_argument("--out-dir", required=True)
     ap.add_argument("--commit", help="the commit measured")
     ap.add_argument("--dirty", action="store_true", help="the tree had uncommitted changes")
@@ -284,17 +397,23 @@ def main():
     ap.add_argument("--other-vms", help="BUSY/SAMPLES: samples of the run in which another VM ran on the host")
     ap.add_argument("--ko-size", action="append", default=[], help="CFG:TEXT:DATA:BSS of a .ko")
     ap.add_argument("--note", help="a line about the run for latest.md")
+    ap.add_argument("--readme", help="a README whose bench table (between its markers) to rewrite")
     args = ap.parse_args()
 
-    text = Path(args.input).read_text(errors="replace")
     prior = {}
-    if text.lstrip().startswith("{"):
-        prior = json.loads(text)
-        records, tests = prior["records"], prior["tests"]
-    else:
-        records, tests = parse_ktap(text)
+    records, tests = [], []
+    for path in args.input:
+        text = Path(path).read_text(errors="replace")
+        if text.lstrip().startswith("{"):
+            prior = json.loads(text)
+            records += prior["records"]
+            tests += prior["tests"]
+        else:
+            rec, tst = parse_ktap(text)
+            records += rec
+            tests += tst
     if not records:
-        sys.exit(f"no BENCH lines in {args.input}")
+        sys.exit(f"no BENCH lines in {' '.join(args.input)}")
     old = prior.get("run", {})
     ko_sizes = dict(prior.get("ko_sizes", {}))
     for spec in args.ko_size:
@@ -304,8 +423,9 @@ def main():
     if args.other_vms:
         busy, samples = (int(x) for x in args.other_vms.split("/"))
         other = busy / samples if samples else None
-    mtime = datetime.datetime.fromtimestamp(Path(args.input).stat().st_mtime, datetime.timezone.utc)
+    mtime = datetime.datetime.fromtimestamp(Path(args.input[0]).stat().st_mtime, datetime.timezone.utc)
     run = Run(records)
+    icount = Run(records, "icount")
     env = run.find("env") or {}
     rep = {
         "run": {
@@ -315,13 +435,14 @@ def main():
             "date": args.date or old.get("date") or mtime.strftime("%Y-%m-%dT%H:%M:%SZ"),
             "accelerator": args.accel or old.get("accelerator", "tcg"),
             "rounds": len(run.rounds),
+            "icount_rounds": len(icount.rounds),
             "vm_seconds": args.vm_seconds or old.get("vm_seconds"),
             "other_vms_running_fraction": other,
             "note": args.note or old.get("note"),
             "guest": {k: v for k, v in env.items() if k != "kind"},
         },
         "tests": tests,
-        "table": rows(run, ko_sizes),
+        "table": rows(run, icount, ko_sizes),
         "ko_sizes": ko_sizes,
         "records": records,
     }
@@ -329,6 +450,8 @@ def main():
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "latest.json").write_text(json.dumps(rep, indent=1, ensure_ascii=False) + "\n")
+    if args.readme:
+        splice_readme(args.readme, rep)
     md = markdown(rep)
     (out / "latest.md").write_text(md)
     print(md, end="")

@@ -11,6 +11,8 @@
 # DMLU_INITRD_EXTRA=X.cpio.gz is appended to the initramfs, DMLU_APPEND adds to the kernel
 # command line, and DMLU_CUT=1 kills QEMU (a power cut) 0-2 s after the guest prints
 # "dmlu: cut me" on its KTAP port; such a run is judged on the console and the tests before.
+# For make bench: DMLU_ICOUNT=1 runs the guest under TCG's -icount shift=0 (its clock counts
+# executed instructions, 1 ns each), in out/vm/<run>-icount.
 . "$(dirname "$0")/lib.sh"
 
 flavour=${1:?usage: $0 perf|debug rust|c SUITE [TIMEOUT]}
@@ -24,6 +26,7 @@ rust_ko=$("$TOP/scripts/build-module.sh" "$flavour")
 c_ko="$kdir/drivers/md/dm-log-userspace.ko"
 
 run="$TOP/out/vm/$flavour-$variant-$suite"
+[ "${DMLU_ICOUNT:-0}" = 1 ] && run="$run-icount"
 rm -rf "$run" && mkdir -p "$run"
 mapfile -t bins < <("$TOP/scripts/build-userspace.sh")
 extra=()
@@ -41,7 +44,12 @@ done
 [ -n "${DMLU_ACKS:-}" ] && qemu_extra+=(-serial "file:$DMLU_ACKS")
 
 accel=tcg
-if [ "$("$TOP/scripts/kvm-probe.sh" "$kdir")" = yes ]; then accel=kvm; fi
+if [ "${DMLU_ICOUNT:-0}" = 1 ]; then
+	# Instructions as the guest's clock; idle time skipped, not waited for.
+	qemu_extra+=(-icount shift=0,sleep=off)
+elif [ "$("$TOP/scripts/kvm-probe.sh" "$kdir")" = yes ]; then
+	accel=kvm
+fi
 mem=1024
 [ "$flavour" = debug ] && mem=2048
 append="console=ttyS0 panic=-1 oops=panic loglevel=7 dmlu.suite=$suite dmlu.long=${LONG:-0} ${DMLU_APPEND:-}"

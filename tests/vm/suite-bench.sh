@@ -1,49 +1,124 @@
 # shellcheck shell=sh
 # make bench (scripts/bench.sh): every configuration measured in one boot of the perf kernel,
-# back to back and interleaved round by round, so that ratios between them mean something
-# even under TCG. Not a test suite: nothing here judges a figure; a test fails only when a
-# measurement could not be taken. Each figure is one "BENCH kind=... key=value ..." line in
-# the KTAP diagnostics, read by bench/report.py; progress goes to the console.
+# back to back, round by round, so that ratios between them mean something even under TCG.
+# Not a test suite: nothing here judges a figure; a test fails only when a measurement could
+# not be taken. Each figure is one "BENCH kind=... key=value ..." line in the KTAP
+# diagnostics, read by bench/report.py; progress goes to the console.
 #
-# - request_roundtrip: the bare connector ping-pong (bench/pingpong, echoed by
+# Each round runs its configurations in a random order (seeded, recorded) in which every
+# configuration comes first equally often over the rounds; every mirror gets a discarded
+# warm-up write before its figures, so the first configuration after a module load pays no
+# cold caches. Requests and I/O are always counted in the same window (fio's ramp excluded).
+#
+# - roundtrip_round_N: the bare connector ping-pong (bench/pingpong, echoed by
 #   `dm-ulog-bench echo`) and timed status ioctls on a mirror with the kernel's core log, the
 #   C module's and the Rust module's userspace log (each status: GET_SYNC_COUNT + STATUS_INFO);
 # - randwrite_round_N: fio on a two-leg mirror over /dev/ram0 and /dev/ram1, random 4 KiB
-#   writes at iodepth 1 and 8 with 1 and 4 jobs and one sequential case, for the core log and
-#   both modules with and without integrated_flush;
-# - scaling_round_N: 64 mirrors over 1 MiB slices of /dev/ram2 and /dev/ram3 (kernel memory
-#   per mirror from /proc/meminfo before and after creating them, also with the core log),
-#   then 1, 8 and 64 of them written at once, counting the log requests dm-ulogd answers per
-#   second.
+#   writes at iodepth 1 and 8 with 1 and 4 jobs, for the core log and both modules with and
+#   without integrated_flush;
+# - scaling_round_N: 1, 2, 4, ... 64 mirrors over 1 MiB slices of /dev/ram2 and /dev/ram3
+#   written at once, one writer each: IOPS per mirror and log requests in one window;
+# - memory_round_N: /proc/slabinfo (and meminfo) deltas of 256 small mirrors per log type.
+#
+# The kernel command line sets: dmlu.bench_rounds=N (default 10), dmlu.bench_seed=S (the
+# order), dmlu.bench_clock=icount (scripts/bench.sh's second boot, under QEMU's -icount
+# shift=0: the guest's clock counts instructions, 1 ns each; only the round trip and fio at
+# QD1 run there, for figures another VM on the host cannot move).
 #
 # The measurements run on one vCPU (setup takes CPU 1 offline, after one ping-pong on both).
 
-TESTS="setup request_roundtrip_round_1 randwrite_round_1 scaling_round_1
-request_roundtrip_round_2 randwrite_round_2 scaling_round_2
-request_roundtrip_round_3 randwrite_round_3 scaling_round_3
-request_roundtrip_round_4 randwrite_round_4 scaling_round_4 teardown"
-ROUNDS=4
-# One test may take a while under TCG: a round of fio cases is about two minutes.
-TEST_TIMEOUT=900
+ROUNDS=10
+SEED=1
+CLOCK=wall
+for arg in $(cat /proc/cmdline); do
+	case "$arg" in
+	dmlu.bench_rounds=*) ROUNDS=${arg#*=} ;;
+	dmlu.bench_seed=*) SEED=${arg#*=} ;;
+	dmlu.bench_clock=*) CLOCK=${arg#*=} ;;
+	esac
+done
+MEMORY_ROUNDS=3
+[ "$ROUNDS" -lt "$MEMORY_ROUNDS" ] && MEMORY_ROUNDS=$ROUNDS
 
 # The mirror of the fio cases: all of ram0/ram1 (64 MiB), regions of 512 KiB.
 SECTORS=131072
 REGION=1024
-FIO_RUNTIME=3
+FIO_RUNTIME=10
+FIO_RAMP=2
+WARMUP_S=2
 CONFIGS="core c c_if rust rust_if"
-CASES="rand_qd1_j1 rand_qd8_j1 rand_qd1_j4 rand_qd8_j4 seq_qd8_j1"
+CASES="rand_qd1_j1 rand_qd8_j1 rand_qd1_j4 rand_qd8_j4"
 PINGS=5000
 STATUS_COUNT=3000
 STATUS_WARMUP=200
 # Scaling: mirrors of 1 MiB with regions of 128 KiB.
 SCALE_SECTORS=2048
 SCALE_REGION=256
-SCALE_RUNTIME=8
-SCALE_WINDOW_START=3
-SCALE_WINDOW=4
+SCALE_COUNTS="1 2 4 8 16 32 64"
+SCALE_RAMP=2
+SCALE_RUNTIME=5
+# Memory: 256 mirrors of 128 KiB, one region each.
+MEM_LOGS=256
+MEM_SECTORS=256
+
+if [ "$CLOCK" = icount ]; then
+	# Virtual seconds: 10^9 instructions each.
+	CONFIGS="core c rust"
+	CASES="rand_qd1_j1"
+	FIO_RUNTIME=2
+	FIO_RAMP=1
+	WARMUP_S=1
+	PINGS=2000
+	STATUS_COUNT=1000
+fi
+
+TESTS=setup
+r=1
+while [ "$r" -le "$ROUNDS" ]; do
+	TESTS="$TESTS roundtrip_round_$r randwrite_round_$r"
+	eval "roundtrip_round_$r() { request_roundtrip $r; }"
+	eval "randwrite_round_$r() { randwrite_round $r; }"
+	if [ "$CLOCK" = wall ]; then
+		TESTS="$TESTS scaling_round_$r"
+		eval "scaling_round_$r() { scaling_round $r; }"
+		if [ "$r" -le "$MEMORY_ROUNDS" ]; then
+			TESTS="$TESTS memory_round_$r"
+			eval "memory_round_$r() { memory_round $r; }"
+		fi
+	fi
+	r=$((r + 1))
+done
+TESTS="$TESTS teardown"
+# One test may take a while under TCG: a round of fio cases is about five minutes.
+TEST_TIMEOUT=1200
 
 progress() { echo "dmlu-bench: $*" >/dev/console; }
-bench() { echo "BENCH $*"; }
+bench() { echo "BENCH $* clock=$CLOCK"; }
+
+# round_order KIND ROUND LIST: LIST in this round's order. Over the rounds every item of LIST
+# comes first equally often (as far as the count of rounds allows), in a seeded random
+# sequence; the rest of each round is shuffled too.
+round_order() {
+	echo "$3" | awk -v seed="$SEED" -v kind="$1" -v round="$2" -v rounds="$ROUNDS" '{
+		n = split($0, item, " ")
+		h = 0
+		for (i = 1; i <= length(kind); i++) h = (h * 31 + index("abcdefghijklmnopqrstuvwxyz_", substr(kind, i, 1))) % 100003
+		# The firsts: each item ceil(rounds / n) times, shuffled alike in every round.
+		srand(seed * 7919 + h)
+		m = 0
+		for (k = 0; k * n < rounds; k++) for (i = 1; i <= n; i++) first[++m] = item[i]
+		for (i = m; i > 1; i--) { j = int(rand() * i) + 1; t = first[i]; first[i] = first[j]; first[j] = t }
+		f = first[round]
+		# The others, shuffled by the round.
+		srand(seed * 7919 + h + round * 104729)
+		k = 0
+		for (i = 1; i <= n; i++) if (item[i] != f) rest[++k] = item[i]
+		for (i = k; i > 1; i--) { j = int(rand() * i) + 1; t = rest[i]; rest[i] = rest[j]; rest[j] = t }
+		out = f
+		for (i = 1; i <= k; i++) out = out " " rest[i]
+		print out
+	}'
+}
 
 # The module loaded and served by dm-ulogd: ensure_module c|rust. The state outlives the
 # test's subshell in /tmp/bench.loaded.
@@ -118,32 +193,53 @@ module_of() {
 	case $1 in
 	c | c_if) echo c ;;
 	rust | rust_if) echo rust ;;
-	*) cat /tmp/bench.loaded ;;
 	esac
 }
 
-# fio_case DEVICE CASE: one fio run; prints "iops ios clat_mean_us clat_p50_us clat_p99_us".
+# ensure_for CONFIG: the module CONFIG needs, loaded and served (the core log needs none).
+ensure_for() {
+	[ "$1" = core ] || ensure_module "$(module_of "$1")"
+}
+
+# fio_windowed ARGS...: runs fio (terse output to /tmp/fio.out) and counts the log requests
+# dm-ulogd answers from the end of fio's ramp ($ramp seconds, which ARGS set as fio's
+# ramp_time) to fio's end, the window of fio's own figures: prints "TOTAL TYPE:N,...".
+fio_windowed() {
+	fio --output-format=terse --terse-version=3 "$@" >/tmp/fio.out 2>&1 &
+	fpid=$!
+	sleep "$ramp"
+	a=$(server_counts) || { echo "$a"; kill "$fpid"; return 1; }
+	wait "$fpid" || { cat /tmp/fio.out; return 1; }
+	b=$(server_counts) || { echo "$b"; return 1; }
+	counts_delta "$a" "$b"
+}
+
+# fio_case DEVICE CASE: one fio run after its ramp; prints "iops ios clat_mean_us clat_p50_us
+# clat_p99_us reqs by_type".
 fio_case() {
 	case $2 in
 	rand_qd1_j1) rw=randwrite qd=1 jobs=1 ;;
 	rand_qd8_j1) rw=randwrite qd=8 jobs=1 ;;
 	rand_qd1_j4) rw=randwrite qd=1 jobs=4 ;;
 	rand_qd8_j4) rw=randwrite qd=8 jobs=4 ;;
-	seq_qd8_j1) rw=write qd=8 jobs=1 ;;
+	warmup) rw=randwrite qd=8 jobs=1 ;;
 	esac
-	fio --name=b --filename="/dev/mapper/$1" --rw=$rw --bs=4k --direct=1 --ioengine=libaio \
+	ramp=$FIO_RAMP
+	runtime=$FIO_RUNTIME
+	[ "$2" = warmup ] && ramp=0 runtime=$WARMUP_S
+	reqs=$(fio_windowed --name=b --filename="/dev/mapper/$1" --rw=$rw --bs=4k --direct=1 --ioengine=libaio \
 		--iodepth=$qd --numjobs=$jobs --thread --group_reporting --norandommap --randrepeat=0 \
-		--time_based --runtime=$FIO_RUNTIME --output-format=terse --terse-version=3 >/tmp/fio.out 2>&1 ||
-		{ cat /tmp/fio.out; return 1; }
+		--time_based --ramp_time=$ramp --runtime=$runtime) || { echo "$reqs"; return 1; }
 	# terse v3, write side: 47 KiB, 49 IOPS, 57 clat mean, 65 and 71 clat p50 and p99 (us).
-	awk -F';' 'NF > 80 { sub(/.*=/, "", $65); sub(/.*=/, "", $71); print $49, int($47 / 4), $57, $65, $71; exit }' /tmp/fio.out
+	awk -F';' -v reqs="$reqs" 'NF > 80 { sub(/.*=/, "", $65); sub(/.*=/, "", $71); print $49, int($47 / 4), $57, $65, $71, reqs; exit }' /tmp/fio.out
 }
 
 setup() {
 	bench "kind=env kernel=$(uname -r) cpus=$(nproc) mem_kb=$(awk '$1 == "MemTotal:" { print $2 }' /proc/meminfo)" \
 		"clocksource=$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)" \
-		"fio=$(fio --version) rounds=$ROUNDS fio_runtime_s=$FIO_RUNTIME region_sectors=$REGION" \
-		"scale_region_sectors=$SCALE_REGION pings=$PINGS status_count=$STATUS_COUNT"
+		"fio=$(fio --version) rounds=$ROUNDS seed=$SEED fio_runtime_s=$FIO_RUNTIME fio_ramp_s=$FIO_RAMP" \
+		"warmup_s=$WARMUP_S region_sectors=$REGION scale_region_sectors=$SCALE_REGION" \
+		"scale_runtime_s=$SCALE_RUNTIME pings=$PINGS status_count=$STATUS_COUNT memory_rounds=$MEMORY_ROUNDS mem_logs=$MEM_LOGS"
 	fio --enghelp 2>/dev/null | grep -qw libaio || fail "the guest's fio has no libaio engine"
 	# Every page of the RAM disks exists before any timing: brd allocates on first write.
 	for d in 0 1 2 3; do
@@ -157,16 +253,26 @@ setup() {
 	echo 0 >/sys/devices/system/cpu/cpu1/online || fail "cannot take CPU 1 offline"
 	bench "kind=env_cpus online=$(cat /sys/devices/system/cpu/online)"
 	pingpong_run one_vcpu || fail "the ping-pong failed"
-	# Memory figures compare like with like: whatever the first 64 mirrors allocate once
+	# Memory figures compare like with like: whatever the first mirrors allocate once
 	# (caches, device nodes) is allocated here.
-	create_scale_mirrors core 0 >/dev/null || fail "cannot create 64 core mirrors"
-	remove_scale_mirrors || fail "cannot remove the core mirrors"
+	if [ "$CLOCK" = wall ]; then
+		create_mem_mirrors core 0 >/dev/null || fail "cannot create $MEM_LOGS core mirrors"
+		remove_mirrors m $MEM_LOGS || fail "cannot remove the core mirrors"
+	fi
 	echo none >/tmp/bench.loaded
-	ensure_module c || fail "cannot load the C module with dm-ulogd"
-	bench "kind=module cfg=c size=$(awk '$1 == "dm_log_userspace" { print $2 }' /proc/modules)"
-	ensure_module rust || fail "cannot load the Rust module with dm-ulogd"
-	bench "kind=module cfg=rust size=$(awk '$1 == "dm_log_userspace" { print $2 }' /proc/modules)"
-	progress "setup done; $ROUNDS rounds of: round trip, fio ($CONFIGS x $CASES, ${FIO_RUNTIME}s each), scaling 1/8/64 mirrors"
+	for v in c rust; do
+		# What the module takes once: slab before it is loaded and after dm-ulogd is
+		# connected, with no log.
+		stop_server
+		if module_loaded; then unload_module || fail "rmmod failed"; fi
+		echo none >/tmp/bench.loaded
+		m0=$(slab_bytes)
+		ensure_module "$v" || fail "cannot load the $v module with dm-ulogd"
+		m1=$(slab_bytes)
+		bench "kind=module cfg=$v size=$(awk '$1 == "dm_log_userspace" { print $2 }' /proc/modules) load_slab_bytes=$((m1 - m0))"
+	done
+	progress "setup done (clock: $CLOCK, seed $SEED); $ROUNDS rounds of: round trip; fio ($CONFIGS x $CASES," \
+		"${FIO_RAMP}+${FIO_RUNTIME}s each)$([ "$CLOCK" = wall ] && echo "; scaling $SCALE_COUNTS mirrors; $MEMORY_ROUNDS of memory ($MEM_LOGS logs)")"
 }
 
 # pingpong_run LABEL: $PINGS pings echoed by dm-ulog-bench; prints the module's results.
@@ -186,16 +292,9 @@ pingpong_run() {
 	}
 }
 
-# The bare connector round trip, with no log server in group 7 (it would see the pings).
-pingpong() {
-	stop_server
-	pingpong_run "round_$1" || fail "the ping-pong failed"
-	start_server || fail "dm-ulogd did not restart"
-}
-
 # Timed status ioctls on one mirror: status_round CONFIG ROUND
 status_round() {
-	[ "$1" = core ] || ensure_module "$1" || fail "cannot load the $1 module"
+	ensure_for "$1" || fail "cannot load the module for $1"
 	dm create rt --table "$(mirror_line "$1" "RT-$1-$2" $SECTORS $REGION /dev/ram0 /dev/ram1 0)" ||
 		fail "cannot create the $1 mirror"
 	before=$(server_counts) || fail "$before"
@@ -221,73 +320,95 @@ status_round() {
 
 request_roundtrip() {
 	remove_leftovers
-	ensure_module rust || fail "cannot load the Rust module"
-	pingpong "$1"
-	# The order alternates between rounds, so drift on the host evens out.
-	order="core c rust"
-	[ $(($1 % 2)) -eq 0 ] && order="rust c core"
+	# The bare connector round trip, with no log server in group 7 (it would see the pings).
+	stop_server
+	pingpong_run "round_$1" || fail "the ping-pong failed"
+	have=$(cat /tmp/bench.loaded)
+	[ "$have" = none ] || start_server || fail "dm-ulogd did not restart"
+	order=$(round_order roundtrip "$1" "core c rust")
+	bench "kind=order test=roundtrip round=$1 order=$(echo "$order" | tr ' ' ,)"
 	for cfg in $order; do status_round "$cfg" "$1"; done
 }
 
 randwrite_round() {
 	remove_leftovers
-	order=$CONFIGS
-	[ $(($1 % 2)) -eq 0 ] && order=$(echo "$CONFIGS" | tr ' ' '\n' | tac)
+	order=$(round_order randwrite "$1" "$CONFIGS")
+	bench "kind=order test=randwrite round=$1 order=$(echo "$order" | tr ' ' ,)"
 	for cfg in $order; do
-		[ "$cfg" = core ] || ensure_module "$(module_of "$cfg")" || fail "cannot load the module for $cfg"
+		ensure_for "$cfg" || fail "cannot load the module for $cfg"
 		dm create bm --table "$(mirror_line "$cfg" "BM-$cfg-$1" $SECTORS $REGION /dev/ram0 /dev/ram1 0)" ||
 			fail "cannot create the $cfg mirror"
 		dm mknodes bm
-		for c in $CASES; do
-			before=$(server_counts) || fail "$before"
+		r=$(fio_case bm warmup) || fail "fio failed: $cfg warm-up: $r"
+		for c in $(round_order "case_$cfg" "$1" "$CASES"); do
 			r=$(fio_case bm "$c") || fail "fio failed: $cfg $c: $r"
-			after=$(server_counts) || fail "$after"
-			set -- "$1" $r $(counts_delta "$before" "$after")
+			set -- "$1" $r
 			reqs=$7
 			[ "$cfg" = core ] && reqs=0
 			bench "kind=fio cfg=$cfg case=$c round=$1 iops=$2 ios=$3 clat_mean_us=$4 clat_p50_us=$5 clat_p99_us=$6 reqs=$reqs by_type=$8"
-			progress "round $1/$ROUNDS: $cfg $c: $2 IOPS, clat p50 $5 us, $reqs log requests"
+			progress "round $1/$ROUNDS: $cfg $c: $2 IOPS, clat p50 $5 us, $reqs log requests ($(awk -v r="$reqs" -v i="$3" 'BEGIN { printf "%.2f", i ? r / i : 0 }') per write)"
 			set -- "$1"
 		done
 		dm remove bm || fail "cannot remove the $cfg mirror"
 	done
 }
 
-# meminfo_kb: "Slab KernelStack VmallocUsed Percpu" in KiB, after caches are dropped.
-meminfo_kb() {
+# slab_bytes: the bytes of every slab cache's objects in use (/proc/slabinfo: active objects
+# times object size), after freed objects had time to return (RCU).
+slab_bytes() {
 	sync
 	echo 3 >/proc/sys/vm/drop_caches
 	sleep 0.5
-	awk '$1 == "Slab:" { s = $2 } $1 == "KernelStack:" { k = $2 } $1 == "VmallocUsed:" { v = $2 }
-		$1 == "Percpu:" { p = $2 } END { print s, k, v, p }' /proc/meminfo
+	awk 'NR > 2 { s += $2 * $4 } END { printf "%d\n", s }' /proc/slabinfo
 }
 
-# 64 mirrors s0..s63 over 1 MiB slices of ram2/ram3; prints the memory they took (KiB).
-create_scale_mirrors() {
-	m0=$(meminfo_kb)
+# meminfo_kb: "KernelStack VmallocUsed Percpu" in KiB: the kernel memory outside the slabs.
+meminfo_kb() {
+	awk '$1 == "KernelStack:" { k = $2 } $1 == "VmallocUsed:" { v = $2 } $1 == "Percpu:" { p = $2 }
+		END { print k, v, p }' /proc/meminfo
+}
+
+# create_mem_mirrors CONFIG ROUND: $MEM_LOGS mirrors m0.. over 128 KiB slices of ram2/ram3;
+# prints what they took.
+create_mem_mirrors() {
+	s0=$(slab_bytes)
+	k0=$(meminfo_kb)
 	i=0
-	while [ "$i" -lt 64 ]; do
-		dm create "s$i" --table "$(mirror_line "$1" "SC-$1-$2-$i" $SCALE_SECTORS $SCALE_REGION /dev/ram2 /dev/ram3 $((i * SCALE_SECTORS)))" ||
+	while [ "$i" -lt "$MEM_LOGS" ]; do
+		dm create "m$i" --table "$(mirror_line "$1" "ME-$1-$2-$i" $MEM_SECTORS $MEM_SECTORS /dev/ram2 /dev/ram3 $((i * MEM_SECTORS)))" ||
 			return 1
 		i=$((i + 1))
 	done
-	dm mknodes
-	m1=$(meminfo_kb)
-	set -- $m0 $m1
-	echo "slab_kb=$(($5 - $1)) kstack_kb=$(($6 - $2)) vmalloc_kb=$(($7 - $3)) percpu_kb=$(($8 - $4))"
+	s1=$(slab_bytes)
+	k1=$(meminfo_kb)
+	set -- $k0 $k1
+	echo "logs=$MEM_LOGS slab_bytes=$((s1 - s0)) kstack_kb=$(($4 - $1)) vmalloc_kb=$(($5 - $2)) percpu_kb=$(($6 - $3))"
 }
 
-remove_scale_mirrors() {
+# remove_mirrors PREFIX COUNT
+remove_mirrors() {
 	i=0
-	while [ "$i" -lt 64 ]; do
-		dm remove "s$i" || return 1
+	while [ "$i" -lt "$2" ]; do
+		dm remove "$1$i" || return 1
 		i=$((i + 1))
 	done
 }
 
-# N of the 64 mirrors written at once, one writer each (4 KiB random, one write in flight);
-# prints "window_ms iops reqs by_type": log requests answered in a window in the middle of
-# the run (every writer has started; none has stopped).
+memory_round() {
+	remove_leftovers
+	order=$(round_order memory "$1" "$CONFIGS")
+	bench "kind=order test=memory round=$1 order=$(echo "$order" | tr ' ' ,)"
+	for cfg in $order; do
+		ensure_for "$cfg" || fail "cannot load the module for $cfg"
+		mem=$(create_mem_mirrors "$cfg" "$1") || fail "cannot create $MEM_LOGS $cfg mirrors"
+		bench "kind=memory cfg=$cfg round=$1 $mem"
+		progress "round $1/$MEMORY_ROUNDS: $MEM_LOGS $cfg logs: $mem"
+		remove_mirrors m $MEM_LOGS || fail "cannot remove the $cfg mirrors"
+	done
+}
+
+# scale_run N: N of the 64 mirrors written at once, one writer each (4 KiB random, one write
+# in flight), fio's figures per writer: prints "reqs by_type iops_total iops_min iops_max".
 scale_run() {
 	{
 		echo "[global]"
@@ -299,8 +420,8 @@ scale_run() {
 		echo "norandommap"
 		echo "randrepeat=0"
 		echo "time_based"
+		echo "ramp_time=$SCALE_RAMP"
 		echo "runtime=$SCALE_RUNTIME"
-		echo "group_reporting"
 		i=0
 		while [ "$i" -lt "$1" ]; do
 			echo "[s$i]"
@@ -308,55 +429,43 @@ scale_run() {
 			i=$((i + 1))
 		done
 	} >/tmp/scale.fio
-	fio --output-format=terse --terse-version=3 /tmp/scale.fio >/tmp/fio.out 2>&1 &
-	fpid=$!
-	sleep $SCALE_WINDOW_START
-	a=$(server_counts) || { echo "$a"; kill "$fpid"; return 1; }
-	ta=$(now_ms)
-	sleep $SCALE_WINDOW
-	b=$(server_counts) || { echo "$b"; kill "$fpid"; return 1; }
-	tb=$(now_ms)
-	wait "$fpid" || { cat /tmp/fio.out; return 1; }
-	iops=$(awk -F';' 'NF > 80 { print $49; exit }' /tmp/fio.out)
-	echo "$((tb - ta)) $iops $(counts_delta "$a" "$b")"
+	ramp=$SCALE_RAMP
+	reqs=$(fio_windowed /tmp/scale.fio) || { echo "$reqs"; return 1; }
+	# One terse line per writer: its IOPS (field 49) and I/Os (47 KiB / 4).
+	echo "$reqs $(awk -F';' 'NF > 80 { t += $49; ios += int($47 / 4); if (min == "" || $49 < min) min = $49; if ($49 > max) max = $49; n++ }
+		END { print t, min, max, ios, n }' /tmp/fio.out)"
+}
+
+# 64 mirrors s0..s63 over 1 MiB slices of ram2/ram3.
+create_scale_mirrors() {
+	i=0
+	while [ "$i" -lt 64 ]; do
+		dm create "s$i" --table "$(mirror_line "$1" "SC-$1-$2-$i" $SCALE_SECTORS $SCALE_REGION /dev/ram2 /dev/ram3 $((i * SCALE_SECTORS)))" ||
+			return 1
+		i=$((i + 1))
+	done
+	dm mknodes
 }
 
 scaling_round() {
 	remove_leftovers
-	# Memory with the kernel's core log, for comparison.
-	mem=$(create_scale_mirrors core "$1") || fail "cannot create 64 core mirrors"
-	bench "kind=memory cfg=core round=$1 logs=64 $mem"
-	remove_scale_mirrors || fail "cannot remove the core mirrors"
-	order="c rust"
-	[ $(($1 % 2)) -eq 0 ] && order="rust c"
+	order=$(round_order scaling "$1" "c rust")
+	bench "kind=order test=scaling round=$1 order=$(echo "$order" | tr ' ' ,)"
 	for v in $order; do
 		ensure_module "$v" || fail "cannot load the $v module"
-		mem=$(create_scale_mirrors "$v" "$1") || fail "cannot create 64 $v mirrors"
-		bench "kind=memory cfg=$v round=$1 logs=64 $mem"
-		progress "round $1/$ROUNDS: 64 $v logs: $mem"
-		for n in 1 8 64; do
+		create_scale_mirrors "$v" "$1" || fail "cannot create 64 $v mirrors"
+		r=$(scale_run 64) || fail "fio failed on the warm-up of 64 $v mirrors: $r"
+		for n in $(round_order "scale_$v" "$1" "$SCALE_COUNTS"); do
 			r=$(scale_run "$n") || fail "fio failed on $n $v mirrors: $r"
 			set -- "$1" $r
-			bench "kind=scale cfg=$v round=$1 mirrors=$n reqs=$4 window_ms=$2 reqs_per_s=$(($4 * 1000 / $2)) iops=$3 by_type=$5"
-			progress "round $1/$ROUNDS: $n mirrors, $v: $(($4 * 1000 / $2)) log requests/s, $3 IOPS"
+			[ "$8" = "$n" ] || fail "fio reported $8 writers for $n mirrors"
+			bench "kind=scale cfg=$v round=$1 mirrors=$n reqs=$2 by_type=$3 iops=$4 iops_min=$5 iops_max=$6 ios=$7 window_s=$SCALE_RUNTIME"
+			progress "round $1/$ROUNDS: $n mirrors, $v: $4 IOPS (per mirror $5-$6), $(($2 / SCALE_RUNTIME)) log requests/s"
 			set -- "$1"
 		done
-		remove_scale_mirrors || fail "cannot remove the $v mirrors"
+		remove_mirrors s 64 || fail "cannot remove the $v mirrors"
 	done
 }
-
-request_roundtrip_round_1() { request_roundtrip 1; }
-request_roundtrip_round_2() { request_roundtrip 2; }
-request_roundtrip_round_3() { request_roundtrip 3; }
-request_roundtrip_round_4() { request_roundtrip 4; }
-randwrite_round_1() { randwrite_round 1; }
-randwrite_round_2() { randwrite_round 2; }
-randwrite_round_3() { randwrite_round 3; }
-randwrite_round_4() { randwrite_round 4; }
-scaling_round_1() { scaling_round 1; }
-scaling_round_2() { scaling_round 2; }
-scaling_round_3() { scaling_round 3; }
-scaling_round_4() { scaling_round 4; }
 
 teardown() {
 	echo 1 >/sys/devices/system/cpu/cpu1/online
