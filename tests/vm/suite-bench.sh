@@ -105,12 +105,15 @@ round_order() {
 		for (i = 1; i <= length(kind); i++) h = (h * 31 + index("abcdefghijklmnopqrstuvwxyz_", substr(kind, i, 1))) % 100003
 		# The firsts: each item ceil(rounds / n) times, shuffled alike in every round.
 		srand(seed * 7919 + h)
+		for (i = 0; i < 10; i++) rand()
 		m = 0
 		for (k = 0; k * n < rounds; k++) for (i = 1; i <= n; i++) first[++m] = item[i]
 		for (i = m; i > 1; i--) { j = int(rand() * i) + 1; t = first[i]; first[i] = first[j]; first[j] = t }
 		f = first[round]
 		# The others, shuffled by the round.
 		srand(seed * 7919 + h + round * 104729)
+		# (Close seeds start alike: skip the first draws.)
+		for (i = 0; i < 10 + round; i++) rand()
 		k = 0
 		for (i = 1; i <= n; i++) if (item[i] != f) rest[++k] = item[i]
 		for (i = k; i > 1; i--) { j = int(rand() * i) + 1; t = rest[i]; rest[i] = rest[j]; rest[j] = t }
