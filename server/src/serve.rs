@@ -390,7 +390,7 @@ impl<H: Handler, E: Endpoint + AsFd> Server<H, E> {
     /// One turn of the loop: waits for requests or signals, then handles what came;
     /// `Break` when the server is to exit.
     pub fn turn(&mut self) -> Result<ControlFlow<()>> {
-        let (link_ready, _) = {
+        let (link_ready, signalled) = {
             let mut fds = [
                 PollFd::new(self.link.as_fd(), PollFlags::POLLIN),
                 PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
@@ -416,12 +416,16 @@ impl<H: Handler, E: Endpoint + AsFd> Server<H, E> {
                 warn!("{summary}");
             }
         }
-        let pending = self.signals.take();
-        if pending.status {
-            self.handler.status();
-        }
-        if pending.exit && self.handler.may_exit() {
-            return Ok(ControlFlow::Break(()));
+        // A signal's handler sets its flag before it writes to the pipe: a flag that is set
+        // without a byte in the pipe yet is taken on the turn the byte wakes.
+        if signalled {
+            let pending = self.signals.take();
+            if pending.status {
+                self.handler.status();
+            }
+            if pending.exit && self.handler.may_exit() {
+                return Ok(ControlFlow::Break(()));
+            }
         }
         Ok(ControlFlow::Continue(()))
     }
