@@ -194,3 +194,46 @@ fn requests_allocate_nothing_after_warm_up() {
         );
     }
 }
+
+/// The ping-pong's echo, in the same loop, allocates nothing either.
+#[test]
+fn echoes_allocate_nothing_after_warm_up() {
+    use dm_ulog_uapi::{CnMsg, CN_IDX_DM, CN_MSG_SIZE};
+    use dm_ulogd::bench::{Echo, PINGPONG_VAL};
+    struct Count(Cell<u64>);
+    impl Transmit for Count {
+        fn transmit(&self, _: &[u8]) -> io::Result<()> {
+            self.0.set(self.0.get() + 1);
+            Ok(())
+        }
+    }
+    let link = KernelLink::new(Loopback::new(Count(Cell::new(0))));
+    let mut server = Server::with_link(link, Echo::new(None)).unwrap();
+    let ping = |seq| {
+        let mut msg = vec![0; CN_MSG_SIZE + 160];
+        CnMsg {
+            idx: CN_IDX_DM,
+            val: PINGPONG_VAL,
+            seq,
+            ack: 0,
+            len: 160,
+            flags: 0,
+        }
+        .encode(&mut msg)
+        .unwrap();
+        datagram(&msg)
+    };
+    server.link().endpoint().push(ping(0));
+    assert!(server.receive_waiting().unwrap().is_continue());
+    for seq in 1..=1000 {
+        server.link().endpoint().push(ping(seq));
+    }
+    let allocations = allocations_in(|| {
+        while server.link().endpoint().queued() > 0 {
+            assert!(server.receive_waiting().unwrap().is_continue());
+        }
+    });
+    assert_eq!(server.handler().echoed(), 1001);
+    assert_eq!(server.link().endpoint().out.0.get(), 1001);
+    assert_eq!(allocations, 0);
+}
