@@ -13,12 +13,11 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use dm_ulog_uapi::{Request, RequestType, WireError};
-use netlink_sys::Socket;
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use tracing::{info, warn};
 
-use crate::link::{Endpoint, KernelLink, Receipt, Replier};
+use crate::link::{Endpoint, KernelLink, NetlinkSocket, Receipt, Replier, RECEIVE_BATCH};
 use crate::lock::InstanceLock;
 use crate::logs::{Logs, DEFAULT_MAX_LOG_MEMORY};
 use crate::ratelimit::DropWarnings;
@@ -26,8 +25,9 @@ use crate::record::{Recorder, TypeName};
 use crate::signals::Signals;
 use crate::stats::Stats;
 
-/// Datagrams handled before signals are looked at again.
-const BATCH: usize = 256;
+/// Datagrams handled before signals are looked at again: whole receives, so that none waits
+/// in the link's buffers while the loop polls.
+const BATCH: usize = 16 * RECEIVE_BATCH;
 
 /// Options both servers take.
 #[derive(Clone, Debug)]
@@ -281,7 +281,7 @@ impl<R: Responder> Handler for LogService<R> {
 
 /// A server: the receive loop over a link, with signals, and a [`Handler`] for what
 /// arrives.
-pub struct Server<H, E = Socket> {
+pub struct Server<H, E = NetlinkSocket> {
     link: KernelLink<E>,
     signals: Signals,
     handler: H,

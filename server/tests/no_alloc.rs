@@ -237,3 +237,39 @@ fn echoes_allocate_nothing_after_warm_up() {
     assert_eq!(server.link().endpoint().out.0.get(), 1001);
     assert_eq!(allocations, 0);
 }
+
+/// The netlink socket's batched receive (`recvmmsg`) allocates nothing: datagrams unicast by
+/// a second socket (where this host has netlink connector sockets and may unicast).
+#[test]
+fn netlink_receives_allocate_nothing() {
+    use dm_ulogd::link::{Endpoint, NetlinkSocket, RECEIVE_BATCH};
+    use netlink_sys::{protocols::NETLINK_CONNECTOR, Socket, SocketAddr};
+    let open = || {
+        let mut s = Socket::new(NETLINK_CONNECTOR).ok()?;
+        s.bind(&SocketAddr::new(0, 0)).ok()?;
+        Some(s)
+    };
+    let (Some(a), Some(b)) = (open(), open()) else {
+        eprintln!("no NETLINK_CONNECTOR sockets here: not checked");
+        return;
+    };
+    let mut to = SocketAddr::new(0, 0);
+    a.get_address(&mut to).unwrap();
+    let mut endpoint = NetlinkSocket::new(a);
+    const SLOT: usize = 4096;
+    let mut rx = vec![0u8; RECEIVE_BATCH * SLOT];
+    let mut got = [(0, 0); RECEIVE_BATCH];
+    for round in 0..3 {
+        for _ in 0..8 {
+            if let Err(e) = b.send_to(&[1u8; 200], &to, 0) {
+                eprintln!("cannot unicast to a netlink socket ({e}): not checked");
+                return;
+            }
+        }
+        let allocations = allocations_in(|| {
+            assert_eq!(endpoint.receive_many(&mut rx, SLOT, &mut got).unwrap(), 8);
+        });
+        assert!(got[..8].iter().all(|&(n, _)| n == 200));
+        assert_eq!(allocations, 0, "round {round}");
+    }
+}
