@@ -4,16 +4,16 @@
 //! Both report latencies the same way the ping-pong module does: nearest-rank percentiles of
 //! every sample, in nanoseconds.
 
+use std::convert::Infallible;
 use std::fs::File;
-use std::io;
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use dm_ulog_uapi::{CnMsg, CN_IDX_DM, CN_MSG_SIZE};
-use netlink_sys::{protocols::NETLINK_CONNECTOR, Socket, SocketAddr};
 
-use crate::link::{for_each_message, Replier};
+use crate::link::{KernelLink, Replier};
+use crate::serve::{Handler, Server};
 
 /// Connector value of the ping-pong module's messages (`bench/pingpong`): in the log's group
 /// 7, apart from the log's own values (1 and 2).
@@ -75,42 +75,75 @@ pub fn ping_len(msg: &[u8]) -> Option<usize> {
     ((cn.idx, cn.val) == (CN_IDX_DM, PINGPONG_VAL) && len <= msg.len()).then_some(len)
 }
 
-/// Joins connector group 7 and sends every ping back to the kernel unchanged (same id, seq
-/// and payload) until `count` pings were echoed (`None`: forever). Prints `listening` to
-/// stderr once it has joined the group. Needs CAP_NET_ADMIN, and CAP_SYS_ADMIN for the
-/// module to accept the echoes.
-pub fn echo(count: Option<u64>) -> Result<()> {
-    let mut sock = Socket::new(NETLINK_CONNECTOR)
-        .context("cannot open a NETLINK_CONNECTOR socket (is CONFIG_CONNECTOR enabled?)")?;
-    sock.bind(&SocketAddr::new(0, 0))
-        .context("cannot bind the netlink socket")?;
-    sock.add_membership(CN_IDX_DM)
-        .context("cannot join connector group 7: this needs CAP_NET_ADMIN; run as root")?;
-    eprintln!("dm-ulog-bench echo: listening on connector group {CN_IDX_DM}");
-    let mut rx = vec![0u8; 64 * 1024];
-    let mut tx = Vec::new();
-    let mut echoed = 0u64;
-    while count.is_none_or(|c| echoed < c) {
-        let n = match sock.recv_from(&mut &mut rx[..], 0) {
-            Ok((n, from)) if from.port_number() == 0 => n,
-            // Only the kernel sends pings.
-            Ok(_) => continue,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e).context("receiving from the kernel"),
-        };
-        let mut replier = Replier::new(&sock, &mut tx);
-        let mut result = Ok(());
-        for_each_message(&rx[..n], |msg| {
-            let Some(len) = ping_len(msg) else { return };
-            replier.message()[..len].copy_from_slice(&msg[..len]);
-            if result.is_ok() {
-                result = replier.send(len);
-                echoed += 1;
-            }
-        })?;
-        result?;
+/// The ping-pong's userspace half: sends every ping back to the kernel unchanged (same id,
+/// seq and payload) and leaves other messages alone; done after `count` echoes (`None`:
+/// never). A [`Handler`] of the log servers' receive loop, so that the ping-pong's floor is
+/// that loop's.
+pub struct Echo {
+    count: Option<u64>,
+    echoed: u64,
+    failed: Option<anyhow::Error>,
+}
+
+impl Echo {
+    /// Echoes `count` pings (`None`: until stopped).
+    pub fn new(count: Option<u64>) -> Self {
+        Self {
+            count,
+            echoed: 0,
+            failed: None,
+        }
     }
-    Ok(())
+
+    /// Pings echoed so far.
+    pub fn echoed(&self) -> u64 {
+        self.echoed
+    }
+
+    fn done(&self) -> bool {
+        self.count.is_some_and(|c| self.echoed >= c)
+    }
+}
+
+impl Handler for Echo {
+    type Refusal = Infallible;
+
+    fn message(&mut self, msg: &[u8], tx: &mut Replier<'_>, _: Instant) -> Result<(), Infallible> {
+        let Some(len) = ping_len(msg) else {
+            return Ok(());
+        };
+        if self.failed.is_some() || self.done() {
+            return Ok(());
+        }
+        tx.message()[..len].copy_from_slice(&msg[..len]);
+        match tx.send(len) {
+            Ok(()) => self.echoed += 1,
+            Err(e) => self.failed = Some(e),
+        }
+        Ok(())
+    }
+
+    /// A failed send ends the echo with its error.
+    fn finished(&mut self) -> Option<Result<()>> {
+        if let Some(e) = self.failed.take() {
+            return Some(Err(e));
+        }
+        self.done().then_some(Ok(()))
+    }
+}
+
+/// Joins connector group 7 and echoes pings ([`Echo`]) in the receive loop of `dm-ulogd`
+/// until `count` were echoed (`None`: until SIGTERM or SIGINT). Prints `listening` to stderr
+/// once it has joined the group. Needs CAP_NET_ADMIN, and CAP_SYS_ADMIN for the module to
+/// accept the echoes.
+pub fn echo(count: Option<u64>) -> Result<()> {
+    let link = KernelLink::open()?;
+    let server = Server::with_link(link, Echo::new(count))?;
+    eprintln!("dm-ulog-bench echo: listening on connector group {CN_IDX_DM}");
+    if count == Some(0) {
+        return Ok(());
+    }
+    server.run()
 }
 
 /// `struct dm_ioctl`'s size; the interface's version and the flags used here.
@@ -253,6 +286,51 @@ mod tests {
         ping.encode(&mut msg).unwrap();
         assert_eq!(ping_len(&msg[..100]), None);
         assert_eq!(ping_len(&msg[..10]), None);
+    }
+
+    fn ping(seq: u32) -> Vec<u8> {
+        let mut msg = vec![0x5au8; CN_MSG_SIZE + 160];
+        CnMsg {
+            idx: CN_IDX_DM,
+            val: PINGPONG_VAL,
+            seq,
+            ack: 0,
+            len: 160,
+            flags: 0,
+        }
+        .encode(&mut msg)
+        .unwrap();
+        msg
+    }
+
+    /// The echo goes through the log servers' loop: pings come back whole, as one netlink
+    /// message each; log requests and datagrams from processes do not; `count` ends it.
+    #[test]
+    fn echo_is_served_by_the_receive_loop() {
+        use crate::link::{datagram, Capture, Loopback, NLMSG_HDR};
+        let link = KernelLink::new(Loopback::<Capture>::default());
+        let mut server = Server::with_link(link, Echo::new(Some(2))).unwrap();
+        let endpoint = server.link().endpoint();
+        let h =
+            dm_ulog_uapi::Header::request(b"U", 1, dm_ulog_uapi::RequestType::Flush, 9, 0).unwrap();
+        let mut request = vec![0; 512];
+        let n = dm_ulog_uapi::encode_message(&mut request, &h, &[]).unwrap();
+        // A log request and a ping in one datagram, a ping from a process, a ping.
+        let mut both = datagram(&request[..n]);
+        both.extend(datagram(&ping(41)));
+        endpoint.push(both);
+        endpoint.push_from(77, datagram(&ping(42)));
+        endpoint.push(datagram(&ping(43)));
+        endpoint.push(datagram(&ping(44)));
+        assert!(server.receive_waiting().unwrap().is_break());
+        assert_eq!(server.handler().echoed(), 2);
+        let sent = server.link().endpoint().out.0.borrow();
+        assert_eq!(sent.len(), 2);
+        for (echo, seq) in sent.iter().zip([41, 43]) {
+            assert_eq!(&echo[NLMSG_HDR..], &ping(seq)[..]);
+            assert_eq!(&echo[0..4], &(echo.len() as u32).to_ne_bytes());
+            assert_eq!(&echo[8..12], &seq.to_ne_bytes(), "netlink seq");
+        }
     }
 
     #[test]

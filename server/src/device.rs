@@ -177,11 +177,9 @@ impl LogDevice {
     }
 
     /// What status lines call the device: `major:minor` as dm does, else the file's path.
-    pub fn name(&self) -> String {
-        match self.dev {
-            Some(d) => d.to_string(),
-            None => self.path.display().to_string(),
-        }
+    /// Formatted where it is written (a STATUS_INFO reply costs no allocation).
+    pub fn name(&self) -> impl std::fmt::Display + '_ {
+        DeviceName(self)
     }
 
     /// Bytes the device holds.
@@ -313,6 +311,18 @@ impl AsMut<[u8]> for IoBuf {
 impl std::fmt::Debug for IoBuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "IoBuf({} bytes)", self.len)
+    }
+}
+
+/// [`LogDevice::name`].
+struct DeviceName<'a>(&'a LogDevice);
+
+impl std::fmt::Display for DeviceName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.dev {
+            Some(d) => write!(f, "{d}"),
+            None => write!(f, "{}", self.0.path.display()),
+        }
     }
 }
 

@@ -12,8 +12,8 @@
 //! - [`logs::Logs`]: every log's state and the answer to each request
 //!   ([`logs::Logs::handle`]), for the `core` and `disk` logs of the kernel's dm-log.c and
 //!   cmirrord's `clustered-` names, created from the CTR string ([`table`]);
-//! - [`serve`]: the receive loop of `dm-ulogd` and `dm-ulog-hostile`, with signals, the
-//!   request record ([`record`]) and statistics ([`stats`]).
+//! - [`serve`]: the receive loop of `dm-ulogd`, `dm-ulog-hostile` and the benchmark's echo,
+//!   with signals, the request record ([`record`]) and statistics ([`stats`]).
 //!
 //! `examples/minimal_server.rs` serves mirrors with the first three in under a hundred lines.
 

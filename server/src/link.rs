@@ -1,7 +1,7 @@
 //! The server's end of the connector: a netlink socket in group `CN_IDX_DM`.
 
-use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::io::{self, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -10,7 +10,9 @@ use dm_ulog_uapi::{
 };
 use netlink_sys::{protocols::NETLINK_CONNECTOR, Socket, SocketAddr};
 use nix::errno::Errno;
-use nix::sys::socket::MsgFlags;
+use nix::sys::socket::{
+    getsockopt, recvmmsg, setsockopt, sockopt, MsgFlags, MultiHeaders, NetlinkAddr,
+};
 
 use crate::cli::Fatal;
 
@@ -20,16 +22,185 @@ pub const NLMSG_HDR: usize = 16;
 const NLMSG_DONE: u16 = 3;
 /// Buffers: one connector message is at most 16 KiB plus headers; a datagram may hold several.
 const BUF_SIZE: usize = 64 * 1024;
+/// Datagrams one receive takes at most (`recvmmsg`), each in a buffer of its own.
+pub const RECEIVE_BATCH: usize = 16;
+/// The socket receive buffer asked for, in bytes: room for thousands of queued requests.
+/// A datagram the socket drops because it is full costs its request the kernel's timeout
+/// (15 s) before the resend.
+pub const RECEIVE_BUFFER: usize = 8 << 20;
 
-/// The netlink socket the kernel's requests arrive on and replies leave from.
-pub struct KernelLink {
-    sock: Socket,
+/// Where the receive loop's datagrams come from and its messages go: the kernel's netlink
+/// socket ([`NetlinkSocket`]), or in a test an in-memory stand-in.
+pub trait Endpoint: Transmit {
+    /// Takes one waiting datagram into `buf` without blocking; returns its length and the
+    /// netlink port of its sender (0: the kernel). [`io::ErrorKind::WouldBlock`] when none
+    /// is waiting.
+    fn receive(&self, buf: &mut [u8]) -> io::Result<(usize, u32)>;
+
+    /// Takes up to one waiting datagram per `slot` bytes of `bufs` and per entry of `got`,
+    /// without blocking: each one's length and sender's port go to `got`, in order. Returns
+    /// how many were taken, [`io::ErrorKind::WouldBlock`] if none was waiting. Fewer than
+    /// there was room for means that none was left. By default one [`Endpoint::receive`]
+    /// after the other.
+    fn receive_many(
+        &mut self,
+        bufs: &mut [u8],
+        slot: usize,
+        got: &mut [(usize, u32)],
+    ) -> io::Result<usize> {
+        let mut n = 0;
+        for (buf, got) in bufs.chunks_exact_mut(slot).zip(got) {
+            match self.receive(buf) {
+                Ok(datagram) => *got = datagram,
+                // What was taken first is handed on; a lasting error comes back next time.
+                Err(_) if n > 0 => break,
+                Err(e) => return Err(e),
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+/// The kernel's end: a netlink socket, which takes several waiting datagrams with one system
+/// call (`recvmmsg`).
+pub struct NetlinkSocket {
+    socket: Socket,
+    /// `recvmmsg`'s headers and sender addresses, allocated once.
+    headers: MultiHeaders<NetlinkAddr>,
+}
+
+impl NetlinkSocket {
+    /// Receives on `socket`, which is bound already.
+    pub fn new(socket: Socket) -> Self {
+        Self {
+            socket,
+            headers: MultiHeaders::preallocate(RECEIVE_BATCH, None),
+        }
+    }
+
+    /// The socket.
+    pub fn socket(&self) -> &Socket {
+        &self.socket
+    }
+}
+
+impl Transmit for NetlinkSocket {
+    fn transmit(&self, datagram: &[u8]) -> io::Result<()> {
+        self.socket.transmit(datagram)
+    }
+}
+
+impl Endpoint for NetlinkSocket {
+    fn receive(&self, buf: &mut [u8]) -> io::Result<(usize, u32)> {
+        let (n, from) = self
+            .socket
+            .recv_from(&mut &mut buf[..], MsgFlags::MSG_DONTWAIT.bits())?;
+        Ok((n, from.port_number()))
+    }
+
+    fn receive_many(
+        &mut self,
+        bufs: &mut [u8],
+        slot: usize,
+        got: &mut [(usize, u32)],
+    ) -> io::Result<usize> {
+        // No empty buffer goes to the kernel: it would take a datagram and keep nothing.
+        let room = got.len().min(bufs.len() / slot).min(RECEIVE_BATCH);
+        let mut slots = bufs.chunks_exact_mut(slot);
+        let mut iovs: [[IoSliceMut<'_>; 1]; RECEIVE_BATCH] =
+            std::array::from_fn(|_| [IoSliceMut::new(slots.next().unwrap_or_default())]);
+        let received = recvmmsg(
+            self.socket.as_raw_fd(),
+            &mut self.headers,
+            iovs[..room].iter_mut(),
+            MsgFlags::MSG_DONTWAIT,
+            None,
+        )?;
+        let mut n = 0;
+        for (datagram, got) in received.zip(got) {
+            // A netlink datagram always has its sender's address; without one it would be
+            // taken for no kernel's.
+            let port = datagram.address.map_or(u32::MAX, |a| a.pid());
+            *got = (datagram.bytes, port);
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+impl AsFd for NetlinkSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}
+
+/// How a socket's receive buffer was set by [`enlarge_receive_buffer`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReceiveBuffer {
+    /// The size asked for.
+    pub asked: usize,
+    /// The size the kernel reports now (it doubles what is set, for its bookkeeping).
+    pub got: usize,
+    /// Whether `SO_RCVBUFFORCE` set it; otherwise `SO_RCVBUF` did, within
+    /// `net.core.rmem_max`.
+    pub forced: bool,
+}
+
+impl std::fmt::Display for ReceiveBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "netlink receive buffer: {} bytes", self.got)?;
+        if self.forced {
+            write!(f, " (SO_RCVBUFFORCE of {})", self.asked)
+        } else {
+            write!(
+                f,
+                " (SO_RCVBUF of {}, within net.core.rmem_max: SO_RCVBUFFORCE needs CAP_NET_ADMIN)",
+                self.asked
+            )
+        }
+    }
+}
+
+/// Asks for a receive buffer of `bytes`: with `SO_RCVBUFFORCE`, past `net.core.rmem_max`,
+/// where the process has `CAP_NET_ADMIN`, else with `SO_RCVBUF`.
+pub fn enlarge_receive_buffer(socket: &impl AsFd, bytes: usize) -> nix::Result<ReceiveBuffer> {
+    let forced = match setsockopt(socket, sockopt::RcvBufForce, &bytes) {
+        Ok(()) => true,
+        Err(Errno::EPERM) => {
+            setsockopt(socket, sockopt::RcvBuf, &bytes)?;
+            false
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(ReceiveBuffer {
+        asked: bytes,
+        got: getsockopt(socket, sockopt::RcvBuf)?,
+        forced,
+    })
+}
+
+/// The socket the kernel's requests arrive on and replies leave from (normally the netlink
+/// socket; any [`Endpoint`] in tests).
+pub struct KernelLink<E = NetlinkSocket> {
+    sock: E,
+    /// [`RECEIVE_BATCH`] buffers of `BUF_SIZE` bytes, for the datagrams of one receive.
     rx: Vec<u8>,
+    /// Length and sender's port of each datagram of the last receive.
+    got: [(usize, u32); RECEIVE_BATCH],
+    /// The datagrams of the last receive not passed on yet.
+    pending: std::ops::Range<usize>,
+    /// The last receive took fewer than it had room for: nothing is waiting (until poll says
+    /// otherwise).
+    drained: bool,
     tx: Vec<u8>,
+    /// This process's id, for the netlink header of every message sent: asked once.
+    pid: u32,
 }
 
 impl KernelLink {
-    /// Joins the device-mapper connector group. Needs `CAP_NET_ADMIN`.
+    /// Joins the device-mapper connector group, with a large receive buffer (logged). Needs
+    /// `CAP_NET_ADMIN`.
     pub fn open() -> Result<Self> {
         // Neither failure goes away with a restart: exit statuses that stop systemd's retries.
         let mut sock = Socket::new(NETLINK_CONNECTOR).map_err(|e| {
@@ -40,66 +211,106 @@ impl KernelLink {
         })?;
         sock.bind(&SocketAddr::new(0, 0))
             .context("cannot bind the netlink socket")?;
+        match enlarge_receive_buffer(&sock, RECEIVE_BUFFER) {
+            Ok(size) => tracing::info!("{size}"),
+            Err(e) => tracing::warn!(
+                "cannot enlarge the netlink receive buffer ({e}): under a burst of requests \
+                 some may wait for the kernel's resend"
+            ),
+        }
         sock.add_membership(CN_IDX_DM).map_err(|e| {
             Fatal::permission(format!(
                 "cannot join connector group 7 (device-mapper): {e}; this needs CAP_NET_ADMIN, \
                  run as root"
             ))
         })?;
-        Ok(Self {
+        Ok(Self::new(NetlinkSocket::new(sock)))
+    }
+}
+
+impl<E: Endpoint> KernelLink<E> {
+    /// A link over `sock`, which is set up already.
+    pub fn new(sock: E) -> Self {
+        Self {
             sock,
-            rx: vec![0; BUF_SIZE],
+            rx: vec![0; RECEIVE_BATCH * BUF_SIZE],
+            got: [(0, 0); RECEIVE_BATCH],
+            pending: 0..0,
+            drained: false,
             tx: vec![0; BUF_SIZE],
-        })
+            pid: std::process::id(),
+        }
+    }
+
+    /// The endpoint.
+    pub fn endpoint(&self) -> &E {
+        &self.sock
     }
 
     /// Tells the kernel a server is here (see `uapi/announce.rs`); kernels without the
     /// extension drop the message.
     pub fn announce(&mut self) -> Result<()> {
-        let mut replier = Replier::new(&self.sock, &mut self.tx);
+        let mut replier = Replier::with_pid(&self.sock, &mut self.tx, self.pid);
         let n = replier.encode_announce();
         replier
             .send(n)
             .context("announcing the server to the kernel")
     }
 
-    /// Reads one datagram without blocking and calls `f` with each connector message in it
+    /// Takes one datagram without blocking and calls `f` with each connector message in it
     /// (the bytes after its netlink header) and the time the datagram arrived. Datagrams
     /// that do not come from the kernel, and bytes that are no netlink message, are not
     /// passed on: the [`Receipt`] says why, for the caller to report.
+    ///
+    /// Datagrams are received several at a time ([`Endpoint::receive_many`]) and passed on
+    /// one per call; a receive that found fewer than it had room for is followed by one
+    /// [`Receipt::Empty`] without a system call, for the caller to wait (poll) again.
     pub fn receive(
         &mut self,
         mut f: impl FnMut(&[u8], &mut Replier<'_>, Instant),
     ) -> Result<Receipt> {
-        let n = match self
-            .sock
-            .recv_from(&mut &mut self.rx[..], MsgFlags::MSG_DONTWAIT.bits())
-        {
-            // Requests come from the kernel (port 0); a local process could otherwise
-            // unicast forged ones (a DTR, say) to this socket.
-            Ok((n, from)) if from.port_number() == 0 => n,
-            Ok((n, from)) => {
-                return Ok(Receipt::Dropped(format!(
-                    "a datagram of {n} bytes from process port {}: requests must come from \
-                     the kernel",
-                    from.port_number()
-                )))
+        if self.pending.is_empty() {
+            if std::mem::take(&mut self.drained) {
+                return Ok(Receipt::Empty);
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Receipt::Empty),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(Receipt::Handled),
-            Err(e) if e.raw_os_error() == Some(Errno::ENOBUFS as i32) => {
-                // The socket overflowed; the kernel resends what we missed after its timeout.
-                tracing::warn!(
-                    "netlink receive buffer overflowed: requests were lost and will be resent"
-                );
-                return Ok(Receipt::Handled);
+            match self
+                .sock
+                .receive_many(&mut self.rx, BUF_SIZE, &mut self.got)
+            {
+                Ok(n) => {
+                    self.pending = 0..n;
+                    self.drained = n < RECEIVE_BATCH;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Receipt::Empty),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(Receipt::Handled),
+                Err(e) if e.raw_os_error() == Some(Errno::ENOBUFS as i32) => {
+                    // The socket overflowed; the kernel resends what we missed after its
+                    // timeout.
+                    tracing::warn!(
+                        "netlink receive buffer overflowed: requests were lost and will be resent"
+                    );
+                    return Ok(Receipt::Handled);
+                }
+                Err(e) => return Err(e).context("receiving from the kernel"),
             }
-            Err(e) => return Err(e).context("receiving from the kernel"),
+        }
+        let Some(i) = self.pending.next() else {
+            return Ok(Receipt::Empty);
         };
+        let (n, port) = self.got[i];
+        // Requests come from the kernel (port 0); a local process could otherwise unicast
+        // forged ones (a DTR, say) to this socket.
+        if port != 0 {
+            return Ok(Receipt::Dropped(format!(
+                "a datagram of {n} bytes from process port {port}: requests must come from \
+                 the kernel"
+            )));
+        }
+        let datagram = &self.rx[i * BUF_SIZE..][..n.min(BUF_SIZE)];
         let received = Instant::now();
-        let mut replier = Replier::new(&self.sock, &mut self.tx);
+        let mut replier = Replier::with_pid(&self.sock, &mut self.tx, self.pid);
         Ok(
-            match for_each_message(&self.rx[..n], |msg| f(msg, &mut replier, received)) {
+            match for_each_message(datagram, |msg| f(msg, &mut replier, received)) {
                 Ok(()) => Receipt::Handled,
                 Err(e) => Receipt::Dropped(format!("(the rest of) a datagram of {n} bytes: {e}")),
             },
@@ -155,7 +366,7 @@ pub fn for_each_message(datagram: &[u8], mut f: impl FnMut(&[u8])) -> Result<(),
     Ok(())
 }
 
-impl AsFd for KernelLink {
+impl<E: AsFd> AsFd for KernelLink<E> {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.sock.as_fd()
     }
@@ -184,6 +395,69 @@ impl Transmit for Socket {
     }
 }
 
+/// An in-memory [`Endpoint`] for tests and measurements: datagrams queued with
+/// [`Loopback::push`] are received in order, and what is sent goes to `out`.
+#[derive(Default)]
+pub struct Loopback<T = Capture> {
+    queue: std::cell::RefCell<std::collections::VecDeque<(Vec<u8>, u32)>>,
+    /// Where sent messages go.
+    pub out: T,
+}
+
+impl<T> Loopback<T> {
+    /// Nothing queued; messages sent go to `out`.
+    pub fn new(out: T) -> Self {
+        Self {
+            queue: Default::default(),
+            out,
+        }
+    }
+
+    /// Queues a datagram from the kernel.
+    pub fn push(&self, datagram: Vec<u8>) {
+        self.push_from(0, datagram);
+    }
+
+    /// Queues a datagram from netlink port `port`.
+    pub fn push_from(&self, port: u32, datagram: Vec<u8>) {
+        self.queue.borrow_mut().push_back((datagram, port));
+    }
+
+    /// Datagrams not received yet.
+    pub fn queued(&self) -> usize {
+        self.queue.borrow().len()
+    }
+}
+
+impl<T: Transmit> Transmit for Loopback<T> {
+    fn transmit(&self, datagram: &[u8]) -> io::Result<()> {
+        self.out.transmit(datagram)
+    }
+}
+
+impl<T: Transmit> Endpoint for Loopback<T> {
+    fn receive(&self, buf: &mut [u8]) -> io::Result<(usize, u32)> {
+        let (datagram, port) = self
+            .queue
+            .borrow_mut()
+            .pop_front()
+            .ok_or(io::ErrorKind::WouldBlock)?;
+        let n = datagram.len().min(buf.len());
+        buf[..n].copy_from_slice(&datagram[..n]);
+        Ok((n, port))
+    }
+}
+
+/// One netlink message (as the kernel sends it) holding the connector message `msg`.
+pub fn datagram(msg: &[u8]) -> Vec<u8> {
+    let mut d = Vec::with_capacity(NLMSG_HDR + msg.len());
+    d.extend_from_slice(&((NLMSG_HDR + msg.len()) as u32).to_ne_bytes());
+    d.extend_from_slice(&NLMSG_DONE.to_ne_bytes());
+    d.extend_from_slice(&[0; 10]);
+    d.extend_from_slice(msg);
+    d
+}
+
 /// Sends replies to the kernel from one reused buffer.
 ///
 /// A message is built in [`Replier::message`] (everything after the netlink header), may be
@@ -191,15 +465,23 @@ impl Transmit for Socket {
 pub struct Replier<'a> {
     out: &'a dyn Transmit,
     tx: &'a mut Vec<u8>,
+    /// The netlink header's sender port: this process's id.
+    pid: u32,
 }
 
 impl<'a> Replier<'a> {
     /// Replies through `out`, building messages in `tx` (at least 64 KiB are kept).
     pub fn new(out: &'a dyn Transmit, tx: &'a mut Vec<u8>) -> Self {
+        Self::with_pid(out, tx, std::process::id())
+    }
+
+    /// [`Replier::new`] for a caller that knows its process id already (`getpid` is a
+    /// system call, which the receive loop makes once, not per reply).
+    pub fn with_pid(out: &'a dyn Transmit, tx: &'a mut Vec<u8>, pid: u32) -> Self {
         if tx.len() < BUF_SIZE {
             tx.resize(BUF_SIZE, 0);
         }
-        Self { out, tx }
+        Self { out, tx, pid }
     }
 
     /// Replies to a request: its header with `error` and the payload `data`.
@@ -228,7 +510,7 @@ impl<'a> Replier<'a> {
     pub fn encode_announce(&mut self) -> usize {
         Announce {
             version: ANNOUNCE_VERSION,
-            pid: std::process::id(),
+            pid: self.pid,
         }
         .encode(self.message())
         .expect("the buffer holds an announcement")
@@ -255,7 +537,7 @@ impl<'a> Replier<'a> {
         self.tx[4..6].copy_from_slice(&NLMSG_DONE.to_ne_bytes());
         self.tx[6..8].copy_from_slice(&0u16.to_ne_bytes());
         self.tx[8..12].copy_from_slice(&seq.to_ne_bytes());
-        self.tx[12..16].copy_from_slice(&std::process::id().to_ne_bytes());
+        self.tx[12..16].copy_from_slice(&self.pid.to_ne_bytes());
         self.out
             .transmit(&self.tx[..NLMSG_HDR + len])
             .context("sending a reply to the kernel (replies need CAP_SYS_ADMIN)")?;
@@ -329,6 +611,203 @@ mod tests {
             dm_ulog_uapi::Reply::parse(&sent[1][NLMSG_HDR..]),
             Ok(dm_ulog_uapi::Reply::Ack { seq: 78, ack: 9 })
         );
+    }
+
+    fn request(seq: u32) -> Vec<u8> {
+        let h = Header::request(b"U", 3, dm_ulog_uapi::RequestType::GetSyncCount, seq, 0).unwrap();
+        let mut msg = vec![0; 512];
+        let n = encode_message(&mut msg, &h, &[]).unwrap();
+        datagram(&msg[..n])
+    }
+
+    /// Replies carry the process id the link asked for once, and the link passes on only
+    /// what the kernel sent.
+    #[test]
+    fn link_replies_with_its_pid_and_drops_other_senders() {
+        let mut link = KernelLink::new(Loopback::<Capture>::default());
+        link.endpoint().push(request(5));
+        link.endpoint().push_from(4242, request(6));
+        let mut seen = Vec::new();
+        let receipt = link
+            .receive(|msg, tx, _| {
+                let r = dm_ulog_uapi::Request::parse(msg).unwrap();
+                seen.push(r.header.seq);
+                tx.reply(&r.header, 0, &[]).unwrap();
+            })
+            .unwrap();
+        assert_eq!(receipt, Receipt::Handled);
+        let receipt = link.receive(|_, _, _| panic!("passed on")).unwrap();
+        assert!(
+            matches!(&receipt, Receipt::Dropped(what) if what.contains("process port 4242")),
+            "{receipt:?}"
+        );
+        assert_eq!(link.receive(|_, _, _| {}).unwrap(), Receipt::Empty);
+        assert_eq!(seen, [5]);
+        let sent = link.endpoint().out.0.borrow();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(&sent[0][12..16], &std::process::id().to_ne_bytes());
+    }
+
+    /// Counts the receives a link makes.
+    struct Counted(Loopback, usize);
+
+    impl Transmit for Counted {
+        fn transmit(&self, datagram: &[u8]) -> io::Result<()> {
+            self.0.transmit(datagram)
+        }
+    }
+
+    impl Endpoint for Counted {
+        fn receive(&self, buf: &mut [u8]) -> io::Result<(usize, u32)> {
+            self.0.receive(buf)
+        }
+
+        fn receive_many(
+            &mut self,
+            bufs: &mut [u8],
+            slot: usize,
+            got: &mut [(usize, u32)],
+        ) -> io::Result<usize> {
+            self.1 += 1;
+            self.0.receive_many(bufs, slot, got)
+        }
+    }
+
+    /// One receive takes up to [`RECEIVE_BATCH`] datagrams, passed on one per call; after a
+    /// receive that found fewer, the link says it is empty without asking the socket again.
+    #[test]
+    fn datagrams_are_received_in_batches() {
+        let mut link = KernelLink::new(Counted(Loopback::default(), 0));
+        let receipts = |link: &mut KernelLink<Counted>, n| {
+            let mut seqs = Vec::new();
+            for _ in 0..n {
+                let receipt = link
+                    .receive(|msg, _, _| {
+                        seqs.push(dm_ulog_uapi::Request::parse(msg).unwrap().header.seq)
+                    })
+                    .unwrap();
+                assert_eq!(receipt, Receipt::Handled);
+            }
+            seqs
+        };
+        for seq in 0..3 {
+            link.endpoint().0.push(request(seq));
+        }
+        assert_eq!(receipts(&mut link, 3), [0, 1, 2]);
+        assert_eq!(link.endpoint().1, 1);
+        assert_eq!(link.receive(|_, _, _| {}).unwrap(), Receipt::Empty);
+        assert_eq!(link.endpoint().1, 1, "a short receive drained the socket");
+        assert_eq!(link.receive(|_, _, _| {}).unwrap(), Receipt::Empty);
+        assert_eq!(link.endpoint().1, 2);
+
+        let n = RECEIVE_BATCH as u32 + 4;
+        for seq in 0..n {
+            link.endpoint().0.push(request(seq));
+        }
+        assert_eq!(receipts(&mut link, n), (0..n).collect::<Vec<_>>());
+        assert_eq!(link.endpoint().1, 4);
+        assert_eq!(link.receive(|_, _, _| {}).unwrap(), Receipt::Empty);
+        assert_eq!(link.endpoint().1, 4);
+    }
+
+    /// `recvmmsg` on a real netlink socket: three datagrams unicast by another socket (a
+    /// process, so each is dropped) are taken by one call, each with its length and port.
+    #[test]
+    fn netlink_socket_takes_several_datagrams_per_call() {
+        let open = || {
+            let mut s = Socket::new(NETLINK_CONNECTOR).ok()?;
+            s.bind(&SocketAddr::new(0, 0)).ok()?;
+            Some(s)
+        };
+        let (Some(a), Some(b)) = (open(), open()) else {
+            eprintln!("no NETLINK_CONNECTOR sockets here: not checked");
+            return;
+        };
+        let mut addr = SocketAddr::new(0, 0);
+        a.get_address(&mut addr).unwrap();
+        b.get_address(&mut SocketAddr::new(0, 0)).unwrap();
+        let mut from = SocketAddr::new(0, 0);
+        b.get_address(&mut from).unwrap();
+        let sizes = [20usize, 100, 3000];
+        for size in sizes {
+            match b.send_to(&vec![7u8; size], &addr, 0) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                    eprintln!("unicast between netlink sockets needs CAP_NET_ADMIN: not checked");
+                    return;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let mut link = KernelLink::new(NetlinkSocket::new(a));
+        let mut rx = vec![0u8; RECEIVE_BATCH * BUF_SIZE];
+        let mut got = [(0, 0); RECEIVE_BATCH];
+        let n = link.sock.receive_many(&mut rx, BUF_SIZE, &mut got).unwrap();
+        assert_eq!(n, 3);
+        let port = from.port_number();
+        assert_eq!(got[..3], [(20, port), (100, port), (3000, port)]);
+        assert_eq!(&rx[BUF_SIZE..BUF_SIZE + 100], &[7u8; 100][..]);
+        let e = link
+            .sock
+            .receive_many(&mut rx, BUF_SIZE, &mut got)
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        // Through the link: each datagram dropped, by its sender.
+        for size in sizes {
+            b.send_to(&vec![7u8; size], &addr, 0).unwrap();
+        }
+        for size in sizes {
+            let receipt = link.receive(|_, _, _| panic!("passed on")).unwrap();
+            let Receipt::Dropped(what) = receipt else {
+                panic!("{receipt:?}");
+            };
+            assert!(
+                what.starts_with(&format!(
+                    "a datagram of {size} bytes from process port {port}:"
+                )),
+                "{what}"
+            );
+        }
+        assert_eq!(link.receive(|_, _, _| {}).unwrap(), Receipt::Empty);
+    }
+
+    /// With CAP_NET_ADMIN the buffer is set past `net.core.rmem_max`; without it (dropped in
+    /// a thread of its own: capabilities are per thread) SO_RCVBUF sets what it may.
+    #[test]
+    fn receive_buffer_is_forced_where_allowed() {
+        let rmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let want = rmem_max * 2;
+        let (sock, _peer) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        if caps::has_cap(
+            None,
+            caps::CapSet::Effective,
+            caps::Capability::CAP_NET_ADMIN,
+        )
+        .unwrap()
+        {
+            let size = enlarge_receive_buffer(&sock, want).unwrap();
+            assert!(size.forced, "{size:?}");
+            assert!(size.got >= want, "{size:?}");
+        }
+        std::thread::spawn(move || {
+            // Effective only: the thread ends with it.
+            let _ = caps::drop(
+                None,
+                caps::CapSet::Effective,
+                caps::Capability::CAP_NET_ADMIN,
+            );
+            let size = enlarge_receive_buffer(&sock, want).unwrap();
+            assert_eq!((size.asked, size.forced), (want, false));
+            // The kernel doubles what it sets.
+            assert_eq!(size.got, rmem_max * 2, "{size:?}");
+            assert!(size.to_string().contains("SO_RCVBUF of"), "{size}");
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

@@ -115,8 +115,19 @@ fn mib(bytes: u64) -> u64 {
     bytes.div_ceil(1 << 20)
 }
 
-/// A log's identity: its UUID and the kernel's instance id.
-type Key = (Uuid, u64);
+/// A log's identity: its UUID and the kernel's instance id (luid).
+///
+/// Hashed by the luid alone, compared whole: the luid tells the kernel's logs apart already,
+/// and hashing a UUID field's 129 bytes on every request cost more than the rest of the
+/// lookup. Two logs with one luid (different UUIDs) still are two keys.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Key(Uuid, u64);
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.1.hash(state);
+    }
+}
 
 /// One log instance.
 #[derive(Debug)]
@@ -358,7 +369,7 @@ impl Logs {
 
     /// A summary of every log, for the status dump.
     pub fn summaries(&self) -> impl Iterator<Item = LogSummary<'_>> {
-        self.logs.iter().map(|((uuid, luid), log)| LogSummary {
+        self.logs.iter().map(|(Key(uuid, luid), log)| LogSummary {
             uuid,
             luid: *luid,
             log,
@@ -398,7 +409,7 @@ impl Logs {
         out: &mut Vec<u8>,
     ) -> Result<(), LogError> {
         let kind = header.kind()?;
-        let key = (uuid, header.luid);
+        let key = Key(uuid, header.luid);
         let uuid = &key.0;
         if kind == RequestType::Ctr {
             return self.create(key, data, out);
@@ -595,6 +606,42 @@ mod tests {
         assert_eq!(
             lines,
             ["log uuid=UUID-1 luid=2 type=core regions=8 in_sync=8 dirty=0 suspended=false"]
+        );
+    }
+
+    /// The luid finds a log only with its UUID: a request naming another UUID is for a log
+    /// this server does not have.
+    #[test]
+    fn one_luid_with_two_uuids_is_two_logs() {
+        let mut logs = Logs::default();
+        let other = |kind| Header::request(b"UUID-2", 1, kind, 1, 0).unwrap();
+        ask(&mut logs, RequestType::Ctr, 1, b"8192 core 1024").unwrap();
+        assert_eq!(
+            logs.handle(&other(RequestType::GetSyncCount), b"", &mut Vec::new())
+                .map_err(|e| e.errno()),
+            Err(Errno::ESRCH)
+        );
+        logs.handle(
+            &other(RequestType::Ctr),
+            b"8192 core 1024 nosync",
+            &mut Vec::new(),
+        )
+        .unwrap();
+        assert_eq!(logs.len(), 2);
+        let mut out = Vec::new();
+        logs.handle(&other(RequestType::GetSyncCount), b"", &mut out)
+            .unwrap();
+        assert_eq!(out, 8u64.to_ne_bytes());
+        assert_eq!(
+            ask(&mut logs, RequestType::GetSyncCount, 1, b""),
+            Ok(0u64.to_ne_bytes().to_vec())
+        );
+        logs.handle(&other(RequestType::Dtr), b"", &mut Vec::new())
+            .unwrap();
+        assert_eq!(logs.len(), 1);
+        assert_eq!(
+            ask(&mut logs, RequestType::GetSyncCount, 1, b""),
+            Ok(0u64.to_ne_bytes().to_vec())
         );
     }
 

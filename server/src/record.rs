@@ -23,14 +23,23 @@ pub fn padding_is_zero(msg: &[u8]) -> bool {
     msg.get(pad).is_some_and(|p| p.iter().all(|&b| b == 0))
 }
 
-/// The request type's record name: upstream's without `DM_ULOG_`, or `TYPE<n>`.
-pub fn type_name(request_type: u32, out: &mut String) {
-    match RequestType::try_from(request_type) {
-        Ok(k) => out.push_str(k.name()),
-        Err(_) => {
-            let _ = write!(out, "TYPE{request_type}");
+/// A raw request type shown by its record name: upstream's without `DM_ULOG_`, or
+/// `TYPE<n>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TypeName(pub u32);
+
+impl std::fmt::Display for TypeName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match RequestType::try_from(self.0) {
+            Ok(k) => f.write_str(k.name()),
+            Err(_) => write!(f, "TYPE{}", self.0),
         }
     }
+}
+
+/// Appends the request type's record name ([`TypeName`]) to `out`.
+pub fn type_name(request_type: u32, out: &mut String) {
+    let _ = write!(out, "{}", TypeName(request_type));
 }
 
 /// Appends request lines to a file.

@@ -1,28 +1,33 @@
 //! The receive loop both servers share: wait for requests or signals, record, answer, count.
 //!
-//! How a request is answered is up to a [`Responder`]: [`Honest`] for `dm-ulogd`, a
-//! misbehaving one for `dm-ulog-hostile`.
+//! What is done with each message is up to a [`Handler`]: [`LogService`] for the log
+//! servers, where how a request is answered is up to a [`Responder`] ([`Honest`] for
+//! `dm-ulogd`, a misbehaving one for `dm-ulog-hostile`); an echo for the benchmark's
+//! ping-pong, whose floor is then this same loop.
 
+use std::fmt;
+use std::ops::ControlFlow;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use dm_ulog_uapi::{Request, RequestType};
+use dm_ulog_uapi::{Request, RequestType, WireError};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use tracing::{info, warn};
 
-use crate::link::{KernelLink, Receipt, Replier};
+use crate::link::{Endpoint, KernelLink, NetlinkSocket, Receipt, Replier, RECEIVE_BATCH};
 use crate::lock::InstanceLock;
 use crate::logs::{Logs, DEFAULT_MAX_LOG_MEMORY};
 use crate::ratelimit::DropWarnings;
-use crate::record::Recorder;
+use crate::record::{Recorder, TypeName};
 use crate::signals::Signals;
 use crate::stats::Stats;
 
-/// Datagrams handled before signals are looked at again.
-const BATCH: usize = 256;
+/// Datagrams handled before signals are looked at again: whole receives, so that none waits
+/// in the link's buffers while the loop polls.
+const BATCH: usize = 16 * RECEIVE_BATCH;
 
 /// Options both servers take.
 #[derive(Clone, Debug)]
@@ -81,10 +86,8 @@ impl Exchange<'_, '_> {
     }
 
     /// The request's type name as the record format writes it.
-    pub fn type_name(&self) -> String {
-        let mut s = String::new();
-        crate::record::type_name(self.request.header.request_type, &mut s);
-        s
+    pub fn type_name(&self) -> TypeName {
+        TypeName(self.request.header.request_type)
     }
 }
 
@@ -137,145 +140,131 @@ pub fn exit_decision(logs: &Logs, force_exit: bool) -> (bool, String) {
     )
 }
 
-/// A server: the netlink link, the logs and a responder.
-pub struct Server<R> {
-    link: KernelLink,
-    signals: Signals,
+/// What the receive loop does with the connector messages it receives: [`LogService`] for
+/// the log servers, an echo for the benchmark's ping-pong (`crate::bench`).
+pub trait Handler {
+    /// Why a message was refused, formatted only for a warning that is due.
+    type Refusal: fmt::Display;
+
+    /// Handles one connector message (what follows its netlink header), received at
+    /// `received`; replies go through `tx`. A refused message is counted
+    /// ([`Handler::dropped`]) and warned about, at a limited rate.
+    fn message(
+        &mut self,
+        msg: &[u8],
+        tx: &mut Replier<'_>,
+        received: Instant,
+    ) -> Result<(), Self::Refusal>;
+
+    /// Counts a message refused, or a datagram (or its rest) that was no netlink message or
+    /// did not come from the kernel.
+    fn dropped(&mut self) {}
+
+    /// Whether the handler's work is over, asked after each datagram: `Some(Ok(()))` ends the
+    /// loop, `Some(Err(_))` ends it with that error.
+    fn finished(&mut self) -> Option<Result<()>> {
+        None
+    }
+
+    /// SIGUSR1: logs the status.
+    fn status(&mut self) {}
+
+    /// SIGTERM or SIGINT: whether to exit now (a handler that refuses logs why).
+    fn may_exit(&mut self) -> bool {
+        true
+    }
+
+    /// Called once when the loop ends on a signal or [`Handler::finished`].
+    fn exit(&mut self) {}
+}
+
+/// The log servers' handler: parses each request, records it, lets the [`Responder`] answer
+/// it from the logs, and counts it.
+pub struct LogService<R> {
     logs: Logs,
     stats: Stats,
     recorder: Option<Recorder>,
     payload: Vec<u8>,
     responder: R,
     force_exit: bool,
-    drops: DropWarnings,
-    /// Held while the server runs: no second server answers beside it.
-    _lock: InstanceLock,
 }
 
-impl<R: Responder> Server<R> {
-    /// Joins the connector group, installs the signal handlers, opens the record file. The
-    /// lock is proof that no other server runs on this host.
-    pub fn new(config: &Config, lock: InstanceLock, responder: R) -> Result<Self> {
+impl<R: Responder> LogService<R> {
+    /// No logs yet; opens the record file if the configuration names one.
+    pub fn new(config: &Config, responder: R) -> Result<Self> {
         let recorder = config.record.as_deref().map(Recorder::open).transpose()?;
-        let mut link = KernelLink::open()?;
-        if config.announce {
-            link.announce()?;
-            info!("announced to the kernel: requests waiting for a server are resent now");
-        }
         Ok(Self {
-            link,
-            signals: Signals::install()?,
             logs: Logs::with_memory_limit(config.max_log_memory),
             stats: Stats::default(),
             recorder,
             payload: Vec::with_capacity(4096),
             responder,
             force_exit: config.force_exit,
-            drops: DropWarnings::default(),
-            _lock: lock,
         })
     }
 
-    /// Serves until a signal ends it.
-    pub fn run(mut self) -> Result<()> {
-        info!("listening for device-mapper log requests");
-        loop {
-            let (link_ready, _) = {
-                let mut fds = [
-                    PollFd::new(self.link.as_fd(), PollFlags::POLLIN),
-                    PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
-                ];
-                // Wake up to report drops held back by the rate limit, if any are.
-                let timeout = self.drops.due().map_or(PollTimeout::NONE, |due| {
-                    let wait = due.saturating_duration_since(Instant::now());
-                    // Rounded up: waking before it is due would spin.
-                    PollTimeout::try_from(wait.as_millis() + 1).unwrap_or(PollTimeout::MAX)
-                });
-                match poll(&mut fds, timeout) {
-                    Ok(_) => {}
-                    Err(Errno::EINTR) => continue,
-                    Err(e) => return Err(e).context("waiting for requests"),
-                }
-                (fds[0].any().unwrap_or(true), fds[1].any().unwrap_or(true))
-            };
-            if link_ready {
-                for _ in 0..BATCH {
-                    if !self.receive_one()? {
-                        break;
-                    }
-                }
-            }
-            if let Some(summary) = self.drops.summary(Instant::now()) {
-                warn!("{summary}");
-            }
-            let pending = self.signals.take();
-            if pending.status {
-                self.dump_status();
-            }
-            if pending.exit && self.may_exit() {
-                self.responder.exit();
-                return Ok(());
-            }
-        }
+    /// The logs.
+    pub fn logs(&self) -> &Logs {
+        &self.logs
     }
 
-    /// Handles every message of one datagram; `false` if none was waiting.
-    fn receive_one(&mut self) -> Result<bool> {
-        let Self {
-            link,
-            logs,
-            stats,
-            recorder,
-            payload,
-            responder,
-            drops,
-            ..
-        } = self;
-        let receipt = link.receive(|msg, tx, received| {
-            let request = match Request::parse(msg) {
-                Ok(r) => r,
-                Err(e) => {
-                    stats.malformed();
-                    if let Some(line) =
-                        drops.dropped(received, format_args!("malformed message: {e}"))
-                    {
-                        warn!("{line}");
-                    }
-                    return;
-                }
-            };
-            if let Some(rec) = recorder {
-                if let Err(e) = rec.record(msg, &request) {
-                    warn!("cannot write to the record file: {e}");
-                }
-            }
-            let kind = request.header.kind().ok();
-            let mut ex = Exchange {
-                request: &request,
-                kind,
-                logs,
-                payload,
-                tx,
-            };
-            if let Err(e) = responder.respond(&mut ex) {
-                warn!("{e:#}");
-            }
-            stats.record(kind, received.elapsed());
-        })?;
-        match receipt {
-            Receipt::Empty => Ok(false),
-            Receipt::Handled => Ok(true),
-            Receipt::Dropped(what) => {
-                stats.malformed();
-                if let Some(line) = drops.dropped(Instant::now(), what) {
-                    warn!("{line}");
-                }
-                Ok(true)
-            }
-        }
+    /// The request counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
     }
 
-    fn may_exit(&self) -> bool {
+    /// The responder.
+    pub fn responder(&self) -> &R {
+        &self.responder
+    }
+}
+
+impl<R: Responder> Handler for LogService<R> {
+    type Refusal = WireError;
+
+    fn message(
+        &mut self,
+        msg: &[u8],
+        tx: &mut Replier<'_>,
+        received: Instant,
+    ) -> Result<(), WireError> {
+        let request = Request::parse(msg)?;
+        if let Some(rec) = &mut self.recorder {
+            if let Err(e) = rec.record(msg, &request) {
+                warn!("cannot write to the record file: {e}");
+            }
+        }
+        let kind = request.header.kind().ok();
+        let mut ex = Exchange {
+            request: &request,
+            kind,
+            logs: &mut self.logs,
+            payload: &mut self.payload,
+            tx,
+        };
+        if let Err(e) = self.responder.respond(&mut ex) {
+            warn!("{e:#}");
+        }
+        self.stats.record(kind, received.elapsed());
+        Ok(())
+    }
+
+    fn dropped(&mut self) {
+        self.stats.malformed();
+    }
+
+    fn status(&mut self) {
+        info!("status: {} logs", self.logs.len());
+        for s in self.logs.summaries() {
+            info!("{s}");
+        }
+        for line in self.stats.lines() {
+            info!("{line}");
+        }
+        self.responder.status();
+    }
+
+    fn may_exit(&mut self) -> bool {
         let (exit, message) = exit_decision(&self.logs, self.force_exit);
         if self.logs.is_empty() {
             info!("{message}");
@@ -285,15 +274,160 @@ impl<R: Responder> Server<R> {
         exit
     }
 
-    fn dump_status(&mut self) {
-        info!("status: {} logs", self.logs.len());
-        for s in self.logs.summaries() {
-            info!("{s}");
+    fn exit(&mut self) {
+        self.responder.exit();
+    }
+}
+
+/// A server: the receive loop over a link, with signals, and a [`Handler`] for what
+/// arrives.
+pub struct Server<H, E = NetlinkSocket> {
+    link: KernelLink<E>,
+    signals: Signals,
+    handler: H,
+    drops: DropWarnings,
+    /// Held while the server runs: no second server answers beside it.
+    _lock: Option<InstanceLock>,
+}
+
+impl<R: Responder> Server<LogService<R>> {
+    /// A log server: opens the record file, joins the connector group (announcing the
+    /// server unless told not to), installs the signal handlers. The lock is proof that no
+    /// other server runs on this host.
+    pub fn new(config: &Config, lock: InstanceLock, responder: R) -> Result<Self> {
+        let service = LogService::new(config, responder)?;
+        let mut link = KernelLink::open()?;
+        if config.announce {
+            link.announce()?;
+            info!("announced to the kernel: requests waiting for a server are resent now");
         }
-        for line in self.stats.lines() {
-            info!("{line}");
+        let mut server = Self::with_link(link, service)?;
+        server._lock = Some(lock);
+        Ok(server)
+    }
+}
+
+impl<H: Handler, E: Endpoint> Server<H, E> {
+    /// The loop over `link`, handing what arrives to `handler`; installs the signal
+    /// handlers. Takes no lock.
+    pub fn with_link(link: KernelLink<E>, handler: H) -> Result<Self> {
+        Ok(Self {
+            link,
+            signals: Signals::install()?,
+            handler,
+            drops: DropWarnings::default(),
+            _lock: None,
+        })
+    }
+
+    /// The handler.
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+
+    /// The link.
+    pub fn link(&self) -> &KernelLink<E> {
+        &self.link
+    }
+
+    /// Handles the datagrams waiting, up to a batch (then signals get their turn);
+    /// `Break` once the handler has finished.
+    pub fn receive_waiting(&mut self) -> Result<ControlFlow<()>> {
+        for _ in 0..BATCH {
+            let more = self.receive_one()?;
+            if let Some(done) = self.handler.finished() {
+                done?;
+                return Ok(ControlFlow::Break(()));
+            }
+            if !more {
+                break;
+            }
         }
-        self.responder.status();
+        Ok(ControlFlow::Continue(()))
+    }
+
+    /// Handles every message of one datagram; `false` if none was waiting.
+    fn receive_one(&mut self) -> Result<bool> {
+        let Self {
+            link,
+            handler,
+            drops,
+            ..
+        } = self;
+        let receipt = link.receive(|msg, tx, received| {
+            if let Err(why) = handler.message(msg, tx, received) {
+                handler.dropped();
+                if let Some(line) =
+                    drops.dropped(received, format_args!("malformed message: {why}"))
+                {
+                    warn!("{line}");
+                }
+            }
+        })?;
+        match receipt {
+            Receipt::Empty => Ok(false),
+            Receipt::Handled => Ok(true),
+            Receipt::Dropped(what) => {
+                handler.dropped();
+                if let Some(line) = drops.dropped(Instant::now(), what) {
+                    warn!("{line}");
+                }
+                Ok(true)
+            }
+        }
+    }
+}
+
+impl<H: Handler, E: Endpoint + AsFd> Server<H, E> {
+    /// Serves until a signal or the handler ends it.
+    pub fn run(mut self) -> Result<()> {
+        info!("listening for device-mapper log requests");
+        while self.turn()?.is_continue() {}
+        self.handler.exit();
+        Ok(())
+    }
+
+    /// One turn of the loop: waits for requests or signals, then handles what came;
+    /// `Break` when the server is to exit.
+    pub fn turn(&mut self) -> Result<ControlFlow<()>> {
+        let (link_ready, signalled) = {
+            let mut fds = [
+                PollFd::new(self.link.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
+            ];
+            // Wake up to report drops held back by the rate limit, if any are.
+            let timeout = self.drops.due().map_or(PollTimeout::NONE, |due| {
+                let wait = due.saturating_duration_since(Instant::now());
+                // Rounded up: waking before it is due would spin.
+                PollTimeout::try_from(wait.as_millis() + 1).unwrap_or(PollTimeout::MAX)
+            });
+            match poll(&mut fds, timeout) {
+                Ok(_) => {}
+                Err(Errno::EINTR) => return Ok(ControlFlow::Continue(())),
+                Err(e) => return Err(e).context("waiting for requests"),
+            }
+            (fds[0].any().unwrap_or(true), fds[1].any().unwrap_or(true))
+        };
+        if link_ready && self.receive_waiting()?.is_break() {
+            return Ok(ControlFlow::Break(()));
+        }
+        if self.drops.due().is_some() {
+            if let Some(summary) = self.drops.summary(Instant::now()) {
+                warn!("{summary}");
+            }
+        }
+        // A signal's handler sets its flag before it writes to the pipe: a flag that is set
+        // without a byte in the pipe yet is taken on the turn the byte wakes.
+        if signalled {
+            let pending = self.signals.take();
+            if pending.status {
+                self.handler.status();
+            }
+            if pending.exit && self.handler.may_exit() {
+                return Ok(ControlFlow::Break(()));
+            }
+        }
+        Ok(ControlFlow::Continue(()))
     }
 }
 
