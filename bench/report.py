@@ -76,11 +76,9 @@ class Run:
         return self.field("fio", "iops", cfg=cfg, case=case, round=rnd)
 
     def requests_per_write(self, cfg, case, rnd):
-        """Log requests per write, both counted in fio's window (ramp excluded)."""
-        r = self.find("fio", cfg=cfg, case=case, round=rnd)
-        if not r or not r.get("ios") or not isinstance(r.get("reqs"), int) or "clock" not in r:
-            return None
-        return r["reqs"] / r["ios"]
+        """Log requests per write: the rate of requests in a window inside fio's steady run
+        over fio's IOPS (runs before window_ms was recorded have none)."""
+        return per_write(self.find("fio", cfg=cfg, case=case, round=rnd))
 
     def us_per_request(self, cfg, case, rnd):
         """Time per log request at the mirror's pace: 1 / (IOPS x requests per write). With
@@ -108,14 +106,13 @@ class Run:
 
     def scale(self, cfg, n, name, rnd):
         """A figure of n mirrors written at once; only from runs that took IOPS and requests
-        in the same window (window_s), unlike those before."""
+        in the same run (window_ms), unlike those before."""
         r = self.find("scale", cfg=cfg, mirrors=n, round=rnd)
-        v = r.get(name) if r and "window_s" in r else None
+        v = r.get(name) if r and "window_ms" in r else None
         return v if isinstance(v, (int, float)) else None
 
     def scale_requests_per_write(self, cfg, n, rnd):
-        r = self.find("scale", cfg=cfg, mirrors=n, round=rnd)
-        return r["reqs"] / r["ios"] if r and r.get("ios") and isinstance(r.get("reqs"), int) else None
+        return per_write(self.find("scale", cfg=cfg, mirrors=n, round=rnd))
 
     def memory_per_log(self, cfg, rnd):
         """Bytes of kernel memory per mirror: slab objects, and stacks, vmalloc and per-cpu."""
@@ -127,6 +124,23 @@ class Run:
         else:  # records of runs before /proc/slabinfo was read
             slab = r["slab_kb"] * 1024
         return (slab + (r["kstack_kb"] + r["vmalloc_kb"] + r["percpu_kb"]) * 1024) / r["logs"]
+
+    def log_slab_per_log(self, cfg, rnd):
+        """Slab bytes per mirror beyond a core-log mirror's, in the same round: what the log
+        module and its log take (the mirror's own memory is the same with every log; the
+        core log keeps its bitmaps in vmalloc, not in slab)."""
+        mine, core = self.find("memory", cfg=cfg, round=rnd), self.find("memory", cfg="core", round=rnd)
+        if not mine or not core or "slab_bytes" not in mine or "slab_bytes" not in core:
+            return None
+        return (mine["slab_bytes"] - core["slab_bytes"]) / mine["logs"]
+
+
+def per_write(r):
+    """Requests per write of a fio or scale record: requests per second in its window over
+    its IOPS."""
+    if not r or not r.get("iops") or not r.get("window_ms") or not isinstance(r.get("reqs"), int):
+        return None
+    return r["reqs"] * 1000 / r["window_ms"] / r["iops"]
 
 
 def geomean(xs):
@@ -195,7 +209,8 @@ def ratios(table):
         "roundtrip_p50_rust_over_c": g(cell("roundtrip_p50")),
         "roundtrip_p50_over_pingpong": g(cell("roundtrip_p50", "rust_over_baseline")),
         "rust_over_c_iops_64_mirrors": g(cell("scale_64_iops")),
-        "per_log_memory_rust_over_c": g(pick(["memory_per_log", "memory_per_log_if"])),
+        # The memory the log itself takes per log: slab beyond a core-log mirror's.
+        "per_log_memory_rust_over_c": g(pick(["log_slab_per_log", "log_slab_per_log_if"])),
         "module_text_rust_over_c": text["median"] if text else None,
         # What the IOPS ratio is made of: IOPS = 1 / (requests per write x time per request),
         # so rust_over_c_iops = 1 / (these two multiplied).
@@ -267,6 +282,12 @@ def rows(run, icount, ko_sizes):
             "core log", True,
             lambda r, f=flush: run.memory_per_log("rust" + f, r), lambda r, f=flush: run.memory_per_log("c" + f, r),
             lambda r: run.memory_per_log("core", r))
+    for flush in ("", "_if"):
+        row(f"log_slab_per_log{flush}",
+            f"slab per log beyond a core-log mirror's, 256 mirrors{', integrated_flush' if flush else ''}",
+            None, True,
+            lambda r, f=flush: run.log_slab_per_log("rust" + f, r), lambda r, f=flush: run.log_slab_per_log("c" + f, r),
+            None)
     # Measured at setup, not in the rounds.
     row("module_load_slab", "slab the module takes once (loaded, server connected, no log)", None, True,
         lambda _: run.field("module", "load_slab_bytes", cfg="rust"),

@@ -56,7 +56,7 @@ SCALE_SECTORS=2048
 SCALE_REGION=256
 SCALE_COUNTS="1 2 4 8 16 32 64"
 SCALE_RAMP=2
-SCALE_RUNTIME=5
+SCALE_RUNTIME=6
 # Memory: 256 mirrors of 128 KiB, one region each.
 MEM_LOGS=256
 MEM_SECTORS=256
@@ -65,7 +65,7 @@ if [ "$CLOCK" = icount ]; then
 	# Virtual seconds: 10^9 instructions each.
 	CONFIGS="core c rust"
 	CASES="rand_qd1_j1"
-	FIO_RUNTIME=2
+	FIO_RUNTIME=3
 	FIO_RAMP=1
 	WARMUP_S=1
 	PINGS=2000
@@ -204,21 +204,27 @@ ensure_for() {
 	[ "$1" = core ] || ensure_module "$(module_of "$1")"
 }
 
-# fio_windowed ARGS...: runs fio (terse output to /tmp/fio.out) and counts the log requests
-# dm-ulogd answers from the end of fio's ramp ($ramp seconds, which ARGS set as fio's
-# ramp_time) to fio's end, the window of fio's own figures: prints "TOTAL TYPE:N,...".
+# fio_windowed ARGS...: runs fio (terse output to /tmp/fio.out) for $ramp + $runtime seconds
+# (which ARGS set as fio's ramp_time and runtime) and counts the log requests dm-ulogd
+# answers in a window inside fio's own, from half a second after the ramp to half a second
+# before the end, where the I/O runs steadily: prints "TOTAL TYPE:N,... WINDOW_MS". Requests
+# per write are then (TOTAL / WINDOW_MS) / fio's IOPS, both rates of the same steady run.
 fio_windowed() {
 	fio --output-format=terse --terse-version=3 "$@" >/tmp/fio.out 2>&1 &
 	fpid=$!
 	sleep "$ramp"
+	sleep 0.5
+	ta=$(now_ms)
 	a=$(server_counts) || { echo "$a"; kill "$fpid"; return 1; }
+	sleep "$((runtime - 1))"
+	tb=$(now_ms)
+	b=$(server_counts) || { echo "$b"; kill "$fpid"; return 1; }
 	wait "$fpid" || { cat /tmp/fio.out; return 1; }
-	b=$(server_counts) || { echo "$b"; return 1; }
-	counts_delta "$a" "$b"
+	echo "$(counts_delta "$a" "$b") $((tb - ta))"
 }
 
 # fio_case DEVICE CASE: one fio run after its ramp; prints "iops ios clat_mean_us clat_p50_us
-# clat_p99_us reqs by_type".
+# clat_p99_us reqs by_type window_ms".
 fio_case() {
 	case $2 in
 	rand_qd1_j1) rw=randwrite qd=1 jobs=1 ;;
@@ -264,14 +270,17 @@ setup() {
 	fi
 	echo none >/tmp/bench.loaded
 	for v in c rust; do
-		# What the module takes once: slab before it is loaded and after dm-ulogd is
-		# connected, with no log.
+		# What the module takes once: slab before and after loading it, with no log and
+		# no server (whose start and stop would blur the figure).
 		stop_server
 		if module_loaded; then unload_module || fail "rmmod failed"; fi
 		echo none >/tmp/bench.loaded
+		use_variant "$v"
 		m0=$(slab_bytes)
-		ensure_module "$v" || fail "cannot load the $v module with dm-ulogd"
+		load_module || fail "cannot load the $v module"
 		m1=$(slab_bytes)
+		start_server || fail "dm-ulogd did not start"
+		echo "$v" >/tmp/bench.loaded
 		bench "kind=module cfg=$v size=$(awk '$1 == "dm_log_userspace" { print $2 }' /proc/modules) load_slab_bytes=$((m1 - m0))"
 	done
 	progress "setup done (clock: $CLOCK, seed $SEED); $ROUNDS rounds of: round trip; fio ($CONFIGS x $CASES," \
@@ -348,8 +357,8 @@ randwrite_round() {
 			set -- "$1" $r
 			reqs=$7
 			[ "$cfg" = core ] && reqs=0
-			bench "kind=fio cfg=$cfg case=$c round=$1 iops=$2 ios=$3 clat_mean_us=$4 clat_p50_us=$5 clat_p99_us=$6 reqs=$reqs by_type=$8"
-			progress "round $1/$ROUNDS: $cfg $c: $2 IOPS, clat p50 $5 us, $reqs log requests ($(awk -v r="$reqs" -v i="$3" 'BEGIN { printf "%.2f", i ? r / i : 0 }') per write)"
+			bench "kind=fio cfg=$cfg case=$c round=$1 iops=$2 ios=$3 clat_mean_us=$4 clat_p50_us=$5 clat_p99_us=$6 reqs=$reqs by_type=$8 window_ms=$9"
+			progress "round $1/$ROUNDS: $cfg $c: $2 IOPS, clat p50 $5 us, $(awk -v r="$reqs" -v i="$2" -v w="$9" 'BEGIN { printf "%.2f", i && w ? r * 1000 / w / i : 0 }') log requests per write"
 			set -- "$1"
 		done
 		dm remove bm || fail "cannot remove the $cfg mirror"
@@ -357,11 +366,14 @@ randwrite_round() {
 }
 
 # slab_bytes: the bytes of every slab cache's objects in use (/proc/slabinfo: active objects
-# times object size), after freed objects had time to return (RCU).
+# times object size), after freed objects had time to return (RCU) and every cache was shrunk:
+# slabinfo counts the free objects of a CPU's slabs as in use, megabytes over all caches,
+# until a shrink puts those slabs back on the lists it counts exactly.
 slab_bytes() {
 	sync
 	echo 3 >/proc/sys/vm/drop_caches
 	sleep 0.5
+	for s in /sys/kernel/slab/*/shrink; do echo 1 >"$s"; done 2>/dev/null
 	awk 'NR > 2 { s += $2 * $4 } END { printf "%d\n", s }' /proc/slabinfo
 }
 
@@ -411,7 +423,8 @@ memory_round() {
 }
 
 # scale_run N: N of the 64 mirrors written at once, one writer each (4 KiB random, one write
-# in flight), fio's figures per writer: prints "reqs by_type iops_total iops_min iops_max".
+# in flight), fio's figures per writer: prints "reqs by_type window_ms iops_total iops_min
+# iops_max ios writers".
 scale_run() {
 	{
 		echo "[global]"
@@ -433,6 +446,7 @@ scale_run() {
 		done
 	} >/tmp/scale.fio
 	ramp=$SCALE_RAMP
+	runtime=$SCALE_RUNTIME
 	reqs=$(fio_windowed /tmp/scale.fio) || { echo "$reqs"; return 1; }
 	# One terse line per writer: its IOPS (field 49) and I/Os (47 KiB / 4).
 	echo "$reqs $(awk -F';' 'NF > 80 { t += $49; ios += int($47 / 4); if (min == "" || $49 < min) min = $49; if ($49 > max) max = $49; n++ }
@@ -461,9 +475,9 @@ scaling_round() {
 		for n in $(round_order "scale_$v" "$1" "$SCALE_COUNTS"); do
 			r=$(scale_run "$n") || fail "fio failed on $n $v mirrors: $r"
 			set -- "$1" $r
-			[ "$8" = "$n" ] || fail "fio reported $8 writers for $n mirrors"
-			bench "kind=scale cfg=$v round=$1 mirrors=$n reqs=$2 by_type=$3 iops=$4 iops_min=$5 iops_max=$6 ios=$7 window_s=$SCALE_RUNTIME"
-			progress "round $1/$ROUNDS: $n mirrors, $v: $4 IOPS (per mirror $5-$6), $(($2 / SCALE_RUNTIME)) log requests/s"
+			[ "$9" = "$n" ] || fail "fio reported $9 writers for $n mirrors"
+			bench "kind=scale cfg=$v round=$1 mirrors=$n reqs=$2 by_type=$3 window_ms=$4 iops=$5 iops_min=$6 iops_max=$7 ios=$8"
+			progress "round $1/$ROUNDS: $n mirrors, $v: $5 IOPS (per mirror $6-$7), $(($2 * 1000 / $4)) log requests/s"
 			set -- "$1"
 		done
 		remove_mirrors s 64 || fail "cannot remove the $v mirrors"
