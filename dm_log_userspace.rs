@@ -13,6 +13,7 @@ mod presence;
 mod stats;
 mod sys;
 mod table_args;
+mod timeout;
 mod transfer;
 #[path = "uapi/lib.rs"]
 mod uapi;
