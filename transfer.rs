@@ -28,12 +28,12 @@ use kernel::{
 
 use crate::{
     presence::Presence,
-    timeout,
     stats::{Diagnostics, LogStats, StatsFile, TransportStats, TransportView},
     sys::{
         connector::{self, MessageBuf},
         wait::{TimedCompletion, WaitOutcome},
     },
+    timeout,
     uapi::{encode_message, Header, RequestType, CN_MSG_SIZE, HEADER_SIZE, MAX_REQUEST_PAYLOAD},
 };
 
