@@ -39,6 +39,12 @@ module! {
             default: 0,
             description: "seq of the first request (lets tests see the counter wrap at 2^32)",
         },
+        reuse_in_sync: bool {
+            default: true,
+            description: "answer the mirror's second IN_SYNC about a region within one pass of \
+                its worker from the first (0: ask the server every time, as upstream); read \
+                when a table is loaded",
+        },
         max_server_wait: u32 {
             default: 0,
             description: "seconds a log may go without a server before its requests fail \

@@ -105,6 +105,8 @@ impl UserspaceLog {
             }
         }
         let r = self.reconnect();
+        // The new server's answers may differ.
+        self.in_sync_answers.forget();
         let mut busy = self.reattach.lock();
         *busy = false;
         // A CTR that went through starts a new generation, complete or not: FLUSHes answered
