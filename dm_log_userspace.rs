@@ -13,6 +13,7 @@ mod presence;
 mod stats;
 mod sys;
 mod table_args;
+mod timeout;
 mod transfer;
 #[path = "uapi/lib.rs"]
 mod uapi;
@@ -37,6 +38,12 @@ module! {
         first_seq: u32 {
             default: 0,
             description: "seq of the first request (lets tests see the counter wrap at 2^32)",
+        },
+        reuse_in_sync: bool {
+            default: true,
+            description: "answer the mirror's second IN_SYNC about a region within one pass of \
+                its worker from the first (0: ask the server every time, as upstream); read \
+                when a table is loaded",
         },
         max_server_wait: u32 {
             default: 0,

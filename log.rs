@@ -8,6 +8,7 @@
 
 mod construct;
 mod flush;
+mod in_sync;
 mod reconnect;
 mod status;
 
@@ -33,6 +34,7 @@ use crate::{
     },
 };
 use flush::FlushBatch;
+use in_sync::InSyncAnswers;
 
 /// Least time between two IS_REMOTE_RECOVERING requests of one log (as upstream).
 const REMOTE_RECOVERY_QUERY_INTERVAL: Delta = Delta::from_millis(250);
@@ -78,6 +80,9 @@ pub(crate) struct UserspaceLog {
     /// The log device the server named, held as a table dependency.
     _log_dev: Option<LogDevice>,
     batch: Pin<KBox<FlushBatch>>,
+    /// The mirror's second IN_SYNC about a region, answered from its first.
+    #[pin]
+    in_sync_answers: InSyncAnswers,
     /// Every region below this is in sync, as far as the log knows.
     in_sync_hint: Atomic<u64>,
     /// The server's last answer to GET_SYNC_COUNT, given while it is unreachable.
@@ -197,6 +202,7 @@ impl DirtyLog for UserspaceLog {
     fn resume(this: ArcBorrow<'_, Self>) -> Result {
         this.stopping.store(false, Relaxed);
         this.in_sync_hint.store(0, Relaxed);
+        this.in_sync_answers.forget();
         // Clears the mirror's worker recorded after postsuspend stopped the work.
         if this.lazy_flush_due.is_set() {
             this.queue_lazy_flush();
@@ -219,12 +225,19 @@ impl DirtyLog for UserspaceLog {
         if !can_block {
             return Err(EAGAIN); // EWOULDBLOCK
         }
-        Ok(self
+        if let Some(in_sync) = self.in_sync_answers.take(region) {
+            self.stats.in_sync_reused();
+            return Ok(in_sync);
+        }
+        let in_sync = self
             .request_u64(RequestType::InSync, &payload::encode_u64(region))
-            .is_ok_and(|v| v != 0))
+            .is_ok_and(|v| v != 0);
+        self.in_sync_answers.keep(region, in_sync);
+        Ok(in_sync)
     }
 
     fn flush(this: ArcBorrow<'_, Self>) -> Result {
+        this.in_sync_answers.forget();
         let r = this.flush_pending();
         if r.is_err() {
             this.target.table_event();
@@ -272,6 +285,7 @@ impl DirtyLog for UserspaceLog {
     }
 
     fn set_region_sync(&self, region: u64, in_sync: bool) {
+        self.in_sync_answers.forget();
         // The interface cannot fail; a lost update is redone by the next resync.
         let _ = self.request(
             RequestType::SetRegionSync,

@@ -94,6 +94,8 @@ pub(crate) struct LogStats {
     gave_up: Atomic<u64>,
     /// IS_REMOTE_RECOVERING answered "recovering" without asking (the 250 ms rate limit).
     recovery_queries_skipped: Atomic<u64>,
+    /// IN_SYNC answered from the answer to the same question earlier in the worker's pass.
+    in_sync_reused: Atomic<u64>,
     latency: Latency,
 }
 
@@ -114,6 +116,7 @@ impl LogStats {
                 reconnects: Atomic::new(0),
                 gave_up: Atomic::new(0),
                 recovery_queries_skipped: Atomic::new(0),
+                in_sync_reused: Atomic::new(0),
                 latency: Latency::new(),
             },
             GFP_KERNEL,
@@ -159,6 +162,11 @@ impl LogStats {
         self.recovery_queries_skipped.fetch_add(1, Relaxed);
     }
 
+    /// IN_SYNC was answered from a kept answer.
+    pub(crate) fn in_sync_reused(&self) {
+        self.in_sync_reused.fetch_add(1, Relaxed);
+    }
+
     fn show(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
@@ -188,6 +196,7 @@ impl LogStats {
             "recovery_queries_skipped {}",
             self.recovery_queries_skipped.load(Relaxed)
         )?;
+        writeln!(f, "in_sync_reused {}", self.in_sync_reused.load(Relaxed))?;
         let l = &self.latency;
         let count = l.count.load(Relaxed);
         let avg = l.total_us.load(Relaxed).checked_div(count).unwrap_or(0);

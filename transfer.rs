@@ -18,8 +18,12 @@ use kernel::{
     new_condvar, new_spinlock,
     prelude::*,
     str::BStr,
-    sync::{atomic::Relaxed, Arc, CondVar, CondVarTimeoutResult, SpinLock},
-    time::{msecs_to_jiffies, Delta, Instant, Monotonic},
+    sync::{
+        atomic::Relaxed,
+        lock::{spinlock::SpinLockBackend, Guard},
+        Arc, CondVar, CondVarTimeoutResult, SpinLock,
+    },
+    time::{Delta, Instant, Monotonic},
 };
 
 use crate::{
@@ -29,6 +33,7 @@ use crate::{
         connector::{self, MessageBuf},
         wait::{TimedCompletion, WaitOutcome},
     },
+    timeout,
     uapi::{encode_message, Header, RequestType, CN_MSG_SIZE, HEADER_SIZE, MAX_REQUEST_PAYLOAD},
 };
 
@@ -111,6 +116,8 @@ struct Inner {
     replies: KVec<[u8; MAX_REPLY]>,
     /// Slots no request uses.
     free: KVec<Ticket>,
+    /// Requests waiting for a free slot.
+    slot_waiters: usize,
 }
 
 /// The link to the log server, shared by every log.
@@ -171,6 +178,7 @@ impl Transport {
             slot_by_seq: [0; SEQ_INDEX],
             replies,
             free,
+            slot_waiters: 0,
         };
         Arc::pin_init(
             try_pin_init!(Self {
@@ -278,12 +286,9 @@ impl Transport {
         if self.presence.announcements() != seen {
             return Ok(());
         }
-        // CAST: a positive number of milliseconds below 2^32.
-        let jiffies =
-            msecs_to_jiffies(timeout.as_millis_ceil().clamp(0, i64::from(u32::MAX)) as u32);
         match self
             .server_announced
-            .wait_interruptible_timeout(&mut inner, jiffies)
+            .wait_interruptible_timeout(&mut inner, timeout::jiffies(timeout))
         {
             CondVarTimeoutResult::Signal { .. } => Err(EINTR),
             CondVarTimeoutResult::Timeout | CondVarTimeoutResult::Woken { .. } => Ok(()),
@@ -344,8 +349,7 @@ impl Transport {
             }
             return Err(e);
         }
-        // CAST: at most `REPLY_TIMEOUT` in milliseconds, which fits.
-        let waited = done.wait(msecs_to_jiffies(wait.as_millis_ceil() as u32));
+        let waited = done.wait(timeout::jiffies(wait));
         let mut inner = self.inner.lock();
         let answer = inner.waiters[slot].take().and_then(|w| w.answer);
         // The receive path completes under this lock, and only while an answer is missing:
@@ -371,8 +375,26 @@ impl Transport {
     /// All slots busy means the server answers nothing (stopped, or swamped by more mirrors
     /// than slots): a log with a bounded wait must not wait for it longer than the bound.
     fn take_ticket(&self, max_wait: Option<Delta>) -> Result<Ticket> {
-        let start = Instant::<Monotonic>::now();
         let mut inner = self.inner.lock();
+        if let Some(t) = inner.free.pop() {
+            self.stats.slots_busy.fetch_add(1, Relaxed);
+            return Ok(t);
+        }
+        // Every slot is busy: the clock is read only now, off the common path.
+        let start = Instant::<Monotonic>::now();
+        inner.slot_waiters += 1;
+        let taken = self.wait_for_ticket(&mut inner, start, max_wait);
+        inner.slot_waiters -= 1;
+        taken
+    }
+
+    /// [`Self::take_ticket`]'s wait for a slot, counted in [`Inner::slot_waiters`].
+    fn wait_for_ticket(
+        &self,
+        inner: &mut Guard<'_, Inner, SpinLockBackend>,
+        start: Instant<Monotonic>,
+        max_wait: Option<Delta>,
+    ) -> Result<Ticket> {
         loop {
             if let Some(t) = inner.free.pop() {
                 self.stats.slots_busy.fetch_add(1, Relaxed);
@@ -382,7 +404,7 @@ impl Transport {
                 Some(bound) => {
                     let left = bound - start.elapsed();
                     if left <= Delta::ZERO {
-                        self.pass_on_wakeup(&inner);
+                        self.pass_on_wakeup(inner);
                         return Err(ETIMEDOUT);
                     }
                     if left < REPLY_TIMEOUT {
@@ -393,13 +415,11 @@ impl Transport {
                 }
                 None => REPLY_TIMEOUT,
             };
-            // CAST: at most `REPLY_TIMEOUT` in milliseconds, which fits.
-            let jiffies = msecs_to_jiffies(step.as_millis_ceil() as u32);
             if let CondVarTimeoutResult::Signal { .. } = self
                 .slot_freed
-                .wait_interruptible_timeout(&mut inner, jiffies)
+                .wait_interruptible_timeout(inner, timeout::jiffies(step))
             {
-                self.pass_on_wakeup(&inner);
+                self.pass_on_wakeup(inner);
                 return Err(EINTR);
             }
         }
@@ -419,8 +439,12 @@ impl Transport {
             pr_err!("transport slot list overflow\n");
         }
         self.stats.slots_busy.fetch_sub(1, Relaxed);
+        // A wake-up costs a lock of the wait queue even when nobody waits on it.
+        let wake = inner.slot_waiters > 0;
         drop(inner);
-        self.slot_freed.notify_one();
+        if wake {
+            self.slot_freed.notify_one();
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use kernel::{
     time::Delta,
 };
 
-use super::{flush::FlushBatch, UserspaceLog};
+use super::{flush::FlushBatch, in_sync::InSyncAnswers, UserspaceLog};
 use crate::{
     atomic_instant::AtomicInstant,
     stats::LogStats,
@@ -205,6 +205,7 @@ fn construct_inner(
         region_count,
         _log_dev: log_dev,
         batch,
+        in_sync_answers <- InSyncAnswers::new(crate::module_parameters::reuse_in_sync.value()),
         in_sync_hint: Atomic::new(0),
         last_sync_count: Atomic::new(0),
         last_recovery_query: AtomicInstant::new(),

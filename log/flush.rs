@@ -20,19 +20,20 @@ use kernel::{
     impl_has_delayed_work, new_spinlock,
     prelude::*,
     sync::{atomic::Relaxed, Arc, ArcBorrow, SpinLock},
-    time::{msecs_to_jiffies, Delta, Instant, Monotonic},
+    time::{Delta, Instant, Monotonic},
     workqueue::{self, WorkItem},
 };
 
 use super::UserspaceLog;
 use crate::{
     sys::work::cancel_delayed_sync,
+    timeout,
     transfer::uuid_tail,
     uapi::{payload, RequestType, MAX_REQUEST_PAYLOAD},
 };
 
-/// With `integrated_flush`, how long clears may wait for a FLUSH, in ms (as upstream).
-const LAZY_FLUSH_DELAY_MS: u32 = 3000;
+/// With `integrated_flush`, how long clears may wait for a FLUSH (as upstream).
+const LAZY_FLUSH_DELAY: Delta = Delta::from_millis(3000);
 
 /// Entries each list holds without allocating.
 const RESERVED: usize = 256;
@@ -192,10 +193,8 @@ impl WorkItem for UserspaceLog {
         }
         let wait = deadline - Instant::<Monotonic>::now();
         if wait > Delta::ZERO {
-            // CAST: clamped to a positive number of milliseconds below 2^32.
-            let ms = wait.as_millis_ceil().clamp(1, i64::from(u32::MAX)) as u32;
             // If it is queued already, that run takes over.
-            let _ = workqueue::system_long().enqueue_delayed(this, msecs_to_jiffies(ms));
+            let _ = workqueue::system_long().enqueue_delayed(this, timeout::jiffies(wait));
             return;
         }
         if this.lazy_flush_due.take().is_some() {
@@ -295,8 +294,7 @@ impl UserspaceLog {
             self.lazy_flush_due.take();
         } else if sent_clears && !self.lazy_flush_due.is_set() {
             // Flushes come from the mirror's one worker, so nothing races with this.
-            let delay = Delta::from_millis(i64::from(LAZY_FLUSH_DELAY_MS));
-            self.lazy_flush_due.set(Instant::now() + delay);
+            self.lazy_flush_due.set(Instant::now() + LAZY_FLUSH_DELAY);
             self.queue_lazy_flush();
         }
         Ok(())
@@ -330,6 +328,6 @@ impl UserspaceLog {
     /// waits on.
     pub(super) fn queue_lazy_flush(self: ArcBorrow<'_, Self>) {
         let _ = workqueue::system_long()
-            .enqueue_delayed(Arc::from(self), msecs_to_jiffies(LAZY_FLUSH_DELAY_MS));
+            .enqueue_delayed(Arc::from(self), timeout::jiffies(LAZY_FLUSH_DELAY));
     }
 }

@@ -10,11 +10,12 @@
 use kernel::{
     prelude::*,
     sync::{atomic::Relaxed, CondVarTimeoutResult, MutexGuard},
-    time::{msecs_to_jiffies, Delta},
+    time::Delta,
 };
 
 use super::UserspaceLog;
 use crate::{
+    timeout,
     transfer::uuid_tail,
     uapi::{payload, RequestType, DEVICE_NAME_SIZE, MAX_REQUEST_PAYLOAD},
 };
@@ -104,6 +105,8 @@ impl UserspaceLog {
             }
         }
         let r = self.reconnect();
+        // The new server's answers may differ.
+        self.in_sync_answers.forget();
         let mut busy = self.reattach.lock();
         *busy = false;
         // A CTR that went through starts a new generation, complete or not: FLUSHes answered
@@ -122,12 +125,7 @@ impl UserspaceLog {
         if self.transport.past_bound(self.max_wait) {
             return Err(ETIMEDOUT);
         }
-        // CAST: clamped to a positive number of milliseconds below 2^32.
-        let ms = self
-            .reconnect_pause()
-            .as_millis_ceil()
-            .clamp(1, i64::from(u32::MAX)) as u32;
-        let pause = msecs_to_jiffies(ms);
+        let pause = timeout::jiffies(self.reconnect_pause());
         match self.reattached.wait_interruptible_timeout(busy, pause) {
             CondVarTimeoutResult::Signal { .. } => Err(EINTR),
             _ => Ok(()),

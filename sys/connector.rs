@@ -167,7 +167,9 @@ impl<const N: usize> MessageBuf<N> {
 const GFP_NOIO: bindings::gfp_t =
     bindings::GFP_KERNEL & !((1 << bindings::___GFP_IO_BIT) | (1 << bindings::___GFP_FS_BIT));
 
-/// Broadcasts the message at the start of `buf` to the group of its connector id.
+/// Broadcasts the message at the start of `buf` to the group of its connector id, which is
+/// the id's `idx` (the connector registers every callback with that group). Naming the group
+/// spares the connector a search of its callbacks under a lock on every message.
 ///
 /// Fails with `ESRCH` when no server listens on that group.
 pub(crate) fn send<const N: usize>(buf: &mut MessageBuf<N>) -> Result {
@@ -176,7 +178,7 @@ pub(crate) fn send<const N: usize>(buf: &mut MessageBuf<N>) -> Result {
         return Err(EINVAL);
     }
     // SAFETY: `buf` is aligned for `cn_msg` and holds the envelope and its `len` bytes (checked
-    // above); the connector copies the message before returning. Port and group 0 make it
-    // broadcast to the group registered for the envelope's id.
-    to_result(unsafe { raw::cn_netlink_send(buf.0.as_mut_ptr().cast(), 0, 0, GFP_NOIO) })
+    // above); the connector copies the message before returning. Port 0 and a group make it
+    // a broadcast to that group.
+    to_result(unsafe { raw::cn_netlink_send(buf.0.as_mut_ptr().cast(), 0, cn.idx, GFP_NOIO) })
 }

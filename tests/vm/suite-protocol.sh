@@ -10,7 +10,7 @@ unprivileged_reply_ignored unprivileged_socket_ignored reply_must_name_the_log_a
 repeated_feature_refused
 status_info_failure_default flush_failure_raises_event
 failure_defaults_and_short_replies lying_data_size_dropped flush_group_failure_falls_back_to_single_regions
-in_sync_never_sent_from_map remote_recovering_rate_limited_and_hinted
+in_sync_never_sent_from_map in_sync_asked_once_per_write remote_recovering_rate_limited_and_hinted
 server_restart_reconnects suspend_resume_not_retried_without_server
 integrated_flush_marks_ride_in_flush integrated_flush_lazy_clear_flush
 integrated_flush_early_at_postsuspend_and_dtr debugfs_counters_match_the_record teardown
@@ -364,6 +364,40 @@ in_sync_never_sent_from_map() {
 	n=$(($(count_requests "$REC" IN_SYNC) - before))
 	remove_all
 	[ "$n" -eq 4 ] || fail "$n IN_SYNC requests for 4 reads (want 4)"
+}
+
+# in_sync_per_write: IN_SYNC requests for four writes, one at a time, to four idle regions.
+in_sync_per_write() {
+	serve
+	create_mirror m0 "$UUID" clustered-core 1024 || fail "create failed"
+	wait_in_sync m0 60 || fail "no sync"
+	sleep 1
+	before=$(count_requests "$REC" IN_SYNC)
+	for r in 3 5 7 9; do
+		dd if=/dev/zero of=/dev/mapper/m0 bs=4k count=1 seek=$((r * 128)) oflag=direct 2>/dev/null || fail "write failed"
+		sleep 0.2
+	done
+	echo $(($(count_requests "$REC" IN_SYNC) - before))
+	remove_all
+}
+
+# dm-raid1 asks IN_SYNC twice for a write to a region its region hash does not hold; the Rust
+# module answers the second from the first (log/in_sync.rs) unless reuse_in_sync=0.
+in_sync_asked_once_per_write() {
+	n=$(in_sync_per_write) || fail "$n"
+	echo "$n IN_SYNC requests for 4 writes ($VARIANT module)"
+	if [ "$VARIANT" = c ]; then
+		[ "$n" -eq 8 ] || fail "$n IN_SYNC requests for 4 writes (upstream asks 8)"
+		return
+	fi
+	[ "$n" -eq 4 ] || fail "$n IN_SYNC requests for 4 writes (want 4: one per write)"
+	unload_module || fail "rmmod failed"
+	insmod "$MODULE" reuse_in_sync=0 || fail "insmod reuse_in_sync=0 failed"
+	n=$(in_sync_per_write) || fail "$n"
+	echo "reuse_in_sync=0: $n IN_SYNC requests for 4 writes"
+	unload_module || fail "rmmod failed"
+	load_module || fail "insmod failed"
+	[ "$n" -eq 8 ] || fail "reuse_in_sync=0: $n IN_SYNC requests for 4 writes (want 8, as upstream)"
 }
 
 remote_recovering_rate_limited_and_hinted() {

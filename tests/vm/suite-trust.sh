@@ -6,7 +6,7 @@
 # Tests that leave the C module stuck come last.
 
 TESTS="setup killed_create_leaves_no_log lazy_flush_done_before_dtr_returns slot_wait_bounded
-suspend_without_server_bounded unflushed_marks_resent_after_restart teardown
+slot_waiters_woken suspend_without_server_bounded unflushed_marks_resent_after_restart teardown
 kmemleak_reports_nothing"
 
 UUID=TRUST-UUID-0001
@@ -25,7 +25,7 @@ serve() {
 }
 
 remove_all() {
-	for d in $(dm ls 2>/dev/null | awk '$1 ~ /^(m[0-9]|s[0-9]+|sb|k0|dly)$/ { print $1 }'); do
+	for d in $(dm ls 2>/dev/null | awk '$1 ~ /^(m[0-9]|s[0-9]+|w[0-9]|sb|k0|dly)$/ { print $1 }'); do
 		dm remove "$d" 2>/dev/null
 	done
 	return 0
@@ -130,6 +130,37 @@ slot_wait_bounded() {
 	remove_all
 	[ "$bounded" -eq 0 ] || fail "the bounded log waited for a slot past max_server_wait (20 s)"
 	[ "$killed" -eq 0 ] || fail "a killed dmsetup kept waiting for a slot"
+}
+
+# More writers than request slots while the server is stopped: once it goes on, the requests
+# that waited for a slot get one as slots free up. (The module wakes a slot's waiters only
+# when some wait; a lost wake-up would hold each of them for the 15 s step of that wait.)
+slot_waiters_woken() {
+	[ "$VARIANT" = c ] && { echo "request slots are this module's"; exit "$KSFT_SKIP"; }
+	serve
+	many_mirrors s SLOTW 256 || fail "64 mirrors could not be made"
+	for i in 0 1 2 3 4 5 6 7; do
+		dm create "w$i" --table "0 256 mirror userspace 4 SLOTW-x$i core 256 nosync 2 /dev/ram2 $((i * 256)) /dev/ram3 $((i * 256))" ||
+			fail "mirror w$i failed"
+	done
+	dm mknodes
+	kill -STOP "$(cat /tmp/dm-ulogd.pid)"
+	writers=
+	for d in $(dm ls | awk '$1 ~ /^(s[0-9]+|w[0-9])$/ { print $1 }'); do
+		dd if=/dev/zero of="/dev/mapper/$d" bs=4k count=1 oflag=direct 2>/dev/null &
+		writers="$writers $!"
+	done
+	wait_for 60 slots_full ||
+		fail "the 64 request slots did not fill: $(transport_stat slots_busy) busy"
+	# The other writers' requests are waiting for a slot by now.
+	sleep 1
+	t0=$(now_ms)
+	kill -CONT "$(cat /tmp/dm-ulogd.pid)"
+	for p in $writers; do wait "$p"; done
+	took=$(($(now_ms) - t0))
+	echo "72 writers on 72 mirrors ended ${took} ms after the server went on"
+	remove_all
+	[ "$took" -lt 10000 ] || fail "requests that waited for a slot were not woken when slots freed up (${took} ms)"
 }
 
 # With integrated_flush, a lazy FLUSH (for clears) due when the mirror suspends, or is

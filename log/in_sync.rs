@@ -1,0 +1,91 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! IN_SYNC answers kept for the mirror's second question about the same region.
+//!
+//! For a write to a region its region hash does not hold, dm-raid1 asks IN_SYNC twice in one
+//! pass of its worker: to classify the write (`dm_rh_get_state`), then again when it adds the
+//! region to the hash (`__rh_alloc`), and it flushes the log right after. The second question
+//! is answered from the first. An answer is used at most once, and all are forgotten at every
+//! flush, set_region_sync, resume and reconnect: none outlives the worker pass that asked, so
+//! the mirror decides on the answer the server gave within that pass, as it would have.
+//!
+//! On by default; the module parameter `reuse_in_sync=0` turns it off for new tables (the
+//! request stream is then upstream's).
+
+use kernel::{new_spinlock, prelude::*, sync::SpinLock};
+
+/// Answers kept at most: one per write a worker pass classifies; more are asked again.
+const KEPT: usize = 16;
+
+/// A region and the server's answer to IN_SYNC about it.
+#[derive(Clone, Copy)]
+struct Answer {
+    region: u64,
+    in_sync: bool,
+}
+
+/// The answers one log keeps.
+#[pin_data]
+pub(super) struct InSyncAnswers {
+    /// Off: nothing is kept.
+    enabled: bool,
+    #[pin]
+    kept: SpinLock<Kept>,
+}
+
+struct Kept {
+    answers: [Answer; KEPT],
+    len: usize,
+}
+
+impl InSyncAnswers {
+    pub(super) fn new(enabled: bool) -> impl PinInit<Self> {
+        pin_init!(Self {
+            enabled,
+            kept <- new_spinlock!(
+                Kept {
+                    answers: [Answer { region: 0, in_sync: false }; KEPT],
+                    len: 0,
+                },
+                "InSyncAnswers::kept"
+            ),
+        })
+    }
+
+    /// The kept answer about `region`, which is forgotten with this.
+    pub(super) fn take(&self, region: u64) -> Option<bool> {
+        if !self.enabled {
+            return None;
+        }
+        let mut kept = self.kept.lock();
+        let len = kept.len;
+        let at = kept.answers[..len]
+            .iter()
+            .position(|a| a.region == region)?;
+        let answer = kept.answers[at];
+        kept.answers[at] = kept.answers[len - 1];
+        kept.len = len - 1;
+        Some(answer.in_sync)
+    }
+
+    /// Keeps the server's answer about `region` for the next question; dropped when
+    /// [`KEPT`] answers are kept already.
+    pub(super) fn keep(&self, region: u64, in_sync: bool) {
+        if !self.enabled {
+            return;
+        }
+        let mut kept = self.kept.lock();
+        let len = kept.len;
+        if len < KEPT {
+            kept.answers[len] = Answer { region, in_sync };
+            kept.len = len + 1;
+        }
+    }
+
+    /// Forgets every kept answer.
+    pub(super) fn forget(&self) {
+        if self.enabled {
+            self.kept.lock().len = 0;
+        }
+    }
+}
