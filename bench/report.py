@@ -185,7 +185,7 @@ def combined(rows_, key, what):
 
 def ratios(table):
     """The figures issue 15's targets name (bench/README.md), where this run measured them;
-    None where it did not (the request-saving features do not exist yet)."""
+    None where it did not."""
     by_key = {r["key"]: r for r in table}
 
     def pick(keys, what="rust_over_c"):
@@ -204,8 +204,8 @@ def ratios(table):
         "rust_over_c_iops": g(iops),
         "rust_over_c_iops_ci_low": iops["ci95"][0] if iops and iops.get("ci95") else None,
         "rust_over_c_iops_integrated_flush": g(pick([f"iops_{c}_if" for c in RANDOM_CASES])),
-        "rust_fast_over_c_iops": None,
-        "userspace_fast_over_core_iops": None,
+        "rust_fast_over_c_iops": g(pick([f"iops_{c}_fast" for c in RANDOM_CASES])),
+        "userspace_fast_over_core_iops": g(cell("iops_rand_qd8_j4_fast", "rust_over_baseline")),
         "roundtrip_p50_rust_over_c": g(cell("roundtrip_p50")),
         "roundtrip_p50_over_pingpong": g(cell("roundtrip_p50", "rust_over_baseline")),
         "rust_over_c_iops_64_mirrors": g(cell("scale_64_iops")),
@@ -216,6 +216,7 @@ def ratios(table):
         # so rust_over_c_iops = 1 / (these two multiplied).
         "requests_per_write_rust_over_c": g(cell("requests_per_write")),
         "time_per_request_rust_over_c": g(cell("us_per_request")),
+        "requests_per_write_fast_over_c_integrated_flush": g(cell("requests_per_write_fast")),
         # Guest instructions (the -icount boot), which another VM cannot move.
         "instructions_per_request_rust_over_c": g(cell("icount_roundtrip")),
         "instructions_per_write_rust_over_c": g(cell("icount_per_write")),
@@ -250,6 +251,17 @@ def rows(run, icount, ko_sizes):
                 lambda r, f=flush, k=case: run.iops("rust" + f, k, r),
                 lambda r, f=flush, k=case: run.iops("c" + f, k, r),
                 lambda r, k=case: run.iops("core", k, r))
+    # The request-saving features (and integrated_flush) on, against the C module with
+    # integrated_flush: the "Rust" column is rust_fast, the "C" column c_if.
+    for case, name in CASES.items():
+        row(f"iops_{case}_fast", f"IOPS, {name}, request-saving features on (÷ C with integrated_flush)",
+            "core log", False,
+            lambda r, k=case: run.iops("rust_fast", k, r), lambda r, k=case: run.iops("c_if", k, r),
+            lambda r, k=case: run.iops("core", k, r))
+    row("requests_per_write_fast", "log requests per write, random cases, features on (÷ C with integrated_flush)",
+        None, True,
+        lambda r: run.over_cases(run.requests_per_write, "rust_fast", r),
+        lambda r: run.over_cases(run.requests_per_write, "c_if", r), None)
     # The random cases' IOPS ratio, split: IOPS = 1 / (requests per write x time per request).
     row("requests_per_write", "log requests per write, random cases", None, True,
         lambda r: run.over_cases(run.requests_per_write, "rust", r),

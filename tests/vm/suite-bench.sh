@@ -15,7 +15,7 @@
 #   C module's and the Rust module's userspace log (each status: GET_SYNC_COUNT + STATUS_INFO);
 # - randwrite_round_N: fio on a two-leg mirror over /dev/ram0 and /dev/ram1, random 4 KiB
 #   writes at iodepth 1 and 8 with 1 and 4 jobs, for the core log and both modules with and
-#   without integrated_flush;
+#   without integrated_flush, and the Rust module with its request-saving features on;
 # - scaling_round_N: 1, 2, 4, ... 64 mirrors over 1 MiB slices of /dev/ram2 and /dev/ram3
 #   written at once, one writer each: IOPS per mirror and log requests in one window;
 # - memory_round_N: /proc/slabinfo (and meminfo) deltas of 256 small mirrors per log type.
@@ -46,7 +46,9 @@ REGION=1024
 FIO_RUNTIME=10
 FIO_RAMP=2
 WARMUP_S=2
-CONFIGS="core c c_if rust rust_if"
+# rust and rust_if: the Rust module with its request stream the C module's; rust_fast: with
+# its request-saving features, and integrated_flush, compared with c_if.
+CONFIGS="core c c_if rust rust_if rust_fast"
 CASES="rand_qd1_j1 rand_qd8_j1 rand_qd1_j4 rand_qd8_j4"
 PINGS=5000
 STATUS_COUNT=3000
@@ -63,7 +65,7 @@ MEM_SECTORS=256
 
 if [ "$CLOCK" = icount ]; then
 	# Virtual seconds: 10^9 instructions each.
-	CONFIGS="core c rust"
+	CONFIGS="core c c_if rust rust_fast"
 	CASES="rand_qd1_j1"
 	FIO_RUNTIME=3
 	FIO_RAMP=1
@@ -123,8 +125,20 @@ round_order() {
 	}'
 }
 
-# The module loaded and served by dm-ulogd: ensure_module c|rust. The state outlives the
-# test's subshell in /tmp/bench.loaded.
+# load_as NAME: loads the module NAME stands for: c, rust (every request-saving feature off,
+# so that its request stream is the C module's) or rust_fast (the Rust module's defaults).
+load_as() {
+	use_variant "${1%_fast}"
+	case $1 in
+	rust) insmod "$MODULE" $RUST_AS_C ;;
+	*) load_module ;;
+	esac
+}
+# The Rust module's parameters that turn off every request-saving feature.
+RUST_AS_C="reuse_in_sync=0"
+
+# The module loaded and served by dm-ulogd: ensure_module c|rust|rust_fast (see load_as). The
+# state outlives the test's subshell in /tmp/bench.loaded.
 ensure_module() {
 	have=$(cat /tmp/bench.loaded 2>/dev/null || echo none)
 	[ "$have" = "$1" ] && return 0
@@ -133,8 +147,7 @@ ensure_module() {
 		unload_module || return 1
 		echo none >/tmp/bench.loaded
 	fi
-	use_variant "$1"
-	load_module || return 1
+	load_as "$1" || return 1
 	start_server || return 1
 	echo "$1" >/tmp/bench.loaded
 }
@@ -187,7 +200,7 @@ mirror_line() {
 	case $1 in
 	core) log="core 2 $4 nosync" ;;
 	c | rust) log="userspace 4 $2 core $4 nosync" ;;
-	c_if | rust_if) log="userspace 5 $2 integrated_flush core $4 nosync" ;;
+	c_if | rust_if | rust_fast) log="userspace 5 $2 integrated_flush core $4 nosync" ;;
 	esac
 	echo "0 $3 mirror $log 2 $5 $7 $6 $7"
 }
@@ -196,6 +209,7 @@ module_of() {
 	case $1 in
 	c | c_if) echo c ;;
 	rust | rust_if) echo rust ;;
+	rust_fast) echo rust_fast ;;
 	esac
 }
 
@@ -277,7 +291,7 @@ setup() {
 		echo none >/tmp/bench.loaded
 		use_variant "$v"
 		m0=$(slab_bytes)
-		load_module || fail "cannot load the $v module"
+		load_as "$v" || fail "cannot load the $v module"
 		m1=$(slab_bytes)
 		start_server || fail "dm-ulogd did not start"
 		echo "$v" >/tmp/bench.loaded
