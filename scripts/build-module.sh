@@ -3,6 +3,8 @@
 # so that the perf and debug builds never share stale objects (Kbuild does not rebuild an
 # out-of-tree module when the kernel tree changes). Prints the .ko path.
 # Usage: build-module.sh perf|debug [extra make args, e.g. CLIPPY=1]
+# DMLU_KRUSTFLAGS adds rustc flags for an experiment (e.g. -Coverflow-checks=n, measured once
+# for bench/README.md), built in a directory of its own.
 . "$(dirname "$0")/lib.sh"
 
 flavour=${1:?usage: $0 perf|debug}
@@ -12,6 +14,11 @@ mapfile -t srcs < <("$TOP/scripts/fetch-sources.sh")
 bindgen=$("$TOP/scripts/host-deps.sh" | tail -n 1)
 
 work="$TOP/out/module-$flavour"
+extra=()
+if [ -n "${DMLU_KRUSTFLAGS:-}" ]; then
+	work="$work-custom"
+	extra=(KRUSTFLAGS="$DMLU_KRUSTFLAGS")
+fi
 mkdir -p "$work"
 # Only the module's own sources; cp -a keeps timestamps so unchanged files are not rebuilt.
 files=(Kbuild $(cd "$TOP" && echo *.rs) log sys transfer uapi)
@@ -20,5 +27,5 @@ if [ "$(cat "$work/.kdir" 2>/dev/null)" != "$kdir" ]; then
 	make -s -C "$kdir" M="$work" LLVM="$LLVM_SUFFIX" clean >/dev/null 2>&1 || true
 	echo "$kdir" >"$work/.kdir"
 fi
-make -s -C "$kdir" M="$work" LLVM="$LLVM_SUFFIX" RUST_LIB_SRC="${srcs[1]}" BINDGEN="$bindgen" "$@" modules >&2
+make -s -C "$kdir" M="$work" LLVM="$LLVM_SUFFIX" RUST_LIB_SRC="${srcs[1]}" BINDGEN="$bindgen" "${extra[@]}" "$@" modules >&2
 echo "$work/dm_log_userspace.ko"

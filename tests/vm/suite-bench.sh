@@ -137,6 +137,14 @@ load_as() {
 # The Rust module's parameters that turn off every request-saving feature.
 RUST_AS_C="reuse_in_sync=0"
 
+# ordered KIND ROUND LIST: round_order's order, recorded as a BENCH line (on stderr, which
+# the suite's output takes too).
+ordered() {
+	order=$(round_order "$@")
+	bench "kind=order test=$1 round=$2 order=$(echo "$order" | tr ' ' ,)" >&2
+	echo "$order"
+}
+
 # The module loaded and served by dm-ulogd: ensure_module c|rust|rust_fast (see load_as). The
 # state outlives the test's subshell in /tmp/bench.loaded.
 ensure_module() {
@@ -351,15 +359,13 @@ request_roundtrip() {
 	pingpong_run "round_$1" || fail "the ping-pong failed"
 	have=$(cat /tmp/bench.loaded)
 	[ "$have" = none ] || start_server || fail "dm-ulogd did not restart"
-	order=$(round_order roundtrip "$1" "core c rust")
-	bench "kind=order test=roundtrip round=$1 order=$(echo "$order" | tr ' ' ,)"
+	order=$(ordered roundtrip "$1" "core c rust")
 	for cfg in $order; do status_round "$cfg" "$1"; done
 }
 
 randwrite_round() {
 	remove_leftovers
-	order=$(round_order randwrite "$1" "$CONFIGS")
-	bench "kind=order test=randwrite round=$1 order=$(echo "$order" | tr ' ' ,)"
+	order=$(ordered randwrite "$1" "$CONFIGS")
 	for cfg in $order; do
 		ensure_for "$cfg" || fail "cannot load the module for $cfg"
 		dm create bm --table "$(mirror_line "$cfg" "BM-$cfg-$1" $SECTORS $REGION /dev/ram0 /dev/ram1 0)" ||
@@ -425,8 +431,7 @@ remove_mirrors() {
 
 memory_round() {
 	remove_leftovers
-	order=$(round_order memory "$1" "$CONFIGS")
-	bench "kind=order test=memory round=$1 order=$(echo "$order" | tr ' ' ,)"
+	order=$(ordered memory "$1" "$CONFIGS")
 	for cfg in $order; do
 		ensure_for "$cfg" || fail "cannot load the module for $cfg"
 		mem=$(create_mem_mirrors "$cfg" "$1") || fail "cannot create $MEM_LOGS $cfg mirrors"
@@ -480,8 +485,7 @@ create_scale_mirrors() {
 
 scaling_round() {
 	remove_leftovers
-	order=$(round_order scaling "$1" "c rust")
-	bench "kind=order test=scaling round=$1 order=$(echo "$order" | tr ' ' ,)"
+	order=$(ordered scaling "$1" "c rust")
 	for v in $order; do
 		ensure_module "$v" || fail "cannot load the $v module"
 		create_scale_mirrors "$v" "$1" || fail "cannot create 64 $v mirrors"

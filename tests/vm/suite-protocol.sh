@@ -350,41 +350,36 @@ flush_failure_raises_event() {
 	remove_all
 }
 
-in_sync_never_sent_from_map() {
-	serve
-	create_mirror m0 "$UUID" clustered-core 1024 || fail "create failed"
-	wait_in_sync m0 60 || fail "no sync"
-	sleep 1
-	before=$(count_requests "$REC" IN_SYNC)
-	# Four reads of four idle regions: the map path may only ask without blocking (-EWOULDBLOCK,
-	# nothing sent), the worker then asks once per read.
-	for r in 3 5 7 9; do
-		dd if=/dev/mapper/m0 of=/dev/null bs=4k count=1 skip=$((r * 128)) iflag=direct 2>/dev/null || fail "read failed"
-	done
-	n=$(($(count_requests "$REC" IN_SYNC) - before))
-	remove_all
-	[ "$n" -eq 4 ] || fail "$n IN_SYNC requests for 4 reads (want 4)"
-}
-
-# in_sync_per_write: IN_SYNC requests for four writes, one at a time, to four idle regions.
-in_sync_per_write() {
+# in_sync_requests_for read|write: the IN_SYNC requests for four reads or writes, one at a
+# time, to four idle regions of a fresh mirror.
+in_sync_requests_for() {
 	serve
 	create_mirror m0 "$UUID" clustered-core 1024 || fail "create failed"
 	wait_in_sync m0 60 || fail "no sync"
 	sleep 1
 	before=$(count_requests "$REC" IN_SYNC)
 	for r in 3 5 7 9; do
-		dd if=/dev/zero of=/dev/mapper/m0 bs=4k count=1 seek=$((r * 128)) oflag=direct 2>/dev/null || fail "write failed"
+		case $1 in
+		read) dd if=/dev/mapper/m0 of=/dev/null bs=4k count=1 skip=$((r * 128)) iflag=direct ;;
+		write) dd if=/dev/zero of=/dev/mapper/m0 bs=4k count=1 seek=$((r * 128)) oflag=direct ;;
+		esac 2>/dev/null || fail "$1 failed"
 		sleep 0.2
 	done
 	echo $(($(count_requests "$REC" IN_SYNC) - before))
 	remove_all
 }
 
+# The map path may only ask without blocking (-EWOULDBLOCK, nothing sent); the worker then
+# asks once per read.
+in_sync_never_sent_from_map() {
+	n=$(in_sync_requests_for read) || fail "$n"
+	[ "$n" -eq 4 ] || fail "$n IN_SYNC requests for 4 reads (want 4)"
+}
+
 # dm-raid1 asks IN_SYNC twice for a write to a region its region hash does not hold; the Rust
 # module answers the second from the first (log/in_sync.rs) unless reuse_in_sync=0.
 in_sync_asked_once_per_write() {
-	n=$(in_sync_per_write) || fail "$n"
+	n=$(in_sync_requests_for write) || fail "$n"
 	echo "$n IN_SYNC requests for 4 writes ($VARIANT module)"
 	if [ "$VARIANT" = c ]; then
 		[ "$n" -eq 8 ] || fail "$n IN_SYNC requests for 4 writes (upstream asks 8)"
@@ -393,7 +388,7 @@ in_sync_asked_once_per_write() {
 	[ "$n" -eq 4 ] || fail "$n IN_SYNC requests for 4 writes (want 4: one per write)"
 	unload_module || fail "rmmod failed"
 	insmod "$MODULE" reuse_in_sync=0 || fail "insmod reuse_in_sync=0 failed"
-	n=$(in_sync_per_write) || fail "$n"
+	n=$(in_sync_requests_for write) || fail "$n"
 	echo "reuse_in_sync=0: $n IN_SYNC requests for 4 writes"
 	unload_module || fail "rmmod failed"
 	load_module || fail "insmod failed"
