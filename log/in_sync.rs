@@ -5,17 +5,27 @@
 //! For a write to a region its region hash does not hold, dm-raid1 asks IN_SYNC twice in one
 //! pass of its worker: to classify the write (`dm_rh_get_state`), then again when it adds the
 //! region to the hash (`__rh_alloc`), and it flushes the log right after. The second question
-//! is answered from the first. An answer is used at most once, and all are forgotten at every
-//! flush, set_region_sync, resume and reconnect: none outlives the worker pass that asked, so
-//! the mirror decides on the answer the server gave within that pass, as it would have.
+//! is answered from the first. An answer is used at most once, within [`MAX_AGE`] of the
+//! first one kept, and all are forgotten at every flush, set_region_sync, resume and
+//! reconnect: none outlives the worker pass that asked (a pass of reads only ends with no
+//! flush; the age bound ends its answers), so the mirror decides on the answer the server
+//! gave within that pass, as it would have. (In a cluster another node may change a region's
+//! state on the server at any time; upstream's two questions are as far apart.)
 //!
 //! On by default; the module parameter `reuse_in_sync=0` turns it off for new tables (the
 //! request stream is then upstream's).
 
-use kernel::{new_spinlock, prelude::*, sync::SpinLock};
+use kernel::{
+    new_spinlock,
+    prelude::*,
+    sync::SpinLock,
+    time::{Delta, Instant, Monotonic},
+};
 
 /// Answers kept at most: one per write a worker pass classifies; more are asked again.
 const KEPT: usize = 16;
+/// How long kept answers may be used, from the first of them: longer than a worker pass.
+const MAX_AGE: Delta = Delta::from_millis(20);
 
 /// A region and the server's answer to IN_SYNC about it.
 #[derive(Clone, Copy)]
@@ -36,6 +46,8 @@ pub(super) struct InSyncAnswers {
 struct Kept {
     answers: [Answer; KEPT],
     len: usize,
+    /// When the first of the kept answers came.
+    since: Option<Instant<Monotonic>>,
 }
 
 impl InSyncAnswers {
@@ -46,6 +58,7 @@ impl InSyncAnswers {
                 Kept {
                     answers: [Answer { region: 0, in_sync: false }; KEPT],
                     len: 0,
+                    since: None,
                 },
                 "InSyncAnswers::kept"
             ),
@@ -58,6 +71,10 @@ impl InSyncAnswers {
             return None;
         }
         let mut kept = self.kept.lock();
+        if kept.since.is_some_and(|t| t.elapsed() > MAX_AGE) {
+            kept.len = 0;
+            kept.since = None;
+        }
         let len = kept.len;
         let at = kept.answers[..len]
             .iter()
@@ -76,6 +93,9 @@ impl InSyncAnswers {
         }
         let mut kept = self.kept.lock();
         let len = kept.len;
+        if len == 0 {
+            kept.since = Some(Instant::now());
+        }
         if len < KEPT {
             kept.answers[len] = Answer { region, in_sync };
             kept.len = len + 1;
@@ -85,7 +105,9 @@ impl InSyncAnswers {
     /// Forgets every kept answer.
     pub(super) fn forget(&self) {
         if self.enabled {
-            self.kept.lock().len = 0;
+            let mut kept = self.kept.lock();
+            kept.len = 0;
+            kept.since = None;
         }
     }
 }
