@@ -70,7 +70,7 @@ boot() {
 
 vm_start=$(date +%s)
 vm_date=$(date -u -d "@$vm_start" +%Y-%m-%dT%H:%M:%SZ)
-say "measuring in one boot of the perf kernel: $rounds rounds, seed $seed (about $((rounds * 8 + 15)) minutes under TCG)"
+say "measuring in one boot of the perf kernel: $rounds rounds, seed $seed (about $((rounds * 9 + 20)) minutes under TCG, with the second boot)"
 vm_rc=0
 rm -f "$out"/ktap-*.log
 boot wall "$TOP/out/vm/perf-rust-bench" "dmlu.bench_rounds=$rounds dmlu.bench_seed=$seed" || vm_rc=$?
