@@ -16,6 +16,10 @@
 //!
 //! The message is a `cn_msg` (seq 0, ack 0, len 16) followed by [`Announce`]. Like replies,
 //! it counts only when sent by a process with `CAP_SYS_ADMIN`.
+//!
+//! Version 2 gives the last word a meaning: the server's [`features`](Announce::features),
+//! extensions it implements (version 1 sent zero there). The one so far is the in-sync map
+//! (`uapi/in_sync_map.rs`), whose withdrawals travel on the same connector id.
 
 use super::{
     error::WireError,
@@ -28,14 +32,16 @@ pub const CN_VAL_DM_USERSPACE_LOG_ANNOUNCE: u32 = 0x2;
 pub const ANNOUNCE_MAGIC: u32 = u32::from_le_bytes(*b"ULGA");
 /// The version of the announcement described here.
 #[cfg(not(MODULE))]
-pub const ANNOUNCE_VERSION: u32 = 1;
+pub const ANNOUNCE_VERSION: u32 = 2;
+/// Feature bit: the server implements the in-sync map (`uapi/in_sync_map.rs`).
+pub const FEATURE_IN_SYNC_MAP: u32 = 1;
 /// Bytes of [`Announce`] on the wire.
 pub const ANNOUNCE_SIZE: usize = 16;
 /// Bytes of a whole announcement message after the netlink header.
 #[cfg(not(MODULE))]
 pub const ANNOUNCE_MESSAGE_SIZE: usize = CN_MSG_SIZE + ANNOUNCE_SIZE;
 
-/// The payload of an announcement: `{ u32 magic; u32 version; u32 pid; u32 reserved; }`,
+/// The payload of an announcement: `{ u32 magic; u32 version; u32 pid; u32 features; }`,
 /// host-endian.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Announce {
@@ -43,6 +49,8 @@ pub struct Announce {
     pub version: u32,
     /// The server's process id, for the kernel's log message only.
     pub pid: u32,
+    /// The `FEATURE_*` bits of the extensions the server implements (0 in version 1).
+    pub features: u32,
 }
 
 impl Announce {
@@ -70,7 +78,7 @@ impl Announce {
         body[0..4].copy_from_slice(&ANNOUNCE_MAGIC.to_ne_bytes());
         body[4..8].copy_from_slice(&self.version.to_ne_bytes());
         body[8..12].copy_from_slice(&self.pid.to_ne_bytes());
-        body[12..16].fill(0);
+        body[12..16].copy_from_slice(&self.features.to_ne_bytes());
         Ok(ANNOUNCE_MESSAGE_SIZE)
     }
 
@@ -103,6 +111,7 @@ impl Announce {
         Ok(Self {
             version: word(4),
             pid: word(8),
+            features: if word(4) >= 2 { word(12) } else { 0 },
         })
     }
 }
@@ -117,21 +126,31 @@ mod tests {
         let a = Announce {
             version: ANNOUNCE_VERSION,
             pid: 4242,
+            features: FEATURE_IN_SYNC_MAP,
         };
         assert_eq!(a.encode(&mut buf), Ok(36));
         assert_eq!(&buf[0..8], &[7, 0, 0, 0, 2, 0, 0, 0]);
         assert_eq!(&buf[16..18], &16u16.to_ne_bytes());
         assert_eq!(&buf[20..24], &ANNOUNCE_MAGIC.to_ne_bytes());
-        assert_eq!(&buf[24..28], &1u32.to_ne_bytes());
+        assert_eq!(&buf[24..28], &2u32.to_ne_bytes());
         assert_eq!(&buf[28..32], &4242u32.to_ne_bytes());
-        assert_eq!(&buf[32..36], &[0, 0, 0, 0]);
+        assert_eq!(&buf[32..36], &FEATURE_IN_SYNC_MAP.to_ne_bytes());
         assert_eq!(Announce::parse(&buf[..36]), Ok(a));
+        // Version 1 had a reserved word there: whatever it holds, no feature.
+        buf[24..28].copy_from_slice(&1u32.to_ne_bytes());
+        assert_eq!(Announce::parse(&buf[..36]).map(|a| a.features), Ok(0));
     }
 
     #[test]
     fn other_messages_are_refused() {
         let mut buf = [0u8; 36];
-        Announce { version: 1, pid: 1 }.encode(&mut buf).unwrap();
+        Announce {
+            version: 1,
+            pid: 1,
+            features: 0,
+        }
+        .encode(&mut buf)
+        .unwrap();
         // A log reply's id, a short body and a wrong magic are all refused.
         let mut log = buf;
         log[4] = 1;

@@ -23,7 +23,7 @@ pub enum WireError {
         /// What is there.
         have: usize,
     },
-    /// A `request_type` outside 1..=17.
+    /// A `request_type` outside 1..=17 and 64.
     UnknownType(u32),
     /// The message is not addressed to the userspace log's connector id.
     WrongConnectorId {
@@ -41,7 +41,7 @@ pub enum WireError {
     },
     /// A UUID longer than 128 bytes or containing a NUL.
     BadUuid,
-    /// An announcement without the announcement magic.
+    /// An announcement or withdrawal without its magic.
     BadMagic(u32),
     /// A payload of the wrong size for its request type.
     BadPayload {

@@ -31,11 +31,13 @@ extern crate std;
 pub mod announce;
 pub mod ctr;
 pub mod error;
+pub mod in_sync_map;
 pub mod message;
 pub mod payload;
 pub mod request_type;
 
-pub use announce::{Announce, CN_VAL_DM_USERSPACE_LOG_ANNOUNCE};
+pub use announce::{Announce, CN_VAL_DM_USERSPACE_LOG_ANNOUNCE, FEATURE_IN_SYNC_MAP};
+pub use in_sync_map::{InSyncRanges, Withdrawal};
 pub use message::{
     encode_message, CnMsg, Header, Reply, CN_IDX_DM, CN_MSG_SIZE, CN_VAL_DM_USERSPACE_LOG,
     DEVICE_NAME_SIZE, HEADER_SIZE, MAX_REQUEST_PAYLOAD, MAX_UUID_LEN,

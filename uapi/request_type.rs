@@ -45,11 +45,15 @@ pub enum RequestType {
     StatusTable = 16,
     /// Payload: `u64` region; reply: `{ i64 is_recovering; u64 in_sync_hint; }`.
     IsRemoteRecovering = 17,
+    /// This project's extension (`uapi/in_sync_map.rs`), sent only to a server that announced
+    /// it: payload `u64` region `from`; reply: `InSyncRanges`. Numbered far above upstream's
+    /// types so that a later upstream type cannot collide with it.
+    GetInSyncRanges = 64,
 }
 
 impl RequestType {
     /// Every request type, in wire order.
-    pub const ALL: [RequestType; 17] = [
+    pub const ALL: [RequestType; 18] = [
         Self::Ctr,
         Self::Dtr,
         Self::Presuspend,
@@ -67,6 +71,7 @@ impl RequestType {
         Self::StatusInfo,
         Self::StatusTable,
         Self::IsRemoteRecovering,
+        Self::GetInSyncRanges,
     ];
 
     /// The upstream name without its `DM_ULOG_` prefix.
@@ -89,12 +94,16 @@ impl RequestType {
             Self::StatusInfo => "STATUS_INFO",
             Self::StatusTable => "STATUS_TABLE",
             Self::IsRemoteRecovering => "IS_REMOTE_RECOVERING",
+            Self::GetInSyncRanges => "GET_IN_SYNC_RANGES",
         }
     }
 
     /// Index of this type in [`RequestType::ALL`], for per-type counters.
     pub const fn index(self) -> usize {
-        self as usize - 1
+        match self {
+            Self::GetInSyncRanges => 17,
+            _ => self as usize - 1,
+        }
     }
 }
 
@@ -104,14 +113,17 @@ impl TryFrom<u32> for RequestType {
     /// Decodes a `request_type`, ignoring the reserved high bits as upstream does.
     fn try_from(raw: u32) -> Result<Self, UnknownRequestType> {
         let masked = raw & REQUEST_TYPE_MASK;
-        Self::ALL
-            .get((masked as usize).wrapping_sub(1))
-            .copied()
-            .ok_or(UnknownRequestType(raw))
+        match masked {
+            64 => Ok(Self::GetInSyncRanges),
+            _ => Self::ALL[..17]
+                .get((masked as usize).wrapping_sub(1))
+                .copied()
+                .ok_or(UnknownRequestType(raw)),
+        }
     }
 }
 
-/// A `request_type` outside 1..=17 (after masking the reserved bits); holds the raw value.
+/// A `request_type` outside 1..=17 and 64 (after masking the reserved bits); holds the raw value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UnknownRequestType(pub u32);
 
@@ -130,7 +142,9 @@ mod tests {
     #[test]
     fn request_types_round_trip_and_mask_reserved_bits() {
         for (i, t) in RequestType::ALL.iter().enumerate() {
-            assert_eq!(*t as u32, i as u32 + 1);
+            if *t != RequestType::GetInSyncRanges {
+                assert_eq!(*t as u32, i as u32 + 1);
+            }
             assert_eq!(t.index(), i);
             assert_eq!(RequestType::try_from(*t as u32), Ok(*t));
             assert_eq!(RequestType::try_from(0x1000 | *t as u32), Ok(*t));
@@ -138,5 +152,7 @@ mod tests {
         assert_eq!(RequestType::try_from(0), Err(UnknownRequestType(0)));
         assert_eq!(RequestType::try_from(18), Err(UnknownRequestType(18)));
         assert_eq!(RequestType::try_from(21), Err(UnknownRequestType(21)));
+        assert_eq!(RequestType::try_from(63), Err(UnknownRequestType(63)));
+        assert_eq!(RequestType::try_from(64), Ok(RequestType::GetInSyncRanges));
     }
 }

@@ -511,6 +511,7 @@ impl<'a> Replier<'a> {
         Announce {
             version: ANNOUNCE_VERSION,
             pid: self.pid,
+            features: 0,
         }
         .encode(self.message())
         .expect("the buffer holds an announcement")
@@ -827,7 +828,8 @@ mod tests {
             Announce::parse(msg),
             Ok(Announce {
                 version: ANNOUNCE_VERSION,
-                pid: std::process::id()
+                pid: std::process::id(),
+                features: 0,
             })
         );
     }

@@ -438,6 +438,10 @@ impl Logs {
                 let r = payload::decode_u64(kind, data)?;
                 out.extend_from_slice(&i64::from(log.regions.is_clean(r)?).to_ne_bytes());
             }
+            // Not announced yet: a kernel asks only a server that announced the in-sync map.
+            RequestType::GetInSyncRanges => {
+                return Err(LogError::Malformed(WireError::UnknownType(kind as u32)))
+            }
             RequestType::InSync => {
                 let r = payload::decode_u64(kind, data)?;
                 out.extend_from_slice(&i64::from(log.regions.in_sync(r)?).to_ne_bytes());
