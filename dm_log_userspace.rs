@@ -45,6 +45,12 @@ module! {
                 its worker from the first (0: ask the server every time, as upstream); read \
                 when a table is loaded",
         },
+        in_sync_map: bool {
+            default: true,
+            description: "with a server that announces it, keep the regions it says are in \
+                sync and answer IN_SYNC about them without asking (0: ask every time, as \
+                upstream); read when a table is loaded",
+        },
         max_server_wait: u32 {
             default: 0,
             description: "seconds a log may go without a server before its requests fail \

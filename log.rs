@@ -9,6 +9,7 @@
 mod construct;
 mod flush;
 mod in_sync;
+mod in_sync_map;
 mod reconnect;
 mod status;
 
@@ -29,15 +30,20 @@ use crate::{
     table_args,
     transfer::{uuid_tail, LogAddress, Transport},
     uapi::{
+        in_sync_map::MAX_RANGES_REPLY,
         payload::{self, RegionSync, RemoteRecovering, ResyncWork},
-        RequestType,
+        InSyncRanges, RequestType,
     },
 };
 use flush::FlushBatch;
 use in_sync::InSyncAnswers;
+use in_sync_map::InSyncMap;
 
 /// Least time between two IS_REMOTE_RECOVERING requests of one log (as upstream).
 const REMOTE_RECOVERY_QUERY_INTERVAL: Delta = Delta::from_millis(250);
+/// Most GET_IN_SYNC_RANGES requests of one hand-over (31 runs each): a map in more pieces is
+/// learned from IN_SYNC answers for the rest.
+const MAX_HAND_OVER_REQUESTS: usize = 64;
 
 /// One log instance: one `userspace` log in one table.
 #[pin_data]
@@ -83,6 +89,10 @@ pub(crate) struct UserspaceLog {
     /// The mirror's second IN_SYNC about a region, answered from its first.
     #[pin]
     in_sync_answers: InSyncAnswers,
+    /// Regions the server said are in sync (this project's extension): IN_SYNC about them is
+    /// answered here.
+    #[pin]
+    in_sync_map: InSyncMap,
     /// Every region below this is in sync, as far as the log knows.
     in_sync_hint: Atomic<u64>,
     /// The server's last answer to GET_SYNC_COUNT, given while it is unreachable.
@@ -163,6 +173,51 @@ impl UserspaceLog {
         }
         Ok(reply)
     }
+
+    /// Asks a server that announced the in-sync map for it (after RESUME). If it fails, or
+    /// the server did not announce the map, IN_SYNC goes to the server, as upstream.
+    fn hand_over_in_sync_map(&self) {
+        let Some(stamp) = self.transport.map_stamp() else {
+            return;
+        };
+        if !self.in_sync_map.exists() {
+            return;
+        }
+        self.in_sync_map.begin(stamp);
+        let mut reply = [0u8; MAX_RANGES_REPLY];
+        let mut from = 0;
+        for _ in 0..MAX_HAND_OVER_REQUESTS {
+            if from >= self.region_count {
+                break;
+            }
+            let kind = RequestType::GetInSyncRanges;
+            let ranges = match self.request_once(kind, &payload::encode_u64(from), &mut reply) {
+                Ok(n) => InSyncRanges::decode(from, &reply[..n]),
+                Err(e) => {
+                    pr_warn!(
+                        "[{}] {} failed ({}): IN_SYNC goes to the server\n",
+                        uuid_tail(&self.uuid),
+                        kind.name(),
+                        e.to_errno()
+                    );
+                    return;
+                }
+            };
+            let Ok(ranges) = ranges else {
+                pr_err!(
+                    "[{}] malformed {} reply: IN_SYNC goes to the server\n",
+                    uuid_tail(&self.uuid),
+                    kind.name()
+                );
+                return;
+            };
+            self.in_sync_map
+                .load(ranges.runs(), stamp, self.transport.map_stamp());
+            from = ranges.next;
+        }
+        self.in_sync_map
+            .handed_over(stamp, self.transport.map_stamp());
+    }
 }
 
 impl DirtyLog for UserspaceLog {
@@ -203,12 +258,15 @@ impl DirtyLog for UserspaceLog {
         this.stopping.store(false, Relaxed);
         this.in_sync_hint.store(0, Relaxed);
         this.in_sync_answers.forget();
+        // The server may change sync states while it resumes the log.
+        this.in_sync_map.forget();
         // Clears the mirror's worker recorded after postsuspend stopped the work.
         if this.lazy_flush_due.is_set() {
             this.queue_lazy_flush();
         }
-        this.request_once(RequestType::Resume, &[], &mut [])
-            .map(|_| ())
+        this.request_once(RequestType::Resume, &[], &mut [])?;
+        this.hand_over_in_sync_map();
+        Ok(())
     }
 
     fn region_size(&self) -> u32 {
@@ -221,18 +279,30 @@ impl DirtyLog for UserspaceLog {
     }
 
     fn in_sync(&self, region: u64, can_block: bool) -> Result<bool> {
-        // Never answered from the hint: another node may have marked the region out of sync.
+        // The map holds what the server said and has not withdrawn, so it may answer where
+        // the caller cannot wait. The hint never does: another node may have marked the
+        // region out of sync without telling this one.
+        let asked = self.transport.map_stamp();
+        if self.in_sync_map.in_sync(region, asked) {
+            self.stats.in_sync_from_map();
+            return Ok(true);
+        }
         if !can_block {
             return Err(EAGAIN); // EWOULDBLOCK
         }
-        if let Some(in_sync) = self.in_sync_answers.take(region) {
+        let withdrawals = self.transport.withdrawals();
+        if let Some(in_sync) = self.in_sync_answers.take(region, withdrawals) {
             self.stats.in_sync_reused();
             return Ok(in_sync);
         }
         let in_sync = self
             .request_u64(RequestType::InSync, &payload::encode_u64(region))
             .is_ok_and(|v| v != 0);
-        self.in_sync_answers.keep(region, in_sync);
+        if in_sync {
+            self.in_sync_map
+                .learn(region, asked, self.transport.map_stamp());
+        }
+        self.in_sync_answers.keep(region, in_sync, withdrawals);
         Ok(in_sync)
     }
 
@@ -286,12 +356,20 @@ impl DirtyLog for UserspaceLog {
 
     fn set_region_sync(&self, region: u64, in_sync: bool) {
         self.in_sync_answers.forget();
+        if !in_sync {
+            self.in_sync_map.withdraw(region);
+        }
+        let asked = self.transport.map_stamp();
         // The interface cannot fail; a lost update is redone by the next resync.
-        let _ = self.request(
+        let r = self.request(
             RequestType::SetRegionSync,
             &RegionSync { region, in_sync }.encode(),
             &mut [],
         );
+        if in_sync && r.is_ok() {
+            self.in_sync_map
+                .learn(region, asked, self.transport.map_stamp());
+        }
     }
 
     fn sync_count(&self) -> u64 {

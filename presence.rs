@@ -7,16 +7,20 @@
 //! a bounded wait (`max_server_wait`) can be measured from it and `dmsetup status` can say
 //! how long the server has been gone. Any reply or announcement ends the outage.
 //!
+//! It also keeps what the server said of itself in its announcement (its features, which
+//! hold until the next outage) and counts the server's withdrawals from the kernel's in-sync
+//! maps (`uapi/in_sync_map.rs`).
+//!
 //! The transport owns the one instance; the debugfs counters only display it.
 
 use kernel::{
     fmt,
     prelude::*,
-    sync::atomic::{Atomic, Relaxed},
+    sync::atomic::{Acquire, Atomic, Full, Relaxed},
     time::{Delta, Instant, Monotonic},
 };
 
-use crate::atomic_instant::AtomicInstant;
+use crate::{atomic_instant::AtomicInstant, uapi::FEATURE_IN_SYNC_MAP};
 
 /// The server's reachability, shared by every log.
 pub(crate) struct Presence {
@@ -27,6 +31,20 @@ pub(crate) struct Presence {
     announcements: Atomic<u64>,
     /// Outages seen so far.
     outages: Atomic<u64>,
+    /// The `FEATURE_*` bits of the last announcement; none once the server went missing (a
+    /// server that replaces it may not announce).
+    features: Atomic<u32>,
+    /// Withdrawals received: an in-sync map learned under an older count is void.
+    withdrawals: Atomic<u64>,
+}
+
+/// Which server, and which of its withdrawals, an in-sync map's bits were learned under.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MapStamp {
+    /// The announcement of the server that offered the map.
+    pub(crate) server: u64,
+    /// Withdrawals received by then.
+    pub(crate) withdrawals: u64,
 }
 
 impl Presence {
@@ -35,12 +53,15 @@ impl Presence {
             lost_at: AtomicInstant::new(),
             announcements: Atomic::new(0),
             outages: Atomic::new(0),
+            features: Atomic::new(0),
+            withdrawals: Atomic::new(0),
         }
     }
 
     /// The server was missing at `at` (no listener, or no answer to a request sent then).
     pub(crate) fn lost(&self, at: Instant<Monotonic>) {
         if self.lost_at.set_if_unset(at) {
+            self.features.store(0, Relaxed);
             self.outages.fetch_add(1, Relaxed);
             pr_warn!("userspace log server not reachable: log requests wait for it\n");
         }
@@ -56,10 +77,32 @@ impl Presence {
         }
     }
 
-    /// A server announced itself.
-    pub(crate) fn announced(&self) {
+    /// A server announced itself, with its `features`. Called under the transport's lock.
+    pub(crate) fn announced(&self, features: u32) {
+        self.features.store(features, Relaxed);
         self.announcements.fetch_add(1, Relaxed);
         self.found();
+    }
+
+    /// The server withdrew regions from the in-sync maps: every map learned before is void.
+    pub(crate) fn withdrawn(&self) {
+        // Ordered before the server's reply to the request that caused it, which is processed
+        // after this returns (the server sends it only then).
+        self.withdrawals.fetch_add(1, Full);
+    }
+
+    /// Withdrawals received so far.
+    pub(crate) fn withdrawals(&self) -> u64 {
+        self.withdrawals.load(Acquire)
+    }
+
+    /// The stamp in-sync map bits learned now get; `None` unless the server announced the map.
+    pub(crate) fn map_stamp(&self) -> Option<MapStamp> {
+        let withdrawals = self.withdrawals.load(Acquire);
+        (self.features.load(Relaxed) & FEATURE_IN_SYNC_MAP != 0).then(|| MapStamp {
+            server: self.announcements.load(Relaxed),
+            withdrawals,
+        })
     }
 
     /// Announcements received so far.
@@ -77,6 +120,8 @@ impl Presence {
         let ms = self.unreachable_for().map_or(0, |d| d.as_millis());
         writeln!(f, "server_unreachable_ms {ms}")?;
         writeln!(f, "server_outages {}", self.outages.load(Relaxed))?;
-        writeln!(f, "server_announcements {}", self.announcements())
+        writeln!(f, "server_announcements {}", self.announcements())?;
+        writeln!(f, "server_features {}", self.features.load(Relaxed))?;
+        writeln!(f, "server_withdrawals {}", self.withdrawals.load(Relaxed))
     }
 }

@@ -96,6 +96,8 @@ pub(crate) struct LogStats {
     recovery_queries_skipped: Atomic<u64>,
     /// IN_SYNC answered from the answer to the same question earlier in the worker's pass.
     in_sync_reused: Atomic<u64>,
+    /// IN_SYNC answered from the in-sync map the server handed over.
+    in_sync_from_map: Atomic<u64>,
     latency: Latency,
 }
 
@@ -117,6 +119,7 @@ impl LogStats {
                 gave_up: Atomic::new(0),
                 recovery_queries_skipped: Atomic::new(0),
                 in_sync_reused: Atomic::new(0),
+                in_sync_from_map: Atomic::new(0),
                 latency: Latency::new(),
             },
             GFP_KERNEL,
@@ -167,6 +170,11 @@ impl LogStats {
         self.in_sync_reused.fetch_add(1, Relaxed);
     }
 
+    /// IN_SYNC was answered from the in-sync map.
+    pub(crate) fn in_sync_from_map(&self) {
+        self.in_sync_from_map.fetch_add(1, Relaxed);
+    }
+
     fn show(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
@@ -197,6 +205,11 @@ impl LogStats {
             self.recovery_queries_skipped.load(Relaxed)
         )?;
         writeln!(f, "in_sync_reused {}", self.in_sync_reused.load(Relaxed))?;
+        writeln!(
+            f,
+            "in_sync_from_map {}",
+            self.in_sync_from_map.load(Relaxed)
+        )?;
         let l = &self.latency;
         let count = l.count.load(Relaxed);
         let avg = l.total_us.load(Relaxed).checked_div(count).unwrap_or(0);

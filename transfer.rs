@@ -27,7 +27,7 @@ use kernel::{
 };
 
 use crate::{
-    presence::Presence,
+    presence::{MapStamp, Presence},
     stats::{Diagnostics, LogStats, StatsFile, TransportStats, TransportView},
     sys::{
         connector::{self, MessageBuf},
@@ -275,6 +275,17 @@ impl Transport {
     /// Announcements received so far.
     pub(crate) fn announcements(&self) -> u64 {
         self.presence.announcements()
+    }
+
+    /// Withdrawals received so far, whether or not the server announced the map.
+    pub(crate) fn withdrawals(&self) -> u64 {
+        self.presence.withdrawals()
+    }
+
+    /// What in-sync map bits learned now are valid under; `None` if the server did not
+    /// announce the map.
+    pub(crate) fn map_stamp(&self) -> Option<MapStamp> {
+        self.presence.map_stamp()
     }
 
     /// Waits up to `timeout` for a server to announce itself, unless one has since `seen`.

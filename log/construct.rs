@@ -13,7 +13,7 @@ use kernel::{
     time::Delta,
 };
 
-use super::{flush::FlushBatch, in_sync::InSyncAnswers, UserspaceLog};
+use super::{flush::FlushBatch, in_sync::InSyncAnswers, in_sync_map::InSyncMap, UserspaceLog};
 use crate::{
     atomic_instant::AtomicInstant,
     stats::LogStats,
@@ -185,6 +185,15 @@ fn construct_inner(
     let (region_size, region_count, log_dev) = finish().inspect_err(|_| {
         let _ = transport.request(to, RequestType::Dtr, &[], &mut []);
     })?;
+    // In a cluster another node may take a region out of sync between the mirror's two
+    // questions; a server that withdraws voids kept answers, cmirrord does not withdraw.
+    let clustered = parsed
+        .server_args
+        .first()
+        .is_some_and(|t| t.starts_with(b"clustered-"));
+    let reuse_in_sync = crate::module_parameters::reuse_in_sync.value() && !clustered;
+    let map_wanted = crate::module_parameters::in_sync_map.value();
+    let in_sync_map = InSyncMap::new(region_count, map_wanted);
     let Ok(log) = slot.write_pin_init(pin_init!(UserspaceLog {
         transport,
         target,
@@ -205,7 +214,8 @@ fn construct_inner(
         region_count,
         _log_dev: log_dev,
         batch,
-        in_sync_answers <- InSyncAnswers::new(crate::module_parameters::reuse_in_sync.value()),
+        in_sync_answers <- InSyncAnswers::new(reuse_in_sync),
+        in_sync_map <- in_sync_map,
         in_sync_hint: Atomic::new(0),
         last_sync_count: Atomic::new(0),
         last_recovery_query: AtomicInstant::new(),
@@ -214,5 +224,12 @@ fn construct_inner(
         stats,
         _stats_file: stats_file,
     }));
+    if map_wanted && !log.in_sync_map.exists() {
+        pr_warn!(
+            "[{}] no memory for an in-sync map of {} regions: every IN_SYNC goes to the server\n",
+            uuid_tail(&log.uuid),
+            region_count
+        );
+    }
     Ok(log.into())
 }

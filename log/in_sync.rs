@@ -12,8 +12,12 @@
 //! gave within that pass, as it would have. (In a cluster another node may change a region's
 //! state on the server at any time; upstream's two questions are as far apart.)
 //!
-//! On by default; the module parameter `reuse_in_sync=0` turns it off for new tables (the
-//! request stream is then upstream's).
+//! A withdrawal from the server (`uapi/in_sync_map.rs`) voids kept answers. cmirrord sends
+//! none, so for `clustered-*` logs nothing is kept: another node may change a region's state
+//! between the two questions, and only the server would know.
+//!
+//! On by default for other logs; the module parameter `reuse_in_sync=0` turns it off for new
+//! tables (the request stream is then upstream's).
 
 use kernel::{
     new_spinlock,
@@ -48,6 +52,8 @@ struct Kept {
     len: usize,
     /// When the first of the kept answers came.
     since: Option<Instant<Monotonic>>,
+    /// The server's withdrawals (`uapi/in_sync_map.rs`) when they came: a later one voids them.
+    withdrawals: u64,
 }
 
 impl InSyncAnswers {
@@ -59,19 +65,21 @@ impl InSyncAnswers {
                     answers: [Answer { region: 0, in_sync: false }; KEPT],
                     len: 0,
                     since: None,
+                    withdrawals: 0,
                 },
                 "InSyncAnswers::kept"
             ),
         })
     }
 
-    /// The kept answer about `region`, which is forgotten with this.
-    pub(super) fn take(&self, region: u64) -> Option<bool> {
+    /// The kept answer about `region`, which is forgotten with this; `withdrawals` is the
+    /// count of the server's withdrawals now.
+    pub(super) fn take(&self, region: u64, withdrawals: u64) -> Option<bool> {
         if !self.enabled {
             return None;
         }
         let mut kept = self.kept.lock();
-        if kept.since.is_some_and(|t| t.elapsed() > MAX_AGE) {
+        if kept.withdrawals != withdrawals || kept.since.is_some_and(|t| t.elapsed() > MAX_AGE) {
             kept.len = 0;
             kept.since = None;
         }
@@ -85,13 +93,17 @@ impl InSyncAnswers {
         Some(answer.in_sync)
     }
 
-    /// Keeps the server's answer about `region` for the next question; dropped when
-    /// [`KEPT`] answers are kept already.
-    pub(super) fn keep(&self, region: u64, in_sync: bool) {
+    /// Keeps the server's answer about `region`, asked when the server had sent `withdrawals`
+    /// withdrawals, for the next question; dropped when [`KEPT`] answers are kept already.
+    pub(super) fn keep(&self, region: u64, in_sync: bool, withdrawals: u64) {
         if !self.enabled {
             return;
         }
         let mut kept = self.kept.lock();
+        if kept.withdrawals != withdrawals {
+            kept.len = 0;
+            kept.withdrawals = withdrawals;
+        }
         let len = kept.len;
         if len == 0 {
             kept.since = Some(Instant::now());

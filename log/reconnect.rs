@@ -104,8 +104,9 @@ impl UserspaceLog {
                 self.wait_reattached(&mut busy)?;
             }
         }
-        let r = self.reconnect();
         // The new server's answers may differ.
+        self.in_sync_map.forget();
+        let r = self.reconnect();
         self.in_sync_answers.forget();
         let mut busy = self.reattach.lock();
         *busy = false;
@@ -212,6 +213,7 @@ impl UserspaceLog {
             .map_err(|_| ESRCH)?;
         self.resend_unflushed_marks()?;
         self.half_attached.store(false, Relaxed);
+        self.hand_over_in_sync_map();
         Ok(())
     }
 

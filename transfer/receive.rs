@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The receive path: a reply completes the request it answers; an announcement of a
-//! (re)started server makes every waiting request go again.
+//! (re)started server makes every waiting request go again; a withdrawal voids the in-sync
+//! maps (`uapi/in_sync_map.rs`) before the server's `sendmsg` of it returns.
 //!
 //! Runs in the sending process's context from the connector callback: it never sleeps, and it
 //! trusts nothing in a message, which any process with `CAP_SYS_ADMIN` can forge.
@@ -11,7 +12,7 @@ use kernel::{prelude::*, sync::atomic::Relaxed};
 use super::{seq_index, Answer, Outcome, Transport, Waiter};
 use crate::{
     sys::connector::{Receiver, ReceiverSlot},
-    uapi::{Announce, CnMsg, Reply, RequestType, CN_VAL_DM_USERSPACE_LOG_ANNOUNCE},
+    uapi::{Announce, CnMsg, Reply, RequestType, Withdrawal, CN_VAL_DM_USERSPACE_LOG_ANNOUNCE},
 };
 
 impl Transport {
@@ -24,7 +25,7 @@ impl Transport {
         };
         let mut resent = 0;
         let mut inner = self.inner.lock();
-        self.presence.announced();
+        self.presence.announced(announce.features);
         for (slot, waiter) in inner.waiters.iter_mut().enumerate() {
             if let Some(w @ Waiter { answer: None, .. }) = waiter {
                 w.answer = Some(Answer::Resend);
@@ -36,10 +37,22 @@ impl Transport {
         drop(inner);
         self.server_announced.notify_all();
         pr_info!(
-            "userspace log server (pid {}) announced itself: resending {} waiting requests\n",
+            "userspace log server (pid {}, features {:#x}) announced itself: resending {} \
+             waiting requests\n",
             announce.pid,
+            announce.features,
             resent
         );
+    }
+
+    /// Handles the server's other message on the announcement's connector id.
+    fn notice(&self, msg: &[u8]) {
+        if Withdrawal::parse(msg).is_ok() {
+            // Every log forgets its map: withdrawals are rare, and a map is learned again.
+            self.presence.withdrawn();
+        } else {
+            self.announced(msg);
+        }
     }
 }
 
@@ -57,7 +70,7 @@ impl Receiver for Transport {
             return;
         }
         if CnMsg::decode(msg).is_ok_and(|cn| cn.val == CN_VAL_DM_USERSPACE_LOG_ANNOUNCE) {
-            return self.announced(msg);
+            return self.notice(msg);
         }
         let reply = match Reply::parse(msg) {
             Ok(r) => r,

@@ -7,9 +7,11 @@
 //! mirror is in sync almost always: the question is asked again and again of a server that
 //! answers "yes". With this extension the kernel keeps one bit per region:
 //!
-//! - **Announced.** Only a server whose announcement carries [`FEATURE_IN_SYNC_MAP`] takes
-//!   part. The kernel uses the map only for logs created on that server instance (a server
-//!   that did not announce it, or a later one that did not announce, gets upstream's requests).
+//! - **Announced.** Only a server whose announcement carries
+//!   [`FEATURE_IN_SYNC_MAP`](super::announce::FEATURE_IN_SYNC_MAP) takes part. The kernel
+//!   uses the map only while that server instance is there, after a hand-over from it (a
+//!   server that did not announce it, or did not answer the hand-over, gets upstream's
+//!   requests).
 //! - **Handed over.** After RESUME, the kernel asks [`RequestType::GetInSyncRanges`] from
 //!   region 0 on: the payload is a `u64` region `from`, the reply an [`InSyncRanges`]: the
 //!   region up to which the reply speaks (`next`) and up to [`MAX_RANGES`] runs of in-sync
@@ -40,8 +42,6 @@ use super::{
     message::{CnMsg, CN_IDX_DM, CN_MSG_SIZE},
     request_type::RequestType,
 };
-
-pub use super::announce::FEATURE_IN_SYNC_MAP;
 
 /// Most runs one [`InSyncRanges`] reply carries: it fits a 512-byte reply buffer.
 pub const MAX_RANGES: usize = 31;
@@ -260,7 +260,7 @@ mod tests {
         Announce {
             version: 2,
             pid: 1,
-            features: FEATURE_IN_SYNC_MAP,
+            features: crate::FEATURE_IN_SYNC_MAP,
         }
         .encode(&mut a)
         .unwrap();

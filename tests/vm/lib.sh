@@ -238,7 +238,7 @@ restart_recording() {
 	args=""
 	for f in "$@"; do args="$args --fault $f"; done
 	# shellcheck disable=SC2086
-	start_server dm-ulog-hostile --record "$REC" $args || fail "dm-ulog-hostile did not start"
+	start_server dm-ulog-hostile --record "$REC" ${SERVER_ARGS:-} $args || fail "dm-ulog-hostile did not start"
 }
 
 # Kills the server as a crash would, and waits until it is gone (a server started by an

@@ -18,7 +18,8 @@ scenario() {
 	load_module || fail "insmod of the $1 module failed"
 	rec=/tmp/$1.rec
 	rm -f "$rec"
-	start_server dm-ulogd --record "$rec" || fail "dm-ulogd did not start"
+	# Upstream's protocol only: the in-sync map is an announced extension (suite-protocol).
+	start_server dm-ulogd --record "$rec" --no-in-sync-map || fail "dm-ulogd did not start"
 	dm create m0 --table "$(mirror_table DIFF-UUID-0001 clustered-core 1024 nosync)" || fail "create failed"
 	dm mknodes m0
 	sleep 1

@@ -10,7 +10,8 @@ unprivileged_reply_ignored unprivileged_socket_ignored reply_must_name_the_log_a
 repeated_feature_refused
 status_info_failure_default flush_failure_raises_event
 failure_defaults_and_short_replies lying_data_size_dropped flush_group_failure_falls_back_to_single_regions
-in_sync_never_sent_from_map in_sync_asked_once_per_write remote_recovering_rate_limited_and_hinted
+in_sync_never_sent_from_map in_sync_asked_once_per_write in_sync_answered_from_the_servers_map
+withdrawal_voids_the_map remote_recovering_rate_limited_and_hinted
 server_restart_reconnects suspend_resume_not_retried_without_server
 integrated_flush_marks_ride_in_flush integrated_flush_lazy_clear_flush
 integrated_flush_early_at_postsuspend_and_dtr debugfs_counters_match_the_record teardown
@@ -350,11 +351,12 @@ flush_failure_raises_event() {
 	remove_all
 }
 
-# in_sync_requests_for read|write: the IN_SYNC requests for four reads or writes, one at a
-# time, to four idle regions of a fresh mirror.
+# in_sync_requests_for read|write [LOG_TYPE]: the IN_SYNC requests for four reads or writes,
+# one at a time, to four idle regions of a fresh mirror (log type clustered-core unless
+# given); the server is started with $SERVER_ARGS. Sets LUID.
 in_sync_requests_for() {
 	serve
-	create_mirror m0 "$UUID" clustered-core 1024 || fail "create failed"
+	create_mirror m0 "$UUID" "${2:-clustered-core}" 1024 || fail "create failed"
 	wait_in_sync m0 60 || fail "no sync"
 	sleep 1
 	before=$(count_requests "$REC" IN_SYNC)
@@ -366,33 +368,108 @@ in_sync_requests_for() {
 		sleep 0.2
 	done
 	echo $(($(count_requests "$REC" IN_SYNC) - before))
+	LUID=$(first_luid "$REC")
 	remove_all
 }
 
-# The map path may only ask without blocking (-EWOULDBLOCK, nothing sent); the worker then
-# asks once per read.
+# Without the in-sync map, the map path may only ask without blocking (-EWOULDBLOCK, nothing
+# sent); the worker then asks once per read.
 in_sync_never_sent_from_map() {
-	n=$(in_sync_requests_for read) || fail "$n"
+	n=$(SERVER_ARGS=--no-in-sync-map in_sync_requests_for read) || fail "$n"
 	[ "$n" -eq 4 ] || fail "$n IN_SYNC requests for 4 reads (want 4)"
 }
 
 # dm-raid1 asks IN_SYNC twice for a write to a region its region hash does not hold; the Rust
-# module answers the second from the first (log/in_sync.rs) unless reuse_in_sync=0.
+# module answers the second from the first (log/in_sync.rs) unless reuse_in_sync=0, and never
+# for clustered-* logs. The server does not offer its in-sync map here.
 in_sync_asked_once_per_write() {
-	n=$(in_sync_requests_for write) || fail "$n"
-	echo "$n IN_SYNC requests for 4 writes ($VARIANT module)"
+	export SERVER_ARGS=--no-in-sync-map
+	n=$(in_sync_requests_for write core) || fail "$n"
+	echo "$n IN_SYNC requests for 4 writes ($VARIANT module, core log)"
 	if [ "$VARIANT" = c ]; then
 		[ "$n" -eq 8 ] || fail "$n IN_SYNC requests for 4 writes (upstream asks 8)"
 		return
 	fi
 	[ "$n" -eq 4 ] || fail "$n IN_SYNC requests for 4 writes (want 4: one per write)"
+	n=$(in_sync_requests_for write clustered-core) || fail "$n"
+	echo "clustered-core: $n IN_SYNC requests for 4 writes"
+	[ "$n" -eq 8 ] || fail "clustered-core: $n IN_SYNC requests for 4 writes (want 8: nothing kept in a cluster)"
 	unload_module || fail "rmmod failed"
 	insmod "$MODULE" reuse_in_sync=0 || fail "insmod reuse_in_sync=0 failed"
-	n=$(in_sync_requests_for write) || fail "$n"
+	n=$(in_sync_requests_for write core) || fail "$n"
 	echo "reuse_in_sync=0: $n IN_SYNC requests for 4 writes"
 	unload_module || fail "rmmod failed"
 	load_module || fail "insmod failed"
 	[ "$n" -eq 8 ] || fail "reuse_in_sync=0: $n IN_SYNC requests for 4 writes (want 8, as upstream)"
+}
+
+# A server that announces the in-sync map hands it over after RESUME (GET_IN_SYNC_RANGES), and
+# the Rust module answers IN_SYNC about in-sync regions itself, on the map path too
+# (uapi/in_sync_map.rs). Upstream's module ignores the announcement.
+in_sync_answered_from_the_servers_map() {
+	n=$(in_sync_requests_for write clustered-core) || fail "$n"
+	echo "$n IN_SYNC requests for 4 writes ($VARIANT module, server with the map)"
+	if [ "$VARIANT" = c ]; then
+		[ "$n" -eq 8 ] || fail "$n IN_SYNC requests for 4 writes (upstream asks 8)"
+		[ "$(count_requests "$REC" GET_IN_SYNC_RANGES)" -eq 0 ] || fail "upstream asked for the map"
+		return
+	fi
+	ranges=$(count_requests "$REC" GET_IN_SYNC_RANGES)
+	echo "GET_IN_SYNC_RANGES: $ranges"
+	[ "$n" -eq 0 ] || fail "$n IN_SYNC requests for 4 writes to in-sync regions (want 0)"
+	[ "$ranges" -ge 1 ] || fail "the map was never asked for"
+	n=$(in_sync_requests_for read clustered-core) || fail "$n"
+	[ "$n" -eq 0 ] || fail "$n IN_SYNC requests for 4 reads of in-sync regions (want 0)"
+	unload_module || fail "rmmod failed"
+	insmod "$MODULE" in_sync_map=0 || fail "insmod in_sync_map=0 failed"
+	n=$(in_sync_requests_for write clustered-core) || fail "$n"
+	ranges=$(count_requests "$REC" GET_IN_SYNC_RANGES)
+	unload_module || fail "rmmod failed"
+	load_module || fail "insmod failed"
+	echo "in_sync_map=0: $n IN_SYNC requests for 4 writes, $ranges GET_IN_SYNC_RANGES"
+	[ "$n" -eq 8 ] && [ "$ranges" -eq 0 ] || fail "in_sync_map=0 did not give upstream's requests"
+}
+
+# in_sync_after_write REGION: the IN_SYNC requests and map answers for one write to REGION of
+# m0 ("requests answers").
+in_sync_after_write() {
+	before=$(count_requests "$REC" IN_SYNC)
+	map_before=$(log_stat "$LUID" in_sync_from_map)
+	dd if=/dev/zero of=/dev/mapper/m0 bs=4k count=1 seek=$(($1 * 128)) oflag=direct 2>/dev/null || fail "write failed"
+	sleep 0.5
+	echo "$(($(count_requests "$REC" IN_SYNC) - before)) $(($(log_stat "$LUID" in_sync_from_map) - map_before))"
+}
+
+# A withdrawal (what a cluster's server sends before a region goes out of sync elsewhere)
+# makes the kernel ask the server again about every region; what it learns then is answered
+# from the map again. A resume hands the whole map over again.
+withdrawal_voids_the_map() {
+	[ "$VARIANT" = c ] && { echo "upstream's module has no in-sync map"; return "$KSFT_SKIP"; }
+	serve
+	create_mirror m0 "$UUID" core 1024 || fail "create failed"
+	wait_in_sync m0 60 || fail "no sync"
+	sleep 1
+	LUID=$(first_luid "$REC")
+	set -- $(in_sync_after_write 3)
+	echo "before the withdrawal: $1 IN_SYNC requests, $2 answers from the map"
+	[ "$1" -eq 0 ] && [ "$2" -ge 1 ] || fail "the write was not answered from the map"
+	withdrawals=$(transport_stat server_withdrawals)
+	dm-ulog-hostile --withdraw "$LUID" || fail "the withdrawal could not be sent"
+	[ "$(transport_stat server_withdrawals)" -eq $((withdrawals + 1)) ] || fail "the kernel did not count the withdrawal"
+	set -- $(in_sync_after_write 3)
+	echo "after the withdrawal: $1 IN_SYNC requests, $2 answers from the map"
+	[ "$1" -ge 1 ] && [ "$2" -eq 0 ] || fail "the withdrawn region was answered from the map"
+	set -- $(in_sync_after_write 3)
+	echo "learned again: $1 IN_SYNC requests, $2 answers from the map"
+	[ "$1" -eq 0 ] || fail "the region's new answer was not kept"
+	# Region 5 was in the map before the withdrawal only: after it, only a hand-over can
+	# put it back.
+	dm-ulog-hostile --withdraw "$LUID" || fail "the withdrawal could not be sent"
+	dm suspend m0 && dm resume m0 || fail "suspend/resume failed"
+	set -- $(in_sync_after_write 5)
+	echo "after a resume: $1 IN_SYNC requests, $2 answers from the map"
+	[ "$1" -eq 0 ] && [ "$2" -ge 1 ] || fail "the handed-over map did not answer"
+	remove_all
 }
 
 remote_recovering_rate_limited_and_hinted() {
