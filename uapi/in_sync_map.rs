@@ -83,7 +83,9 @@ impl<'a> InSyncRanges<'a> {
             request: RequestType::GetInSyncRanges,
             len: data.len(),
         };
-        if data.len() < 8 || data.len() > MAX_RANGES_REPLY || (data.len() - 8) % 16 != 0 {
+        // `next`, then whole runs (`% 16 != 8`: `is_multiple_of` is newer than the oldest
+        // Rust the kernel builds with).
+        if data.len() < 8 || data.len() > MAX_RANGES_REPLY || data.len() % 16 != 8 {
             return Err(bad);
         }
         let reply = Self {
@@ -231,7 +233,7 @@ mod tests {
         assert!(InSyncRanges::encode(1, &[(0, 1); MAX_RANGES + 1], &mut buf).is_err());
         let n = InSyncRanges::encode(1, &[(0, 1); MAX_RANGES], &mut buf).unwrap();
         assert_eq!(n, MAX_RANGES_REPLY);
-        assert!(MAX_RANGES_REPLY <= 512);
+        const { assert!(MAX_RANGES_REPLY <= 512) };
         assert!(InSyncRanges::decode(0, &buf[..n]).is_ok());
     }
 

@@ -118,46 +118,63 @@ impl Bitset {
         self.words.iter().map(|w| u64::from(w.count_ones())).sum()
     }
 
-    /// The first bit at or after `from` that is clear here and in `other` (of the same
-    /// length): the next region neither in sync nor being recovered.
-    pub fn first_clear_in_both(&self, other: &Self, from: u64) -> Option<u64> {
-        debug_assert_eq!(self.len, other.len);
+    /// The first bit at or after `from` among the set bits of `candidates(k)`, a mask of word
+    /// `k`'s bits: one word at a time rather than one bit, for the searches of logs of up to
+    /// 2^32 regions. Bits past `len` are never found.
+    fn find_from(&self, from: u64, candidates: impl Fn(usize) -> u64) -> Option<u64> {
         if from >= self.len {
             return None;
         }
         let first = (from / WORD_BITS) as usize;
-        // Bits below `from` in its word count as set.
-        let below = (1u64 << (from % WORD_BITS)) - 1;
-        self.words[first..]
-            .iter()
-            .zip(&other.words[first..])
-            .enumerate()
-            .find_map(|(k, (a, b))| {
-                let taken = a | b | if k == 0 { below } else { 0 };
-                let free = !taken;
-                (free != 0)
-                    .then(|| (first + k) as u64 * WORD_BITS + u64::from(free.trailing_zeros()))
+        // Bits below `from` in its word are no candidates.
+        let at_or_after = u64::MAX << (from % WORD_BITS);
+        (first..self.words.len())
+            .find_map(|k| {
+                let found = candidates(k) & if k == first { at_or_after } else { u64::MAX };
+                (found != 0).then(|| k as u64 * WORD_BITS + u64::from(found.trailing_zeros()))
             })
             .filter(|&i| i < self.len)
     }
 
+    /// The first bit at or after `from` that is clear here and in `other` (of the same
+    /// length): the next region neither in sync nor being recovered.
+    pub fn first_clear_in_both(&self, other: &Self, from: u64) -> Option<u64> {
+        debug_assert_eq!(self.len, other.len);
+        self.find_from(from, |k| !(self.words[k] | other.words[k]))
+    }
+
+    /// The first set bit at or after `from`, if any.
+    pub fn next_set(&self, from: u64) -> Option<u64> {
+        self.find_from(from, |k| self.words[k])
+    }
+
+    /// The first clear bit at or after `from`, if any.
+    pub fn next_clear(&self, from: u64) -> Option<u64> {
+        self.find_from(from, |k| !self.words[k])
+    }
+
     /// The first clear bit, if any.
     pub fn first_clear(&self) -> Option<u64> {
-        self.first_clear_in_both(self, 0)
+        self.next_clear(0)
     }
 
     /// Loads the bits from a little-endian byte bitmap (bit `i` is `bytes[i / 8] >> (i % 8)`);
-    /// bits beyond `bytes` are cleared, and bytes beyond `len` bits ignored.
-    pub fn copy_from_le_bytes(&mut self, bytes: &[u8]) {
+    /// bits beyond `bytes` are cleared, and bytes beyond `len` bits ignored. Returns whether
+    /// a bit that was set is clear now: for regions, whether any left sync.
+    pub fn copy_from_le_bytes(&mut self, bytes: &[u8]) -> bool {
         let mut chunks = bytes.chunks(8);
+        let mut lost = 0;
         for word in &mut self.words {
             let mut le = [0u8; 8];
             if let Some(c) = chunks.next() {
                 le[..c.len()].copy_from_slice(c);
             }
-            *word = u64::from_le_bytes(le);
+            let old = std::mem::replace(word, u64::from_le_bytes(le));
+            lost |= old & !*word;
         }
         self.clear_tail();
+        // The tail was clear before, so nothing cleared there counts.
+        lost != 0
     }
 }
 
@@ -184,11 +201,15 @@ mod tests {
         assert!(b.set(69, false));
         assert!(!b.set(69, false));
         assert_eq!(b.first_clear(), Some(69));
-        b.copy_from_le_bytes(&[0xff; 16]);
+        assert!(
+            !b.copy_from_le_bytes(&[0xff; 16]),
+            "only bit 69 changed: it was set"
+        );
         assert_eq!(b.count_ones(), 70);
-        b.copy_from_le_bytes(&[0x01, 0x02]);
+        assert!(b.copy_from_le_bytes(&[0x01, 0x02]), "set bits were cleared");
         assert_eq!(b.count_ones(), 2);
         assert!(b.get(0) && b.get(9) && !b.get(8));
+        assert!(!b.copy_from_le_bytes(&[0x01, 0x03]), "only a bit was set");
         assert!(Bitset::try_new(0, true).unwrap().is_empty());
     }
 
@@ -205,6 +226,25 @@ mod tests {
         assert_eq!(a.first_clear_in_both(&b, 200), None);
         a.fill(true);
         assert_eq!(a.first_clear_in_both(&b, 0), None);
+    }
+
+    #[test]
+    fn next_set_and_next_clear_cross_words_and_stop_at_the_end() {
+        let mut a = Bitset::try_new(200, false).unwrap();
+        assert_eq!((a.next_set(0), a.next_clear(0)), (None, Some(0)));
+        for i in 63..=128 {
+            a.set(i, true);
+        }
+        assert_eq!(a.next_set(0), Some(63));
+        assert_eq!(a.next_set(100), Some(100));
+        assert_eq!(a.next_clear(63), Some(129));
+        assert_eq!(a.next_set(129), None);
+        a.set(199, true);
+        assert_eq!(a.next_set(129), Some(199));
+        assert_eq!(a.next_clear(199), None, "the tail past len is no clear bit");
+        assert_eq!((a.next_set(200), a.next_clear(200)), (None, None));
+        a.fill(true);
+        assert_eq!(a.next_clear(0), None);
     }
 
     proptest! {
@@ -226,9 +266,11 @@ mod tests {
             let want = (from..n).find(|&i| !bits[i as usize] && !other[i as usize]);
             prop_assert_eq!(a.first_clear_in_both(&b, from), want);
             prop_assert_eq!(a.first_clear(), bits.iter().position(|v| !v).map(|i| i as u64));
-            let mut c = Bitset::try_new(n, true).unwrap();
-            c.copy_from_le_bytes(&bytes);
-            prop_assert_eq!(&c, &a);
+            prop_assert_eq!(a.next_set(from), (from..n).find(|&i| bits[i as usize]));
+            prop_assert_eq!(a.next_clear(from), (from..n).find(|&i| !bits[i as usize]));
+            let lost = (0..bits.len()).any(|i| other[i] && !bits[i]);
+            prop_assert_eq!(b.copy_from_le_bytes(&bytes), lost);
+            prop_assert_eq!(&b, &a);
         }
     }
 }

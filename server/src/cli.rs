@@ -82,6 +82,12 @@ pub struct CommonArgs {
     /// when it resends (after 15 s) or retries (every 2 s), as with upstream's module.
     #[arg(long)]
     pub no_announce: bool,
+    /// Do not offer the kernel the in-sync map: announce no features and refuse
+    /// GET_IN_SYNC_RANGES. The kernel then asks IN_SYNC before every write to a region it
+    /// does not hold, as upstream's module does. (Without an announcement there is no map
+    /// either.)
+    #[arg(long)]
+    pub no_in_sync_map: bool,
     /// The lock that keeps a second server (dm-ulogd or dm-ulog-hostile) from starting on
     /// this host: two would both answer every request and both write disk logs.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_LOCK_FILE)]
@@ -104,6 +110,7 @@ impl CommonArgs {
             record: self.record.clone(),
             force_exit,
             announce: !self.no_announce,
+            in_sync_map: !self.no_in_sync_map,
             max_log_memory: self.max_log_memory << 20,
         }
     }
@@ -122,22 +129,32 @@ pub fn init_logging(filter: &str) {
 
 /// Fails early, with the fix, when the kernel would ignore the server.
 pub fn check_capabilities(program: &str) -> Result<()> {
+    require_capabilities(
+        program,
+        &[
+            (Capability::CAP_NET_ADMIN, "to join connector group 7"),
+            (
+                Capability::CAP_SYS_ADMIN,
+                "for the kernel to accept its replies",
+            ),
+        ],
+    )
+}
+
+/// Fails, with the fix, unless every capability of `needed` (each with what it is for) is
+/// in effect.
+pub fn require_capabilities(program: &str, needed: &[(Capability, &str)]) -> Result<()> {
     let mut missing = Vec::new();
-    for (cap, why) in [
-        (Capability::CAP_NET_ADMIN, "to join connector group 7"),
-        (
-            Capability::CAP_SYS_ADMIN,
-            "for the kernel to accept its replies",
-        ),
-    ] {
+    for &(cap, why) in needed {
         if !caps::has_cap(None, CapSet::Effective, cap).unwrap_or(false) {
             missing.push(format!("{cap} ({why})"));
         }
     }
     if !missing.is_empty() {
         bail!(Fatal::permission(format!(
-            "{program} lacks {}: run it as root or grant these capabilities",
-            missing.join(" and ")
+            "{program} lacks {}: run it as root or grant {}",
+            missing.join(" and "),
+            if missing.len() == 1 { "it" } else { "them" }
         )));
     }
     Ok(())

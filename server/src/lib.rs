@@ -11,7 +11,9 @@
 //! - `dm_ulog_uapi::Request::parse`, to read the request in a message;
 //! - [`logs::Logs`]: every log's state and the answer to each request
 //!   ([`logs::Logs::handle`]), for the `core` and `disk` logs of the kernel's dm-log.c and
-//!   cmirrord's `clustered-` names, created from the CTR string ([`table`]);
+//!   cmirrord's `clustered-` names, created from the CTR string ([`table`]); a server that
+//!   announces the in-sync map sends each [`logs::Logs::pending_withdrawal`] before its reply,
+//!   as [`serve::Exchange::answer`] does;
 //! - [`serve`]: the receive loop of `dm-ulogd`, `dm-ulog-hostile` and the benchmark's echo,
 //!   with signals, the request record ([`record`]) and statistics ([`stats`]).
 //!

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use dm_ulog_uapi::{
-    encode_message, Announce, CnMsg, Header, ANNOUNCE_VERSION, CN_IDX_DM, CN_MSG_SIZE,
+    encode_message, Announce, CnMsg, Header, Withdrawal, ANNOUNCE_VERSION, CN_IDX_DM, CN_MSG_SIZE,
 };
 use netlink_sys::{protocols::NETLINK_CONNECTOR, Socket, SocketAddr};
 use nix::errno::Errno;
@@ -202,15 +202,7 @@ impl KernelLink {
     /// Joins the device-mapper connector group, with a large receive buffer (logged). Needs
     /// `CAP_NET_ADMIN`.
     pub fn open() -> Result<Self> {
-        // Neither failure goes away with a restart: exit statuses that stop systemd's retries.
-        let mut sock = Socket::new(NETLINK_CONNECTOR).map_err(|e| {
-            Fatal::config(format!(
-                "cannot open a NETLINK_CONNECTOR socket: {e} (is CONFIG_CONNECTOR enabled? \
-                 under systemd, RestrictAddressFamilies= must allow AF_NETLINK)"
-            ))
-        })?;
-        sock.bind(&SocketAddr::new(0, 0))
-            .context("cannot bind the netlink socket")?;
+        let sock = connector_socket()?;
         match enlarge_receive_buffer(&sock, RECEIVE_BUFFER) {
             Ok(size) => tracing::info!("{size}"),
             Err(e) => tracing::warn!(
@@ -218,6 +210,8 @@ impl KernelLink {
                  some may wait for the kernel's resend"
             ),
         }
+        // Not a failure that goes away with a restart: an exit status that stops systemd's
+        // retries.
         sock.add_membership(CN_IDX_DM).map_err(|e| {
             Fatal::permission(format!(
                 "cannot join connector group 7 (device-mapper): {e}; this needs CAP_NET_ADMIN, \
@@ -226,6 +220,30 @@ impl KernelLink {
         })?;
         Ok(Self::new(NetlinkSocket::new(sock)))
     }
+}
+
+/// A bound `NETLINK_CONNECTOR` socket, in no group yet.
+fn connector_socket() -> Result<Socket> {
+    // Not a failure that goes away with a restart: an exit status that stops systemd's retries.
+    let mut sock = Socket::new(NETLINK_CONNECTOR).map_err(|e| {
+        Fatal::config(format!(
+            "cannot open a NETLINK_CONNECTOR socket: {e} (is CONFIG_CONNECTOR enabled? \
+             under systemd, RestrictAddressFamilies= must allow AF_NETLINK)"
+        ))
+    })?;
+    sock.bind(&SocketAddr::new(0, 0))
+        .context("cannot bind the netlink socket")?;
+    Ok(sock)
+}
+
+/// Sends the kernel one withdrawal from a connector socket of its own, outside any server
+/// (as a cluster peer's failure would make a server withdraw): for tests. It joins no group
+/// and takes no lock, so it works beside a running server; the kernel has acted on the
+/// withdrawal when this returns. The kernel ignores it without `CAP_SYS_ADMIN`.
+pub fn send_withdrawal(withdrawal: &Withdrawal) -> Result<()> {
+    let sock = connector_socket()?;
+    let mut tx = Vec::new();
+    Replier::new(&sock, &mut tx).withdraw(withdrawal)
 }
 
 impl<E: Endpoint> KernelLink<E> {
@@ -247,11 +265,12 @@ impl<E: Endpoint> KernelLink<E> {
         &self.sock
     }
 
-    /// Tells the kernel a server is here (see `uapi/announce.rs`); kernels without the
-    /// extension drop the message.
-    pub fn announce(&mut self) -> Result<()> {
+    /// Tells the kernel a server is here (see `uapi/announce.rs`), with the `FEATURE_*` bits
+    /// of the extensions it implements (`features`); kernels without the extension drop the
+    /// message.
+    pub fn announce(&mut self, features: u32) -> Result<()> {
         let mut replier = Replier::with_pid(&self.sock, &mut self.tx, self.pid);
-        let n = replier.encode_announce();
+        let n = replier.encode_announce(features);
         replier
             .send(n)
             .context("announcing the server to the kernel")
@@ -506,15 +525,31 @@ impl<'a> Replier<'a> {
         CN_MSG_SIZE
     }
 
-    /// Builds this process's announcement in the message buffer; returns its length.
-    pub fn encode_announce(&mut self) -> usize {
+    /// Builds this process's announcement, offering `features`, in the message buffer;
+    /// returns its length.
+    pub fn encode_announce(&mut self, features: u32) -> usize {
         Announce {
             version: ANNOUNCE_VERSION,
             pid: self.pid,
-            features: 0,
+            features,
         }
         .encode(self.message())
         .expect("the buffer holds an announcement")
+    }
+
+    /// Tells the kernel to forget regions of its in-sync map (`uapi/in_sync_map.rs`). The
+    /// kernel acts on it inside the `sendmsg`, so once this returns `Ok` it no longer
+    /// answers IN_SYNC for them itself: a reply sent after it cannot be overtaken by it.
+    pub fn withdraw(&mut self, withdrawal: &Withdrawal) -> Result<()> {
+        let n = withdrawal
+            .encode(self.message())
+            .expect("the buffer holds a withdrawal");
+        self.send(n).with_context(|| {
+            format!(
+                "withdrawing regions {}+{} of log luid={} from the kernel's in-sync map",
+                withdrawal.first, withdrawal.count, withdrawal.luid
+            )
+        })
     }
 
     /// The message buffer: what follows the netlink header.
@@ -816,7 +851,9 @@ mod tests {
         let capture = Capture::default();
         let mut tx = Vec::new();
         let mut r = Replier::new(&capture, &mut tx);
-        let n = r.encode_announce();
+        let n = r.encode_announce(dm_ulog_uapi::FEATURE_IN_SYNC_MAP);
+        r.send(n).unwrap();
+        let n = r.encode_announce(0);
         r.send(n).unwrap();
         let sent = capture.0.into_inner();
         let msg = &sent[0][NLMSG_HDR..];
@@ -829,8 +866,32 @@ mod tests {
             Ok(Announce {
                 version: ANNOUNCE_VERSION,
                 pid: std::process::id(),
-                features: 0,
+                features: dm_ulog_uapi::FEATURE_IN_SYNC_MAP,
             })
         );
+        assert_eq!(
+            Announce::parse(&sent[1][NLMSG_HDR..]).map(|a| a.features),
+            Ok(0)
+        );
+    }
+
+    #[test]
+    fn withdrawal_goes_to_the_announcement_id() {
+        let capture = Capture::default();
+        let mut tx = Vec::new();
+        let w = Withdrawal {
+            luid: 42,
+            first: 7,
+            count: 1,
+        };
+        Replier::new(&capture, &mut tx).withdraw(&w).unwrap();
+        let sent = capture.0.into_inner();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(&sent[0][0..4], &(sent[0].len() as u32).to_ne_bytes());
+        let msg = &sent[0][NLMSG_HDR..];
+        assert_eq!(Withdrawal::parse(msg), Ok(w));
+        // Neither a reply nor an announcement.
+        assert!(dm_ulog_uapi::Reply::parse(msg).is_err());
+        assert!(Announce::parse(msg).is_err());
     }
 }

@@ -2,6 +2,11 @@
 //!
 //! A live and an inactive table may share one UUID (a table reload), so the kernel's `luid`
 //! tells their log instances apart.
+//!
+//! With the in-sync map (`uapi/in_sync_map.rs`) the kernel answers IN_SYNC itself for the
+//! regions it was told are in sync. A request that takes a region out of sync therefore
+//! leaves a [`Withdrawal`] pending here ([`Logs::pending_withdrawal`]), which the caller
+//! sends the kernel before the request's reply (`serve::Exchange::answer` does).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -9,8 +14,9 @@ use std::io;
 use std::path::PathBuf;
 
 use dm_ulog_uapi::{
+    in_sync_map::{MAX_RANGES, MAX_RANGES_REPLY},
     payload::{self, RegionSync, RemoteRecovering, ResyncWork},
-    Header, RequestType, Uuid, WireError,
+    Header, InSyncRanges, RequestType, Uuid, WireError, Withdrawal,
 };
 use nix::errno::Errno;
 use tracing::{debug, info, warn};
@@ -35,6 +41,20 @@ pub enum LogError {
     /// A region number past the end of the log.
     #[error("malformed request: {0}")]
     OutOfRange(#[from] OutOfRange),
+    /// GET_IN_SYNC_RANGES to a server that did not announce the in-sync map.
+    #[error(
+        "GET_IN_SYNC_RANGES, but this server did not announce the in-sync map (started with \
+         --no-in-sync-map or --no-announce): the kernel module should not have asked; \
+         update it, or start the server without those flags"
+    )]
+    InSyncMapOff,
+    /// A withdrawal of an earlier request has not reached the kernel yet; the caller
+    /// broke [`Logs::handle`]'s contract.
+    #[error(
+        "a withdrawal from the kernel's in-sync map is not sent yet: no request is applied \
+         before it is (the kernel resends this one)"
+    )]
+    WithdrawalPending,
     /// The CTR string names no log this server can keep.
     #[error("refusing log: {0}")]
     Table(#[from] TableError),
@@ -96,11 +116,13 @@ impl LogError {
             Self::UnknownLog => Errno::ESRCH,
             Self::Malformed(_)
             | Self::OutOfRange(_)
+            | Self::InSyncMapOff
             | Self::Table(_)
             | Self::OtherArguments
             | Self::Device(_) => Errno::EINVAL,
             Self::TooLarge { .. } | Self::NoMemory { .. } => Errno::ENOMEM,
             Self::DeviceIo { .. } => Errno::EIO,
+            Self::WithdrawalPending => Errno::EAGAIN,
         }
     }
 }
@@ -281,6 +303,96 @@ impl Log {
         })
     }
 
+    /// Answers every request but CTR and DTR (which [`Logs`] handles): the reply payload goes
+    /// to `out`. GET_IN_SYNC_RANGES only if the server announced the in-sync map.
+    fn answer(
+        &mut self,
+        kind: RequestType,
+        uuid: &Uuid,
+        luid: u64,
+        data: &[u8],
+        out: &mut Vec<u8>,
+        in_sync_map: bool,
+    ) -> Result<(), LogError> {
+        match kind {
+            RequestType::Ctr | RequestType::Dtr => unreachable!("handled by Logs::apply"),
+            RequestType::Presuspend => self.suspended = true,
+            RequestType::Postsuspend => self.postsuspend()?,
+            RequestType::Resume => self.resume(uuid, luid)?,
+            RequestType::GetRegionSize => {
+                out.extend_from_slice(&self.spec.region_size.to_ne_bytes())
+            }
+            RequestType::IsClean => {
+                let r = payload::decode_u64(kind, data)?;
+                out.extend_from_slice(&i64::from(self.regions.is_clean(r)?).to_ne_bytes());
+            }
+            RequestType::GetInSyncRanges => {
+                // A kernel asks only a server that announced the in-sync map.
+                if !in_sync_map {
+                    return Err(LogError::InSyncMapOff);
+                }
+                let from = payload::decode_u64(kind, data)?;
+                let mut runs = [(0, 0); MAX_RANGES];
+                let (next, n) = self.regions.in_sync_runs(from, &mut runs)?;
+                // Within the capacity the reply buffer keeps: no allocation.
+                out.resize(MAX_RANGES_REPLY, 0);
+                let len = InSyncRanges::encode(next, &runs[..n], out)?;
+                out.truncate(len);
+            }
+            RequestType::InSync => {
+                let r = payload::decode_u64(kind, data)?;
+                out.extend_from_slice(&i64::from(self.regions.in_sync(r)?).to_ne_bytes());
+            }
+            RequestType::MarkRegion | RequestType::Flush => {
+                // v3 integrated flush: the marks travel inside FLUSH and are applied first.
+                for r in payload::decode_regions(kind, data)? {
+                    self.regions.mark(r)?;
+                    self.note(r);
+                }
+                if kind == RequestType::Flush {
+                    self.flush()?;
+                }
+            }
+            RequestType::ClearRegion => {
+                for r in payload::decode_regions(kind, data)? {
+                    self.regions.clear(r)?;
+                    self.note(r);
+                }
+            }
+            RequestType::GetResyncWork => {
+                let work = if self.suspended {
+                    None
+                } else {
+                    self.regions.resync_work()
+                };
+                let reply = ResyncWork {
+                    available: work.is_some(),
+                    region: work.unwrap_or(0),
+                };
+                out.extend_from_slice(&reply.encode());
+            }
+            RequestType::SetRegionSync => {
+                let s = RegionSync::decode(data)?;
+                self.regions.set_sync(s.region, s.in_sync)?;
+                self.note(s.region);
+            }
+            RequestType::GetSyncCount => {
+                out.extend_from_slice(&self.regions.sync_count().to_ne_bytes())
+            }
+            RequestType::StatusInfo => self.status_info(out),
+            RequestType::StatusTable => out.extend_from_slice(self.spec.args.as_bytes()),
+            RequestType::IsRemoteRecovering => {
+                payload::decode_u64(kind, data)?;
+                let reply = RemoteRecovering {
+                    is_recovering: false,
+                    in_sync_hint: self.regions.in_sync_hint(),
+                };
+                out.extend_from_slice(&reply.encode());
+            }
+        }
+        Ok(())
+    }
+
     fn status_info(&self, out: &mut Vec<u8>) {
         use std::io::Write;
         let _ = match &self.disk {
@@ -340,6 +452,12 @@ pub struct Logs {
     logs: HashMap<Key, Log>,
     /// Bytes one log may take (`--max-log-memory`).
     max_log_memory: u64,
+    /// The server announced the in-sync map: it answers GET_IN_SYNC_RANGES and withdraws.
+    in_sync_map: bool,
+    /// What the last request took out of the kernel's in-sync map, until the caller has sent
+    /// it. One slot is enough: a request withdraws at most one span, and no request is
+    /// applied while one is pending.
+    withdrawal: Option<Withdrawal>,
 }
 
 impl Default for Logs {
@@ -349,12 +467,34 @@ impl Default for Logs {
 }
 
 impl Logs {
-    /// No logs yet; each may take at most `max_log_memory` bytes.
+    /// No logs yet; each may take at most `max_log_memory` bytes. Without the in-sync map,
+    /// as upstream's protocol has it.
     pub fn with_memory_limit(max_log_memory: u64) -> Self {
         Self {
             logs: HashMap::new(),
             max_log_memory,
+            in_sync_map: false,
+            withdrawal: None,
         }
+    }
+
+    /// With the in-sync map, for a server that announces it (and so sends the kernel every
+    /// [`Logs::pending_withdrawal`]), if `enabled`.
+    pub fn with_in_sync_map(mut self, enabled: bool) -> Self {
+        self.in_sync_map = enabled;
+        self
+    }
+
+    /// Regions the last request took out of sync, for the kernel to forget before it hears
+    /// the reply (or anything else): the caller sends it, then calls
+    /// [`Logs::withdrawal_sent`]. Only with the in-sync map.
+    pub fn pending_withdrawal(&self) -> Option<Withdrawal> {
+        self.withdrawal
+    }
+
+    /// The kernel has [`Logs::pending_withdrawal`]: its `sendmsg` returned.
+    pub fn withdrawal_sent(&mut self) {
+        self.withdrawal = None;
     }
 
     /// How many log instances exist.
@@ -378,6 +518,9 @@ impl Logs {
 
     /// Answers one request: the reply payload goes to `out` (cleared first), or an error
     /// for the reply's errno, which is logged here.
+    ///
+    /// With the in-sync map, the caller sends [`Logs::pending_withdrawal`] before the reply:
+    /// while one is pending, requests are refused (`EAGAIN`) without being applied.
     pub fn handle(
         &mut self,
         header: &Header,
@@ -386,7 +529,10 @@ impl Logs {
     ) -> Result<(), LogError> {
         out.clear();
         let uuid = header.uuid();
-        let result = self.apply(header, uuid, data, out);
+        let result = match self.withdrawal {
+            Some(_) => Err(LogError::WithdrawalPending),
+            None => self.apply(header, uuid, data, out),
+        };
         if let Err(e) = &result {
             let request = header.kind().map_or("?", RequestType::name);
             let luid = header.luid;
@@ -422,78 +568,23 @@ impl Logs {
             // After a server restart: ESRCH makes the kernel send CTR and RESUME again.
             return Err(LogError::UnknownLog);
         };
-        match kind {
-            RequestType::Ctr => unreachable!("handled above"),
-            RequestType::Dtr => {
-                self.logs.remove(&key);
-                info!(%uuid, luid = header.luid, "log destroyed");
-            }
-            RequestType::Presuspend => log.suspended = true,
-            RequestType::Postsuspend => log.postsuspend()?,
-            RequestType::Resume => log.resume(uuid, header.luid)?,
-            RequestType::GetRegionSize => {
-                out.extend_from_slice(&log.spec.region_size.to_ne_bytes())
-            }
-            RequestType::IsClean => {
-                let r = payload::decode_u64(kind, data)?;
-                out.extend_from_slice(&i64::from(log.regions.is_clean(r)?).to_ne_bytes());
-            }
-            // Not announced yet: a kernel asks only a server that announced the in-sync map.
-            RequestType::GetInSyncRanges => {
-                return Err(LogError::Malformed(WireError::UnknownType(kind as u32)))
-            }
-            RequestType::InSync => {
-                let r = payload::decode_u64(kind, data)?;
-                out.extend_from_slice(&i64::from(log.regions.in_sync(r)?).to_ne_bytes());
-            }
-            RequestType::MarkRegion | RequestType::Flush => {
-                // v3 integrated flush: the marks travel inside FLUSH and are applied first.
-                for r in payload::decode_regions(kind, data)? {
-                    log.regions.mark(r)?;
-                    log.note(r);
-                }
-                if kind == RequestType::Flush {
-                    log.flush()?;
-                }
-            }
-            RequestType::ClearRegion => {
-                for r in payload::decode_regions(kind, data)? {
-                    log.regions.clear(r)?;
-                    log.note(r);
-                }
-            }
-            RequestType::GetResyncWork => {
-                let work = if log.suspended {
-                    None
-                } else {
-                    log.regions.resync_work()
-                };
-                let reply = ResyncWork {
-                    available: work.is_some(),
-                    region: work.unwrap_or(0),
-                };
-                out.extend_from_slice(&reply.encode());
-            }
-            RequestType::SetRegionSync => {
-                let s = RegionSync::decode(data)?;
-                log.regions.set_sync(s.region, s.in_sync)?;
-                log.note(s.region);
-            }
-            RequestType::GetSyncCount => {
-                out.extend_from_slice(&log.regions.sync_count().to_ne_bytes())
-            }
-            RequestType::StatusInfo => log.status_info(out),
-            RequestType::StatusTable => out.extend_from_slice(log.spec.args.as_bytes()),
-            RequestType::IsRemoteRecovering => {
-                payload::decode_u64(kind, data)?;
-                let reply = RemoteRecovering {
-                    is_recovering: false,
-                    in_sync_hint: log.regions.in_sync_hint(),
-                };
-                out.extend_from_slice(&reply.encode());
-            }
+        if kind == RequestType::Dtr {
+            self.logs.remove(&key);
+            info!(%uuid, luid = header.luid, "log destroyed");
+            return Ok(());
         }
-        Ok(())
+        let result = log.answer(kind, uuid, header.luid, data, out, self.in_sync_map);
+        // Failed or not, the request may have taken regions out of sync (a disk log's RESUME
+        // that read the device and then failed to write it back): withdraw them all the same.
+        let left_sync = log.regions.take_left_sync();
+        if let Some((first, count)) = left_sync.filter(|_| self.in_sync_map) {
+            self.withdrawal = Some(Withdrawal {
+                luid: header.luid,
+                first,
+                count,
+            });
+        }
+        result
     }
 
     fn create(&mut self, key: Key, data: &[u8], out: &mut Vec<u8>) -> Result<(), LogError> {
@@ -531,6 +622,115 @@ mod tests {
         logs.handle(&header(kind, luid), data, &mut out)
             .map(|()| out)
             .map_err(|e| e.errno())
+    }
+
+    fn set_sync(logs: &mut Logs, region: u64, in_sync: bool) {
+        let s = RegionSync { region, in_sync };
+        ask(logs, RequestType::SetRegionSync, 1, &s.encode()).unwrap();
+    }
+
+    /// The runs and `next` of a GET_IN_SYNC_RANGES reply.
+    fn ranges(logs: &mut Logs, from: u64) -> Result<(u64, Vec<(u64, u64)>), Errno> {
+        let out = ask(logs, RequestType::GetInSyncRanges, 1, &from.to_ne_bytes())?;
+        let r = InSyncRanges::decode(from, &out).expect("a reply the kernel takes");
+        Ok((r.next, r.runs().collect()))
+    }
+
+    #[test]
+    fn in_sync_ranges_are_answered_only_with_the_map() {
+        let mut logs = Logs::default().with_in_sync_map(true);
+        ask(&mut logs, RequestType::Ctr, 1, b"800 core 8 nosync").unwrap();
+        set_sync(&mut logs, 3, false);
+        logs.withdrawal_sent();
+        assert_eq!(ranges(&mut logs, 0), Ok((100, vec![(0, 3), (4, 96)])));
+        assert_eq!(ranges(&mut logs, 99), Ok((100, vec![(99, 1)])));
+        // Past the end, or no u64: malformed.
+        assert_eq!(ranges(&mut logs, 100), Err(Errno::EINVAL));
+        assert_eq!(
+            ask(&mut logs, RequestType::GetInSyncRanges, 1, &[0; 4]),
+            Err(Errno::EINVAL)
+        );
+        // Without the map (not announced) it is refused, whatever it asks.
+        let mut logs = Logs::default();
+        ask(&mut logs, RequestType::Ctr, 1, b"800 core 8 nosync").unwrap();
+        assert_eq!(ranges(&mut logs, 0), Err(Errno::EINVAL));
+    }
+
+    #[test]
+    fn regions_leaving_sync_are_withdrawn_with_the_map_only() {
+        let mut logs = Logs::default().with_in_sync_map(true);
+        ask(&mut logs, RequestType::Ctr, 1, b"800 core 8 nosync").unwrap();
+        ask(&mut logs, RequestType::Resume, 1, b"").unwrap();
+        assert_eq!(logs.pending_withdrawal(), None);
+        set_sync(&mut logs, 5, false);
+        assert_eq!(
+            logs.pending_withdrawal(),
+            Some(Withdrawal {
+                luid: 1,
+                first: 5,
+                count: 1
+            })
+        );
+        // Nothing is applied until the kernel has it.
+        assert_eq!(
+            ask(&mut logs, RequestType::GetSyncCount, 1, b""),
+            Err(Errno::EAGAIN)
+        );
+        logs.withdrawal_sent();
+        assert_eq!(
+            ask(&mut logs, RequestType::GetSyncCount, 1, b""),
+            Ok(99u64.to_ne_bytes().to_vec())
+        );
+        // Out of sync already, or into sync: nothing to withdraw.
+        set_sync(&mut logs, 5, false);
+        set_sync(&mut logs, 5, true);
+        set_sync(&mut logs, 6, true);
+        assert_eq!(logs.pending_withdrawal(), None);
+        // Without the map, nothing is ever withdrawn.
+        let mut logs = Logs::default();
+        ask(&mut logs, RequestType::Ctr, 1, b"800 core 8 nosync").unwrap();
+        set_sync(&mut logs, 5, false);
+        assert_eq!(logs.pending_withdrawal(), None);
+    }
+
+    /// A disk log's RESUME after POSTSUSPEND reads the device again, where in-sync regions
+    /// with a write outstanding are not clean: they leave sync, and the whole log is
+    /// withdrawn. A RESUME that reads back the same regions in sync withdraws nothing.
+    #[test]
+    fn a_disk_log_reloaded_out_of_sync_is_withdrawn_whole() {
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        tmp.as_file().set_len(4096).unwrap();
+        let ctr = format!("8192 disk {} 1024", tmp.path().display());
+        let mut logs = Logs::default().with_in_sync_map(true);
+        ask(&mut logs, RequestType::Ctr, 1, ctr.as_bytes()).unwrap();
+        ask(&mut logs, RequestType::Resume, 1, b"").unwrap();
+        assert_eq!(logs.pending_withdrawal(), None, "a first load");
+        for r in 0..8 {
+            set_sync(&mut logs, r, true);
+        }
+        let suspend_resume = |logs: &mut Logs| {
+            for kind in [
+                RequestType::Presuspend,
+                RequestType::Postsuspend,
+                RequestType::Resume,
+            ] {
+                ask(logs, kind, 1, b"").unwrap();
+            }
+        };
+        suspend_resume(&mut logs);
+        assert_eq!(logs.pending_withdrawal(), None, "the same regions in sync");
+        ask(&mut logs, RequestType::MarkRegion, 1, &2u64.to_ne_bytes()).unwrap();
+        suspend_resume(&mut logs);
+        assert_eq!(
+            logs.pending_withdrawal(),
+            Some(Withdrawal {
+                luid: 1,
+                first: 0,
+                count: u64::MAX
+            })
+        );
+        logs.withdrawal_sent();
+        assert_eq!(ranges(&mut logs, 0), Ok((8, vec![(0, 2), (3, 5)])));
     }
 
     #[test]

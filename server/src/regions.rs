@@ -5,6 +5,8 @@
 //! `nosync` log with every region in sync; resync work is handed out once per region, in
 //! ascending order, and not again until it is reported or the log resumes.
 
+use std::ops::Range;
+
 use crate::bitset::{AllocError, Bitset};
 
 /// Region bookkeeping of one log: three bits per region, in bitsets reserved fallibly at
@@ -18,6 +20,11 @@ pub struct Regions {
     /// Where the search for resync work continues.
     sync_search: u64,
     sync_count: u64,
+    /// The regions that left sync since [`Regions::take_left_sync`] last looked: the
+    /// smallest span holding them, `end` `u64::MAX` for "to the end of the log". Noted here,
+    /// where in-sync bits are cleared, so that no way of clearing one can skip the
+    /// withdrawal the kernel's in-sync map needs (`crate::logs`).
+    left_sync: Option<Range<u64>>,
 }
 
 /// A region number outside the log.
@@ -40,6 +47,7 @@ impl Regions {
             recovering: Bitset::try_new(count, false)?,
             sync_search: 0,
             sync_count: if in_sync { count } else { 0 },
+            left_sync: None,
         })
     }
 
@@ -47,7 +55,10 @@ impl Regions {
     /// clean bitmap `bits` says clean (dm-log.c copies its clean bits to its sync bits), none
     /// with a write outstanding, none being recovered. Allocates nothing.
     pub fn load_clean_bits(&mut self, bits: &[u8]) {
-        self.in_sync.copy_from_le_bytes(bits);
+        if self.in_sync.copy_from_le_bytes(bits) {
+            // Which ones does not matter: a reload is rare, and the kernel learns again.
+            self.note_left_sync(0..u64::MAX);
+        }
         self.clean.fill(true);
         self.recovering.fill(false);
         self.sync_search = 0;
@@ -111,6 +122,7 @@ impl Regions {
                 self.sync_count += 1;
             } else {
                 self.sync_count -= 1;
+                self.note_left_sync(region..region + 1);
             }
         }
         if !in_sync {
@@ -118,6 +130,49 @@ impl Regions {
             self.sync_search = self.sync_search.min(region);
         }
         Ok(())
+    }
+
+    fn note_left_sync(&mut self, span: Range<u64>) {
+        self.left_sync = Some(match self.left_sync.take() {
+            None => span,
+            Some(seen) => seen.start.min(span.start)..seen.end.max(span.end),
+        });
+    }
+
+    /// The regions that left sync since the last call, as `(first, count)` (`count`
+    /// `u64::MAX`: every region from `first` on), the span of a withdrawal; `None` if none
+    /// did.
+    pub fn take_left_sync(&mut self) -> Option<(u64, u64)> {
+        let span = self.left_sync.take()?;
+        let count = match span.end {
+            u64::MAX => u64::MAX,
+            end => end - span.start,
+        };
+        Some((span.start, count))
+    }
+
+    /// The runs of in-sync regions from `from` on, as GET_IN_SYNC_RANGES hands them to the
+    /// kernel: fills `runs` with `(first, count)`, in order, and returns the region the
+    /// answer speaks up to and how many runs it filled. That region is the log's end, unless
+    /// `runs` filled up first: then the end of the last run, where the kernel asks on.
+    /// Word-level searches, no allocation. Panics if `runs` is empty.
+    pub fn in_sync_runs(
+        &self,
+        from: u64,
+        runs: &mut [(u64, u64)],
+    ) -> Result<(u64, usize), OutOfRange> {
+        assert!(!runs.is_empty(), "no room for a run");
+        let mut at = self.check(from)?;
+        for (n, run) in runs.iter_mut().enumerate() {
+            let Some(first) = self.in_sync.next_set(at) else {
+                return Ok((self.count(), n));
+            };
+            let end = self.in_sync.next_clear(first).unwrap_or(self.count());
+            *run = (first, end - first);
+            at = end;
+        }
+        // Every slot holds a run, which ends past `from`: the kernel asks on from there.
+        Ok((at, runs.len()))
     }
 
     /// How many regions are in sync.
@@ -145,6 +200,7 @@ impl Regions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dm_ulog_uapi::in_sync_map::MAX_RANGES;
     use proptest::prelude::*;
 
     #[test]
@@ -211,6 +267,109 @@ mod tests {
         assert_eq!(r.resync_work(), Some(0));
     }
 
+    /// Regions in sync exactly where `sync(i)` says.
+    fn with_sync(n: u64, sync: impl Fn(u64) -> bool) -> Regions {
+        let mut r = Regions::try_new(n, false).unwrap();
+        for i in (0..n).filter(|&i| sync(i)) {
+            r.set_sync(i, true).unwrap();
+        }
+        r
+    }
+
+    /// Every run from `from` on, asked as the kernel asks: again from each answer's `next`
+    /// until the end, `slots` runs at a time.
+    fn runs_from(r: &Regions, mut from: u64, slots: usize) -> Vec<(u64, u64)> {
+        let mut all = Vec::new();
+        let mut runs = vec![(0, 0); slots];
+        while from < r.count() {
+            let (next, n) = r.in_sync_runs(from, &mut runs).unwrap();
+            assert!(next > from, "next {next} does not advance past {from}");
+            assert!(n == slots || next == r.count(), "stopped early at {next}");
+            for &(first, count) in &runs[..n] {
+                assert!(first >= from && first + count <= next && count > 0);
+            }
+            all.extend_from_slice(&runs[..n]);
+            from = next;
+        }
+        assert_eq!(from, r.count());
+        all
+    }
+
+    #[test]
+    fn in_sync_runs_of_empty_full_and_holed_logs() {
+        let mut runs = [(0, 0); MAX_RANGES];
+        let none = with_sync(100, |_| false);
+        assert_eq!(none.in_sync_runs(0, &mut runs), Ok((100, 0)));
+        assert_eq!(none.in_sync_runs(99, &mut runs), Ok((100, 0)));
+        let all = with_sync(100, |_| true);
+        assert_eq!(all.in_sync_runs(0, &mut runs), Ok((100, 1)));
+        assert_eq!(runs[0], (0, 100));
+        // From the middle of a run: the run from there.
+        assert_eq!(all.in_sync_runs(37, &mut runs), Ok((100, 1)));
+        assert_eq!(runs[0], (37, 63));
+        let holes = with_sync(100, |i| !(10..20).contains(&i) && i != 50 && i < 98);
+        assert_eq!(holes.in_sync_runs(0, &mut runs), Ok((100, 3)));
+        assert_eq!(runs[..3], [(0, 10), (20, 30), (51, 47)]);
+        assert_eq!(holes.in_sync_runs(15, &mut runs), Ok((100, 2)));
+        assert_eq!(runs[..2], [(20, 30), (51, 47)]);
+        assert_eq!(holes.in_sync_runs(100, &mut runs), Err(OutOfRange(100)));
+    }
+
+    #[test]
+    fn in_sync_runs_of_the_last_region() {
+        let mut runs = [(0, 0); MAX_RANGES];
+        let last = with_sync(130, |i| i == 129);
+        assert_eq!(last.in_sync_runs(0, &mut runs), Ok((130, 1)));
+        assert_eq!(runs[0], (129, 1));
+        assert_eq!(last.in_sync_runs(129, &mut runs), Ok((130, 1)));
+        assert_eq!(runs[0], (129, 1));
+        assert_eq!(last.in_sync_runs(130, &mut runs), Err(OutOfRange(130)));
+        // Exactly MAX_RANGES runs, the last ending at the log's end: nothing left to ask.
+        let n = 2 * MAX_RANGES as u64;
+        let odd = with_sync(n, |i| i % 2 == 1);
+        assert_eq!(odd.in_sync_runs(0, &mut runs), Ok((n, MAX_RANGES)));
+        assert_eq!(runs[MAX_RANGES - 1], (n - 1, 1));
+    }
+
+    #[test]
+    fn more_runs_than_a_reply_holds_continue_from_next() {
+        // 100 runs of one region (every even one): 31 per reply, each exactly once.
+        let r = with_sync(200, |i| i % 2 == 0);
+        let mut runs = [(0, 0); MAX_RANGES];
+        assert_eq!(r.in_sync_runs(0, &mut runs), Ok((61, MAX_RANGES)));
+        assert_eq!(runs[MAX_RANGES - 1], (60, 1));
+        assert_eq!(r.in_sync_runs(61, &mut runs), Ok((123, MAX_RANGES)));
+        assert_eq!(runs[0], (62, 1));
+        let all = runs_from(&r, 0, MAX_RANGES);
+        assert_eq!(all, (0..100).map(|k| (2 * k, 1)).collect::<Vec<_>>());
+        // Runs longer than one region, crossing words, one slot at a time.
+        let r = with_sync(1000, |i| i % 100 < 70);
+        let all = runs_from(&r, 0, 1);
+        assert_eq!(all, (0..10).map(|k| (100 * k, 70)).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn regions_leaving_sync_are_noted_once() {
+        let mut r = Regions::try_new(300, true).unwrap();
+        assert_eq!(r.take_left_sync(), None);
+        r.set_sync(7, false).unwrap();
+        assert_eq!(r.take_left_sync(), Some((7, 1)));
+        assert_eq!(r.take_left_sync(), None);
+        // Already out of sync, or going in sync: nothing left sync.
+        r.set_sync(7, false).unwrap();
+        r.set_sync(7, true).unwrap();
+        assert_eq!(r.take_left_sync(), None);
+        // Two before a look: the span holding both.
+        r.set_sync(200, false).unwrap();
+        r.set_sync(9, false).unwrap();
+        assert_eq!(r.take_left_sync(), Some((9, 192)));
+        // A reload that clears a bit: the whole log; one that only sets bits: nothing.
+        r.load_clean_bits(&[0xff; 38]);
+        assert_eq!(r.take_left_sync(), None);
+        r.load_clean_bits(&[0xfe]);
+        assert_eq!(r.take_left_sync(), Some((0, u64::MAX)));
+    }
+
     /// One operation of the random sequences.
     #[derive(Clone, Debug)]
     enum Op {
@@ -232,8 +391,31 @@ mod tests {
     }
 
     proptest! {
-        /// Against a plain model: sync count, clean and in-sync answers always agree, and
-        /// work is only ever offered for regions out of sync and not already offered.
+        /// Asked as the kernel asks, from any region and with any room per reply, the runs
+        /// are exactly the model's maximal runs from there, each once.
+        #[test]
+        fn in_sync_runs_match_a_model(sync in prop::collection::vec(any::<bool>(), 1..300),
+                                      from in 0usize..300, slots in 1usize..5) {
+            let n = sync.len() as u64;
+            let from = (from % sync.len()) as u64;
+            let r = with_sync(n, |i| sync[i as usize]);
+            let mut want = Vec::new();
+            let mut i = from;
+            while i < n {
+                if sync[i as usize] {
+                    let end = (i..n).find(|&j| !sync[j as usize]).unwrap_or(n);
+                    want.push((i, end - i));
+                    i = end;
+                } else {
+                    i += 1;
+                }
+            }
+            prop_assert_eq!(runs_from(&r, from, slots), want);
+        }
+
+        /// Against a plain model: sync count, clean and in-sync answers always agree, work is
+        /// only ever offered for regions out of sync and not already offered, and exactly the
+        /// regions that leave sync are noted for a withdrawal.
         #[test]
         fn matches_a_simple_model(start_in_sync in any::<bool>(), ops in prop::collection::vec(op(16), 0..200)) {
             let n = 16u64;
@@ -254,9 +436,16 @@ mod tests {
                             prop_assert!((0..16).all(|i| sync[i] || offered[i]), "no work offered though some is left");
                         }
                     }
-                    Op::SetSync(x, s) => { r.set_sync(x, s).unwrap(); sync[x as usize] = s; offered[x as usize] = false; }
+                    Op::SetSync(x, s) => {
+                        let left = sync[x as usize] && !s;
+                        r.set_sync(x, s).unwrap();
+                        sync[x as usize] = s;
+                        offered[x as usize] = false;
+                        prop_assert_eq!(r.take_left_sync(), left.then_some((x, 1)));
+                    }
                     Op::Resume => { r.resume(); offered.fill(false); }
                 }
+                prop_assert_eq!(r.take_left_sync(), None, "only SET_REGION_SYNC leaves sync");
                 prop_assert_eq!(r.sync_count(), sync.iter().filter(|s| **s).count() as u64);
                 prop_assert_eq!(r.dirty_count(), dirty.iter().filter(|d| **d).count() as u64);
                 for i in 0..n {

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use dm_ulog_uapi::{Request, RequestType, WireError};
+use dm_ulog_uapi::{Request, RequestType, WireError, FEATURE_IN_SYNC_MAP};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use tracing::{info, warn};
@@ -38,6 +38,8 @@ pub struct Config {
     pub force_exit: bool,
     /// Announce the server to the kernel at start (not `--no-announce`).
     pub announce: bool,
+    /// Offer the kernel the in-sync map (not `--no-in-sync-map`); only an announcement can.
+    pub in_sync_map: bool,
     /// `--max-log-memory`, in bytes: the most one log may take.
     pub max_log_memory: u64,
 }
@@ -48,7 +50,26 @@ impl Default for Config {
             record: None,
             force_exit: false,
             announce: true,
+            in_sync_map: true,
             max_log_memory: DEFAULT_MAX_LOG_MEMORY,
+        }
+    }
+}
+
+impl Config {
+    /// Whether the kernel keeps an in-sync map of this server's logs: the map is offered,
+    /// and announced. Then GET_IN_SYNC_RANGES is answered and regions leaving sync are
+    /// withdrawn.
+    pub fn uses_in_sync_map(&self) -> bool {
+        self.announce && self.in_sync_map
+    }
+
+    /// The `FEATURE_*` bits the announcement carries.
+    pub fn features(&self) -> u32 {
+        if self.uses_in_sync_map() {
+            FEATURE_IN_SYNC_MAP
+        } else {
+            0
         }
     }
 }
@@ -70,14 +91,33 @@ pub struct Exchange<'r, 'a> {
 impl Exchange<'_, '_> {
     /// Applies the request to the logs; returns the reply's error field, the payload being
     /// in [`Exchange::payload`].
-    pub fn answer(&mut self) -> i32 {
-        match self
+    ///
+    /// Regions the request took out of sync are withdrawn from the kernel's in-sync map
+    /// here, before any reply can be sent: the kernel must not answer IN_SYNC "in sync" for
+    /// them once it has heard the reply. An error (the withdrawal could not be sent) means
+    /// no reply may go out; the withdrawal stays pending, and goes before the next request
+    /// is applied (the kernel resends this one after its timeout).
+    pub fn answer(&mut self) -> Result<i32> {
+        self.withdraw()?;
+        let error = match self
             .logs
             .handle(&self.request.header, self.request.data, self.payload)
         {
             Ok(()) => 0,
             Err(e) => -(e.errno() as i32),
+        };
+        self.withdraw()?;
+        Ok(error)
+    }
+
+    /// Sends the logs' pending withdrawal, if any, and waits for its `sendmsg`: the
+    /// kernel's connector acts on it inside that call.
+    fn withdraw(&mut self) -> Result<()> {
+        if let Some(withdrawal) = self.logs.pending_withdrawal() {
+            self.tx.withdraw(&withdrawal)?;
+            self.logs.withdrawal_sent();
         }
+        Ok(())
     }
 
     /// Sends the reply computed by [`Exchange::answer`].
@@ -108,7 +148,7 @@ pub struct Honest;
 
 impl Responder for Honest {
     fn respond(&mut self, ex: &mut Exchange<'_, '_>) -> Result<()> {
-        let error = ex.answer();
+        let error = ex.answer()?;
         ex.send_answer(error)
     }
 }
@@ -194,7 +234,8 @@ impl<R: Responder> LogService<R> {
     pub fn new(config: &Config, responder: R) -> Result<Self> {
         let recorder = config.record.as_deref().map(Recorder::open).transpose()?;
         Ok(Self {
-            logs: Logs::with_memory_limit(config.max_log_memory),
+            logs: Logs::with_memory_limit(config.max_log_memory)
+                .with_in_sync_map(config.uses_in_sync_map()),
             stats: Stats::default(),
             recorder,
             payload: Vec::with_capacity(4096),
@@ -296,14 +337,24 @@ impl<R: Responder> Server<LogService<R>> {
     /// other server runs on this host.
     pub fn new(config: &Config, lock: InstanceLock, responder: R) -> Result<Self> {
         let service = LogService::new(config, responder)?;
-        let mut link = KernelLink::open()?;
-        if config.announce {
-            link.announce()?;
-            info!("announced to the kernel: requests waiting for a server are resent now");
-        }
-        let mut server = Self::with_link(link, service)?;
+        let mut server = Self::start(KernelLink::open()?, config, service)?;
         server._lock = Some(lock);
         Ok(server)
+    }
+}
+
+impl<R: Responder, E: Endpoint> Server<LogService<R>, E> {
+    /// The log server's loop over `link`: announces the server (with the features
+    /// `config` offers) unless told not to, installs the signal handlers. Takes no lock.
+    pub fn start(mut link: KernelLink<E>, config: &Config, service: LogService<R>) -> Result<Self> {
+        if config.announce {
+            link.announce(config.features())?;
+            info!(
+                in_sync_map = config.uses_in_sync_map(),
+                "announced to the kernel: requests waiting for a server are resent now"
+            );
+        }
+        Self::with_link(link, service)
     }
 }
 

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use dm_ulog_uapi::{
     encode_message, payload::encode_regions, payload::RegionSync, Header, Reply, RequestType,
+    Withdrawal,
 };
 use dm_ulogd::link::{datagram, KernelLink, Loopback, Transmit, NLMSG_HDR};
 use dm_ulogd::serve::{Config, Honest, LogService, Server};
@@ -62,15 +63,21 @@ fn allocations_in(f: impl FnOnce()) -> u64 {
     ALLOCATIONS.with(Cell::get) - before
 }
 
-/// Judges each reply without keeping it (keeping would allocate): counts replies and errors.
+/// Judges each reply without keeping it (keeping would allocate): counts replies, errors and
+/// withdrawals.
 #[derive(Default)]
 struct Tally {
     replies: Cell<u64>,
     errors: Cell<u64>,
+    withdrawals: Cell<u64>,
 }
 
 impl Transmit for Tally {
     fn transmit(&self, datagram: &[u8]) -> io::Result<()> {
+        if Withdrawal::parse(&datagram[NLMSG_HDR..]).is_ok() {
+            self.withdrawals.set(self.withdrawals.get() + 1);
+            return Ok(());
+        }
         self.replies.set(self.replies.get() + 1);
         match Reply::parse(&datagram[NLMSG_HDR..]) {
             Ok(Reply::Full { header, .. }) if header.error == 0 => {}
@@ -92,11 +99,8 @@ fn round(uuid: &[u8], luid: u64) -> Vec<Vec<u8>> {
     let mut marks = [0u8; 16];
     encode_regions(&[3, 7], &mut marks).unwrap();
     let region = 5u64.to_ne_bytes();
-    let sync = RegionSync {
-        region: 2,
-        in_sync: true,
-    }
-    .encode();
+    let from = 0u64.to_ne_bytes();
+    let [sync, unsync] = [true, false].map(|in_sync| RegionSync { region: 2, in_sync }.encode());
     use RequestType::*;
     [
         (MarkRegion, &marks[..8]),
@@ -107,6 +111,9 @@ fn round(uuid: &[u8], luid: u64) -> Vec<Vec<u8>> {
         (Flush, &[][..]),
         (GetResyncWork, &[][..]),
         (SetRegionSync, &sync[..]),
+        (GetInSyncRanges, &from[..]),
+        // Out of sync again: a withdrawal, then the reply.
+        (SetRegionSync, &unsync[..]),
         (GetSyncCount, &[][..]),
         (GetRegionSize, &[][..]),
         (StatusInfo, &[][..]),
@@ -120,8 +127,9 @@ fn round(uuid: &[u8], luid: u64) -> Vec<Vec<u8>> {
     .collect()
 }
 
-/// A core and a disk log served with and without `--record`: after one round of every
-/// request type, a thousand more rounds allocate nothing.
+/// A core and a disk log served with and without `--record`, with the in-sync map: after one
+/// round of every request type, a thousand more rounds allocate nothing, withdrawals
+/// included.
 #[test]
 fn requests_allocate_nothing_after_warm_up() {
     // Logging as dm-ulogd's default filter has it, into nothing.
@@ -186,6 +194,7 @@ fn requests_allocate_nothing_after_warm_up() {
             server.handler().stats().of(RequestType::Flush).count(),
             (4 * (ROUNDS + 1)) as u64
         );
+        assert_eq!(tally.withdrawals.get(), (2 * (ROUNDS + 1)) as u64);
         assert_eq!(
             allocations,
             0,

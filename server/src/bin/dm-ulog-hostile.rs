@@ -4,19 +4,24 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::Parser;
+use caps::Capability;
+use clap::{Parser, Subcommand};
+use dm_ulog_uapi::Withdrawal;
 use dm_ulogd::cli::{self, CommonArgs};
 use dm_ulogd::hostile::{fault::FaultSpec, fault::Script, Hostile};
+use dm_ulogd::link;
 use dm_ulogd::lock::InstanceLock;
 use dm_ulogd::serve::Server;
 
 /// Test log server that misbehaves on command. Exits on SIGTERM/SIGINT even while logs
 /// exist, printing `hostile: requests=<n> malformed=<m> seed=<s>` (also on SIGUSR1).
 #[derive(Parser, Debug)]
-#[command(version)]
+#[command(version, args_conflicts_with_subcommands = true)]
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
     /// `<type>:<action>[*<count>]`, repeatable; faults apply in order to the first requests
     /// they match. Type: a request type in lower case (flush, get_region_size, ...) or any.
     /// Action: drop, errno=N, ack=N, size=N, u64=V, device=S, device-raw=S, stray, dup,
@@ -34,6 +39,27 @@ struct Args {
     max_malformed: Option<u64>,
 }
 
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Send the kernel one withdrawal from its in-sync map, then exit.
+    ///
+    /// What a server sends when regions leave sync (another cluster node's failure, say):
+    /// the kernel stops answering IN_SYNC itself for them (the Rust module forgets every
+    /// log's map). Exits 0, printing nothing, once the kernel has taken it (its sendmsg
+    /// returned). Needs CAP_SYS_ADMIN (root); joins no group and takes no lock, so it runs
+    /// beside a dm-ulogd.
+    Withdraw {
+        /// The log instance: the `luid` of its requests (see `--record`).
+        luid: u64,
+        /// The first region withdrawn.
+        #[arg(long, value_name = "REGION", default_value_t = 0)]
+        first: u64,
+        /// How many regions; the default, u64::MAX, is every region from `--first` on.
+        #[arg(long, value_name = "N", default_value_t = u64::MAX)]
+        count: u64,
+    },
+}
+
 fn probability(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
@@ -46,6 +72,16 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<()> {
+    if let Some(Command::Withdraw { luid, first, count }) = args.command {
+        cli::require_capabilities(
+            "dm-ulog-hostile withdraw",
+            &[(
+                Capability::CAP_SYS_ADMIN,
+                "for the kernel to accept the withdrawal",
+            )],
+        )?;
+        return link::send_withdrawal(&Withdrawal { luid, first, count });
+    }
     cli::init_logging(&args.common.log);
     // The same lock as dm-ulogd's: the two never answer side by side.
     let lock = InstanceLock::acquire(&args.common.lock_file)?;

@@ -54,7 +54,7 @@ impl Hostile {
     fn inject(&mut self, action: &Action, ex: &mut Exchange<'_, '_>) -> Result<()> {
         let h = ex.request.header;
         let error = if action.applies_request() && !matches!(action, Action::Delay(_)) {
-            ex.answer()
+            ex.answer()?
         } else {
             0
         };
@@ -91,7 +91,7 @@ impl Hostile {
             }
             Action::Delay(d) => {
                 std::thread::sleep(*d);
-                let error = ex.answer();
+                let error = ex.answer()?;
                 ex.send_answer(error)
             }
             Action::Unpriv => reply_unprivileged(ex),
@@ -193,7 +193,7 @@ fn send_without_sys_admin(ex: &mut Exchange<'_, '_>) -> Result<()> {
     if caps::has_cap(None, CapSet::Effective, Capability::CAP_SYS_ADMIN)? {
         bail!("CAP_SYS_ADMIN could not be dropped");
     }
-    let error = ex.answer();
+    let error = ex.answer()?;
     ex.send_answer(error)
 }
 
@@ -210,7 +210,7 @@ impl Responder for Hostile {
             self.prev.clear();
             return self.inject(&action, ex);
         }
-        let error = ex.answer();
+        let error = ex.answer()?;
         if let Some(fuzzer) = &mut self.fuzzer {
             if fuzzer.attack(ex, error, &self.prev)? {
                 self.prev.clear();
