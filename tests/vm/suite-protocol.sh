@@ -454,7 +454,7 @@ withdrawal_voids_the_map() {
 	echo "before the withdrawal: $1 IN_SYNC requests, $2 answers from the map"
 	[ "$1" -eq 0 ] && [ "$2" -ge 1 ] || fail "the write was not answered from the map"
 	withdrawals=$(transport_stat server_withdrawals)
-	dm-ulog-hostile --withdraw "$LUID" || fail "the withdrawal could not be sent"
+	dm-ulog-hostile withdraw "$LUID" || fail "the withdrawal could not be sent"
 	[ "$(transport_stat server_withdrawals)" -eq $((withdrawals + 1)) ] || fail "the kernel did not count the withdrawal"
 	set -- $(in_sync_after_write 3)
 	echo "after the withdrawal: $1 IN_SYNC requests, $2 answers from the map"
@@ -464,7 +464,7 @@ withdrawal_voids_the_map() {
 	[ "$1" -eq 0 ] || fail "the region's new answer was not kept"
 	# Region 5 was in the map before the withdrawal only: after it, only a hand-over can
 	# put it back.
-	dm-ulog-hostile --withdraw "$LUID" || fail "the withdrawal could not be sent"
+	dm-ulog-hostile withdraw "$LUID" || fail "the withdrawal could not be sent"
 	dm suspend m0 && dm resume m0 || fail "suspend/resume failed"
 	set -- $(in_sync_after_write 5)
 	echo "after a resume: $1 IN_SYNC requests, $2 answers from the map"
