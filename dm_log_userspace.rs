@@ -51,6 +51,12 @@ module! {
                 sync and answer IN_SYNC about them without asking (0: ask every time, as \
                 upstream); read when a table is loaded",
         },
+        hold_clears: bool {
+            default: true,
+            description: "send clears only with the next FLUSH that carries marks, or with \
+                their own FLUSH 3 s later, and cancel one when its region is marked again \
+                (0: send them at every flush, as upstream); read when a table is loaded",
+        },
         max_server_wait: u32 {
             default: 0,
             description: "seconds a log may go without a server before its requests fail \

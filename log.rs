@@ -99,12 +99,17 @@ pub(crate) struct UserspaceLog {
     last_sync_count: Atomic<u64>,
     /// When IS_REMOTE_RECOVERING was last asked.
     last_recovery_query: AtomicInstant,
-    /// With `integrated_flush`: when a FLUSH is due for clears that were sent but that no FLUSH
-    /// has made durable yet (3 s after the first). While set, `lazy_flush` is queued or running.
+    /// When clears are due to be sent or made durable (3 s after the first): clears held
+    /// back (`hold_clears`), or with `integrated_flush` clears sent that no FLUSH has made
+    /// durable yet. While set, `lazy_flush` is queued or running.
     lazy_flush_due: AtomicInstant,
     /// Sends the FLUSH that clears wait for.
     #[pin]
     lazy_flush: DelayedWork<UserspaceLog>,
+    /// Held by whoever sends clears and FLUSHes (the mirror's worker, the lazy work): a clear
+    /// sent by one must not overtake a later mark sent by the other.
+    #[pin]
+    flushing: Mutex<()>,
     stats: Arc<LogStats>,
     _stats_file: StatsFile<Arc<LogStats>>,
 }
@@ -316,7 +321,9 @@ impl DirtyLog for UserspaceLog {
     }
 
     fn mark_region(&self, region: u64) {
-        self.batch.mark(region);
+        if self.batch.mark(region) {
+            self.stats.clear_cancelled();
+        }
     }
 
     fn clear_region(&self, region: u64) {

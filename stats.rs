@@ -98,6 +98,8 @@ pub(crate) struct LogStats {
     in_sync_reused: Atomic<u64>,
     /// IN_SYNC answered from the in-sync map the server handed over.
     in_sync_from_map: Atomic<u64>,
+    /// Held clears cancelled by a new mark of their region.
+    clears_cancelled: Atomic<u64>,
     latency: Latency,
 }
 
@@ -120,6 +122,7 @@ impl LogStats {
                 recovery_queries_skipped: Atomic::new(0),
                 in_sync_reused: Atomic::new(0),
                 in_sync_from_map: Atomic::new(0),
+                clears_cancelled: Atomic::new(0),
                 latency: Latency::new(),
             },
             GFP_KERNEL,
@@ -168,6 +171,11 @@ impl LogStats {
     /// IN_SYNC was answered from a kept answer.
     pub(crate) fn in_sync_reused(&self) {
         self.in_sync_reused.fetch_add(1, Relaxed);
+    }
+
+    /// A held clear was cancelled by a new mark of its region.
+    pub(crate) fn clear_cancelled(&self) {
+        self.clears_cancelled.fetch_add(1, Relaxed);
     }
 
     /// IN_SYNC was answered from the in-sync map.

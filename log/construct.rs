@@ -85,7 +85,7 @@ fn construct_inner(
     let transport = transport.clone();
     // Allocate everything before the server learns of the log.
     let slot = UniqueArc::new_uninit(GFP_KERNEL)?;
-    let batch = FlushBatch::new()?;
+    let batch = FlushBatch::new(crate::module_parameters::hold_clears.value())?;
     let luid = NEXT_LUID.fetch_add(1, Relaxed);
     let stats = LogStats::new(&uuid, luid)?;
     let stats_file = transport.diagnostics.log_file(stats.clone())?;
@@ -221,6 +221,7 @@ fn construct_inner(
         last_recovery_query: AtomicInstant::new(),
         lazy_flush_due: AtomicInstant::new(),
         lazy_flush <- new_delayed_work!("UserspaceLog::lazy_flush"),
+        flushing <- new_mutex!((), "UserspaceLog::flushing"),
         stats,
         _stats_file: stats_file,
     }));

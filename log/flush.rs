@@ -15,6 +15,15 @@
 //! The mirror's worker flushes: clears, then marks, then a FLUSH. With `integrated_flush` the
 //! marks travel inside the FLUSH, and clears alone wait up to 3 s for one (the lazy FLUSH
 //! work item), as upstream.
+//!
+//! Held clears (on by default, module parameter `hold_clears`): a flush with clears but no
+//! marks sends nothing. The clears go out with the next flush that carries marks (whose FLUSH
+//! makes them durable too) or, at the latest, 3 s later with a FLUSH of their own from the
+//! lazy work. A new mark of a region whose clear is held cancels the clear: the server still
+//! has the region marked, which is the safe side. Held clears are dropped when the log is
+//! re-created on a new server (the regions stay marked there). The lazy work and the worker
+//! flush under one mutex, so a clear the lazy work sends cannot reach the server after a later
+//! mark of its region.
 
 use kernel::{
     impl_has_delayed_work, new_spinlock,
@@ -51,6 +60,8 @@ struct Pending {
 /// Regions waiting to be sent at the next flush.
 #[pin_data]
 pub(crate) struct FlushBatch {
+    /// Clears wait for a FLUSH that carries marks, or for the lazy deadline.
+    hold_clears: bool,
     #[pin]
     pending: SpinLock<Pending>,
 }
@@ -92,8 +103,8 @@ fn take_into(list: &mut KVec<u64>, out: &mut [u64]) -> usize {
 }
 
 impl FlushBatch {
-    /// Empty lists with their reserve allocated.
-    pub(crate) fn new() -> Result<Pin<KBox<Self>>> {
+    /// Empty lists with their reserve allocated; clears held if `hold_clears`.
+    pub(crate) fn new(hold_clears: bool) -> Result<Pin<KBox<Self>>> {
         let pending = Pending {
             marks: KVec::with_capacity(RESERVED, GFP_KERNEL)?,
             sent: 0,
@@ -101,29 +112,59 @@ impl FlushBatch {
             lost_mark: false,
         };
         KBox::pin_init(
-            pin_init!(Self { pending <- new_spinlock!(pending, "FlushBatch::pending") }),
+            pin_init!(Self {
+                hold_clears,
+                pending <- new_spinlock!(pending, "FlushBatch::pending"),
+            }),
             GFP_KERNEL,
         )
     }
 
-    /// Records a mark. Never sleeps.
+    /// Records a mark; returns whether it cancelled a held clear. Never sleeps.
     ///
     /// A mark waiting to be sent already covers the region; one sent earlier does not (a
     /// clear may have followed it), so the region is recorded again.
-    pub(crate) fn mark(&self, region: u64) {
+    pub(crate) fn mark(&self, region: u64) -> bool {
         let mut p = self.pending.lock();
-        let sent = p.sent;
-        if p.marks[sent..].contains(&region) {
-            return;
+        let mut cancelled = false;
+        if self.hold_clears {
+            if let Some(at) = p.clears.iter().position(|&c| c == region) {
+                let last = p.clears.len() - 1;
+                p.clears[at] = p.clears[last];
+                p.clears.truncate(last);
+                cancelled = true;
+            }
         }
-        if !push_atomic(&mut p.marks, region) {
+        let sent = p.sent;
+        if !p.marks[sent..].contains(&region) && !push_atomic(&mut p.marks, region) {
             p.lost_mark = true;
         }
+        cancelled
     }
 
     /// Records a clear; returns false if it had to be dropped. Never sleeps.
     pub(crate) fn clear(&self, region: u64) -> bool {
         push_atomic(&mut self.pending.lock().clears, region)
+    }
+
+    /// Whether clears wait for a FLUSH that carries marks (or the lazy deadline).
+    pub(crate) fn holds_clears(&self) -> bool {
+        self.hold_clears
+    }
+
+    /// Whether marks wait to be sent or made durable.
+    pub(crate) fn has_marks(&self) -> bool {
+        !self.pending.lock().marks.is_empty()
+    }
+
+    /// Whether clears wait to be sent.
+    pub(crate) fn has_clears(&self) -> bool {
+        !self.pending.lock().clears.is_empty()
+    }
+
+    /// Drops the clears not sent yet: their regions stay marked on the server.
+    pub(crate) fn drop_clears(&self) {
+        self.pending.lock().clears.clear();
     }
 
     /// Takes up to `out.len()` pending clears.
@@ -179,7 +220,7 @@ impl_has_delayed_work! {
 impl WorkItem for UserspaceLog {
     type Pointer = Arc<UserspaceLog>;
 
-    /// Makes clears durable that no FLUSH has covered since they were sent.
+    /// Sends held clears and makes every clear sent durable with a FLUSH.
     ///
     /// A FLUSH carrying marks covers them too; the work is not cancelled then, it finds
     /// nothing due. Queued for an earlier deadline, it waits again until the current one.
@@ -197,8 +238,9 @@ impl WorkItem for UserspaceLog {
             let _ = workqueue::system_long().enqueue_delayed(this, timeout::jiffies(wait));
             return;
         }
+        let _flushing = this.flushing.lock();
         if this.lazy_flush_due.take().is_some() {
-            if let Err(e) = this.flush_marks(&[], 0) {
+            if let Err(e) = this.flush_clears() {
                 this.clears_not_flushed(e);
                 this.target.table_event();
             }
@@ -264,10 +306,18 @@ impl UserspaceLog {
         }
     }
 
+    /// Sends held clears, then a FLUSH that makes every clear sent so far durable: for the
+    /// lazy work, and at suspend and dtr. Called under `flushing`.
+    fn flush_clears(&self) -> Result {
+        self.send_pending(RequestType::ClearRegion, |g| self.batch.take_clears(g))?;
+        self.flush_marks(&[], 0)
+    }
+
     /// Sends pending clears, then marks, then makes them durable.
     ///
     /// With `integrated_flush` the marks travel in the FLUSH; clears alone are not urgent (a
-    /// lost clear only costs a resync), so their FLUSH is left to delayed work.
+    /// lost clear only costs a resync), so their FLUSH is left to delayed work. With held
+    /// clears, clears alone are not even sent: the delayed work sends them.
     pub(super) fn flush_pending(self: ArcBorrow<'_, Self>) -> Result {
         if self.batch.take_lost_mark() {
             pr_err!(
@@ -275,6 +325,14 @@ impl UserspaceLog {
                 uuid_tail(&self.uuid)
             );
             return Err(ENOMEM);
+        }
+        let _flushing = self.flushing.lock();
+        if self.batch.holds_clears() && !self.batch.has_marks() {
+            if self.batch.has_clears() && !self.lazy_flush_due.is_set() {
+                self.lazy_flush_due.set(Instant::now() + LAZY_FLUSH_DELAY);
+                self.queue_lazy_flush();
+            }
+            return Ok(());
         }
         let sent_clears =
             self.send_pending(RequestType::ClearRegion, |g| self.batch.take_clears(g))?;
@@ -288,6 +346,10 @@ impl UserspaceLog {
             // Marks that an earlier, failed FLUSH left behind need one too.
             if sent_clears || self.batch.sent_marks() > 0 {
                 self.flush_marks(&[], self.batch.sent_marks())?;
+                if self.batch.holds_clears() {
+                    // It made every clear sent so far durable; none is held.
+                    self.lazy_flush_due.take();
+                }
             }
         } else if sent_marks {
             // That FLUSH made the earlier clears durable as well.
@@ -307,9 +369,12 @@ impl UserspaceLog {
     /// server the clears stay undurable, which costs a resync of those regions, never data.
     pub(super) fn stop_lazy_flush(this: &Arc<Self>) {
         this.stopping.store(true, Relaxed);
+        // Not under `flushing`: a run in progress takes it.
         cancel_delayed_sync(this);
+        let _flushing = this.flushing.lock();
         if this.lazy_flush_due.take().is_some() {
-            if let Err(e) = this.request_once(RequestType::Flush, &[], &mut []) {
+            // With `stopping` set, a request does not wait for a missing server.
+            if let Err(e) = this.flush_clears() {
                 this.clears_not_flushed(e);
             }
         }

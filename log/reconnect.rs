@@ -200,6 +200,9 @@ impl UserspaceLog {
         }
         // Until RESUME and the marks are through, the server knows the log but not its marks.
         self.half_attached.store(true, Relaxed);
+        // Clears not sent yet would only let regions go clean on a server that may resync
+        // them anyway: the regions stay marked.
+        self.batch.drop_clears();
         self.stats.reconnected();
         // What the log knew of the old server's sync state is stale: a restarted core-log
         // server resyncs everything, which a kept hint would hide from the mirror for good.

@@ -14,7 +14,8 @@ in_sync_never_sent_from_map in_sync_asked_once_per_write in_sync_answered_from_t
 withdrawal_voids_the_map remote_recovering_rate_limited_and_hinted
 server_restart_reconnects suspend_resume_not_retried_without_server
 integrated_flush_marks_ride_in_flush integrated_flush_lazy_clear_flush
-integrated_flush_early_at_postsuspend_and_dtr debugfs_counters_match_the_record teardown
+integrated_flush_early_at_postsuspend_and_dtr clears_held_for_the_next_marks_flush
+held_clears_sent_at_suspend_and_dtr debugfs_counters_match_the_record teardown
 kmemleak_reports_nothing"
 
 UUID=PROTO-UUID-0001
@@ -608,7 +609,19 @@ write_until_cleared() {
 	echo "$n0"
 }
 
+# Upstream's clears with integrated_flush: sent at once, their FLUSH 3 s later. The Rust module
+# does so with hold_clears=0 (clears_held_for_the_next_marks_flush has its default).
+with_upstream_clears() {
+	[ "$VARIANT" = c ] && return 0
+	unload_module && insmod "$MODULE" hold_clears=0 || fail "insmod hold_clears=0 failed"
+}
+with_default_clears() {
+	[ "$VARIANT" = c ] && return 0
+	unload_module && load_module || fail "insmod failed"
+}
+
 integrated_flush_lazy_clear_flush() {
+	with_upstream_clears
 	serve
 	mirror_if "$UUID" || fail "create failed"
 	n0=$(write_until_cleared) || fail "no CLEAR_REGION after the write"
@@ -619,9 +632,11 @@ integrated_flush_lazy_clear_flush() {
 	wait_for 6 sh -c "tail -n +$((cleared + 1)) $REC | grep -q '|FLUSH L1 v3 e0 n0 '" || fail "no lazy FLUSH within 7 s"
 	since "$n0"
 	remove_all
+	with_default_clears
 }
 
 integrated_flush_early_at_postsuspend_and_dtr() {
+	with_upstream_clears
 	serve
 	mirror_if "$UUID" || fail "create failed"
 	write_until_cleared >/dev/null || fail "no CLEAR_REGION after the write"
@@ -636,6 +651,71 @@ integrated_flush_early_at_postsuspend_and_dtr() {
 	dm remove m0 || fail "remove failed"
 	since "$n2"
 	since "$n2" | awk '{ print $1 }' | tr '\n' ' ' | grep -q "FLUSH .*DTR $" || fail "no FLUSH before DTR"
+	with_default_clears
+}
+
+# flushes_since LINE: the MARK_REGION, CLEAR_REGION and FLUSH requests after line LINE of the
+# record, as "TYPE:regions" words (FLUSH's regions are its marks).
+flushes_since() {
+	since "$1" | awk '$1 ~ /^(MARK_REGION|CLEAR_REGION|FLUSH)$/ {
+		r = ""; for (i = 8; i <= NF; i++) r = r $i
+		printf "%s:%s ", substr($1, 1, 1), r }'
+}
+
+# write_region R: one 4 KiB write to region R of m0 (1024-sector regions), then a pause that
+# lets its clear be recorded.
+write_region() {
+	dd if=/dev/zero of=/dev/mapper/m0 bs=4k count=1 seek=$(($1 * 128)) oflag=direct 2>/dev/null || fail "write failed"
+	sleep 0.5
+}
+
+# Held clears (log/flush.rs): a flush with only clears sends nothing; the clears go out before
+# the next FLUSH that carries marks, or with their own FLUSH 3 s later, and a new mark of the
+# region cancels its clear. Upstream sends each clear with a FLUSH of its own at once.
+clears_held_for_the_next_marks_flush() {
+	serve
+	create_mirror m0 "$UUID" core 1024 || fail "create failed"
+	wait_in_sync m0 60 || fail "no sync"
+	sleep 4
+	n0=$(wc -l <"$REC")
+	write_region 2
+	write_region 4
+	write_region 4
+	sleep 4
+	stream=$(flushes_since "$n0")
+	echo "$VARIANT: $stream"
+	luid=$(first_luid "$REC")
+	cancelled=$(log_stat "$luid" clears_cancelled 2>/dev/null)
+	remove_all
+	if [ "$VARIANT" = c ]; then
+		r2=0200000000000000 r4=0400000000000000
+		[ "$stream" = "M:$r2 F: C:$r2 F: M:$r4 F: C:$r4 F: M:$r4 F: C:$r4 F: " ] || fail "not upstream's stream"
+		return
+	fi
+	want="M:0200000000000000 F: C:0200000000000000 M:0400000000000000 F: M:0400000000000000 F: C:0400000000000000 F: "
+	[ "$stream" = "$want" ] || fail "want $want"
+	[ "$cancelled" -eq 1 ] || fail "$cancelled clears cancelled (want 1)"
+}
+
+# Held clears are sent, with a FLUSH, when the mirror suspends and when the log is destroyed.
+held_clears_sent_at_suspend_and_dtr() {
+	[ "$VARIANT" = c ] && { echo "upstream's module holds no clears"; return "$KSFT_SKIP"; }
+	serve
+	mirror_if "$UUID" || fail "create failed"
+	sleep 4
+	write_region 2
+	n1=$(wc -l <"$REC")
+	dm suspend m0 || fail "suspend failed"
+	stream=$(since "$n1" | awk '{ print $1 }' | tr '\n' ' ')
+	echo "suspend: $stream"
+	[ "$stream" = "PRESUSPEND CLEAR_REGION FLUSH POSTSUSPEND " ] || fail "the held clear was not sent at suspend"
+	dm resume m0 || fail "resume failed"
+	write_region 2
+	n2=$(wc -l <"$REC")
+	dm remove m0 || fail "remove failed"
+	stream=$(since "$n2" | awk '{ print $1 }' | tr '\n' ' ')
+	echo "remove: $stream"
+	echo "$stream" | grep -q "CLEAR_REGION FLUSH DTR $" || fail "the held clear was not sent before DTR"
 }
 
 debugfs_counters_match_the_record() {
