@@ -58,24 +58,7 @@ impl Announce {
     // Servers announce themselves; the kernel only reads announcements.
     #[cfg(not(MODULE))]
     pub fn encode(&self, buf: &mut [u8]) -> Result<usize, WireError> {
-        if buf.len() < ANNOUNCE_MESSAGE_SIZE {
-            return Err(WireError::Truncated {
-                need: ANNOUNCE_MESSAGE_SIZE,
-                have: buf.len(),
-            });
-        }
-        CnMsg {
-            idx: CN_IDX_DM,
-            val: CN_VAL_DM_USERSPACE_LOG_ANNOUNCE,
-            seq: 0,
-            ack: 0,
-            // CAST: a constant that fits.
-            len: ANNOUNCE_SIZE as u16,
-            flags: 0,
-        }
-        .encode(buf)?;
-        let body = &mut buf[CN_MSG_SIZE..ANNOUNCE_MESSAGE_SIZE];
-        body[0..4].copy_from_slice(&ANNOUNCE_MAGIC.to_ne_bytes());
+        let body = encode_notice(buf, ANNOUNCE_MAGIC, ANNOUNCE_SIZE)?;
         body[4..8].copy_from_slice(&self.version.to_ne_bytes());
         body[8..12].copy_from_slice(&self.pid.to_ne_bytes());
         body[12..16].copy_from_slice(&self.features.to_ne_bytes());
@@ -84,36 +67,76 @@ impl Announce {
 
     /// Reads an announcement message (`cn_msg` and payload); anything else is an error.
     pub fn parse(msg: &[u8]) -> Result<Self, WireError> {
-        let cn = CnMsg::decode(msg)?;
-        if (cn.idx, cn.val) != (CN_IDX_DM, CN_VAL_DM_USERSPACE_LOG_ANNOUNCE) {
-            return Err(WireError::WrongConnectorId {
-                idx: cn.idx,
-                val: cn.val,
-            });
-        }
-        let len = usize::from(cn.len);
-        let body = msg
-            .get(CN_MSG_SIZE..CN_MSG_SIZE + len)
-            .ok_or(WireError::LengthMismatch {
-                claimed: len,
-                have: msg.len() - CN_MSG_SIZE,
-            })?;
-        if len < ANNOUNCE_SIZE {
-            return Err(WireError::Truncated {
-                need: ANNOUNCE_SIZE,
-                have: len,
-            });
-        }
+        let body = parse_notice(msg, ANNOUNCE_MAGIC, ANNOUNCE_SIZE)?;
         let word = |i: usize| u32::from_ne_bytes([body[i], body[i + 1], body[i + 2], body[i + 3]]);
-        if word(0) != ANNOUNCE_MAGIC {
-            return Err(WireError::BadMagic(word(0)));
-        }
         Ok(Self {
             version: word(4),
             pid: word(8),
             features: if word(4) >= 2 { word(12) } else { 0 },
         })
     }
+}
+
+/// Writes the envelope of a server's message on the announcement's connector id (`cn_msg`
+/// and the body's `magic`) into `buf`; returns the `size`-byte body to fill in after it.
+#[cfg(not(MODULE))]
+pub(crate) fn encode_notice(
+    buf: &mut [u8],
+    magic: u32,
+    size: usize,
+) -> Result<&mut [u8], WireError> {
+    let need = CN_MSG_SIZE + size;
+    if buf.len() < need {
+        return Err(WireError::Truncated {
+            need,
+            have: buf.len(),
+        });
+    }
+    CnMsg {
+        idx: CN_IDX_DM,
+        val: CN_VAL_DM_USERSPACE_LOG_ANNOUNCE,
+        seq: 0,
+        ack: 0,
+        len: u16::try_from(size).map_err(|_| WireError::PayloadTooLarge {
+            len: size,
+            max: usize::from(u16::MAX),
+        })?,
+        flags: 0,
+    }
+    .encode(buf)?;
+    let body = &mut buf[CN_MSG_SIZE..need];
+    body[0..4].copy_from_slice(&magic.to_ne_bytes());
+    Ok(body)
+}
+
+/// Checks a server's message on the announcement's connector id: its id, its length, at least
+/// `size` body bytes, and the body's `magic`; returns the body.
+pub(crate) fn parse_notice(msg: &[u8], magic: u32, size: usize) -> Result<&[u8], WireError> {
+    let cn = CnMsg::decode(msg)?;
+    if (cn.idx, cn.val) != (CN_IDX_DM, CN_VAL_DM_USERSPACE_LOG_ANNOUNCE) {
+        return Err(WireError::WrongConnectorId {
+            idx: cn.idx,
+            val: cn.val,
+        });
+    }
+    let len = usize::from(cn.len);
+    let body = msg
+        .get(CN_MSG_SIZE..CN_MSG_SIZE + len)
+        .ok_or(WireError::LengthMismatch {
+            claimed: len,
+            have: msg.len() - CN_MSG_SIZE,
+        })?;
+    if len < size {
+        return Err(WireError::Truncated {
+            need: size,
+            have: len,
+        });
+    }
+    let found = u32::from_ne_bytes([body[0], body[1], body[2], body[3]]);
+    if found != magic {
+        return Err(WireError::BadMagic(found));
+    }
+    Ok(body)
 }
 
 #[cfg(test)]

@@ -31,17 +31,15 @@
 //! kernel also forgets a log's map at resume, at re-creation on a new server, and clears a
 //! region's bit before it sends `SET_REGION_SYNC` of 0 itself.
 //!
-//! A withdrawal is a `cn_msg` to `CN_IDX_DM:`[`CN_VAL_DM_USERSPACE_LOG_ANNOUNCE`] (seq 0,
-//! ack 0, len 32) followed by `{ u32 magic "ULGW"; u32 version 1; u64 luid; u64 first;
-//! u64 count; }`, host-endian; `count` `u64::MAX` means every region from `first` on. Upstream's
+//! A withdrawal is a `cn_msg` to `CN_IDX_DM:`
+//! [`CN_VAL_DM_USERSPACE_LOG_ANNOUNCE`](super::announce::CN_VAL_DM_USERSPACE_LOG_ANNOUNCE)
+//! (seq 0, ack 0, len 32) followed by `{ u32 magic "ULGW"; u32 version 1; u64 luid;
+//! u64 first; u64 count; }`, host-endian; `count` `u64::MAX` means every region from `first` on. Upstream's
 //! module registers nothing on that id, so a server may send withdrawals to it unseen.
 
-use super::{
-    announce::CN_VAL_DM_USERSPACE_LOG_ANNOUNCE,
-    error::WireError,
-    message::{CnMsg, CN_IDX_DM, CN_MSG_SIZE},
-    request_type::RequestType,
-};
+#[cfg(not(MODULE))]
+use super::{announce::encode_notice, message::CN_MSG_SIZE};
+use super::{announce::parse_notice, error::WireError, request_type::RequestType};
 
 /// Most runs one [`InSyncRanges`] reply carries: it fits a 512-byte reply buffer.
 pub const MAX_RANGES: usize = 31;
@@ -148,24 +146,7 @@ impl Withdrawal {
     // Servers withdraw; the kernel only reads withdrawals.
     #[cfg(not(MODULE))]
     pub fn encode(&self, buf: &mut [u8]) -> Result<usize, WireError> {
-        if buf.len() < WITHDRAWAL_MESSAGE_SIZE {
-            return Err(WireError::Truncated {
-                need: WITHDRAWAL_MESSAGE_SIZE,
-                have: buf.len(),
-            });
-        }
-        CnMsg {
-            idx: CN_IDX_DM,
-            val: CN_VAL_DM_USERSPACE_LOG_ANNOUNCE,
-            seq: 0,
-            ack: 0,
-            // CAST: a constant that fits.
-            len: WITHDRAWAL_SIZE as u16,
-            flags: 0,
-        }
-        .encode(buf)?;
-        let body = &mut buf[CN_MSG_SIZE..WITHDRAWAL_MESSAGE_SIZE];
-        body[0..4].copy_from_slice(&WITHDRAWAL_MAGIC.to_ne_bytes());
+        let body = encode_notice(buf, WITHDRAWAL_MAGIC, WITHDRAWAL_SIZE)?;
         body[4..8].copy_from_slice(&1u32.to_ne_bytes());
         body[8..16].copy_from_slice(&self.luid.to_ne_bytes());
         body[16..24].copy_from_slice(&self.first.to_ne_bytes());
@@ -175,30 +156,7 @@ impl Withdrawal {
 
     /// Reads a withdrawal message (`cn_msg` and payload); anything else is an error.
     pub fn parse(msg: &[u8]) -> Result<Self, WireError> {
-        let cn = CnMsg::decode(msg)?;
-        if (cn.idx, cn.val) != (CN_IDX_DM, CN_VAL_DM_USERSPACE_LOG_ANNOUNCE) {
-            return Err(WireError::WrongConnectorId {
-                idx: cn.idx,
-                val: cn.val,
-            });
-        }
-        let len = usize::from(cn.len);
-        let body = msg
-            .get(CN_MSG_SIZE..CN_MSG_SIZE + len)
-            .ok_or(WireError::LengthMismatch {
-                claimed: len,
-                have: msg.len() - CN_MSG_SIZE,
-            })?;
-        if len < WITHDRAWAL_SIZE {
-            return Err(WireError::Truncated {
-                need: WITHDRAWAL_SIZE,
-                have: len,
-            });
-        }
-        let magic = u32::from_ne_bytes([body[0], body[1], body[2], body[3]]);
-        if magic != WITHDRAWAL_MAGIC {
-            return Err(WireError::BadMagic(magic));
-        }
+        let body = parse_notice(msg, WITHDRAWAL_MAGIC, WITHDRAWAL_SIZE)?;
         Ok(Self {
             luid: read_u64(body, 8),
             first: read_u64(body, 16),
