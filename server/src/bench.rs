@@ -75,6 +75,23 @@ pub fn ping_len(msg: &[u8]) -> Option<usize> {
     ((cn.idx, cn.val) == (CN_IDX_DM, PINGPONG_VAL) && len <= msg.len()).then_some(len)
 }
 
+/// A ping as the kernel's ping-pong module sends it: `seq`, a 160-byte payload. For tests.
+#[doc(hidden)]
+pub fn ping_message(seq: u32) -> Vec<u8> {
+    let mut msg = vec![0x5au8; CN_MSG_SIZE + 160];
+    CnMsg {
+        idx: CN_IDX_DM,
+        val: PINGPONG_VAL,
+        seq,
+        ack: 0,
+        len: 160,
+        flags: 0,
+    }
+    .encode(&mut msg)
+    .expect("the buffer holds a cn_msg");
+    msg
+}
+
 /// The ping-pong's userspace half: sends every ping back to the kernel unchanged (same id,
 /// seq and payload) and leaves other messages alone; done after `count` echoes (`None`:
 /// never). A [`Handler`] of the log servers' receive loop, so that the ping-pong's floor is
@@ -289,18 +306,7 @@ mod tests {
     }
 
     fn ping(seq: u32) -> Vec<u8> {
-        let mut msg = vec![0x5au8; CN_MSG_SIZE + 160];
-        CnMsg {
-            idx: CN_IDX_DM,
-            val: PINGPONG_VAL,
-            seq,
-            ack: 0,
-            len: 160,
-            flags: 0,
-        }
-        .encode(&mut msg)
-        .unwrap();
-        msg
+        ping_message(seq)
     }
 
     /// The echo goes through the log servers' loop: pings come back whole, as one netlink

@@ -581,6 +581,18 @@ impl<'a> Replier<'a> {
     }
 }
 
+/// Two bound netlink connector sockets, for tests that send from one to the other; `None`
+/// where this host has none.
+#[doc(hidden)]
+pub fn connector_socket_pair() -> Option<(Socket, Socket)> {
+    let open = || {
+        let mut s = Socket::new(NETLINK_CONNECTOR).ok()?;
+        s.bind(&SocketAddr::new(0, 0)).ok()?;
+        Some(s)
+    };
+    Some((open()?, open()?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -750,12 +762,7 @@ mod tests {
     /// process, so each is dropped) are taken by one call, each with its length and port.
     #[test]
     fn netlink_socket_takes_several_datagrams_per_call() {
-        let open = || {
-            let mut s = Socket::new(NETLINK_CONNECTOR).ok()?;
-            s.bind(&SocketAddr::new(0, 0)).ok()?;
-            Some(s)
-        };
-        let (Some(a), Some(b)) = (open(), open()) else {
+        let Some((a, b)) = connector_socket_pair() else {
             eprintln!("no NETLINK_CONNECTOR sockets here: not checked");
             return;
         };

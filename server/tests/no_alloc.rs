@@ -207,8 +207,7 @@ fn requests_allocate_nothing_after_warm_up() {
 /// The ping-pong's echo, in the same loop, allocates nothing either.
 #[test]
 fn echoes_allocate_nothing_after_warm_up() {
-    use dm_ulog_uapi::{CnMsg, CN_IDX_DM, CN_MSG_SIZE};
-    use dm_ulogd::bench::{Echo, PINGPONG_VAL};
+    use dm_ulogd::bench::{ping_message, Echo};
     struct Count(Cell<u64>);
     impl Transmit for Count {
         fn transmit(&self, _: &[u8]) -> io::Result<()> {
@@ -218,20 +217,7 @@ fn echoes_allocate_nothing_after_warm_up() {
     }
     let link = KernelLink::new(Loopback::new(Count(Cell::new(0))));
     let mut server = Server::with_link(link, Echo::new(None)).unwrap();
-    let ping = |seq| {
-        let mut msg = vec![0; CN_MSG_SIZE + 160];
-        CnMsg {
-            idx: CN_IDX_DM,
-            val: PINGPONG_VAL,
-            seq,
-            ack: 0,
-            len: 160,
-            flags: 0,
-        }
-        .encode(&mut msg)
-        .unwrap();
-        datagram(&msg)
-    };
+    let ping = |seq| datagram(&ping_message(seq));
     server.link().endpoint().push(ping(0));
     assert!(server.receive_waiting().unwrap().is_continue());
     for seq in 1..=1000 {
@@ -251,14 +237,10 @@ fn echoes_allocate_nothing_after_warm_up() {
 /// a second socket (where this host has netlink connector sockets and may unicast).
 #[test]
 fn netlink_receives_allocate_nothing() {
+    use dm_ulogd::link::connector_socket_pair;
     use dm_ulogd::link::{Endpoint, NetlinkSocket, RECEIVE_BATCH};
-    use netlink_sys::{protocols::NETLINK_CONNECTOR, Socket, SocketAddr};
-    let open = || {
-        let mut s = Socket::new(NETLINK_CONNECTOR).ok()?;
-        s.bind(&SocketAddr::new(0, 0)).ok()?;
-        Some(s)
-    };
-    let (Some(a), Some(b)) = (open(), open()) else {
+    use netlink_sys::SocketAddr;
+    let Some((a, b)) = connector_socket_pair() else {
         eprintln!("no NETLINK_CONNECTOR sockets here: not checked");
         return;
     };
