@@ -91,6 +91,11 @@ impl Presence {
         self.withdrawals.fetch_add(1, Full);
     }
 
+    /// The `FEATURE_*` bits of the server's announcement; none after an outage.
+    pub(crate) fn features(&self) -> u32 {
+        self.features.load(Relaxed)
+    }
+
     /// Withdrawals received so far.
     pub(crate) fn withdrawals(&self) -> u64 {
         self.withdrawals.load(Acquire)

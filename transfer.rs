@@ -296,6 +296,11 @@ impl Transport {
         self.presence.announcements()
     }
 
+    /// The extensions the server announced (`FEATURE_*`); none if it did not announce.
+    pub(crate) fn server_features(&self) -> u32 {
+        self.presence.features()
+    }
+
     /// Withdrawals received so far, whether or not the server announced the map.
     pub(crate) fn withdrawals(&self) -> u64 {
         self.presence.withdrawals()
