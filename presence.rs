@@ -96,6 +96,11 @@ impl Presence {
         self.features.load(Relaxed)
     }
 
+    /// A server that did not announce itself answers: it has no extensions.
+    pub(crate) fn forget_features(&self) {
+        self.features.store(0, Relaxed);
+    }
+
     /// Withdrawals received so far.
     pub(crate) fn withdrawals(&self) -> u64 {
         self.withdrawals.load(Acquire)

@@ -301,6 +301,11 @@ impl Transport {
         self.presence.features()
     }
 
+    /// The server in place did not announce itself: it has no extensions.
+    pub(crate) fn forget_features(&self) {
+        self.presence.forget_features();
+    }
+
     /// Withdrawals received so far, whether or not the server announced the map.
     pub(crate) fn withdrawals(&self) -> u64 {
         self.presence.withdrawals()

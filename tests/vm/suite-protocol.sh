@@ -15,7 +15,8 @@ withdrawal_voids_the_map remote_recovering_rate_limited_and_hinted
 server_restart_reconnects suspend_resume_not_retried_without_server
 integrated_flush_marks_ride_in_flush integrated_flush_lazy_clear_flush
 integrated_flush_early_at_postsuspend_and_dtr clears_held_for_the_next_marks_flush
-held_clears_sent_at_suspend_and_dtr debugfs_counters_match_the_record teardown
+held_clears_sent_at_suspend_and_dtr
+extensions_forgotten_for_a_server_that_did_not_announce debugfs_counters_match_the_record teardown
 kmemleak_reports_nothing"
 
 UUID=PROTO-UUID-0001
@@ -740,6 +741,32 @@ held_clears_sent_at_suspend_and_dtr() {
 	echo "remove: $stream"
 	echo "$stream" | grep -q "FLUSH DTR $" && [ "$(flushes_since "$n2")" = "F:0200000000000080 " ] ||
 		fail "the held clear was not sent before DTR"
+}
+
+# A server that takes the log over without announcing itself (cmirrord, dm-ulogd
+# --no-announce) gets upstream's protocol, whatever the one before announced: no clears in a
+# FLUSH (it would refuse them as regions out of range, failing the flush) and no in-sync map.
+extensions_forgotten_for_a_server_that_did_not_announce() {
+	[ "$VARIANT" = c ] && { echo "upstream's module uses no extension"; return "$KSFT_SKIP"; }
+	serve
+	mirror_if "$UUID" || fail "create failed"
+	luid=$(first_luid "$REC")
+	echo "features announced: $(transport_stat server_features)"
+	[ "$(transport_stat server_features)" -ne 0 ] || fail "the first server announced no features"
+	kill_server
+	SERVER_ARGS=--no-announce restart_recording
+	write_region 2
+	write_region 4
+	sleep 4
+	flushes=$(flushes_since 0)
+	echo "features now: $(transport_stat server_features); flushes: $flushes"
+	failures=$(log_stat "$luid" failures)
+	remove_all
+	[ "$(count_requests "$REC" CTR)" -ge 1 ] || fail "the log was not re-created on the new server"
+	echo "$flushes" | grep -q "80 " && fail "a clear rode in a FLUSH to a server that did not take them"
+	[ "$failures" -eq 0 ] || fail "$failures requests failed"
+	[ "$(count_requests "$REC" GET_IN_SYNC_RANGES)" -eq 0 ] || fail "the in-sync map was asked for"
+	return 0
 }
 
 debugfs_counters_match_the_record() {
