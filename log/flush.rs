@@ -345,20 +345,24 @@ impl UserspaceLog {
             let n = self.batch.take_clears(&mut group);
             self.send_regions(RequestType::ClearRegion, &group[..n])?;
         }
-        let mut n = self.batch.take_clears(&mut group);
-        for entry in &mut group[..n] {
-            *entry = FlushEntry::Clear(*entry).encode();
-        }
+        let clears = self.batch.take_clears(&mut group);
         let integrated = self.features.integrated_flush;
         let sent = (|| {
+            let mut n = clears;
             if with_marks && !integrated {
                 self.send_pending(RequestType::MarkRegion, |g| self.batch.take_marks(g))?;
             } else if with_marks {
                 n += self.batch.take_marks(&mut group[n..]);
             }
-            let mut buf = [0u8; MAX_REQUEST_PAYLOAD];
-            let len = payload::encode_regions(&group[..n], &mut buf).map_err(|_| EINVAL)?;
-            self.flush_marks(&buf[..len], self.batch.sent_marks())?;
+            let r = self.flush_entries(&group[..clears], &group[clears..n]);
+            if r.is_err() && clears > 0 && !self.clears_ride() {
+                // The server that answered is not the one that took clears in a FLUSH: it
+                // replaced it without announcing itself. Its way, then.
+                self.send_regions(RequestType::ClearRegion, &group[..clears])?;
+                self.flush_entries(&[], &group[clears..n])?;
+            } else {
+                r?;
+            }
             if with_marks && integrated {
                 self.send_pending(RequestType::Flush, |g| self.batch.take_marks(g))?;
             }
@@ -373,6 +377,22 @@ impl UserspaceLog {
             Err(_) => self.batch.unsend_marks(),
         }
         sent
+    }
+
+    /// Sends one FLUSH carrying `clears` (flagged as such) and `marks`.
+    fn flush_entries(&self, clears: &[u64], marks: &[u64]) -> Result {
+        let mut entries = [0u64; payload::MAX_FLUSH_GROUP];
+        let n = clears.len() + marks.len();
+        for (e, c) in entries.iter_mut().zip(clears) {
+            *e = FlushEntry::Clear(*c).encode();
+        }
+        for (e, m) in entries[clears.len()..].iter_mut().zip(marks) {
+            *e = *m;
+        }
+        let mut buf = [0u8; MAX_REQUEST_PAYLOAD];
+        let len = payload::encode_regions(&entries[..n.min(entries.len())], &mut buf)
+            .map_err(|_| EINVAL)?;
+        self.flush_marks(&buf[..len], self.batch.sent_marks())
     }
 
     /// Sends pending clears, then marks, then makes them durable.

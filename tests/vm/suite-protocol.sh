@@ -750,6 +750,8 @@ extensions_forgotten_for_a_server_that_did_not_announce() {
 	[ "$VARIANT" = c ] && { echo "upstream's module uses no extension"; return "$KSFT_SKIP"; }
 	serve
 	mirror_if "$UUID" || fail "create failed"
+	# The resync's clears made durable: nothing held when the server goes.
+	sleep 4
 	luid=$(first_luid "$REC")
 	echo "features announced: $(transport_stat server_features)"
 	[ "$(transport_stat server_features)" -ne 0 ] || fail "the first server announced no features"
