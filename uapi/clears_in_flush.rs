@@ -20,7 +20,10 @@ pub const CLEAR_ENTRY: u64 = 1 << 63;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(
     MODULE,
-    expect(dead_code, reason = "the kernel writes clears only; its marks are plain regions")
+    expect(
+        dead_code,
+        reason = "the kernel writes clears only; its marks are plain regions"
+    )
 )]
 pub enum FlushEntry {
     /// Mark the region dirty (upstream's entry).
