@@ -659,7 +659,7 @@ integrated_flush_early_at_postsuspend_and_dtr() {
 # record, as "TYPE:regions" words (FLUSH's regions are its marks).
 flushes_since() {
 	since "$1" | awk '$1 ~ /^(MARK_REGION|CLEAR_REGION|FLUSH)$/ {
-		r = ""; for (i = 8; i <= NF; i++) r = r $i
+		r = ""; for (i = 8; i <= NF; i++) if ($i != "-") r = r $i
 		printf "%s:%s ", substr($1, 1, 1), r }'
 }
 
@@ -738,9 +738,9 @@ held_clears_sent_at_suspend_and_dtr() {
 	n2=$(wc -l <"$REC")
 	dm remove m0 || fail "remove failed"
 	stream=$(since "$n2" | awk '{ print $1 }' | tr '\n' ' ')
-	echo "remove: $stream"
-	echo "$stream" | grep -q "FLUSH DTR $" && [ "$(flushes_since "$n2")" = "F:0200000000000080 " ] ||
-		fail "the held clear was not sent before DTR"
+	echo "remove: $stream $(flushes_since "$n2")"
+	[ "$stream" = "PRESUSPEND FLUSH POSTSUSPEND DTR " ] && [ "$(flushes_since "$n2")" = "F:0200000000000080 " ] ||
+		fail "the held clear was not sent in a FLUSH before DTR"
 }
 
 # A server that takes the log over without announcing itself (cmirrord, dm-ulogd
@@ -766,7 +766,8 @@ extensions_forgotten_for_a_server_that_did_not_announce() {
 	remove_all
 	[ "$(count_requests "$REC" CTR)" -ge 1 ] || fail "the log was not re-created on the new server"
 	echo "$flushes" | grep -q "80 " && fail "a clear rode in a FLUSH to a server that did not take them"
-	[ "$failures" -eq 0 ] || fail "$failures requests failed"
+	# One failed: the new server answered ESRCH, and the log re-created itself there.
+	[ "$failures" -le 1 ] || fail "$failures requests failed"
 	[ "$(count_requests "$REC" GET_IN_SYNC_RANGES)" -eq 0 ] || fail "the in-sync map was asked for"
 	return 0
 }
