@@ -11,7 +11,7 @@ repeated_feature_refused
 status_info_failure_default flush_failure_raises_event
 failure_defaults_and_short_replies lying_data_size_dropped flush_group_failure_falls_back_to_single_regions
 in_sync_never_sent_from_map in_sync_asked_once_per_write in_sync_answered_from_the_servers_map
-withdrawal_voids_the_map remote_recovering_rate_limited_and_hinted
+withdrawal_voids_the_map withdrawal_voids_kept_answers remote_recovering_rate_limited_and_hinted
 server_restart_reconnects suspend_resume_not_retried_without_server
 integrated_flush_marks_ride_in_flush integrated_flush_lazy_clear_flush
 integrated_flush_early_at_postsuspend_and_dtr clears_held_for_the_next_marks_flush
@@ -473,6 +473,28 @@ withdrawal_voids_the_map() {
 	echo "after a resume: $1 IN_SYNC requests, $2 answers from the map"
 	[ "$1" -eq 0 ] && [ "$2" -ge 1 ] || fail "the handed-over map did not answer"
 	remove_all
+}
+
+# A withdrawal that arrives while the kernel waits for an IN_SYNC answer voids the answer it
+# keeps for dm-raid1's second question about the region (log/in_sync.rs): the server's state
+# may have changed in between, so that question goes to the server too. The server offers no
+# map here, and withdraws (a fault) before its first IN_SYNC answer only.
+withdrawal_voids_kept_answers() {
+	[ "$VARIANT" = c ] && { echo "upstream's module keeps no answers"; return "$KSFT_SKIP"; }
+	export SERVER_ARGS=--no-in-sync-map
+	serve "in_sync:withdraw"
+	create_mirror m0 "$UUID" core 1024 || fail "create failed"
+	wait_in_sync m0 60 || fail "no sync"
+	sleep 1
+	LUID=$(first_luid "$REC")
+	set -- $(in_sync_after_write 3)
+	echo "write with a withdrawal during its first IN_SYNC: $1 IN_SYNC requests"
+	first=$1
+	set -- $(in_sync_after_write 5)
+	echo "write without: $1 IN_SYNC requests"
+	remove_all
+	[ "$first" -eq 2 ] || fail "the kept answer outlived the withdrawal ($first requests, want 2)"
+	[ "$1" -eq 1 ] || fail "$1 IN_SYNC requests without a withdrawal (want 1)"
 }
 
 remote_recovering_rate_limited_and_hinted() {

@@ -25,7 +25,8 @@ struct Args {
     /// `<type>:<action>[*<count>]`, repeatable; faults apply in order to the first requests
     /// they match. Type: a request type in lower case (flush, get_region_size, ...) or any.
     /// Action: drop, errno=N, ack=N, size=N, u64=V, device=S, device-raw=S, stray, dup,
-    /// delay=MS, unpriv, data-size=N. Count: default 1, 0 for unlimited.
+    /// delay=MS, unpriv, data-size=N, exit, misaddressed, mistyped, anonymous, unpriv-socket,
+    /// withdraw. Count: default 1, 0 for unlimited.
     #[arg(long, value_name = "SPEC")]
     fault: Vec<FaultSpec>,
     /// Seed of the fuzzer's RNG.

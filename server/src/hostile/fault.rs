@@ -49,6 +49,10 @@ pub enum Action {
     /// socket opened without CAP_SYS_ADMIN (the sender still has it): netlink's check is on
     /// both.
     UnprivSocket,
+    /// A withdrawal of the request's whole log (`uapi/in_sync_map.rs`), then the correct
+    /// reply: what a cluster's server sends when another node takes a region out of sync
+    /// while the kernel waits for this answer.
+    Withdraw,
 }
 
 impl Action {
@@ -88,6 +92,7 @@ impl fmt::Display for Action {
             Self::Mistyped => write!(f, "mistyped"),
             Self::Anonymous => write!(f, "anonymous"),
             Self::UnprivSocket => write!(f, "unpriv-socket"),
+            Self::Withdraw => write!(f, "withdraw"),
         }
     }
 }
@@ -119,6 +124,7 @@ impl FromStr for Action {
             "mistyped" => needs_value(Self::Mistyped),
             "anonymous" => needs_value(Self::Anonymous),
             "unpriv-socket" => needs_value(Self::UnprivSocket),
+            "withdraw" => needs_value(Self::Withdraw),
             "errno" => Ok(Self::Errno(number(name, value)?)),
             "ack" => Ok(Self::Ack(number(name, value)?)),
             "size" => Ok(Self::Size(number(name, value)?)),
@@ -134,7 +140,7 @@ impl FromStr for Action {
             other => Err(format!(
                 "unknown fault action {other:?}: expected drop, errno=N, ack=N, size=N, u64=V, \
                  device=S, device-raw=S, stray, dup, delay=MS, unpriv, data-size=N, exit, misaddressed, \
-                 mistyped, anonymous or unpriv-socket"
+                 mistyped, anonymous, unpriv-socket or withdraw"
             )),
         }
     }

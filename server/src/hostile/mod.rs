@@ -6,7 +6,7 @@ pub mod fuzz;
 
 use anyhow::{bail, Context, Result};
 use caps::{CapSet, Capability};
-use dm_ulog_uapi::CN_MSG_SIZE;
+use dm_ulog_uapi::{Withdrawal, CN_MSG_SIZE};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{fork, ForkResult};
 use tracing::{info, warn};
@@ -116,6 +116,14 @@ impl Hostile {
                     wrong.request_type = other_type(h.request_type);
                 }
                 ex.tx.reply(&wrong, 0, &3u64.to_ne_bytes())?;
+                ex.send_answer(error)
+            }
+            Action::Withdraw => {
+                ex.tx.withdraw(&Withdrawal {
+                    luid: h.luid,
+                    first: 0,
+                    count: u64::MAX,
+                })?;
                 ex.send_answer(error)
             }
             Action::Anonymous => {
