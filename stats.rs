@@ -220,7 +220,11 @@ impl LogStats {
             "in_sync_from_map {}",
             self.in_sync_from_map.load(Relaxed)
         )?;
-        writeln!(f, "clears_cancelled {}", self.clears_cancelled.load(Relaxed))?;
+        writeln!(
+            f,
+            "clears_cancelled {}",
+            self.clears_cancelled.load(Relaxed)
+        )?;
         let l = &self.latency;
         let count = l.count();
         let avg = l.total_us.load(Relaxed).checked_div(count).unwrap_or(0);
