@@ -481,9 +481,12 @@ impl Replica {
         self.state.nodes.entry(n).or_default()
     }
 
+    /// Drops `n`'s claim, if it holds one: its region is searched again (else a claim
+    /// given up before the region was in sync would never be handed out again).
     fn release_claim_of(&mut self, n: NodeId) {
-        if self.state.claim.is_some_and(|c| c.node == n) {
+        if let Some(c) = self.state.claim.filter(|c| c.node == n) {
             self.state.claim = None;
+            self.state.sync_search = self.state.sync_search.min(c.region);
         }
     }
 
