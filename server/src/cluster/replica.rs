@@ -847,3 +847,177 @@ impl Replica {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table;
+
+    fn replica(me: NodeId, t: &str, nodes: &[NodeId]) -> Replica {
+        let mut r = Replica::new(me, table::parse(t.as_bytes()).unwrap(), true).unwrap();
+        r.seed(false);
+        r.cut(nodes, &[]);
+        r
+    }
+
+    fn ask(r: &mut Replica, from: NodeId, kind: RequestType, data: &[u8]) -> Vec<u8> {
+        let out = r.apply(from, 0, kind, data);
+        out.replies[0].result.clone().unwrap()
+    }
+
+    fn work(r: &mut Replica, from: NodeId) -> Option<u64> {
+        let w = ResyncWork::decode(&ask(r, from, RequestType::GetResyncWork, b"")).unwrap();
+        w.available.then_some(w.region)
+    }
+
+    #[test]
+    fn a_region_is_clean_only_without_any_nodes_mark() {
+        let mut r = replica(1, "64 core 8 nosync", &[1, 2]);
+        let region = 3u64.to_ne_bytes();
+        ask(&mut r, 1, RequestType::MarkRegion, &region);
+        ask(&mut r, 2, RequestType::MarkRegion, &region);
+        ask(&mut r, 1, RequestType::ClearRegion, &region);
+        assert_eq!(
+            ask(&mut r, 1, RequestType::IsClean, &region),
+            0i64.to_ne_bytes()
+        );
+        ask(&mut r, 2, RequestType::ClearRegion, &region);
+        assert_eq!(
+            ask(&mut r, 1, RequestType::IsClean, &region),
+            1i64.to_ne_bytes()
+        );
+    }
+
+    #[test]
+    fn a_departed_nodes_marks_go_out_of_sync_and_its_claim_is_released() {
+        let mut r = replica(1, "64 core 8 nosync", &[1, 2]);
+        ask(&mut r, 2, RequestType::MarkRegion, &5u64.to_ne_bytes());
+        ask(&mut r, 2, RequestType::MarkRegion, &6u64.to_ne_bytes());
+        let fail = RegionSync {
+            region: 1,
+            in_sync: false,
+        };
+        ask(&mut r, 1, RequestType::SetRegionSync, &fail.encode());
+        assert_eq!(work(&mut r, 2), Some(1));
+        assert_eq!(work(&mut r, 1), None, "one recoverer");
+        assert_eq!(work(&mut r, 2), Some(1), "the recoverer asking again");
+        let out = r.depart(2);
+        assert_eq!(out.left_sync, Some((5, 2)));
+        assert!(!r.in_sync(5).unwrap() && !r.in_sync(6).unwrap());
+        assert_eq!(r.holders(5).count(), 0);
+        assert_eq!(r.claim(), None);
+        assert_eq!(r.leader(), Some(1));
+        // Alone now: the released region first, then the departed node's.
+        assert_eq!(work(&mut r, 1), Some(1));
+        ask(
+            &mut r,
+            1,
+            RequestType::SetRegionSync,
+            &RegionSync {
+                region: 1,
+                in_sync: true,
+            }
+            .encode(),
+        );
+        assert_eq!(work(&mut r, 1), Some(5));
+    }
+
+    #[test]
+    fn regions_another_node_writes_are_not_recovered_until_it_clears() {
+        let mut r = replica(1, "32 core 8", &[1, 2]);
+        ask(&mut r, 2, RequestType::MarkRegion, &0u64.to_ne_bytes());
+        assert_eq!(work(&mut r, 1), Some(1));
+        ask(
+            &mut r,
+            1,
+            RequestType::SetRegionSync,
+            &RegionSync {
+                region: 1,
+                in_sync: true,
+            }
+            .encode(),
+        );
+        ask(&mut r, 2, RequestType::ClearRegion, &0u64.to_ne_bytes());
+        assert_eq!(
+            work(&mut r, 1),
+            Some(0),
+            "the skipped region is searched again"
+        );
+    }
+
+    #[test]
+    fn remote_recovering_only_with_another_node_that_may_recover() {
+        let mut r = replica(1, "32 core 8", &[1]);
+        let rr = |r: &mut Replica, from| {
+            let reply = ask(
+                r,
+                from,
+                RequestType::IsRemoteRecovering,
+                &2u64.to_ne_bytes(),
+            );
+            RemoteRecovering::decode(&reply).unwrap()
+        };
+        assert!(
+            !rr(&mut r, 1).is_recovering,
+            "alone: the single-node answer"
+        );
+        r.cut(&[1, 2], &[]);
+        assert!(rr(&mut r, 1).is_recovering);
+        ask(&mut r, 2, RequestType::Presuspend, b"");
+        assert!(!rr(&mut r, 1).is_recovering, "the other node is suspended");
+        ask(&mut r, 2, RequestType::Resume, b"");
+        assert!(rr(&mut r, 1).is_recovering);
+        assert_eq!(
+            work(&mut r, 2),
+            Some(2),
+            "asked-for regions are recovered first"
+        );
+    }
+
+    #[test]
+    fn disk_flushes_wait_for_the_leaders_write_and_fail_with_it() {
+        let mut r = replica(2, "32 disk /dev/null 8 nosync", &[1, 2]);
+        let out = r.apply(1, 7, RequestType::Flush, &3u64.to_ne_bytes());
+        assert!(out.replies.is_empty());
+        assert_eq!(out.write_disk, None, "node 1 leads");
+        let out = r.written(1, false);
+        assert_eq!(out.replies[0].result, Err(ReplyError::DiskWrite));
+        let mut status = Vec::new();
+        r.status_info(&mut status);
+        assert_eq!(status, b"3 disk /dev/null D");
+        r.apply(1, 8, RequestType::Flush, b"");
+        // The leader leaves before writing: this node leads and writes, and answers then.
+        let out = r.apply(2, 9, RequestType::Flush, b"");
+        assert!(out.replies.is_empty());
+        assert_eq!(r.depart(1).write_disk, Some(1));
+        let out = r.written(1, true);
+        assert_eq!(out.replies.len(), 1, "node 1's FLUSH went with it");
+        assert_eq!((out.replies[0].to, out.replies[0].tag), (2, 9));
+        let mut bits = Vec::new();
+        r.clean_bits(&mut bits);
+        // Region 3, marked by the departed node, is out of sync: not clean.
+        assert_eq!(bits, [0b0111]);
+    }
+
+    #[test]
+    fn snapshots_of_another_table_are_refused() {
+        let a = replica(1, "64 core 8", &[1]);
+        let mut snapshot = Vec::new();
+        a.snapshot(&mut snapshot);
+        let mut b = Replica::new(2, table::parse(b"128 core 8").unwrap(), true).unwrap();
+        let e = b.import(&snapshot).unwrap_err();
+        assert!(
+            e.to_string().contains("load the same table on every node"),
+            "{e}"
+        );
+        let mut c = Replica::new(2, table::parse(b"64 core 8").unwrap(), true).unwrap();
+        assert_eq!(
+            c.import(&snapshot[..snapshot.len() - 1]),
+            Err(TransferError::Corrupt)
+        );
+        c.import(&snapshot).unwrap();
+        let mut again = Vec::new();
+        c.snapshot(&mut again);
+        assert_eq!(again, snapshot);
+    }
+}
