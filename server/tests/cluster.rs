@@ -34,7 +34,7 @@ use proptest::prelude::*;
 struct Kernel {
     next_tag: u64,
     outstanding: BTreeMap<u64, Sent>,
-    /// Requests answered EAGAIN, to send again.
+    /// Requests answered EAGAIN, to send again, in the order the kernel first sent them.
     retry: Vec<Sent>,
     /// Marks acknowledged and not cleared since.
     marks: BTreeSet<u64>,
@@ -56,6 +56,9 @@ struct Sent {
     /// For IS_CLEAN: the kernel held a mark on the region when it asked.
     held_mark: bool,
     epoch: u64,
+    /// The tag it was first sent with (a resend after EAGAIN gets a new one): where it
+    /// stands in the kernel's order, against its CLEARs.
+    first: Option<u64>,
 }
 
 struct Node {
@@ -168,6 +171,16 @@ impl Cluster {
         let node = self.nodes.get_mut(&id)?;
         node.member.as_ref()?;
         let k = &mut node.kernel;
+        // dm core suspends and resumes a device one step at a time: a PRESUSPEND,
+        // POSTSUSPEND or RESUME goes once the one before it is answered (else one applied,
+        // unanswered (a disk log's POSTSUSPEND waits for a write) and answered EAGAIN would
+        // be applied again after the next).
+        let suspending = |s: &Sent| is_lifecycle(s.kind);
+        if matches!(req, Req::Presuspend | Req::Postsuspend | Req::Resume)
+            && k.outstanding.values().chain(&k.retry).any(suspending)
+        {
+            return None;
+        }
         let mut held_mark = false;
         let (kind, data) = match *req {
             Req::Mark(r) => (RequestType::MarkRegion, regions(&[r])),
@@ -244,8 +257,31 @@ impl Cluster {
             data,
             held_mark,
             epoch,
+            first: None,
         };
+        self.resend(id);
         self.send(id, sent)
+    }
+
+    /// Sends again what was answered EAGAIN, as the kernel does at once (its transfer
+    /// resends on EAGAIN before the calling thread goes on): whenever the member does not
+    /// answer EAGAIN on the spot. So the member gets one kernel's requests in the order
+    /// the kernel sent them; resending them only once the member serves would put them
+    /// behind requests the kernel sent later, which the member held meanwhile (a PRESUSPEND
+    /// behind the GET_RESYNC_WORK that followed it).
+    fn resend(&mut self, id: NodeId) {
+        let Some(node) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        let accepts = node
+            .member
+            .as_ref()
+            .is_some_and(|m| m.view().is_none_or(|v| v.quorate));
+        if accepts {
+            for sent in std::mem::take(&mut node.kernel.retry) {
+                self.send(id, sent);
+            }
+        }
     }
 
     /// Sends a request (again after EAGAIN, in the epoch it was first sent in).
@@ -256,6 +292,10 @@ impl Cluster {
         k.next_tag += 1;
         let tag = k.next_tag;
         let (kind, data) = (sent.kind, sent.data.clone());
+        let sent = Sent {
+            first: sent.first.or(Some(tag)),
+            ..sent
+        };
         k.outstanding.insert(tag, sent);
         self.last_sent = Some((kind, data.clone()));
         let actions = member.request(&mut node.group, tag, kind, &data);
@@ -279,6 +319,7 @@ impl Cluster {
             .outstanding
             .remove(&tag)
             .unwrap_or_else(|| panic!("node {id}: a reply to tag {tag}, which is not waiting"));
+        let first = sent.first.expect("sent");
         if sent.kind == RequestType::GetResyncWork && result != Err(ReplyError::NotQuorate) {
             k.asking_work = false;
         }
@@ -288,12 +329,12 @@ impl Cluster {
             // what it asked to mark.
             Err(_) if matches!(sent.kind, RequestType::MarkRegion | RequestType::Flush) => k
                 .marks
-                .extend(held(&sent.data, tag, &k.cleared).take_while(|&r| r < self.regions)),
+                .extend(held(&sent.data, first, &k.cleared).take_while(|&r| r < self.regions)),
             Err(_) => {}
             Ok(p) => match sent.kind {
                 RequestType::MarkRegion | RequestType::Flush => k
                     .marks
-                    .extend(held(&sent.data, tag, &k.cleared).filter(|&r| r < self.regions)),
+                    .extend(held(&sent.data, first, &k.cleared).filter(|&r| r < self.regions)),
                 RequestType::GetResyncWork => {
                     let w = ResyncWork::decode(p).unwrap();
                     if w.available && sent.epoch == k.epoch {
@@ -380,10 +421,9 @@ impl Cluster {
             if let Some(c) = node.kernel.claim.as_mut() {
                 c.1 = false;
             }
-            // The cluster forgot that it runs: its next RESUME starts recovery over.
-            node.kernel.resumed = false;
         }
         self.act(id, actions);
+        self.resend(id);
         true
     }
 
@@ -414,12 +454,7 @@ impl Cluster {
             let mut busy = false;
             for id in self.ids() {
                 busy |= !self.pump(id);
-                let node = self.nodes.get_mut(&id).unwrap();
-                if node.member.as_ref().is_some_and(Member::serving) {
-                    for sent in std::mem::take(&mut node.kernel.retry) {
-                        self.send(id, sent);
-                    }
-                }
+                self.resend(id);
             }
             busy |= self.sim.order(usize::MAX) > 0;
             for id in self.ids() {
@@ -556,13 +591,20 @@ impl Cluster {
     }
 }
 
+fn is_lifecycle(kind: RequestType) -> bool {
+    matches!(
+        kind,
+        RequestType::Presuspend | RequestType::Postsuspend | RequestType::Resume
+    )
+}
+
 fn regions(rs: &[u64]) -> Vec<u8> {
     let mut out = vec![0; rs.len() * 8];
     encode_regions(rs, &mut out).unwrap();
     out
 }
 
-/// The regions of a MARK or FLUSH sent as `tag` that no later CLEAR took back.
+/// The regions of a MARK or FLUSH first sent as `tag` that no later CLEAR took back.
 fn held<'a>(
     data: &'a [u8],
     tag: u64,

@@ -4,7 +4,8 @@
 //! **Rounds.** Every quorate view starts a round: each member multicasts a `Hello` with its
 //! standing ([`Standing`]). The delivery of the last `Hello` is the *cut*, one point of the
 //! agreed order for everyone. There the members with valid state apply the view to their
-//! replicas (every member now has state, rejoining nodes' kernel marks count again), and the
+//! replicas (every member now has state; rejoining nodes' marks count again and their
+//! suspend/resume state is theirs again, as their `Hello`s tell), and the
 //! lowest of them multicasts a snapshot in chunks below the group's largest message. The
 //! others drop what was delivered before the cut (the snapshot holds it), queue what comes
 //! after, import the snapshot at its last chunk and then apply the queue. No timers: the
@@ -27,12 +28,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use dm_ulog_uapi::{payload, RequestType};
+use dm_ulog_uapi::RequestType;
 use tracing::{info, warn};
 
 use super::group::{Group, GroupError, GroupEvent, NodeId, View, ViewId};
 use super::message::{Message, Standing, CHUNK_OVERHEAD, HELLO_OVERHEAD};
-use super::replica::{route, Output, Replica, ReplyError, Route};
+use super::replica::{route, NodeState, Output, Rejoining, Replica, ReplyError, Route};
 use super::transfer::{Assembly, TransferError};
 use crate::bitset::AllocError;
 use crate::table::LogSpec;
@@ -84,8 +85,9 @@ struct Import {
 struct Round {
     view: ViewId,
     members: Vec<NodeId>,
-    /// Members whose last Hello arrived: their standing and the marks of a stale one.
-    hellos: BTreeMap<NodeId, (Standing, Vec<u64>)>,
+    /// Members whose last Hello arrived: their standing, and a stale one's suspend/resume
+    /// state and marks.
+    hellos: BTreeMap<NodeId, (Standing, NodeState, Vec<u64>)>,
     /// Marks of Hellos still to be continued.
     partial: BTreeMap<NodeId, Vec<u64>>,
     /// Set at the cut for a member that imports.
@@ -102,12 +104,9 @@ pub struct Member {
     view: Option<View>,
     round: Option<Round>,
     held: VecDeque<Held>,
-    /// Requests multicast and not answered yet, with the marks they carry.
-    awaiting: BTreeMap<u64, Vec<u64>>,
+    /// Requests multicast and not answered yet.
+    awaiting: BTreeSet<u64>,
     outbox: VecDeque<Vec<u8>>,
-    /// Regions this node's kernel was told are marked and has not cleared since: what it
-    /// re-asserts when it comes back from a partition.
-    kernel_marks: BTreeSet<u64>,
 }
 
 impl Member {
@@ -120,9 +119,8 @@ impl Member {
             view: None,
             round: None,
             held: VecDeque::new(),
-            awaiting: BTreeMap::new(),
+            awaiting: BTreeSet::new(),
             outbox: VecDeque::new(),
-            kernel_marks: BTreeSet::new(),
         })
     }
 
@@ -187,18 +185,7 @@ impl Member {
             let mut out = Vec::new();
             return reply(self.replica.read(kind, data, &mut out).map(|()| out));
         }
-        let marks = match kind {
-            RequestType::MarkRegion | RequestType::Flush => regions(kind, data),
-            RequestType::ClearRegion => {
-                // From here on the kernel no longer counts on these marks.
-                for r in regions(kind, data) {
-                    self.kernel_marks.remove(&r);
-                }
-                Vec::new()
-            }
-            _ => Vec::new(),
-        };
-        self.awaiting.insert(tag, marks);
+        self.awaiting.insert(tag);
         self.send(
             group,
             Message::Request {
@@ -285,7 +272,7 @@ impl Member {
                     count: u64::MAX,
                 });
             }
-            for tag in std::mem::take(&mut self.awaiting).into_keys() {
+            for tag in std::mem::take(&mut self.awaiting) {
                 actions.push(Action::Reply {
                     tag,
                     result: Err(ReplyError::NotQuorate),
@@ -307,18 +294,26 @@ impl Member {
             import: None,
             cut: false,
         });
-        let marks: Vec<u64> = match self.standing {
-            Standing::Stale => self.kernel_marks.iter().copied().collect(),
-            _ => Vec::new(),
+        let (state, marks) = match self.standing {
+            // Its replica as of its last quorate view: what its kernel's requests applied
+            // there made (the kernel heard EAGAIN for the others, and sends them again, in
+            // its order, after this cut). Not what the kernel was answered: a FLUSH marks
+            // before it fails on a bad region, and a CLEAR sent before the partition was not
+            // applied if it was answered EAGAIN.
+            Standing::Stale => (
+                self.replica.node_state(self.me()).unwrap_or_default(),
+                self.replica.marks_of(self.me()).collect(),
+            ),
+            _ => (NodeState::default(), Vec::new()),
         };
         let per_hello = ((group.max_message_size() - HELLO_OVERHEAD) / 8).max(1);
         let mut parts = marks.chunks(per_hello).peekable();
         if parts.peek().is_none() {
-            self.send(group, hello(id, self.standing, &[], true));
+            self.send(group, hello(id, self.standing, state, &[], true));
         }
         while let Some(part) = parts.next() {
             let last = parts.peek().is_none();
-            self.send(group, hello(id, self.standing, part, last));
+            self.send(group, hello(id, self.standing, state, part, last));
         }
         if valid {
             self.leader_writes(actions);
@@ -336,6 +331,7 @@ impl Member {
             Message::Hello {
                 view,
                 standing,
+                state,
                 marks,
                 last,
             } => {
@@ -348,7 +344,7 @@ impl Member {
                     round.partial.insert(from, all);
                     return;
                 }
-                round.hellos.insert(from, (standing, all));
+                round.hellos.insert(from, (standing, state, all));
                 if round.members.iter().all(|m| round.hellos.contains_key(m)) {
                     self.cut(group, actions);
                 }
@@ -378,22 +374,25 @@ impl Member {
         let valid: Vec<NodeId> = round
             .hellos
             .iter()
-            .filter(|(_, (s, _))| *s == Standing::Valid)
+            .filter(|(_, (s, _, _))| *s == Standing::Valid)
             .map(|(&n, _)| n)
             .collect();
         let sender = valid.first().copied().unwrap_or(round.members[0]);
-        let kept_marks: Vec<(NodeId, Vec<u64>)> = round
+        let rejoining: Vec<Rejoining> = round
             .hellos
             .iter()
-            .filter(|(_, (s, _))| *s == Standing::Stale)
-            .map(|(&n, (_, m))| (n, m.clone()))
+            .filter(|(_, (s, _, _))| *s == Standing::Stale)
+            .map(|(&node, &(_, state, ref marks))| Rejoining {
+                node,
+                state,
+                marks: marks.clone(),
+            })
             .collect();
         let members = round.members.clone();
         let view = round.view;
         let needs_state = members.iter().any(|m| *m != sender && !valid.contains(m));
         if valid.is_empty() && me == sender {
-            let stale =
-                !kept_marks.is_empty() || round.hellos.values().any(|(s, _)| *s == Standing::Stale);
+            let stale = !rejoining.is_empty();
             info!(
                 node = me,
                 "{view}: no member has the log's state: seeding it{}",
@@ -414,7 +413,7 @@ impl Member {
             });
             return;
         }
-        self.replica.cut(&members, &kept_marks);
+        self.replica.cut(&members, &rejoining);
         if me == sender && needs_state {
             let mut snapshot = Vec::new();
             self.replica.snapshot(&mut snapshot);
@@ -518,11 +517,8 @@ impl Member {
         }
         let me = self.me();
         for reply in out.replies.into_iter().filter(|r| r.to == me) {
-            let Some(marks) = self.awaiting.remove(&reply.tag) else {
+            if !self.awaiting.remove(&reply.tag) {
                 continue;
-            };
-            if reply.result.is_ok() {
-                self.kernel_marks.extend(marks);
             }
             actions.push(Action::Reply {
                 tag: reply.tag,
@@ -535,21 +531,14 @@ impl Member {
     }
 }
 
-fn hello(view: ViewId, standing: Standing, marks: &[u64], last: bool) -> Message {
+fn hello(view: ViewId, standing: Standing, state: NodeState, marks: &[u64], last: bool) -> Message {
     Message::Hello {
         view,
         standing,
+        state,
         marks: marks.to_vec(),
         last,
     }
-}
-
-/// The regions of a MARK, CLEAR or FLUSH payload (none if it does not parse: the replica
-/// refuses it then).
-fn regions(kind: RequestType, data: &[u8]) -> Vec<u64> {
-    payload::decode_regions(kind, data)
-        .map(|it| it.collect())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 use dm_ulog_uapi::RequestType;
 
 use super::group::ViewId;
+use super::replica::NodeState;
 use super::transfer::{Reader, TransferError};
 
 /// The version of these messages.
@@ -19,7 +20,7 @@ const WRITTEN: u8 = 4;
 /// Bytes of a [`Message::Chunk`] besides the chunk.
 pub const CHUNK_OVERHEAD: usize = 2 + 8 + 4 + 4;
 /// Bytes of a [`Message::Hello`] besides its marks.
-pub const HELLO_OVERHEAD: usize = 2 + 8 + 1 + 1 + 8;
+pub const HELLO_OVERHEAD: usize = 2 + 8 + 1 + 1 + 1 + 8;
 
 /// What a member knows of its own copy when a view begins.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,13 +45,16 @@ pub enum Message {
         /// The payload as the kernel sent it.
         data: Vec<u8>,
     },
-    /// A member's standing at the start of `view`; the marks its kernel still holds if it is
-    /// stale. Split over several messages when long: all but the last have `last` false.
+    /// A member's standing at the start of `view`; if it is stale, its suspend/resume state
+    /// and the marks its kernel still holds. Split over several messages when long: all but
+    /// the last have `last` false.
     Hello {
         /// The view it answers.
         view: ViewId,
         /// Its standing.
         standing: Standing,
+        /// Its suspend/resume state when it lost quorum (a stale member only).
+        state: NodeState,
         /// Regions its kernel holds marks on (a stale member only).
         marks: Vec<u64>,
         /// The member's last Hello of this view.
@@ -92,6 +96,7 @@ impl Message {
             Self::Hello {
                 view,
                 standing,
+                state,
                 marks,
                 last,
             } => {
@@ -102,6 +107,7 @@ impl Message {
                     Standing::Valid => 1,
                     Standing::Stale => 2,
                 });
+                out.push(state.to_bits());
                 out.push(u8::from(*last));
                 put64(&mut out, marks.len() as u64);
                 for &r in marks {
@@ -149,12 +155,14 @@ impl Message {
                     2 => Standing::Stale,
                     _ => return Err(TransferError::Corrupt),
                 };
+                let state = NodeState::from_bits(r.u8()?);
                 let last = r.u8()? != 0;
                 let n = r.count()?;
                 let marks = (0..n).map(|_| r.u64()).collect::<Result<_, _>>()?;
                 Self::Hello {
                     view,
                     standing,
+                    state,
                     marks,
                     last,
                 }
@@ -189,6 +197,10 @@ mod tests {
             Message::Hello {
                 view: ViewId(3),
                 standing: Standing::Stale,
+                state: NodeState {
+                    suspended: false,
+                    running: true,
+                },
                 marks: vec![1, 99],
                 last: true,
             },
@@ -218,6 +230,7 @@ mod tests {
         let hello = Message::Hello {
             view: ViewId(1),
             standing: Standing::Fresh,
+            state: NodeState::default(),
             marks: vec![5],
             last: true,
         };

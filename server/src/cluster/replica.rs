@@ -137,13 +137,42 @@ pub struct Claim {
     pub region: u64,
 }
 
-/// What the log knows of one node with state.
+/// What the log knows of one node with state: where its kernel is between suspends and
+/// resumes, which says whether its next RESUME restarts recovery.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct NodeState {
+pub struct NodeState {
     /// Between its PRESUSPEND and its RESUME: no recovery work for it.
-    suspended: bool,
+    pub suspended: bool,
     /// Resumed and not POSTSUSPENDed since.
-    running: bool,
+    pub running: bool,
+}
+
+impl NodeState {
+    /// As one byte (snapshots and Hellos).
+    pub fn to_bits(self) -> u8 {
+        u8::from(self.suspended) | u8::from(self.running) << 1
+    }
+
+    /// From [`NodeState::to_bits`].
+    pub fn from_bits(bits: u8) -> Self {
+        Self {
+            suspended: bits & 1 != 0,
+            running: bits & 2 != 0,
+        }
+    }
+}
+
+/// A node that comes back with its kernel's standing from a view without quorum (a stale
+/// member): what its kernel still holds and where it is, so that the log counts its marks
+/// again and does not take a RESUME of its running mirror for a restart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejoining {
+    /// The node.
+    pub node: NodeId,
+    /// Its suspend/resume state when it lost quorum.
+    pub state: NodeState,
+    /// The marks its kernel holds.
+    pub marks: Vec<u64>,
 }
 
 /// A FLUSH (or POSTSUSPEND) of a disk log waiting for the bitmap to be written.
@@ -269,6 +298,11 @@ impl Replica {
         self.state.nodes.keys().copied()
     }
 
+    /// Node `n`'s suspend/resume state, if it has state.
+    pub fn node_state(&self, n: NodeId) -> Option<NodeState> {
+        self.state.nodes.get(&n).copied()
+    }
+
     /// Whether the region is in sync.
     pub fn in_sync(&self, region: u64) -> Result<bool, OutOfRange> {
         Ok(self.state.in_sync.get(self.check(region)?))
@@ -283,6 +317,15 @@ impl Replica {
     /// The nodes holding a mark on `region`.
     pub fn holders(&self, region: u64) -> impl Iterator<Item = NodeId> + '_ {
         self.state.marks.get(&region).into_iter().flatten().copied()
+    }
+
+    /// The regions node `n` holds a mark on.
+    pub fn marks_of(&self, n: NodeId) -> impl Iterator<Item = u64> + '_ {
+        let s = &self.state;
+        s.marks
+            .iter()
+            .filter(move |(_, h)| h.contains(&n))
+            .map(|(&r, _)| r)
     }
 
     /// The recovery claim, if a node holds one.
@@ -698,16 +741,20 @@ impl Replica {
     }
 
     /// The cut of a join: from here on `members` all have state (joiners get it as a
-    /// snapshot taken here), and the marks that rejoining nodes' kernels still hold count.
-    pub fn cut(&mut self, members: &[NodeId], kept_marks: &[(NodeId, Vec<u64>)]) {
+    /// snapshot taken here); rejoining nodes' kernels' marks count again, and their
+    /// suspend/resume state is theirs again (a departure, or a new seed, forgot it).
+    pub fn cut(&mut self, members: &[NodeId], rejoining: &[Rejoining]) {
         self.state.nodes.retain(|n, _| members.contains(n));
         for &n in members {
             self.state.nodes.entry(n).or_default();
         }
-        for (n, regions) in kept_marks {
-            for &r in regions {
+        for j in rejoining {
+            if let Some(state) = self.state.nodes.get_mut(&j.node) {
+                *state = j.state;
+            }
+            for &r in &j.marks {
                 if r < self.spec.regions {
-                    self.mark(*n, r);
+                    self.mark(j.node, r);
                 }
             }
         }
@@ -739,7 +786,7 @@ impl Replica {
         put64(out, s.nodes.len() as u64);
         for (&n, st) in &s.nodes {
             put32(out, n);
-            out.push(u8::from(st.suspended) | u8::from(st.running) << 1);
+            out.push(st.to_bits());
         }
         put64(out, s.marks.len() as u64);
         for (&r, holders) in &s.marks {
@@ -800,14 +847,7 @@ impl Replica {
         let mut nodes = BTreeMap::new();
         for _ in 0..r.count()? {
             let n = r.u32()?;
-            let bits = r.u8()?;
-            nodes.insert(
-                n,
-                NodeState {
-                    suspended: bits & 1 != 0,
-                    running: bits & 2 != 0,
-                },
-            );
+            nodes.insert(n, NodeState::from_bits(r.u8()?));
         }
         let mut marks = BTreeMap::new();
         for _ in 0..r.count()? {
@@ -920,6 +960,39 @@ mod tests {
             .encode(),
         );
         assert_eq!(work(&mut r, 1), Some(5));
+    }
+
+    #[test]
+    fn a_rejoining_node_gets_its_marks_and_its_suspend_state_back() {
+        let mut r = replica(1, "32 core 8", &[1, 2]);
+        ask(&mut r, 2, RequestType::Resume, b"");
+        r.depart(2);
+        // A new seed (nobody valid) or a departure forgot node 2; its Hello brings it back.
+        r.seed(true);
+        let running = NodeState {
+            suspended: false,
+            running: true,
+        };
+        let back = Rejoining {
+            node: 2,
+            state: running,
+            marks: vec![3],
+        };
+        r.cut(&[1, 2], &[back]);
+        assert_eq!(r.node_state(2), Some(running));
+        assert_eq!(r.marks_of(2).collect::<Vec<_>>(), [3]);
+        assert_eq!(work(&mut r, 2), Some(0));
+        // A RESUME of its running mirror (a re-created log) keeps its recovery going.
+        ask(&mut r, 2, RequestType::Resume, b"");
+        assert_eq!(
+            r.claim(),
+            Some(Claim { node: 2, region: 0 }),
+            "not a restart"
+        );
+        // After a suspend it is one.
+        ask(&mut r, 2, RequestType::Presuspend, b"");
+        ask(&mut r, 2, RequestType::Resume, b"");
+        assert_eq!(r.claim(), None);
     }
 
     #[test]
