@@ -57,6 +57,11 @@ module! {
                 their own FLUSH 3 s later, and cancel one when its region is marked again \
                 (0: send them at every flush, as upstream); read when a table is loaded",
         },
+        clears_in_flush: bool {
+            default: true,
+            description: "with held clears and a server that announces it, send the clears \
+                inside the FLUSH (0: as CLEAR_REGION requests); read when a table is loaded",
+        },
         max_server_wait: u32 {
             default: 0,
             description: "seconds a log may go without a server before its requests fail \

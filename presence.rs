@@ -91,6 +91,16 @@ impl Presence {
         self.withdrawals.fetch_add(1, Full);
     }
 
+    /// The `FEATURE_*` bits of the server's announcement; none after an outage.
+    pub(crate) fn features(&self) -> u32 {
+        self.features.load(Relaxed)
+    }
+
+    /// A server that did not announce itself answers: it has no extensions.
+    pub(crate) fn forget_features(&self) {
+        self.features.store(0, Relaxed);
+    }
+
     /// Withdrawals received so far.
     pub(crate) fn withdrawals(&self) -> u64 {
         self.withdrawals.load(Acquire)

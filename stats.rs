@@ -28,7 +28,6 @@ const LATENCY_BUCKETS: usize = 32;
 /// Round-trip times of one log's requests, as a power-of-two histogram.
 struct Latency {
     buckets: [Atomic<u64>; LATENCY_BUCKETS],
-    count: Atomic<u64>,
     total_us: Atomic<u64>,
     max_us: Atomic<u64>,
 }
@@ -37,7 +36,6 @@ impl Latency {
     fn new() -> Self {
         Self {
             buckets: core::array::from_fn(|_| Atomic::new(0)),
-            count: Atomic::new(0),
             total_us: Atomic::new(0),
             max_us: Atomic::new(0),
         }
@@ -49,7 +47,6 @@ impl Latency {
             .unwrap_or(LATENCY_BUCKETS - 1)
             .min(LATENCY_BUCKETS - 1);
         self.buckets[bucket].fetch_add(1, Relaxed);
-        self.count.fetch_add(1, Relaxed);
         self.total_us.fetch_add(us, Relaxed);
         let mut max = self.max_us.load(Relaxed);
         while us > max {
@@ -60,9 +57,14 @@ impl Latency {
         }
     }
 
+    /// Samples recorded: counted by the buckets, so that a request updates one counter less.
+    fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Relaxed)).sum()
+    }
+
     /// Upper bound, in microseconds, of the bucket holding the `per_mille`th sample.
     fn quantile_us(&self, per_mille: u64) -> u64 {
-        let count = self.count.load(Relaxed);
+        let count = self.count();
         let rank = (count * per_mille).div_ceil(1000).max(1);
         let mut seen = 0;
         for (i, b) in self.buckets.iter().enumerate() {
@@ -219,7 +221,7 @@ impl LogStats {
             self.in_sync_from_map.load(Relaxed)
         )?;
         let l = &self.latency;
-        let count = l.count.load(Relaxed);
+        let count = l.count();
         let avg = l.total_us.load(Relaxed).checked_div(count).unwrap_or(0);
         writeln!(f, "latency_avg_us {avg}")?;
         writeln!(f, "latency_p50_us_below {}", l.quantile_us(500))?;
@@ -237,7 +239,7 @@ pub(crate) struct TransportStats {
     /// Matching no waiting request (late, duplicated or forged).
     pub(crate) unmatched: Atomic<u64>,
     /// Request slots in use: at the limit, further requests wait for one.
-    pub(crate) slots_busy: Atomic<u64>,
+    slots_busy: Atomic<usize>,
 }
 
 impl TransportStats {
@@ -248,6 +250,11 @@ impl TransportStats {
             unmatched: Atomic::new(0),
             slots_busy: Atomic::new(0),
         }
+    }
+
+    /// Records how many slots are in use (a store under the transport's lock, no count).
+    pub(crate) fn slots_busy(&self, n: usize) {
+        self.slots_busy.store(n, Relaxed);
     }
 
     fn show(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -19,7 +19,6 @@ use kernel::{
     prelude::*,
     str::BStr,
     sync::{
-        atomic::Relaxed,
         lock::{spinlock::SpinLockBackend, Guard},
         Arc, CondVar, CondVarTimeoutResult, SpinLock,
     },
@@ -99,7 +98,10 @@ struct Waiter {
 /// Exclusive use of one slot, with its message buffer.
 struct Ticket {
     slot: usize,
-    message: KBox<MessageBuf<MESSAGE_SIZE>>,
+    /// Taken back into the free list when a final answer frees the slot (the ticket is spent).
+    message: Option<KBox<MessageBuf<MESSAGE_SIZE>>>,
+    /// The seq registered for the slot's next send.
+    seq: u32,
 }
 
 /// The transport's lock-protected state.
@@ -143,8 +145,10 @@ pub(crate) struct Transport {
 
 /// What one send of a request came to.
 enum Attempt {
-    /// The server answered.
-    Answered(Outcome),
+    /// The server answered for good (not `EAGAIN`): its slot is free again.
+    Done(Outcome),
+    /// The server answered `EAGAIN`: send again.
+    Again,
     /// No answer in time to the send of `seq` at `sent`.
     TimedOut { seq: u32, sent: Instant<Monotonic> },
     /// A new server came: send again.
@@ -162,7 +166,14 @@ impl Transport {
             waiters.push(None, GFP_KERNEL)?;
             replies.push([0; MAX_REPLY], GFP_KERNEL)?;
             let message = KBox::new(MessageBuf::new(), GFP_KERNEL)?;
-            free.push(Ticket { slot, message }, GFP_KERNEL)?;
+            free.push(
+                Ticket {
+                    slot,
+                    message: Some(message),
+                    seq: 0,
+                },
+                GFP_KERNEL,
+            )?;
             done.push(
                 KBox::pin_init(TimedCompletion::new(), GFP_KERNEL)?,
                 GFP_KERNEL,
@@ -211,36 +222,44 @@ impl Transport {
             return Err(EINVAL);
         }
         let start = Instant::<Monotonic>::now();
-        let mut ticket = self.take_ticket(to.max_wait)?;
+        let capacity = reply.len().min(MAX_REPLY);
+        let mut ticket = self.take_ticket(to, kind, capacity)?;
         let result = loop {
-            match self.send_and_wait(&mut ticket, to, kind, payload, reply) {
-                Ok(Attempt::Answered(o)) if o.error == EAGAIN.to_errno() => {
+            let attempt = match self.send_and_wait(&mut ticket, to, kind, payload, reply) {
+                Ok(Attempt::Done(o)) => break outcome_result(o),
+                Ok(Attempt::Again) => {
                     to.stats.eagain();
-                    continue;
+                    Ok(())
                 }
-                Ok(Attempt::Answered(o)) => break outcome_result(o),
                 Ok(Attempt::Resend) => {
                     to.stats.announce_resent();
-                    continue;
+                    Ok(())
                 }
                 Ok(Attempt::TimedOut { seq, sent }) => {
                     to.stats.timed_out();
                     self.presence.lost(sent);
                     if self.past_bound(to.max_wait) {
-                        break Err(ETIMEDOUT);
+                        Err(ETIMEDOUT)
+                    } else {
+                        pr_warn!(
+                            "[{}] Request timed out: [{}/{}] - retrying\n",
+                            uuid_tail(to.uuid),
+                            kind.name(),
+                            seq
+                        );
+                        Ok(())
                     }
-                    pr_warn!(
-                        "[{}] Request timed out: [{}/{}] - retrying\n",
-                        uuid_tail(to.uuid),
-                        kind.name(),
-                        seq
-                    );
-                    continue;
                 }
-                Err(e) => break Err(e),
+                Err(e) => Err(e),
+            };
+            match attempt {
+                Ok(()) => ticket.seq = self.inner.lock().register(ticket.slot, to, kind, capacity),
+                Err(e) => {
+                    self.return_ticket(ticket);
+                    break Err(e);
+                }
             }
         };
-        self.return_ticket(ticket);
         to.stats.request_done(kind, start.elapsed(), result.is_ok());
         result
     }
@@ -277,6 +296,16 @@ impl Transport {
         self.presence.announcements()
     }
 
+    /// The extensions the server announced (`FEATURE_*`); none if it did not announce.
+    pub(crate) fn server_features(&self) -> u32 {
+        self.presence.features()
+    }
+
+    /// The server in place did not announce itself: it has no extensions.
+    pub(crate) fn forget_features(&self) {
+        self.presence.forget_features();
+    }
+
     /// Withdrawals received so far, whether or not the server announced the map.
     pub(crate) fn withdrawals(&self) -> u64 {
         self.presence.withdrawals()
@@ -306,8 +335,9 @@ impl Transport {
         }
     }
 
-    /// Sends the request once with a fresh seq and waits for its answer, as long as
-    /// [`Self::reply_timeout`] allows.
+    /// Sends the request under the ticket's registered seq and waits for its answer, as long
+    /// as [`Self::reply_timeout`] allows. A final answer frees the slot in the same lock
+    /// section that collects it ([`Attempt::Done`]: the ticket is then spent).
     fn send_and_wait(
         &self,
         ticket: &mut Ticket,
@@ -316,31 +346,16 @@ impl Transport {
         payload: &[u8],
         reply: &mut [u8],
     ) -> Result<Attempt> {
-        let capacity = reply.len().min(MAX_REPLY);
         let wait = self.reply_timeout(to.max_wait);
         let slot = ticket.slot;
+        let seq = ticket.seq;
         let done = &self.done[slot];
-        let seq = {
-            let mut inner = self.inner.lock();
-            let seq = inner.next_seq;
-            inner.next_seq = seq.wrapping_add(1);
-            inner.waiters[slot] = Some(Waiter {
-                seq,
-                luid: to.luid,
-                kind,
-                capacity,
-                answer: None,
-            });
-            // CAST: `SLOTS` is at most 256 (checked at build time), so the slot fits.
-            inner.slot_by_seq[seq_index(seq)] = slot as u8;
-            seq
-        };
         let header =
             Header::request(to.uuid, to.luid, kind, seq, payload.len()).map_err(|_| EINVAL)?;
-        let sent = encode_message(&mut ticket.message.0, &header, payload)
+        let message = ticket.message.as_mut().ok_or(EINVAL)?;
+        let sent = encode_message(&mut message.0, &header, payload)
             .map_err(|_| EINVAL)
-            .and_then(|_| connector::send(&mut ticket.message));
-        let sent_at = Instant::now();
+            .and_then(|_| connector::send(message));
         if let Err(e) = sent {
             // An announcement may have answered the waiter already: take its completion too.
             if self.inner.lock().waiters[slot]
@@ -350,7 +365,7 @@ impl Transport {
                 done.take_pending();
             }
             if e == ESRCH {
-                self.presence.lost(sent_at);
+                self.presence.lost(Instant::now());
             } else {
                 pr_err!(
                     "Unable to send log request [{}] to userspace: {}\n",
@@ -370,33 +385,48 @@ impl Transport {
             done.take_pending();
         }
         match (answer, waited) {
+            (Some(Answer::Reply(o)), _) if o.error == EAGAIN.to_errno() => Ok(Attempt::Again),
             (Some(Answer::Reply(o)), _) => {
                 reply[..o.len].copy_from_slice(&inner.replies[slot][..o.len]);
-                Ok(Attempt::Answered(o))
+                self.free_slot(inner, ticket);
+                Ok(Attempt::Done(o))
             }
             (Some(Answer::Resend), _) => Ok(Attempt::Resend),
             (None, WaitOutcome::Killed) => Err(EINTR),
-            (None, _) => Ok(Attempt::TimedOut { seq, sent: sent_at }),
+            // The whole wait passed: the send was that long ago.
+            (None, _) => Ok(Attempt::TimedOut {
+                seq,
+                sent: Instant::now() - wait,
+            }),
         }
     }
 
-    /// Takes a free slot, waiting for one if all are in use: at most `max_wait`
-    /// (`ETIMEDOUT`), and not past a signal (`EINTR`).
+    /// Takes a free slot and registers its first send, waiting for a slot if all are in use:
+    /// at most the log's `max_wait` (`ETIMEDOUT`), and not past a signal (`EINTR`).
     ///
     /// All slots busy means the server answers nothing (stopped, or swamped by more mirrors
     /// than slots): a log with a bounded wait must not wait for it longer than the bound.
-    fn take_ticket(&self, max_wait: Option<Delta>) -> Result<Ticket> {
+    fn take_ticket(
+        &self,
+        to: LogAddress<'_>,
+        kind: RequestType,
+        capacity: usize,
+    ) -> Result<Ticket> {
         let mut inner = self.inner.lock();
-        if let Some(t) = inner.free.pop() {
-            self.stats.slots_busy.fetch_add(1, Relaxed);
-            return Ok(t);
-        }
-        // Every slot is busy: the clock is read only now, off the common path.
-        let start = Instant::<Monotonic>::now();
-        inner.slot_waiters += 1;
-        let taken = self.wait_for_ticket(&mut inner, start, max_wait);
-        inner.slot_waiters -= 1;
-        taken
+        let mut ticket = match inner.free.pop() {
+            Some(t) => t,
+            None => {
+                // Every slot is busy: the clock is read only now, off the common path.
+                let start = Instant::<Monotonic>::now();
+                inner.slot_waiters += 1;
+                let taken = self.wait_for_ticket(&mut inner, start, to.max_wait);
+                inner.slot_waiters -= 1;
+                taken?
+            }
+        };
+        ticket.seq = inner.register(ticket.slot, to, kind, capacity);
+        self.stats.slots_busy(SLOTS - inner.free.len());
+        Ok(ticket)
     }
 
     /// [`Self::take_ticket`]'s wait for a slot, counted in [`Inner::slot_waiters`].
@@ -408,7 +438,6 @@ impl Transport {
     ) -> Result<Ticket> {
         loop {
             if let Some(t) = inner.free.pop() {
-                self.stats.slots_busy.fetch_add(1, Relaxed);
                 return Ok(t);
             }
             let step = match max_wait {
@@ -443,19 +472,58 @@ impl Transport {
         }
     }
 
-    fn return_ticket(&self, ticket: Ticket) {
+    /// Gives back a slot whose request ends without a final answer (no seq is waited for).
+    fn return_ticket(&self, mut ticket: Ticket) {
         let mut inner = self.inner.lock();
-        // `free` has room for every slot, so this never allocates and never fails.
-        if inner.free.push_within_capacity(ticket).is_err() {
-            pr_err!("transport slot list overflow\n");
+        inner.waiters[ticket.slot] = None;
+        self.free_slot(inner, &mut ticket);
+    }
+
+    /// Puts the ticket's slot back into the free list (the ticket is spent) and wakes a
+    /// request waiting for a slot, if any.
+    fn free_slot(&self, mut inner: Guard<'_, Inner, SpinLockBackend>, ticket: &mut Ticket) {
+        if let Some(message) = ticket.message.take() {
+            let t = Ticket {
+                slot: ticket.slot,
+                message: Some(message),
+                seq: 0,
+            };
+            // `free` has room for every slot, so this never allocates and never fails.
+            if inner.free.push_within_capacity(t).is_err() {
+                pr_err!("transport slot list overflow\n");
+            }
         }
-        self.stats.slots_busy.fetch_sub(1, Relaxed);
+        self.stats.slots_busy(SLOTS - inner.free.len());
         // A wake-up costs a lock of the wait queue even when nobody waits on it.
         let wake = inner.slot_waiters > 0;
         drop(inner);
         if wake {
             self.slot_freed.notify_one();
         }
+    }
+}
+
+impl Inner {
+    /// Hands out the next seq and records that `slot` waits for its answer.
+    fn register(
+        &mut self,
+        slot: usize,
+        to: LogAddress<'_>,
+        kind: RequestType,
+        capacity: usize,
+    ) -> u32 {
+        let seq = self.next_seq;
+        self.next_seq = seq.wrapping_add(1);
+        self.waiters[slot] = Some(Waiter {
+            seq,
+            luid: to.luid,
+            kind,
+            capacity,
+            answer: None,
+        });
+        // CAST: `SLOTS` is at most 256 (checked at build time), so the slot fits.
+        self.slot_by_seq[seq_index(seq)] = slot as u8;
+        seq
     }
 }
 

@@ -85,7 +85,10 @@ fn construct_inner(
     let transport = transport.clone();
     // Allocate everything before the server learns of the log.
     let slot = UniqueArc::new_uninit(GFP_KERNEL)?;
-    let batch = FlushBatch::new(crate::module_parameters::hold_clears.value())?;
+    let batch = FlushBatch::new(
+        crate::module_parameters::hold_clears.value(),
+        crate::module_parameters::clears_in_flush.value(),
+    )?;
     let luid = NEXT_LUID.fetch_add(1, Relaxed);
     let stats = LogStats::new(&uuid, luid)?;
     let stats_file = transport.diagnostics.log_file(stats.clone())?;

@@ -23,7 +23,9 @@
 //! has the region marked, which is the safe side. Held clears are dropped when the log is
 //! re-created on a new server (the regions stay marked there). The lazy work and the worker
 //! flush under one mutex, so a clear the lazy work sends cannot reach the server after a later
-//! mark of its region.
+//! mark of its region. With a server that takes them (this project's extension,
+//! `uapi/clears_in_flush.rs`; module parameter `clears_in_flush`), held clears travel inside
+//! the FLUSH itself and cost no request of their own.
 
 use kernel::{
     impl_has_delayed_work, new_spinlock,
@@ -38,7 +40,7 @@ use crate::{
     sys::work::cancel_delayed_sync,
     timeout,
     transfer::uuid_tail,
-    uapi::{payload, RequestType, MAX_REQUEST_PAYLOAD},
+    uapi::{payload, FlushEntry, RequestType, FEATURE_CLEARS_IN_FLUSH, MAX_REQUEST_PAYLOAD},
 };
 
 /// With `integrated_flush`, how long clears may wait for a FLUSH (as upstream).
@@ -62,6 +64,8 @@ struct Pending {
 pub(crate) struct FlushBatch {
     /// Clears wait for a FLUSH that carries marks, or for the lazy deadline.
     hold_clears: bool,
+    /// Held clears may ride in the FLUSH, with a server that takes them there.
+    clears_in_flush: bool,
     #[pin]
     pending: SpinLock<Pending>,
 }
@@ -103,8 +107,10 @@ fn take_into(list: &mut KVec<u64>, out: &mut [u64]) -> usize {
 }
 
 impl FlushBatch {
-    /// Empty lists with their reserve allocated; clears held if `hold_clears`.
-    pub(crate) fn new(hold_clears: bool) -> Result<Pin<KBox<Self>>> {
+    /// Empty lists with their reserve allocated; clears held if `hold_clears`, and then sent
+    /// inside the FLUSH if `clears_in_flush` (and the server takes them).
+    pub(crate) fn new(hold_clears: bool, clears_in_flush: bool) -> Result<Pin<KBox<Self>>> {
+        let clears_in_flush = hold_clears && clears_in_flush;
         let pending = Pending {
             marks: KVec::with_capacity(RESERVED, GFP_KERNEL)?,
             sent: 0,
@@ -114,6 +120,7 @@ impl FlushBatch {
         KBox::pin_init(
             pin_init!(Self {
                 hold_clears,
+                clears_in_flush,
                 pending <- new_spinlock!(pending, "FlushBatch::pending"),
             }),
             GFP_KERNEL,
@@ -160,6 +167,11 @@ impl FlushBatch {
     /// Whether clears wait to be sent.
     pub(crate) fn has_clears(&self) -> bool {
         !self.pending.lock().clears.is_empty()
+    }
+
+    /// How many clears wait to be sent.
+    pub(crate) fn clears_len(&self) -> usize {
+        self.pending.lock().clears.len()
     }
 
     /// Drops the clears not sent yet: their regions stay marked on the server.
@@ -309,8 +321,78 @@ impl UserspaceLog {
     /// Sends held clears, then a FLUSH that makes every clear sent so far durable: for the
     /// lazy work, and at suspend and dtr. Called under `flushing`.
     fn flush_clears(&self) -> Result {
+        if self.clears_ride() {
+            return self.flush_with_clears(false);
+        }
         self.send_pending(RequestType::ClearRegion, |g| self.batch.take_clears(g))?;
         self.flush_marks(&[], 0)
+    }
+
+    /// Whether clears go inside the FLUSH: held clears, the switch on, and a server that
+    /// announced it takes them (`uapi/clears_in_flush.rs`).
+    fn clears_ride(&self) -> bool {
+        self.batch.clears_in_flush
+            && self.transport.server_features() & FEATURE_CLEARS_IN_FLUSH != 0
+    }
+
+    /// Sends the clears inside one FLUSH, with as few requests as possible: clears beyond one
+    /// group go ahead as CLEAR_REGION; with `with_marks`, marks go in the room the FLUSH has
+    /// left under `integrated_flush` (more marks: more FLUSHes), or ahead as MARK_REGION
+    /// without it. Called under `flushing`.
+    fn flush_with_clears(&self, with_marks: bool) -> Result {
+        let mut group = [0u64; payload::MAX_FLUSH_GROUP];
+        while self.batch.clears_len() > group.len() {
+            let n = self.batch.take_clears(&mut group);
+            self.send_regions(RequestType::ClearRegion, &group[..n])?;
+        }
+        let clears = self.batch.take_clears(&mut group);
+        let integrated = self.features.integrated_flush;
+        let sent = (|| {
+            let mut n = clears;
+            if with_marks && !integrated {
+                self.send_pending(RequestType::MarkRegion, |g| self.batch.take_marks(g))?;
+            } else if with_marks {
+                n += self.batch.take_marks(&mut group[n..]);
+            }
+            let r = self.flush_entries(&group[..clears], &group[clears..n]);
+            if r.is_err() && clears > 0 && !self.clears_ride() {
+                // The server that answered is not the one that took clears in a FLUSH: it
+                // replaced it without announcing itself. Its way, then.
+                self.send_regions(RequestType::ClearRegion, &group[..clears])?;
+                self.flush_entries(&[], &group[clears..n])?;
+            } else {
+                r?;
+            }
+            if with_marks && integrated {
+                self.send_pending(RequestType::Flush, |g| self.batch.take_marks(g))?;
+            }
+            Ok(())
+        })();
+        match sent {
+            // Every clear went out and is durable: none is held.
+            Ok(()) => {
+                self.lazy_flush_due.take();
+            }
+            // The server may lack any of the marks: send them all again with the next flush.
+            Err(_) => self.batch.unsend_marks(),
+        }
+        sent
+    }
+
+    /// Sends one FLUSH carrying `clears` (flagged as such) and `marks`.
+    fn flush_entries(&self, clears: &[u64], marks: &[u64]) -> Result {
+        let mut entries = [0u64; payload::MAX_FLUSH_GROUP];
+        let n = clears.len() + marks.len();
+        for (e, c) in entries.iter_mut().zip(clears) {
+            *e = FlushEntry::Clear(*c).encode();
+        }
+        for (e, m) in entries[clears.len()..].iter_mut().zip(marks) {
+            *e = *m;
+        }
+        let mut buf = [0u8; MAX_REQUEST_PAYLOAD];
+        let len = payload::encode_regions(&entries[..n.min(entries.len())], &mut buf)
+            .map_err(|_| EINVAL)?;
+        self.flush_marks(&buf[..len], self.batch.sent_marks())
     }
 
     /// Sends pending clears, then marks, then makes them durable.
@@ -333,6 +415,9 @@ impl UserspaceLog {
                 self.queue_lazy_flush();
             }
             return Ok(());
+        }
+        if self.clears_ride() {
+            return self.flush_with_clears(true);
         }
         let sent_clears =
             self.send_pending(RequestType::ClearRegion, |g| self.batch.take_clears(g))?;

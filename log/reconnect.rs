@@ -167,6 +167,7 @@ impl UserspaceLog {
             self.ctr_payload()
         };
         let mut device = [0u8; DEVICE_NAME_SIZE];
+        let known = self.attached_epoch.load(Relaxed);
         loop {
             if self.stopping.load(Relaxed) {
                 return Err(ESRCH);
@@ -197,6 +198,11 @@ impl UserspaceLog {
                 Err(e) if e == EINTR => return Err(e),
                 Err(_) => continue,
             }
+        }
+        if self.attached_epoch.load(Relaxed) == known {
+            // A server that took the CTR without announcing itself first implements none of
+            // this project's extensions, whatever an earlier server announced.
+            self.transport.forget_features();
         }
         // Until RESUME and the marks are through, the server knows the log but not its marks.
         self.half_attached.store(true, Relaxed);

@@ -18,8 +18,9 @@
 //! it counts only when sent by a process with `CAP_SYS_ADMIN`.
 //!
 //! Version 2 gives the last word a meaning: the server's [`features`](Announce::features),
-//! extensions it implements (version 1 sent zero there). The one so far is the in-sync map
-//! (`uapi/in_sync_map.rs`), whose withdrawals travel on the same connector id.
+//! extensions it implements (version 1 sent zero there): the in-sync map
+//! (`uapi/in_sync_map.rs`), whose withdrawals travel on the same connector id, and clears in
+//! a FLUSH (`uapi/clears_in_flush.rs`).
 
 use super::{
     error::WireError,
@@ -35,6 +36,8 @@ pub const ANNOUNCE_MAGIC: u32 = u32::from_le_bytes(*b"ULGA");
 pub const ANNOUNCE_VERSION: u32 = 2;
 /// Feature bit: the server implements the in-sync map (`uapi/in_sync_map.rs`).
 pub const FEATURE_IN_SYNC_MAP: u32 = 1;
+/// Feature bit: the server takes clears in a FLUSH (`uapi/clears_in_flush.rs`).
+pub const FEATURE_CLEARS_IN_FLUSH: u32 = 2;
 /// Bytes of [`Announce`] on the wire.
 pub const ANNOUNCE_SIZE: usize = 16;
 /// Bytes of a whole announcement message after the netlink header.

@@ -29,6 +29,7 @@
 extern crate std;
 
 pub mod announce;
+pub mod clears_in_flush;
 pub mod ctr;
 pub mod error;
 pub mod in_sync_map;
@@ -36,7 +37,10 @@ pub mod message;
 pub mod payload;
 pub mod request_type;
 
-pub use announce::{Announce, CN_VAL_DM_USERSPACE_LOG_ANNOUNCE, FEATURE_IN_SYNC_MAP};
+pub use announce::{
+    Announce, CN_VAL_DM_USERSPACE_LOG_ANNOUNCE, FEATURE_CLEARS_IN_FLUSH, FEATURE_IN_SYNC_MAP,
+};
+pub use clears_in_flush::FlushEntry;
 pub use in_sync_map::{InSyncRanges, Withdrawal};
 pub use message::{
     encode_message, CnMsg, Header, Reply, CN_IDX_DM, CN_MSG_SIZE, CN_VAL_DM_USERSPACE_LOG,

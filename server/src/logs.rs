@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use dm_ulog_uapi::{
     in_sync_map::{MAX_RANGES, MAX_RANGES_REPLY},
     payload::{self, RegionSync, RemoteRecovering, ResyncWork},
-    Header, InSyncRanges, RequestType, Uuid, WireError, Withdrawal,
+    FlushEntry, Header, InSyncRanges, RequestType, Uuid, WireError, Withdrawal,
 };
 use nix::errno::Errno;
 use tracing::{debug, info, warn};
@@ -304,7 +304,8 @@ impl Log {
     }
 
     /// Answers every request but CTR and DTR (which [`Logs`] handles): the reply payload goes
-    /// to `out`. GET_IN_SYNC_RANGES only if the server announced the in-sync map.
+    /// to `out`. GET_IN_SYNC_RANGES, and clears in a FLUSH, only with the extensions the
+    /// server announced.
     fn answer(
         &mut self,
         kind: RequestType,
@@ -312,7 +313,7 @@ impl Log {
         luid: u64,
         data: &[u8],
         out: &mut Vec<u8>,
-        in_sync_map: bool,
+        extensions: Extensions,
     ) -> Result<(), LogError> {
         match kind {
             RequestType::Ctr | RequestType::Dtr => unreachable!("handled by Logs::apply"),
@@ -328,7 +329,7 @@ impl Log {
             }
             RequestType::GetInSyncRanges => {
                 // A kernel asks only a server that announced the in-sync map.
-                if !in_sync_map {
+                if !extensions.in_sync_map {
                     return Err(LogError::InSyncMapOff);
                 }
                 let from = payload::decode_u64(kind, data)?;
@@ -344,9 +345,20 @@ impl Log {
                 out.extend_from_slice(&i64::from(self.regions.in_sync(r)?).to_ne_bytes());
             }
             RequestType::MarkRegion | RequestType::Flush => {
-                // v3 integrated flush: the marks travel inside FLUSH and are applied first.
-                for r in payload::decode_regions(kind, data)? {
-                    self.regions.mark(r)?;
+                // v3 integrated flush: the marks travel inside FLUSH and are applied first,
+                // and with the extension clears too (uapi/clears_in_flush.rs).
+                let clears = kind == RequestType::Flush && extensions.clears_in_flush;
+                for raw in payload::decode_regions(kind, data)? {
+                    let r = match FlushEntry::decode(raw, clears) {
+                        FlushEntry::Mark(r) => {
+                            self.regions.mark(r)?;
+                            r
+                        }
+                        FlushEntry::Clear(r) => {
+                            self.regions.clear(r)?;
+                            r
+                        }
+                    };
                     self.note(r);
                 }
                 if kind == RequestType::Flush {
@@ -447,13 +459,22 @@ impl fmt::Display for LogSummary<'_> {
     }
 }
 
+/// This project's protocol extensions a server announced, and so implements.
+#[derive(Clone, Copy, Debug, Default)]
+struct Extensions {
+    /// It answers GET_IN_SYNC_RANGES and withdraws (`uapi/in_sync_map.rs`).
+    in_sync_map: bool,
+    /// It takes clears in a FLUSH (`uapi/clears_in_flush.rs`).
+    clears_in_flush: bool,
+}
+
 /// Every log this server keeps.
 pub struct Logs {
     logs: HashMap<Key, Log>,
     /// Bytes one log may take (`--max-log-memory`).
     max_log_memory: u64,
-    /// The server announced the in-sync map: it answers GET_IN_SYNC_RANGES and withdraws.
-    in_sync_map: bool,
+    /// The extensions the server announced.
+    extensions: Extensions,
     /// What the last request took out of the kernel's in-sync map, until the caller has sent
     /// it. One slot is enough: a request withdraws at most one span, and no request is
     /// applied while one is pending.
@@ -473,7 +494,7 @@ impl Logs {
         Self {
             logs: HashMap::new(),
             max_log_memory,
-            in_sync_map: false,
+            extensions: Extensions::default(),
             withdrawal: None,
         }
     }
@@ -481,7 +502,13 @@ impl Logs {
     /// With the in-sync map, for a server that announces it (and so sends the kernel every
     /// [`Logs::pending_withdrawal`]), if `enabled`.
     pub fn with_in_sync_map(mut self, enabled: bool) -> Self {
-        self.in_sync_map = enabled;
+        self.extensions.in_sync_map = enabled;
+        self
+    }
+
+    /// Taking clears in a FLUSH, for a server that announces it, if `enabled`.
+    pub fn with_clears_in_flush(mut self, enabled: bool) -> Self {
+        self.extensions.clears_in_flush = enabled;
         self
     }
 
@@ -573,11 +600,11 @@ impl Logs {
             info!(%uuid, luid = header.luid, "log destroyed");
             return Ok(());
         }
-        let result = log.answer(kind, uuid, header.luid, data, out, self.in_sync_map);
+        let result = log.answer(kind, uuid, header.luid, data, out, self.extensions);
         // Failed or not, the request may have taken regions out of sync (a disk log's RESUME
         // that read the device and then failed to write it back): withdraw them all the same.
         let left_sync = log.regions.take_left_sync();
-        if let Some((first, count)) = left_sync.filter(|_| self.in_sync_map) {
+        if let Some((first, count)) = left_sync.filter(|_| self.extensions.in_sync_map) {
             self.withdrawal = Some(Withdrawal {
                 luid: header.luid,
                 first,
@@ -634,6 +661,41 @@ mod tests {
         let out = ask(logs, RequestType::GetInSyncRanges, 1, &from.to_ne_bytes())?;
         let r = InSyncRanges::decode(from, &out).expect("a reply the kernel takes");
         Ok((r.next, r.runs().collect()))
+    }
+
+    #[test]
+    fn clears_ride_in_a_flush_only_when_announced() {
+        let is_clean = |logs: &mut Logs, r: u64| {
+            let out = ask(logs, RequestType::IsClean, 1, &r.to_ne_bytes()).unwrap();
+            out == 1i64.to_ne_bytes()
+        };
+        let flush = |logs: &mut Logs, entries: &[FlushEntry]| {
+            let payload: Vec<u8> = entries
+                .iter()
+                .flat_map(|e| e.encode().to_ne_bytes())
+                .collect();
+            ask(logs, RequestType::Flush, 1, &payload)
+        };
+        let mut logs = Logs::default().with_clears_in_flush(true);
+        ask(&mut logs, RequestType::Ctr, 1, b"800 core 8 nosync").unwrap();
+        flush(&mut logs, &[FlushEntry::Mark(3), FlushEntry::Mark(4)]).unwrap();
+        assert!(!is_clean(&mut logs, 3) && !is_clean(&mut logs, 4));
+        // Clears first, then a mark: region 3 clean, 4 still marked, 6 marked.
+        flush(&mut logs, &[FlushEntry::Clear(3), FlushEntry::Mark(6)]).unwrap();
+        assert!(is_clean(&mut logs, 3) && !is_clean(&mut logs, 4) && !is_clean(&mut logs, 6));
+        // A MARK_REGION never carries clears: the flagged entry is out of range there.
+        let clear = FlushEntry::Clear(4).encode().to_ne_bytes();
+        assert_eq!(
+            ask(&mut logs, RequestType::MarkRegion, 1, &clear),
+            Err(Errno::EINVAL)
+        );
+        // Not announced: the same entry is a mark out of range, refused.
+        let mut logs = Logs::default();
+        ask(&mut logs, RequestType::Ctr, 1, b"800 core 8 nosync").unwrap();
+        assert_eq!(
+            flush(&mut logs, &[FlushEntry::Clear(3)]),
+            Err(Errno::EINVAL)
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use dm_ulog_uapi::{Request, RequestType, WireError, FEATURE_IN_SYNC_MAP};
+use dm_ulog_uapi::{Request, RequestType, WireError, FEATURE_CLEARS_IN_FLUSH, FEATURE_IN_SYNC_MAP};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use tracing::{info, warn};
@@ -66,11 +66,18 @@ impl Config {
 
     /// The `FEATURE_*` bits the announcement carries.
     pub fn features(&self) -> u32 {
-        if self.uses_in_sync_map() {
+        let map = if self.uses_in_sync_map() {
             FEATURE_IN_SYNC_MAP
         } else {
             0
-        }
+        };
+        // Taking clears in a FLUSH needs nothing from the admin: offered whenever announced.
+        let clears = if self.announce {
+            FEATURE_CLEARS_IN_FLUSH
+        } else {
+            0
+        };
+        map | clears
     }
 }
 
@@ -235,7 +242,8 @@ impl<R: Responder> LogService<R> {
         let recorder = config.record.as_deref().map(Recorder::open).transpose()?;
         Ok(Self {
             logs: Logs::with_memory_limit(config.max_log_memory)
-                .with_in_sync_map(config.uses_in_sync_map()),
+                .with_in_sync_map(config.uses_in_sync_map())
+                .with_clears_in_flush(config.announce),
             stats: Stats::default(),
             recorder,
             payload: Vec::with_capacity(4096),

@@ -8,7 +8,7 @@ use std::io;
 use clap::Parser;
 use dm_ulog_uapi::{
     encode_message, payload::RegionSync, Announce, Header, InSyncRanges, Reply, RequestType,
-    Withdrawal, FEATURE_IN_SYNC_MAP,
+    Withdrawal, FEATURE_CLEARS_IN_FLUSH, FEATURE_IN_SYNC_MAP,
 };
 use dm_ulogd::cli::CommonArgs;
 use dm_ulogd::hostile::fault::Script;
@@ -105,7 +105,11 @@ fn a_region_leaving_sync_is_withdrawn_before_the_reply() {
     let (mut rig, sent) = Rig::with_log(&[], Honest);
     assert_eq!(
         sent,
-        [Sent::Announce(FEATURE_IN_SYNC_MAP), ok(1), ok(2)],
+        [
+            Sent::Announce(FEATURE_IN_SYNC_MAP | FEATURE_CLEARS_IN_FLUSH),
+            ok(1),
+            ok(2)
+        ],
         "announced with the feature, no withdrawal at creation"
     );
     let seq = rig.ask(RequestType::SetRegionSync, &set_sync(5, false));
@@ -168,7 +172,13 @@ fn no_reply_leaves_before_its_withdrawal() {
     let taken = |rig: &Rig<Honest, FailFirstWithdrawal>| {
         std::mem::take(&mut *rig.server.link().endpoint().out.sent.borrow_mut())
     };
-    assert_eq!(taken(&rig), [Sent::Announce(FEATURE_IN_SYNC_MAP), ok(1)]);
+    assert_eq!(
+        taken(&rig),
+        [
+            Sent::Announce(FEATURE_IN_SYNC_MAP | FEATURE_CLEARS_IN_FLUSH),
+            ok(1)
+        ]
+    );
     rig.ask(RequestType::SetRegionSync, &set_sync(5, false));
     assert_eq!(taken(&rig), [], "the withdrawal failed: no reply");
     let seq = rig.ask(RequestType::GetSyncCount, b"");
@@ -191,7 +201,8 @@ fn without_the_map_nothing_is_offered_or_withdrawn() {
         let (mut rig, sent) = Rig::with_log(flags, Honest);
         let announced = match flags[0] {
             "--no-announce" => vec![],
-            _ => vec![Sent::Announce(0)],
+            // Clears in a FLUSH are offered whenever the server announces itself.
+            _ => vec![Sent::Announce(FEATURE_CLEARS_IN_FLUSH)],
         };
         assert_eq!(sent[..sent.len() - 2], announced, "{flags:?}");
         let seq = rig.ask(RequestType::GetInSyncRanges, &0u64.to_ne_bytes());

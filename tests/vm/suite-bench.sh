@@ -135,7 +135,7 @@ load_as() {
 	esac
 }
 # The Rust module's parameters that turn off every request-saving feature.
-RUST_AS_C="reuse_in_sync=0 in_sync_map=0 hold_clears=0"
+RUST_AS_C="reuse_in_sync=0 in_sync_map=0 hold_clears=0 clears_in_flush=0"
 
 # ordered KIND ROUND LIST: round_order's order, recorded as a BENCH line (on stderr, which
 # the suite's output takes too).

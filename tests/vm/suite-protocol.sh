@@ -15,7 +15,8 @@ withdrawal_voids_the_map remote_recovering_rate_limited_and_hinted
 server_restart_reconnects suspend_resume_not_retried_without_server
 integrated_flush_marks_ride_in_flush integrated_flush_lazy_clear_flush
 integrated_flush_early_at_postsuspend_and_dtr clears_held_for_the_next_marks_flush
-held_clears_sent_at_suspend_and_dtr debugfs_counters_match_the_record teardown
+held_clears_sent_at_suspend_and_dtr
+extensions_forgotten_for_a_server_that_did_not_announce debugfs_counters_match_the_record teardown
 kmemleak_reports_nothing"
 
 UUID=PROTO-UUID-0001
@@ -669,10 +670,13 @@ write_region() {
 	sleep 0.5
 }
 
-# Held clears (log/flush.rs): a flush with only clears sends nothing; the clears go out before
-# the next FLUSH that carries marks, or with their own FLUSH 3 s later, and a new mark of the
-# region cancels its clear. Upstream sends each clear with a FLUSH of its own at once.
-clears_held_for_the_next_marks_flush() {
+# held_clear_stream [MODULE_PARAMS]: the flush stream (flushes_since) of three writes to a core
+# log, to regions 2, 4 and 4, and what follows within 4 s; then the log's clears_cancelled.
+held_clear_stream() {
+	if [ "$VARIANT" = rust ]; then
+		# shellcheck disable=SC2086
+		unload_module && insmod "$MODULE" $1 || fail "insmod $1 failed"
+	fi
 	serve
 	create_mirror m0 "$UUID" core 1024 || fail "create failed"
 	wait_in_sync m0 60 || fail "no sync"
@@ -683,21 +687,40 @@ clears_held_for_the_next_marks_flush() {
 	write_region 4
 	sleep 4
 	stream=$(flushes_since "$n0")
-	echo "$VARIANT: $stream"
-	luid=$(first_luid "$REC")
-	cancelled=$(log_stat "$luid" clears_cancelled 2>/dev/null)
+	cancelled=$(log_stat "$(first_luid "$REC")" clears_cancelled 2>/dev/null)
 	remove_all
-	if [ "$VARIANT" = c ]; then
-		r2=0200000000000000 r4=0400000000000000
-		[ "$stream" = "M:$r2 F: C:$r2 F: M:$r4 F: C:$r4 F: M:$r4 F: C:$r4 F: " ] || fail "not upstream's stream"
-		return
-	fi
-	want="M:0200000000000000 F: C:0200000000000000 M:0400000000000000 F: M:0400000000000000 F: C:0400000000000000 F: "
-	[ "$stream" = "$want" ] || fail "want $want"
-	[ "$cancelled" -eq 1 ] || fail "$cancelled clears cancelled (want 1)"
+	echo "$stream$cancelled"
 }
 
-# Held clears are sent, with a FLUSH, when the mirror suspends and when the log is destroyed.
+# Held clears (log/flush.rs): a flush with only clears sends nothing; the clears go out with
+# the next FLUSH that carries marks, or with their own FLUSH 3 s later, and a new mark of the
+# region cancels its clear. With a server that takes them (uapi/clears_in_flush.rs) they ride
+# inside that FLUSH. Upstream sends each clear with a FLUSH of its own at once.
+clears_held_for_the_next_marks_flush() {
+	r2=0200000000000000 r4=0400000000000000 c2=0200000000000080 c4=0400000000000080
+	upstream="M:$r2 F: C:$r2 F: M:$r4 F: C:$r4 F: M:$r4 F: C:$r4 F: "
+	if [ "$VARIANT" = c ]; then
+		got=$(held_clear_stream)
+		echo "upstream: $got"
+		[ "$got" = "$upstream" ] || fail "not upstream's stream"
+		return
+	fi
+	got=$(held_clear_stream) || fail "$got"
+	echo "default: $got"
+	[ "$got" = "M:$r2 F: M:$r4 F:$c2 M:$r4 F: F:$c4 1" ] || fail "clears did not ride in the FLUSH (one cancelled)"
+	got=$(held_clear_stream clears_in_flush=0) || fail "$got"
+	echo "clears_in_flush=0: $got"
+	[ "$got" = "M:$r2 F: C:$r2 M:$r4 F: M:$r4 F: C:$r4 F: 1" ] || fail "clears were not held (one cancelled)"
+	got=$(held_clear_stream hold_clears=0) || fail "$got"
+	echo "hold_clears=0: $got"
+	load_module_default
+	[ "$got" = "${upstream}0" ] || fail "hold_clears=0 is not upstream's stream"
+}
+
+load_module_default() { unload_module && load_module || fail "insmod failed"; }
+
+# Held clears are sent, with a FLUSH, when the mirror suspends and when the log is destroyed
+# (inside it, with a server that takes them there).
 held_clears_sent_at_suspend_and_dtr() {
 	[ "$VARIANT" = c ] && { echo "upstream's module holds no clears"; return "$KSFT_SKIP"; }
 	serve
@@ -707,15 +730,45 @@ held_clears_sent_at_suspend_and_dtr() {
 	n1=$(wc -l <"$REC")
 	dm suspend m0 || fail "suspend failed"
 	stream=$(since "$n1" | awk '{ print $1 }' | tr '\n' ' ')
-	echo "suspend: $stream"
-	[ "$stream" = "PRESUSPEND CLEAR_REGION FLUSH POSTSUSPEND " ] || fail "the held clear was not sent at suspend"
+	echo "suspend: $stream $(flushes_since "$n1")"
+	[ "$stream" = "PRESUSPEND FLUSH POSTSUSPEND " ] && [ "$(flushes_since "$n1")" = "F:0200000000000080 " ] ||
+		fail "the held clear was not sent in a FLUSH at suspend"
 	dm resume m0 || fail "resume failed"
 	write_region 2
 	n2=$(wc -l <"$REC")
 	dm remove m0 || fail "remove failed"
 	stream=$(since "$n2" | awk '{ print $1 }' | tr '\n' ' ')
 	echo "remove: $stream"
-	echo "$stream" | grep -q "CLEAR_REGION FLUSH DTR $" || fail "the held clear was not sent before DTR"
+	echo "$stream" | grep -q "FLUSH DTR $" && [ "$(flushes_since "$n2")" = "F:0200000000000080 " ] ||
+		fail "the held clear was not sent before DTR"
+}
+
+# A server that takes the log over without announcing itself (cmirrord, dm-ulogd
+# --no-announce) gets upstream's protocol, whatever the one before announced: no clears in a
+# FLUSH (it would refuse them as regions out of range, failing the flush) and no in-sync map.
+extensions_forgotten_for_a_server_that_did_not_announce() {
+	[ "$VARIANT" = c ] && { echo "upstream's module uses no extension"; return "$KSFT_SKIP"; }
+	serve
+	mirror_if "$UUID" || fail "create failed"
+	# The resync's clears made durable: nothing held when the server goes.
+	sleep 4
+	luid=$(first_luid "$REC")
+	echo "features announced: $(transport_stat server_features)"
+	[ "$(transport_stat server_features)" -ne 0 ] || fail "the first server announced no features"
+	kill_server
+	SERVER_ARGS=--no-announce restart_recording
+	write_region 2
+	write_region 4
+	sleep 4
+	flushes=$(flushes_since 0)
+	echo "features now: $(transport_stat server_features); flushes: $flushes"
+	failures=$(log_stat "$luid" failures)
+	remove_all
+	[ "$(count_requests "$REC" CTR)" -ge 1 ] || fail "the log was not re-created on the new server"
+	echo "$flushes" | grep -q "80 " && fail "a clear rode in a FLUSH to a server that did not take them"
+	[ "$failures" -eq 0 ] || fail "$failures requests failed"
+	[ "$(count_requests "$REC" GET_IN_SYNC_RANGES)" -eq 0 ] || fail "the in-sync map was asked for"
+	return 0
 }
 
 debugfs_counters_match_the_record() {
