@@ -9,7 +9,8 @@
 //! is clean while a node of the component holds a mark on it; at most one kernel recovers,
 //! and it holds the replicas' claim. At the end, with the network healed and every mark
 //! cleared, recovery completes (no stall) and nothing is left unanswered. Separately, one
-//! node's requests get the single-node server's replies.
+//! node's requests get the single-node server's replies. Both with and without clears in a
+//! FLUSH (this project's extension).
 //!
 //! A default run generates the same cases every time (a fixed seed, so CI does not go red
 //! on a case nobody has seen): `PROPTEST_CASES` of them, 256 unless set. To explore new
@@ -22,8 +23,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use dm_ulog_uapi::{
+    clears_in_flush::CLEAR_ENTRY,
     payload::{encode_regions, RegionSync, RemoteRecovering, ResyncWork},
-    Header, RequestType,
+    FlushEntry, Header, RequestType,
 };
 use dm_ulogd::cluster::{
     group::{Group, GroupEvent, NodeId, ViewId},
@@ -32,7 +34,7 @@ use dm_ulogd::cluster::{
     replica::ReplyError,
     sim::{Sim, SimGroup},
 };
-use dm_ulogd::logs::Logs;
+use dm_ulogd::logs::{Extensions, Logs};
 use dm_ulogd::table;
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
@@ -92,13 +94,16 @@ struct Cluster {
     compared: u64,
     /// The last request a kernel sent.
     last_sent: Option<(RequestType, Vec<u8>)>,
+    /// What the servers announced: with clears in a FLUSH, the kernels send some that way.
+    extensions: Extensions,
 }
 
 /// A kernel request in the random sequences, shaped as dm-raid1 sends them.
 #[derive(Clone, Debug)]
 enum Req {
     Mark(u64),
-    /// Clears the kernel's n-th held mark.
+    /// Clears the kernel's n-th held mark: inside a FLUSH for even n if the servers take
+    /// clears there, else by CLEAR_REGION.
     Clear(usize),
     Flush(Vec<u64>),
     IsClean(u64),
@@ -116,7 +121,14 @@ enum Req {
 }
 
 impl Cluster {
-    fn new(nodes: u32, seed: u64, table: &str, max_message: usize, try_again: f64) -> Self {
+    fn new(
+        nodes: u32,
+        seed: u64,
+        table: &str,
+        max_message: usize,
+        try_again: f64,
+        extensions: Extensions,
+    ) -> Self {
         let sim = Sim::new(nodes, seed, max_message, try_again);
         let regions = table::parse(table.as_bytes()).unwrap().regions;
         let nodes = (1..=nodes)
@@ -141,6 +153,7 @@ impl Cluster {
             withdrawn: Vec::new(),
             compared: 0,
             last_sent: None,
+            extensions,
         }
     }
 
@@ -150,7 +163,7 @@ impl Cluster {
             return;
         }
         let spec = table::parse(self.table.as_bytes()).unwrap();
-        let mut member = Member::new(id, spec, true).unwrap();
+        let mut member = Member::new(id, spec, self.extensions).unwrap();
         member.join(&mut node.group).unwrap();
         node.member = Some(member);
         node.position = None;
@@ -179,14 +192,26 @@ impl Cluster {
         let node = self.nodes.get_mut(&id)?;
         node.member.as_ref()?;
         let k = &mut node.kernel;
-        // dm core suspends and resumes a device one step at a time: a PRESUSPEND,
-        // POSTSUSPEND or RESUME goes once the one before it is answered (else one applied,
-        // unanswered (a disk log's POSTSUSPEND waits for a write) and answered EAGAIN would
-        // be applied again after the next).
-        let suspending = |s: &Sent| is_lifecycle(s.kind);
-        if matches!(req, Req::Presuspend | Req::Postsuspend | Req::Resume)
-            && k.outstanding.values().chain(&k.retry).any(suspending)
-        {
+        // Requests the kernel sends one at a time. A request applied, left unanswered (a disk
+        // log's FLUSH or POSTSUSPEND waits for a write) and answered EAGAIN is applied again
+        // when it is resent: had the next one gone meanwhile, it would be undone (a RESUME
+        // by the POSTSUSPEND, a mark by the clears of the FLUSH). dm core suspends and
+        // resumes a device one step at a time; dm-raid1 marks, clears and flushes from
+        // kmirrord, and the marks and clears it collects meanwhile go after the FLUSH.
+        let unanswered = |what: fn(RequestType) -> bool| {
+            k.outstanding
+                .values()
+                .chain(&k.retry)
+                .any(|s: &Sent| what(s.kind))
+        };
+        let blocked = match req {
+            Req::Presuspend | Req::Postsuspend | Req::Resume => unanswered(is_lifecycle),
+            Req::Mark(_) | Req::Clear(_) | Req::Flush(_) => {
+                unanswered(|kind| kind == RequestType::Flush)
+            }
+            _ => false,
+        };
+        if blocked {
             return None;
         }
         let mut held_mark = false;
@@ -198,7 +223,12 @@ impl Cluster {
                 // The tag this CLEAR gets: a mark acknowledged later but sent before it
                 // is cleared too.
                 k.cleared.insert(r, k.next_tag + 1);
-                (RequestType::ClearRegion, regions(&[r]))
+                if self.extensions.clears_in_flush && i % 2 == 0 {
+                    let entry = FlushEntry::Clear(r).encode().to_ne_bytes();
+                    (RequestType::Flush, entry.to_vec())
+                } else {
+                    (RequestType::ClearRegion, regions(&[r]))
+                }
             }
             Req::Flush(ref rs) => (RequestType::Flush, regions(rs)),
             Req::IsClean(r) => {
@@ -554,11 +584,19 @@ impl Cluster {
             if self.nodes[&id].kernel.suspended {
                 self.kernel_request(id, &Req::Resume);
             }
-            while !self.nodes[&id].kernel.marks.is_empty() {
-                self.kernel_request(id, &Req::Clear(0));
-            }
         }
-        self.settle();
+        // Clears go until one waits (a FLUSH carrying one, on a disk log), then the rest.
+        for _ in 0..=self.regions {
+            for id in self.ids() {
+                while !self.nodes[&id].kernel.marks.is_empty()
+                    && self.kernel_request(id, &Req::Clear(0)).is_some()
+                {}
+            }
+            self.settle();
+        }
+        for (id, n) in &self.nodes {
+            assert!(n.kernel.marks.is_empty(), "node {id}: marks left");
+        }
         let mut rounds = 0;
         loop {
             let done = self.nodes.values().all(|n| {
@@ -612,13 +650,16 @@ fn regions(rs: &[u64]) -> Vec<u8> {
     out
 }
 
-/// The regions of a MARK or FLUSH first sent as `tag` that no later CLEAR took back.
+/// The regions a MARK or FLUSH first sent as `tag` marks (not the clears a FLUSH carries)
+/// that no later CLEAR took back.
 fn held<'a>(
     data: &'a [u8],
     tag: u64,
     cleared: &'a BTreeMap<u64, u64>,
 ) -> impl Iterator<Item = u64> + 'a {
-    decode_regions(data).filter(move |r| cleared.get(r).is_none_or(|&c| c < tag))
+    decode_regions(data)
+        .filter(|&r| r & CLEAR_ENTRY == 0)
+        .filter(move |r| cleared.get(r).is_none_or(|&c| c < tag))
 }
 
 fn decode_regions(data: &[u8]) -> impl Iterator<Item = u64> + '_ {
@@ -677,8 +718,15 @@ fn op(nodes: usize, regions: u64) -> impl Strategy<Value = Op> {
     ]
 }
 
-fn run(nodes: u32, seed: u64, table: &str, max_message: usize, ops: &[Op]) -> Cluster {
-    let mut c = Cluster::new(nodes, seed, table, max_message, 0.1);
+fn run(
+    nodes: u32,
+    seed: u64,
+    table: &str,
+    max_message: usize,
+    extensions: Extensions,
+    ops: &[Op],
+) -> Cluster {
+    let mut c = Cluster::new(nodes, seed, table, max_message, 0.1, extensions);
     c.join(1);
     c.settle();
     let id = |i: usize| i as NodeId + 1;
@@ -743,11 +791,14 @@ proptest! {
         nosync in any::<bool>(),
         max_message in prop_oneof![Just(64usize), Just(200), Just(1 << 20)],
         ops in prop::collection::vec(op(5, 40), 1..120),
+        // Last, so that the saved seeds still make the cases they made before it.
+        clears_in_flush in any::<bool>(),
     ) {
         let ops: Vec<Op> = ops.into_iter().map(|o| clamp(o, nodes as usize, regions)).collect();
         let storage = if disk { "clustered-disk /dev/null" } else { "clustered-core" };
         let table = format!("{} {storage} 8{}", regions * 8, if nosync { " nosync" } else { "" });
-        let c = run(nodes, seed, &table, max_message, &ops);
+        let extensions = Extensions { in_sync_map: true, clears_in_flush };
+        let c = run(nodes, seed, &table, max_message, extensions, &ops);
         prop_assert!(!c.states.is_empty());
         let _ = c.compared;
     }
@@ -780,13 +831,19 @@ fn clamp(o: Op, nodes: usize, regions: u64) -> Op {
 /// One node's requests against the single-node server, with every node of the cluster in
 /// the group and no failures: the same replies and withdrawals, but for IS_REMOTE_RECOVERING
 /// where another node may recover (then every region out of sync is, by design).
-fn single_node_equivalence(nodes: u32, seed: u64, table: &str, reqs: &[Req]) {
-    let mut c = Cluster::new(nodes, seed, table, 256, 0.2);
+fn single_node_equivalence(nodes: u32, seed: u64, table: &str, clears: bool, reqs: &[Req]) {
+    let extensions = Extensions {
+        in_sync_map: true,
+        clears_in_flush: clears,
+    };
+    let mut c = Cluster::new(nodes, seed, table, 256, 0.2, extensions);
     for id in c.ids() {
         c.join(id);
     }
     c.settle();
-    let mut logs = Logs::default().with_in_sync_map(true);
+    let mut logs = Logs::default()
+        .with_in_sync_map(true)
+        .with_clears_in_flush(clears);
     let header = |kind, len| Header::request(b"UUID", 1, kind, 1, len).unwrap();
     let mut out = Vec::new();
     logs.handle(
@@ -848,6 +905,8 @@ proptest! {
         regions in 1u64..40,
         nosync in any::<bool>(),
         reqs in prop::collection::vec(req(40), 1..80),
+        // Last, so that the saved seeds still make the cases they made before it.
+        clears_in_flush in any::<bool>(),
     ) {
         let reqs: Vec<Req> = reqs
             .into_iter()
@@ -861,6 +920,6 @@ proptest! {
             .filter(|q| nodes == 1 || !matches!(q, Req::RemoteRecovering(_)))
             .collect();
         let table = format!("{} clustered-core 8{}", regions * 8, if nosync { " nosync" } else { "" });
-        single_node_equivalence(nodes, seed, &table, &reqs);
+        single_node_equivalence(nodes, seed, &table, clears_in_flush, &reqs);
     }
 }

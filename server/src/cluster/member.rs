@@ -36,6 +36,7 @@ use super::message::{Message, Standing, CHUNK_OVERHEAD, HELLO_OVERHEAD};
 use super::replica::{route, NodeState, Output, Rejoining, Replica, ReplyError, Route};
 use super::transfer::{Assembly, TransferError};
 use crate::bitset::AllocError;
+use crate::logs::Extensions;
 use crate::table::LogSpec;
 
 /// What the node does for its kernel and its disk.
@@ -111,10 +112,11 @@ pub struct Member {
 
 impl Member {
     /// Node `me`'s member of the log `spec` describes, without state: it joins with
-    /// [`Member::join`] and gets state in its first quorate view.
-    pub fn new(me: NodeId, spec: LogSpec, in_sync_map: bool) -> Result<Self, AllocError> {
+    /// [`Member::join`] and gets state in its first quorate view. It answers with the
+    /// `extensions` the server announced.
+    pub fn new(me: NodeId, spec: LogSpec, extensions: Extensions) -> Result<Self, AllocError> {
         Ok(Self {
-            replica: Replica::new(me, spec, in_sync_map)?,
+            replica: Replica::new(me, spec, extensions)?,
             standing: Standing::Fresh,
             view: None,
             round: None,
@@ -546,6 +548,11 @@ mod tests {
     use super::*;
     use crate::cluster::sim::{Sim, SimGroup};
     use crate::table;
+
+    const EXTENSIONS: Extensions = Extensions {
+        in_sync_map: true,
+        clears_in_flush: true,
+    };
     use dm_ulog_uapi::payload::RegionSync;
 
     struct Node {
@@ -560,7 +567,7 @@ mod tests {
                 let spec = table::parse(t.as_bytes()).unwrap();
                 let mut node = Node {
                     group: sim.group(id),
-                    member: Member::new(id, spec, true).unwrap(),
+                    member: Member::new(id, spec, EXTENSIONS).unwrap(),
                     actions: Vec::new(),
                 };
                 node.member.join(&mut node.group).unwrap();

@@ -26,13 +26,14 @@ use std::ops::Range;
 use dm_ulog_uapi::{
     in_sync_map::{MAX_RANGES, MAX_RANGES_REPLY},
     payload::{self, RegionSync, RemoteRecovering, ResyncWork},
-    InSyncRanges, RequestType, WireError,
+    FlushEntry, InSyncRanges, RequestType, WireError,
 };
 use nix::errno::Errno;
 
 use super::group::NodeId;
 use super::transfer::{Reader, TransferError};
 use crate::bitset::{AllocError, Bitset};
+use crate::logs::Extensions;
 use crate::regions::OutOfRange;
 use crate::table::{LogSpec, Storage, SyncMode};
 
@@ -214,7 +215,8 @@ struct State {
 pub struct Replica {
     me: NodeId,
     spec: LogSpec,
-    in_sync_map: bool,
+    /// The protocol extensions the server announced: the in-sync map, clears in a FLUSH.
+    extensions: Extensions,
     state: State,
     /// Regions that left sync during the current event.
     left_sync: Option<Range<u64>>,
@@ -225,14 +227,15 @@ const SNAPSHOT_VERSION: u32 = 1;
 
 impl Replica {
     /// Node `me`'s copy of the log `spec` describes, without state yet: it gets state by
-    /// [`Replica::seed`] (the first node) or [`Replica::import`] (a snapshot). Memory is
+    /// [`Replica::seed`] (the first node) or [`Replica::import`] (a snapshot). It answers
+    /// with the `extensions` the server announced, as single-node logs do. Memory is
     /// reserved fallibly, as for single-node logs.
-    pub fn new(me: NodeId, spec: LogSpec, in_sync_map: bool) -> Result<Self, AllocError> {
+    pub fn new(me: NodeId, spec: LogSpec, extensions: Extensions) -> Result<Self, AllocError> {
         let in_sync = Bitset::try_new(spec.regions, false)?;
         Ok(Self {
             me,
             spec,
-            in_sync_map,
+            extensions,
             state: State {
                 in_sync,
                 sync_count: 0,
@@ -390,7 +393,7 @@ impl Replica {
                 out.extend_from_slice(&i64::from(self.in_sync(r)?).to_ne_bytes());
             }
             RequestType::GetInSyncRanges => {
-                if !self.in_sync_map {
+                if !self.extensions.in_sync_map {
                     return Err(ReplyError::InSyncMapOff);
                 }
                 let from = self.check(payload::decode_u64(kind, data)?)?;
@@ -465,10 +468,20 @@ impl Replica {
                 reply.extend_from_slice(&i64::from(self.is_clean(r)?).to_ne_bytes());
             }
             RequestType::MarkRegion | RequestType::Flush => {
-                // Applied in order up to a bad region, as the single-node log does.
-                for r in payload::decode_regions(kind, data)? {
-                    let r = self.check(r)?;
-                    self.mark(from, r);
+                // Applied in order up to a bad region, as the single-node log does; with the
+                // extension, a FLUSH carries the sender's clears too (flagged by bit 63).
+                let clears = kind == RequestType::Flush && self.extensions.clears_in_flush;
+                for raw in payload::decode_regions(kind, data)? {
+                    match FlushEntry::decode(raw, clears) {
+                        FlushEntry::Mark(r) => {
+                            let r = self.check(r)?;
+                            self.mark(from, r);
+                        }
+                        FlushEntry::Clear(r) => {
+                            let r = self.check(r)?;
+                            self.unmark(from, r);
+                        }
+                    }
                 }
                 if kind == RequestType::Flush {
                     return Ok(self.flush(from, tag, out));
@@ -893,8 +906,13 @@ mod tests {
     use super::*;
     use crate::table;
 
+    const EXTENSIONS: Extensions = Extensions {
+        in_sync_map: true,
+        clears_in_flush: true,
+    };
+
     fn replica(me: NodeId, t: &str, nodes: &[NodeId]) -> Replica {
-        let mut r = Replica::new(me, table::parse(t.as_bytes()).unwrap(), true).unwrap();
+        let mut r = Replica::new(me, table::parse(t.as_bytes()).unwrap(), EXTENSIONS).unwrap();
         r.seed(false);
         r.cut(nodes, &[]);
         r
@@ -926,6 +944,45 @@ mod tests {
             ask(&mut r, 1, RequestType::IsClean, &region),
             1i64.to_ne_bytes()
         );
+    }
+
+    #[test]
+    fn a_flush_carries_its_senders_clears_with_the_extension_only() {
+        let mut r = replica(1, "64 core 8 nosync", &[1, 2]);
+        let entries = |es: &[FlushEntry]| -> Vec<u8> {
+            es.iter().flat_map(|e| e.encode().to_ne_bytes()).collect()
+        };
+        ask(&mut r, 1, RequestType::MarkRegion, &3u64.to_ne_bytes());
+        ask(&mut r, 2, RequestType::MarkRegion, &3u64.to_ne_bytes());
+        let flush = entries(&[FlushEntry::Clear(3), FlushEntry::Mark(5)]);
+        ask(&mut r, 1, RequestType::Flush, &flush);
+        assert_eq!(
+            r.holders(3).collect::<Vec<_>>(),
+            [2],
+            "only the sender's mark"
+        );
+        assert_eq!(r.marks_of(1).collect::<Vec<_>>(), [5]);
+        // A MARK_REGION never carries clears: the flagged entry is a region out of range.
+        let clear = entries(&[FlushEntry::Clear(3)]);
+        let out = r.apply(2, 0, RequestType::MarkRegion, &clear);
+        assert!(matches!(
+            out.replies[0].result,
+            Err(ReplyError::OutOfRange(_))
+        ));
+        // Without the extension, nor does a FLUSH.
+        let mut plain = Replica::new(
+            1,
+            table::parse(b"64 core 8").unwrap(),
+            Extensions::default(),
+        )
+        .unwrap();
+        plain.seed(false);
+        plain.cut(&[1], &[]);
+        let out = plain.apply(1, 0, RequestType::Flush, &clear);
+        assert!(matches!(
+            out.replies[0].result,
+            Err(ReplyError::OutOfRange(_))
+        ));
     }
 
     #[test]
@@ -1077,13 +1134,13 @@ mod tests {
         let a = replica(1, "64 core 8", &[1]);
         let mut snapshot = Vec::new();
         a.snapshot(&mut snapshot);
-        let mut b = Replica::new(2, table::parse(b"128 core 8").unwrap(), true).unwrap();
+        let mut b = Replica::new(2, table::parse(b"128 core 8").unwrap(), EXTENSIONS).unwrap();
         let e = b.import(&snapshot).unwrap_err();
         assert!(
             e.to_string().contains("load the same table on every node"),
             "{e}"
         );
-        let mut c = Replica::new(2, table::parse(b"64 core 8").unwrap(), true).unwrap();
+        let mut c = Replica::new(2, table::parse(b"64 core 8").unwrap(), EXTENSIONS).unwrap();
         assert_eq!(
             c.import(&snapshot[..snapshot.len() - 1]),
             Err(TransferError::Corrupt)
