@@ -158,6 +158,35 @@ impl Bitset {
         self.next_clear(0)
     }
 
+    /// Appends the bits as a little-endian byte bitmap, `len.div_ceil(8)` bytes: the format
+    /// [`Bitset::copy_from_le_bytes`] reads back (a cluster's state transfer sends it).
+    pub fn append_le_bytes(&self, out: &mut Vec<u8>) {
+        let bytes = self.len.div_ceil(8) as usize;
+        let start = out.len();
+        for w in &self.words {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+        out.truncate(start + bytes);
+    }
+
+    /// The maximal runs of set bits from `from` (below `len`) on: fills `runs` with
+    /// `(first, count)` in order and returns where the answer ends and how many runs it
+    /// filled. That is `len`, unless `runs` filled up first: then the end of the last run.
+    /// Panics if `runs` is empty.
+    pub fn set_runs(&self, from: u64, runs: &mut [(u64, u64)]) -> (u64, usize) {
+        assert!(!runs.is_empty(), "no room for a run");
+        let mut at = from;
+        for (n, run) in runs.iter_mut().enumerate() {
+            let Some(first) = self.next_set(at) else {
+                return (self.len, n);
+            };
+            let end = self.next_clear(first).unwrap_or(self.len);
+            *run = (first, end - first);
+            at = end;
+        }
+        (at, runs.len())
+    }
+
     /// Loads the bits from a little-endian byte bitmap (bit `i` is `bytes[i / 8] >> (i % 8)`);
     /// bits beyond `bytes` are cleared, and bytes beyond `len` bits ignored. Returns whether
     /// a bit that was set is clear now: for regions, whether any left sync.

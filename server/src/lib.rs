@@ -24,6 +24,7 @@
 pub mod bench;
 pub mod bitset;
 pub mod cli;
+pub mod cluster;
 pub mod crashcheck;
 pub mod cutwrites;
 pub mod device;

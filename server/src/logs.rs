@@ -459,13 +459,14 @@ impl fmt::Display for LogSummary<'_> {
     }
 }
 
-/// This project's protocol extensions a server announced, and so implements.
-#[derive(Clone, Copy, Debug, Default)]
-struct Extensions {
+/// This project's protocol extensions a server announced, and so implements (single-node
+/// logs here, clustered ones in [`crate::cluster::replica`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Extensions {
     /// It answers GET_IN_SYNC_RANGES and withdraws (`uapi/in_sync_map.rs`).
-    in_sync_map: bool,
+    pub in_sync_map: bool,
     /// It takes clears in a FLUSH (`uapi/clears_in_flush.rs`).
-    clears_in_flush: bool,
+    pub clears_in_flush: bool,
 }
 
 /// Every log this server keeps.

@@ -161,18 +161,8 @@ impl Regions {
         from: u64,
         runs: &mut [(u64, u64)],
     ) -> Result<(u64, usize), OutOfRange> {
-        assert!(!runs.is_empty(), "no room for a run");
-        let mut at = self.check(from)?;
-        for (n, run) in runs.iter_mut().enumerate() {
-            let Some(first) = self.in_sync.next_set(at) else {
-                return Ok((self.count(), n));
-            };
-            let end = self.in_sync.next_clear(first).unwrap_or(self.count());
-            *run = (first, end - first);
-            at = end;
-        }
-        // Every slot holds a run, which ends past `from`: the kernel asks on from there.
-        Ok((at, runs.len()))
+        let from = self.check(from)?;
+        Ok(self.in_sync.set_runs(from, runs))
     }
 
     /// How many regions are in sync.

@@ -1,0 +1,100 @@
+//! A process group with totally ordered multicast and virtual synchrony: what corosync's
+//! CPG offers, and what the in-process simulator ([`super::sim`]) imitates for tests.
+//!
+//! The contract the members of a log rely on ([`super::member`]):
+//!
+//! - **Agreed order.** Every member of a view delivers the messages of that view, its own
+//!   included, in one order; a sender's messages stay in the order it sent them.
+//! - **Virtual synchrony.** Members that go from one view to the next together delivered the
+//!   same messages in between. A view change is delivered at the same point of the order to
+//!   all of them.
+//! - **Views.** A view names its members, who joined and who left since the receiver's last
+//!   view (a healed partition shows the other side as joined), and whether the receiver's
+//!   component holds a quorum of the configured nodes. View ids grow and are never reused
+//!   (corosync's ring id).
+
+use std::fmt;
+
+/// A cluster node (corosync's `nodeid`).
+pub type NodeId = u32;
+
+/// A view's id: every installed view has a new one, across all components.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ViewId(pub u64);
+
+impl fmt::Display for ViewId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "view {}", self.0)
+    }
+}
+
+/// A membership change as one member sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct View {
+    /// The view's id.
+    pub id: ViewId,
+    /// The members, in ascending order.
+    pub members: Vec<NodeId>,
+    /// Members that were not in the receiver's previous view.
+    pub joined: Vec<NodeId>,
+    /// Members of the receiver's previous view that are gone.
+    pub left: Vec<NodeId>,
+    /// Whether the receiver's component holds a majority of the configured nodes.
+    pub quorate: bool,
+}
+
+/// What a member receives, in agreed order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GroupEvent {
+    /// A new view.
+    View(View),
+    /// A message multicast by `from`.
+    Message {
+        /// The sender.
+        from: NodeId,
+        /// What it sent.
+        payload: Vec<u8>,
+    },
+}
+
+/// Why the group refused a call.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GroupError {
+    /// Flow control (`CS_ERR_TRY_AGAIN`): the caller keeps the message and sends it again
+    /// later. Never an error for the kernel.
+    #[error("the group is busy (flow control): try again")]
+    TryAgain,
+    /// A message larger than the group carries.
+    #[error("a message of {len} bytes exceeds the group's largest of {max} bytes")]
+    TooLarge {
+        /// Bytes of the message.
+        len: usize,
+        /// The largest message.
+        max: usize,
+    },
+    /// Not a member (not joined yet, or left).
+    #[error("not a member of the group")]
+    NotJoined,
+    /// Joined already.
+    #[error("already a member of the group")]
+    AlreadyJoined,
+    /// The connection to the group daemon is gone (it, or this node, stopped).
+    #[error("the connection to the group is gone: is corosync running on this node?")]
+    Closed,
+}
+
+/// One node's handle on one process group (one log).
+pub trait Group {
+    /// This node.
+    fn local_node(&self) -> NodeId;
+    /// The largest message [`Group::multicast`] takes.
+    fn max_message_size(&self) -> usize;
+    /// Joins the group: a view with this node in it follows.
+    fn join(&mut self) -> Result<(), GroupError>;
+    /// Multicasts `payload` in agreed order to the members, this node included.
+    fn multicast(&mut self, payload: &[u8]) -> Result<(), GroupError>;
+    /// Leaves the group; nothing is delivered afterwards.
+    fn leave(&mut self) -> Result<(), GroupError>;
+    /// The next delivery or view change, if one is there.
+    fn next_event(&mut self) -> Option<GroupEvent>;
+}

@@ -1,0 +1,694 @@
+//! One node's member of one clustered log: routes its kernel's requests, feeds the group's
+//! deliveries to its [`Replica`], and brings joiners up to date.
+//!
+//! **Rounds.** Every quorate view starts a round: each member multicasts a `Hello` with its
+//! standing ([`Standing`]). The delivery of the last `Hello` is the *cut*, one point of the
+//! agreed order for everyone. There the members with valid state apply the view to their
+//! replicas (every member now has state; rejoining nodes' marks count again and their
+//! suspend/resume state is theirs again, as their `Hello`s tell), and the
+//! lowest of them multicasts a snapshot in chunks below the group's largest message. The
+//! others drop what was delivered before the cut (the snapshot holds it), queue what comes
+//! after, import the snapshot at its last chunk and then apply the queue. No timers: the
+//! order alone says what the snapshot covers, so no stale snapshot can be taken for a newer
+//! one (cmirrord sleeps 3 s for that). If no member has valid state, the lowest seeds the
+//! log: from the table if every member is fresh, with every region out of sync if one held
+//! the log before.
+//!
+//! **Quorum.** A member in a view without quorum answers nothing but `EAGAIN` (the kernel
+//! retries), withdraws its kernel's in-sync map and becomes stale; it must take a fresh
+//! snapshot once it is in a quorate view again.
+//!
+//! **Requests** are held while the member has no valid state, and sent once it has: they are
+//! then ordered after its cut, so its own replica answers them. Requests are idempotent per
+//! node (marks are sets, a recoverer asking again gets its claim), so one applied after its
+//! kernel heard `EAGAIN`, and sent again, does no harm.
+//!
+//! **Flow control.** A message the group refuses with `TryAgain` stays in the outbox and is
+//! sent by the next [`Member::pump`]; cmirrord turned it into an error for the kernel.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use dm_ulog_uapi::RequestType;
+use tracing::{info, warn};
+
+use super::group::{Group, GroupError, GroupEvent, NodeId, View, ViewId};
+use super::message::{Message, Standing, CHUNK_OVERHEAD, HELLO_OVERHEAD};
+use super::replica::{route, NodeState, Output, Rejoining, Replica, ReplyError, Route};
+use super::transfer::{Assembly, TransferError};
+use crate::bitset::AllocError;
+use crate::logs::Extensions;
+use crate::table::LogSpec;
+
+/// What the node does for its kernel and its disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Answer the kernel's request `tag`.
+    Reply {
+        /// The kernel's request.
+        tag: u64,
+        /// The payload, or the error.
+        result: Result<Vec<u8>, ReplyError>,
+    },
+    /// Withdraw regions from the kernel's in-sync map before any later reply.
+    Withdraw {
+        /// The first region.
+        first: u64,
+        /// How many (`u64::MAX`: to the end).
+        count: u64,
+    },
+    /// Write the disk log's bitmap ([`Replica::clean_bits`]), then call
+    /// [`Member::disk_written`] with this generation.
+    WriteDisk {
+        /// The generation the write covers.
+        generation: u64,
+    },
+}
+
+/// A kernel request waiting for this member to have state.
+#[derive(Debug)]
+struct Held {
+    tag: u64,
+    kind: RequestType,
+    data: Vec<u8>,
+}
+
+/// Where a member that needs state is after the cut.
+#[derive(Debug)]
+struct Import {
+    sender: NodeId,
+    assembly: Assembly,
+    /// Requests and reports delivered after the cut, applied after the import.
+    queued: Vec<(NodeId, Message)>,
+}
+
+/// The round of one quorate view.
+#[derive(Debug)]
+struct Round {
+    view: ViewId,
+    members: Vec<NodeId>,
+    /// Members whose last Hello arrived: their standing, and a stale one's suspend/resume
+    /// state and marks.
+    hellos: BTreeMap<NodeId, (Standing, NodeState, Vec<u64>)>,
+    /// Marks of Hellos still to be continued.
+    partial: BTreeMap<NodeId, Vec<u64>>,
+    /// Set at the cut for a member that imports.
+    import: Option<Import>,
+    /// The cut has happened.
+    cut: bool,
+}
+
+/// A node's member of one clustered log.
+#[derive(Debug)]
+pub struct Member {
+    replica: Replica,
+    standing: Standing,
+    view: Option<View>,
+    round: Option<Round>,
+    held: VecDeque<Held>,
+    /// Requests multicast and not answered yet.
+    awaiting: BTreeSet<u64>,
+    outbox: VecDeque<Vec<u8>>,
+}
+
+impl Member {
+    /// Node `me`'s member of the log `spec` describes, without state: it joins with
+    /// [`Member::join`] and gets state in its first quorate view. It answers with the
+    /// `extensions` the server announced.
+    pub fn new(me: NodeId, spec: LogSpec, extensions: Extensions) -> Result<Self, AllocError> {
+        Ok(Self {
+            replica: Replica::new(me, spec, extensions)?,
+            standing: Standing::Fresh,
+            view: None,
+            round: None,
+            held: VecDeque::new(),
+            awaiting: BTreeSet::new(),
+            outbox: VecDeque::new(),
+        })
+    }
+
+    /// Joins the log's group.
+    pub fn join(&mut self, group: &mut impl Group) -> Result<(), GroupError> {
+        group.join()
+    }
+
+    /// The replica (for status and tests).
+    pub fn replica(&self) -> &Replica {
+        &self.replica
+    }
+
+    /// The member's standing.
+    pub fn standing(&self) -> Standing {
+        self.standing
+    }
+
+    /// The last view delivered.
+    pub fn view(&self) -> Option<&View> {
+        self.view.as_ref()
+    }
+
+    /// Whether it answers requests: valid state in a quorate view.
+    pub fn serving(&self) -> bool {
+        self.standing == Standing::Valid && self.view.as_ref().is_some_and(|v| v.quorate)
+    }
+
+    fn quorate(&self) -> bool {
+        self.view.as_ref().is_some_and(|v| v.quorate)
+    }
+
+    fn me(&self) -> NodeId {
+        self.replica.me()
+    }
+
+    /// A request from this node's kernel: answered now, or later from a delivery.
+    pub fn request(
+        &mut self,
+        group: &mut impl Group,
+        tag: u64,
+        kind: RequestType,
+        data: &[u8],
+    ) -> Vec<Action> {
+        let reply = |result| vec![Action::Reply { tag, result }];
+        let route = route(kind);
+        if route == Route::Lifecycle {
+            return reply(Err(ReplyError::NotReplicated(kind)));
+        }
+        if self.view.is_some() && !self.quorate() {
+            return reply(Err(ReplyError::NotQuorate));
+        }
+        if !self.serving() {
+            self.held.push_back(Held {
+                tag,
+                kind,
+                data: data.to_vec(),
+            });
+            return Vec::new();
+        }
+        if route == Route::Local {
+            let mut out = Vec::new();
+            return reply(self.replica.read(kind, data, &mut out).map(|()| out));
+        }
+        self.awaiting.insert(tag);
+        self.send(
+            group,
+            Message::Request {
+                tag,
+                kind,
+                data: data.to_vec(),
+            },
+        );
+        Vec::new()
+    }
+
+    /// The leader wrote the disk log for `generation` (or failed): tells every member.
+    pub fn disk_written(&mut self, group: &mut impl Group, generation: u64, ok: bool) {
+        self.send(group, Message::Written { generation, ok });
+    }
+
+    /// Leaves the group; the member is done.
+    pub fn leave(&mut self, group: &mut impl Group) -> Result<(), GroupError> {
+        group.leave()
+    }
+
+    /// Sends what the group refused earlier; false while some is left (flow control).
+    pub fn pump(&mut self, group: &mut impl Group) -> bool {
+        while let Some(msg) = self.outbox.front() {
+            match group.multicast(msg) {
+                Ok(()) => {
+                    self.outbox.pop_front();
+                }
+                Err(GroupError::TryAgain) => return false,
+                Err(e) => {
+                    warn!(node = self.me(), "cannot multicast: {e}");
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn send(&mut self, group: &mut impl Group, msg: Message) {
+        self.outbox.push_back(msg.encode());
+        self.pump(group);
+    }
+
+    /// Handles one delivery or view change.
+    pub fn deliver(&mut self, group: &mut impl Group, event: GroupEvent) -> Vec<Action> {
+        let mut actions = Vec::new();
+        match event {
+            GroupEvent::View(v) => self.on_view(group, v, &mut actions),
+            GroupEvent::Message { from, payload } => match Message::decode(&payload) {
+                Ok(msg) => self.on_message(group, from, msg, &mut actions),
+                Err(e) => warn!(
+                    node = self.me(),
+                    from, "dropping a message from a member: {e}"
+                ),
+            },
+        }
+        actions
+    }
+
+    fn on_view(&mut self, group: &mut impl Group, v: View, actions: &mut Vec<Action>) {
+        let valid = self.standing == Standing::Valid;
+        if self.standing != Standing::Fresh {
+            for &n in &v.left {
+                let out = self.replica.depart(n);
+                if valid {
+                    self.act(out, actions);
+                }
+            }
+        }
+        let quorate = v.quorate;
+        let id = v.id;
+        let members = v.members.clone();
+        self.view = Some(v);
+        self.round = None;
+        if !quorate {
+            if valid {
+                self.standing = Standing::Stale;
+                info!(
+                    node = self.me(),
+                    "{id}: no quorum, not serving the log until it is back"
+                );
+                actions.push(Action::Withdraw {
+                    first: 0,
+                    count: u64::MAX,
+                });
+            }
+            for tag in std::mem::take(&mut self.awaiting) {
+                actions.push(Action::Reply {
+                    tag,
+                    result: Err(ReplyError::NotQuorate),
+                });
+            }
+            for h in std::mem::take(&mut self.held) {
+                actions.push(Action::Reply {
+                    tag: h.tag,
+                    result: Err(ReplyError::NotQuorate),
+                });
+            }
+            return;
+        }
+        self.round = Some(Round {
+            view: id,
+            members,
+            hellos: BTreeMap::new(),
+            partial: BTreeMap::new(),
+            import: None,
+            cut: false,
+        });
+        let (state, marks) = match self.standing {
+            // Its replica as of its last quorate view: what its kernel's requests applied
+            // there made (the kernel heard EAGAIN for the others, and sends them again, in
+            // its order, after this cut). Not what the kernel was answered: a FLUSH marks
+            // before it fails on a bad region, and a CLEAR sent before the partition was not
+            // applied if it was answered EAGAIN.
+            Standing::Stale => (
+                self.replica.node_state(self.me()).unwrap_or_default(),
+                self.replica.marks_of(self.me()).collect(),
+            ),
+            _ => (NodeState::default(), Vec::new()),
+        };
+        let per_hello = ((group.max_message_size() - HELLO_OVERHEAD) / 8).max(1);
+        let mut parts = marks.chunks(per_hello).peekable();
+        if parts.peek().is_none() {
+            self.send(group, hello(id, self.standing, state, &[], true));
+        }
+        while let Some(part) = parts.next() {
+            let last = parts.peek().is_none();
+            self.send(group, hello(id, self.standing, state, part, last));
+        }
+        if valid {
+            self.leader_writes(actions);
+        }
+    }
+
+    fn on_message(
+        &mut self,
+        group: &mut impl Group,
+        from: NodeId,
+        msg: Message,
+        actions: &mut Vec<Action>,
+    ) {
+        match msg {
+            Message::Hello {
+                view,
+                standing,
+                state,
+                marks,
+                last,
+            } => {
+                let Some(round) = self.round.as_mut().filter(|r| r.view == view && !r.cut) else {
+                    return;
+                };
+                let mut all = round.partial.remove(&from).unwrap_or_default();
+                all.extend(marks);
+                if !last {
+                    round.partial.insert(from, all);
+                    return;
+                }
+                round.hellos.insert(from, (standing, state, all));
+                if round.members.iter().all(|m| round.hellos.contains_key(m)) {
+                    self.cut(group, actions);
+                }
+            }
+            Message::Chunk {
+                view,
+                index,
+                total,
+                bytes,
+            } => self.on_chunk(group, from, view, index, total, &bytes, actions),
+            Message::Request { .. } | Message::Written { .. } => {
+                if self.standing == Standing::Valid {
+                    self.apply(from, msg, actions);
+                } else if let Some(import) = self.round.as_mut().and_then(|r| r.import.as_mut()) {
+                    import.queued.push((from, msg));
+                }
+                // Otherwise it precedes the cut whose snapshot this member will import.
+            }
+        }
+    }
+
+    /// The last Hello of the round arrived: this is the cut.
+    fn cut(&mut self, group: &mut impl Group, actions: &mut Vec<Action>) {
+        let me = self.me();
+        let round = self.round.as_mut().expect("a round");
+        round.cut = true;
+        let valid: Vec<NodeId> = round
+            .hellos
+            .iter()
+            .filter(|(_, (s, _, _))| *s == Standing::Valid)
+            .map(|(&n, _)| n)
+            .collect();
+        let sender = valid.first().copied().unwrap_or(round.members[0]);
+        let rejoining: Vec<Rejoining> = round
+            .hellos
+            .iter()
+            .filter(|(_, (s, _, _))| *s == Standing::Stale)
+            .map(|(&node, &(_, state, ref marks))| Rejoining {
+                node,
+                state,
+                marks: marks.clone(),
+            })
+            .collect();
+        let members = round.members.clone();
+        let view = round.view;
+        let needs_state = members.iter().any(|m| *m != sender && !valid.contains(m));
+        if valid.is_empty() && me == sender {
+            let stale = !rejoining.is_empty();
+            info!(
+                node = me,
+                "{view}: no member has the log's state: seeding it{}",
+                if stale {
+                    " with every region out of sync"
+                } else {
+                    ""
+                }
+            );
+            self.replica.seed(stale);
+            self.standing = Standing::Valid;
+        }
+        if self.standing != Standing::Valid {
+            round.import = Some(Import {
+                sender,
+                assembly: Assembly::default(),
+                queued: Vec::new(),
+            });
+            return;
+        }
+        self.replica.cut(&members, &rejoining);
+        if me == sender && needs_state {
+            let mut snapshot = Vec::new();
+            self.replica.snapshot(&mut snapshot);
+            let room = (group.max_message_size() - CHUNK_OVERHEAD).max(1);
+            let total = snapshot.len().div_ceil(room).max(1) as u32;
+            for (index, bytes) in (0..total).zip(snapshot.chunks(room)) {
+                let bytes = bytes.to_vec();
+                self.send(
+                    group,
+                    Message::Chunk {
+                        view,
+                        index,
+                        total,
+                        bytes,
+                    },
+                );
+            }
+        }
+        self.release_held(group, actions);
+        self.leader_writes(actions);
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "the fields of one Chunk message")]
+    fn on_chunk(
+        &mut self,
+        group: &mut impl Group,
+        from: NodeId,
+        view: ViewId,
+        index: u32,
+        total: u32,
+        bytes: &[u8],
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(round) = self.round.as_mut().filter(|r| r.view == view) else {
+            return;
+        };
+        let Some(import) = round.import.as_mut().filter(|i| i.sender == from) else {
+            return;
+        };
+        let snapshot = match import.assembly.add(index, total, bytes) {
+            Ok(None) => return,
+            Ok(Some(s)) => s,
+            Err(e) => return self.transfer_failed(view, e),
+        };
+        let queued = std::mem::take(&mut import.queued);
+        round.import = None;
+        if let Err(e) = self.replica.import(&snapshot) {
+            return self.transfer_failed(view, e);
+        }
+        self.standing = Standing::Valid;
+        info!(
+            node = self.me(),
+            from,
+            "{view}: log state received ({} bytes)",
+            snapshot.len()
+        );
+        for (from, msg) in queued {
+            self.apply(from, msg, actions);
+        }
+        self.release_held(group, actions);
+        self.leader_writes(actions);
+    }
+
+    fn transfer_failed(&mut self, view: ViewId, e: TransferError) {
+        warn!(
+            node = self.me(),
+            "{view}: cannot take the log's state: {e}; waiting for the next view"
+        );
+        if let Some(r) = self.round.as_mut() {
+            r.import = None;
+        }
+    }
+
+    /// Sends the requests held while the member had no state.
+    fn release_held(&mut self, group: &mut impl Group, actions: &mut Vec<Action>) {
+        for h in std::mem::take(&mut self.held) {
+            actions.extend(self.request(group, h.tag, h.kind, &h.data));
+        }
+    }
+
+    fn leader_writes(&self, actions: &mut Vec<Action>) {
+        if let Some(generation) = self.replica.must_write().filter(|_| self.quorate()) {
+            actions.push(Action::WriteDisk { generation });
+        }
+    }
+
+    /// Applies a request or a write report delivered in order.
+    fn apply(&mut self, from: NodeId, msg: Message, actions: &mut Vec<Action>) {
+        let out = match msg {
+            Message::Request { tag, kind, data } => self.replica.apply(from, tag, kind, &data),
+            Message::Written { generation, ok } => self.replica.written(generation, ok),
+            Message::Hello { .. } | Message::Chunk { .. } => return,
+        };
+        self.act(out, actions);
+    }
+
+    /// Turns a replica's output into this node's actions.
+    fn act(&mut self, out: Output, actions: &mut Vec<Action>) {
+        if let Some((first, count)) = out.left_sync {
+            actions.push(Action::Withdraw { first, count });
+        }
+        let me = self.me();
+        for reply in out.replies.into_iter().filter(|r| r.to == me) {
+            if !self.awaiting.remove(&reply.tag) {
+                continue;
+            }
+            actions.push(Action::Reply {
+                tag: reply.tag,
+                result: reply.result,
+            });
+        }
+        if let Some(generation) = out.write_disk.filter(|_| self.quorate()) {
+            actions.push(Action::WriteDisk { generation });
+        }
+    }
+}
+
+fn hello(view: ViewId, standing: Standing, state: NodeState, marks: &[u64], last: bool) -> Message {
+    Message::Hello {
+        view,
+        standing,
+        state,
+        marks: marks.to_vec(),
+        last,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::sim::{Sim, SimGroup};
+    use crate::table;
+
+    const EXTENSIONS: Extensions = Extensions {
+        in_sync_map: true,
+        clears_in_flush: true,
+    };
+    use dm_ulog_uapi::payload::RegionSync;
+
+    struct Node {
+        group: SimGroup,
+        member: Member,
+        actions: Vec<Action>,
+    }
+
+    fn nodes(sim: &Sim, n: u32, t: &str) -> Vec<Node> {
+        (1..=n)
+            .map(|id| {
+                let spec = table::parse(t.as_bytes()).unwrap();
+                let mut node = Node {
+                    group: sim.group(id),
+                    member: Member::new(id, spec, EXTENSIONS).unwrap(),
+                    actions: Vec::new(),
+                };
+                node.member.join(&mut node.group).unwrap();
+                node
+            })
+            .collect()
+    }
+
+    /// Orders and delivers everything (nodes that are down take nothing).
+    fn settle(sim: &Sim, nodes: &mut [Node]) {
+        loop {
+            for n in nodes.iter_mut() {
+                n.member.pump(&mut n.group);
+            }
+            let mut busy = sim.order(usize::MAX) > 0;
+            for n in nodes.iter_mut() {
+                while let Some(e) = n.group.next_event() {
+                    let actions = n.member.deliver(&mut n.group, e);
+                    n.actions.extend(actions);
+                    busy = true;
+                }
+            }
+            if !busy {
+                return;
+            }
+        }
+    }
+
+    fn replies(n: &mut Node) -> Vec<(u64, Result<Vec<u8>, ReplyError>)> {
+        let mut out = Vec::new();
+        n.actions.retain(|a| match a {
+            Action::Reply { tag, result } => {
+                out.push((*tag, result.clone()));
+                false
+            }
+            _ => true,
+        });
+        out
+    }
+
+    #[test]
+    fn a_new_leader_writes_and_answers_the_flushes_the_old_one_left() {
+        let sim = Sim::new(3, 1, 1 << 10, 0.0);
+        let mut ns = nodes(&sim, 3, "64 clustered-disk /dev/null 8");
+        settle(&sim, &mut ns);
+        assert!(ns.iter().all(|n| n.member.serving()));
+        let n = &mut ns[2];
+        n.member
+            .request(&mut n.group, 1, RequestType::Flush, &4u64.to_ne_bytes());
+        settle(&sim, &mut ns);
+        assert!(replies(&mut ns[2]).is_empty(), "waiting for the disk");
+        assert!(matches!(
+            ns[0].actions[..],
+            [Action::WriteDisk { generation: 1 }]
+        ));
+        // The leader crashes before its write is reported: node 2 leads and writes.
+        sim.crash(1);
+        settle(&sim, &mut ns[1..]);
+        assert_eq!(ns[1].member.replica().leader(), Some(2));
+        assert!(ns[1].actions.contains(&Action::WriteDisk { generation: 1 }));
+        let n = &mut ns[1];
+        n.member.disk_written(&mut n.group, 1, true);
+        settle(&sim, &mut ns[1..]);
+        assert_eq!(replies(&mut ns[2]), [(1, Ok(Vec::new()))]);
+    }
+
+    #[test]
+    fn a_minority_answers_eagain_and_rejoins_with_a_fresh_transfer() {
+        // 200-byte messages: the snapshot of 4096 regions travels in several chunks.
+        let sim = Sim::new(3, 2, 200, 0.0);
+        let mut ns = nodes(&sim, 3, "32768 clustered-core 8");
+        settle(&sim, &mut ns);
+        let n = &mut ns[2];
+        n.member.request(
+            &mut n.group,
+            1,
+            RequestType::MarkRegion,
+            &9u64.to_ne_bytes(),
+        );
+        settle(&sim, &mut ns);
+        assert_eq!(replies(&mut ns[2]), [(1, Ok(Vec::new()))]);
+        sim.partition(&[vec![3]]);
+        settle(&sim, &mut ns);
+        assert!(!ns[2].member.serving());
+        assert!(ns[2].actions.contains(&Action::Withdraw {
+            first: 0,
+            count: u64::MAX
+        }));
+        let n = &mut ns[2];
+        let now = n
+            .member
+            .request(&mut n.group, 2, RequestType::GetSyncCount, b"");
+        assert_eq!(
+            now,
+            [Action::Reply {
+                tag: 2,
+                result: Err(ReplyError::NotQuorate)
+            }]
+        );
+        assert_eq!(ReplyError::NotQuorate.errno(), nix::errno::Errno::EAGAIN);
+        // The majority took node 3's mark out of sync; the recovery completes there.
+        assert!(!ns[0].member.replica().in_sync(9).unwrap());
+        let n = &mut ns[0];
+        let set = RegionSync {
+            region: 9,
+            in_sync: true,
+        }
+        .encode();
+        n.member
+            .request(&mut n.group, 1, RequestType::SetRegionSync, &set);
+        settle(&sim, &mut ns);
+        sim.heal();
+        settle(&sim, &mut ns);
+        assert!(ns.iter().all(|n| n.member.serving()));
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        ns[0].member.replica().snapshot(&mut a);
+        ns[2].member.replica().snapshot(&mut b);
+        assert_eq!(a, b);
+        assert!(a.len() > 200, "more than one chunk");
+        // Node 3's kernel still holds its mark: it counts again.
+        assert!(!ns[0].member.replica().is_clean(9).unwrap());
+        assert_eq!(ns[0].member.replica().holders(9).collect::<Vec<_>>(), [3]);
+    }
+}

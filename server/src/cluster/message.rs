@@ -1,0 +1,241 @@
+//! What the members of a log multicast to each other, and its bytes.
+//!
+//! Little-endian fields after a version byte and a type byte. The version lets a later
+//! dm-ulogd refuse (and say so) what it cannot read, rather than misread it.
+
+use dm_ulog_uapi::RequestType;
+
+use super::group::ViewId;
+use super::replica::NodeState;
+use super::transfer::{Reader, TransferError};
+
+/// The version of these messages.
+const VERSION: u8 = 1;
+
+const REQUEST: u8 = 1;
+const HELLO: u8 = 2;
+const CHUNK: u8 = 3;
+const WRITTEN: u8 = 4;
+
+/// Bytes of a [`Message::Chunk`] besides the chunk.
+pub const CHUNK_OVERHEAD: usize = 2 + 8 + 4 + 4;
+/// Bytes of a [`Message::Hello`] besides its marks.
+pub const HELLO_OVERHEAD: usize = 2 + 8 + 1 + 1 + 1 + 8;
+
+/// What a member knows of its own copy when a view begins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// It never had state (a new or restarted dm-ulogd).
+    Fresh,
+    /// Its state is the log's: it has been in quorate views since it got it.
+    Valid,
+    /// It had state, then was in a view without quorum: what it holds may be behind.
+    Stale,
+}
+
+/// One multicast message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// A kernel's request, applied by every member.
+    Request {
+        /// The originator's tag (its kernel's seq).
+        tag: u64,
+        /// The request type.
+        kind: RequestType,
+        /// The payload as the kernel sent it.
+        data: Vec<u8>,
+    },
+    /// A member's standing at the start of `view`; if it is stale, its suspend/resume state
+    /// and the marks its kernel still holds. Split over several messages when long: all but
+    /// the last have `last` false.
+    Hello {
+        /// The view it answers.
+        view: ViewId,
+        /// Its standing.
+        standing: Standing,
+        /// Its suspend/resume state when it lost quorum (a stale member only).
+        state: NodeState,
+        /// Regions its kernel holds marks on (a stale member only).
+        marks: Vec<u64>,
+        /// The member's last Hello of this view.
+        last: bool,
+    },
+    /// Part `index` of `total` of the snapshot taken at `view`'s cut.
+    Chunk {
+        /// The view whose cut it is.
+        view: ViewId,
+        /// Which part.
+        index: u32,
+        /// How many parts.
+        total: u32,
+        /// The bytes.
+        bytes: Vec<u8>,
+    },
+    /// The leader wrote the disk log up to `generation` (or failed to).
+    Written {
+        /// The generation written.
+        generation: u64,
+        /// Whether the write succeeded.
+        ok: bool,
+    },
+}
+
+impl Message {
+    /// The bytes to multicast.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![VERSION];
+        let put32 = |out: &mut Vec<u8>, v: u32| out.extend_from_slice(&v.to_le_bytes());
+        let put64 = |out: &mut Vec<u8>, v: u64| out.extend_from_slice(&v.to_le_bytes());
+        match self {
+            Self::Request { tag, kind, data } => {
+                out.push(REQUEST);
+                put64(&mut out, *tag);
+                put32(&mut out, *kind as u32);
+                out.extend_from_slice(data);
+            }
+            Self::Hello {
+                view,
+                standing,
+                state,
+                marks,
+                last,
+            } => {
+                out.push(HELLO);
+                put64(&mut out, view.0);
+                out.push(match standing {
+                    Standing::Fresh => 0,
+                    Standing::Valid => 1,
+                    Standing::Stale => 2,
+                });
+                out.push(state.to_bits());
+                out.push(u8::from(*last));
+                put64(&mut out, marks.len() as u64);
+                for &r in marks {
+                    put64(&mut out, r);
+                }
+            }
+            Self::Chunk {
+                view,
+                index,
+                total,
+                bytes,
+            } => {
+                out.push(CHUNK);
+                put64(&mut out, view.0);
+                put32(&mut out, *index);
+                put32(&mut out, *total);
+                out.extend_from_slice(bytes);
+            }
+            Self::Written { generation, ok } => {
+                out.push(WRITTEN);
+                put64(&mut out, *generation);
+                out.push(u8::from(*ok));
+            }
+        }
+        out
+    }
+
+    /// Reads a message another member sent.
+    pub fn decode(bytes: &[u8]) -> Result<Self, TransferError> {
+        let mut r = Reader::new(bytes);
+        if r.u8()? != VERSION {
+            return Err(TransferError::Version);
+        }
+        Ok(match r.u8()? {
+            REQUEST => Self::Request {
+                tag: r.u64()?,
+                kind: RequestType::try_from(r.u32()?).map_err(|_| TransferError::Corrupt)?,
+                data: r.remaining().to_vec(),
+            },
+            HELLO => {
+                let view = ViewId(r.u64()?);
+                let standing = match r.u8()? {
+                    0 => Standing::Fresh,
+                    1 => Standing::Valid,
+                    2 => Standing::Stale,
+                    _ => return Err(TransferError::Corrupt),
+                };
+                let state = NodeState::from_bits(r.u8()?);
+                let last = r.u8()? != 0;
+                let n = r.count()?;
+                let marks = (0..n).map(|_| r.u64()).collect::<Result<_, _>>()?;
+                Self::Hello {
+                    view,
+                    standing,
+                    state,
+                    marks,
+                    last,
+                }
+            }
+            CHUNK => Self::Chunk {
+                view: ViewId(r.u64()?),
+                index: r.u32()?,
+                total: r.u32()?,
+                bytes: r.remaining().to_vec(),
+            },
+            WRITTEN => Self::Written {
+                generation: r.u64()?,
+                ok: r.u8()? != 0,
+            },
+            _ => return Err(TransferError::Corrupt),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_and_bad_bytes_are_refused() {
+        let all = [
+            Message::Request {
+                tag: 7,
+                kind: RequestType::Flush,
+                data: vec![1, 2, 3],
+            },
+            Message::Hello {
+                view: ViewId(3),
+                standing: Standing::Stale,
+                state: NodeState {
+                    suspended: false,
+                    running: true,
+                },
+                marks: vec![1, 99],
+                last: true,
+            },
+            Message::Chunk {
+                view: ViewId(4),
+                index: 1,
+                total: 2,
+                bytes: vec![9; 5],
+            },
+            Message::Written {
+                generation: 12,
+                ok: false,
+            },
+        ];
+        for m in all {
+            let bytes = m.encode();
+            assert_eq!(Message::decode(&bytes), Ok(m.clone()));
+            assert!(Message::decode(&bytes[..1]).is_err());
+        }
+        let chunk = Message::Chunk {
+            view: ViewId(1),
+            index: 0,
+            total: 1,
+            bytes: vec![0; 10],
+        };
+        assert_eq!(chunk.encode().len(), CHUNK_OVERHEAD + 10);
+        let hello = Message::Hello {
+            view: ViewId(1),
+            standing: Standing::Fresh,
+            state: NodeState::default(),
+            marks: vec![5],
+            last: true,
+        };
+        assert_eq!(hello.encode().len(), HELLO_OVERHEAD + 8);
+        assert_eq!(Message::decode(&[2, REQUEST]), Err(TransferError::Version));
+        assert_eq!(Message::decode(&[VERSION, 9]), Err(TransferError::Corrupt));
+    }
+}

@@ -1,0 +1,16 @@
+//! Clustered logs: one mirror's log served by dm-ulogd on several nodes, kept identical by a
+//! process group's agreed order (corosync CPG), as cmirrord does, without its gaps.
+//!
+//! - [`replica`]: the log's replicated state and its deterministic transitions;
+//! - [`member`]: one node's member of a log: routing, rounds and state transfer, quorum;
+//! - [`group`]: the group interface (CPG's), [`sim`]: an in-process simulation of it;
+//! - [`message`], [`transfer`]: the members' messages and snapshots.
+//!
+//! `docs/cluster.md` describes the design and what is left to do.
+
+pub mod group;
+pub mod member;
+pub mod message;
+pub mod replica;
+pub mod sim;
+pub mod transfer;
