@@ -748,21 +748,21 @@ held_clears_sent_at_suspend_and_dtr() {
 	serve
 	mirror_if "$UUID" || fail "create failed"
 	sleep 4
-	write_region 2
-	n1=$(wc -l <"$REC")
-	dm suspend m0 || fail "suspend failed"
-	stream=$(since "$n1" | awk '{ print $1 }' | tr '\n' ' ')
-	echo "suspend: $stream $(flushes_since "$n1")"
-	[ "$stream" = "PRESUSPEND FLUSH POSTSUSPEND " ] && [ "$(flushes_since "$n1")" = "F:0200000000000080 " ] ||
-		fail "the held clear was not sent in a FLUSH at suspend"
+	held_clear_sent_by suspend "PRESUSPEND FLUSH POSTSUSPEND "
 	dm resume m0 || fail "resume failed"
+	held_clear_sent_by remove "PRESUSPEND FLUSH POSTSUSPEND DTR "
+}
+
+# held_clear_sent_by OP STREAM: writes region 2 of m0 (its clear is then held), runs dmsetup OP
+# on m0, and checks the request types that follow (STREAM) and that the FLUSH carried the clear.
+held_clear_sent_by() {
 	write_region 2
-	n2=$(wc -l <"$REC")
-	dm remove m0 || fail "remove failed"
-	stream=$(since "$n2" | awk '{ print $1 }' | tr '\n' ' ')
-	echo "remove: $stream $(flushes_since "$n2")"
-	[ "$stream" = "PRESUSPEND FLUSH POSTSUSPEND DTR " ] && [ "$(flushes_since "$n2")" = "F:0200000000000080 " ] ||
-		fail "the held clear was not sent in a FLUSH before DTR"
+	n=$(wc -l <"$REC")
+	dm "$1" m0 || fail "$1 failed"
+	stream=$(since "$n" | awk '{ print $1 }' | tr '\n' ' ')
+	echo "$1: $stream $(flushes_since "$n")"
+	[ "$stream" = "$2" ] && [ "$(flushes_since "$n")" = "F:0200000000000080 " ] ||
+		fail "the held clear was not sent in a FLUSH at $1"
 }
 
 # A server that takes the log over without announcing itself (cmirrord, dm-ulogd

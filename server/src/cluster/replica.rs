@@ -923,6 +923,15 @@ mod tests {
         out.replies[0].result.clone().unwrap()
     }
 
+    fn set_sync(r: &mut Replica, from: NodeId, region: u64, in_sync: bool) {
+        ask(
+            r,
+            from,
+            RequestType::SetRegionSync,
+            &RegionSync { region, in_sync }.encode(),
+        );
+    }
+
     fn work(r: &mut Replica, from: NodeId) -> Option<u64> {
         let w = ResyncWork::decode(&ask(r, from, RequestType::GetResyncWork, b"")).unwrap();
         w.available.then_some(w.region)
@@ -990,11 +999,7 @@ mod tests {
         let mut r = replica(1, "64 core 8 nosync", &[1, 2]);
         ask(&mut r, 2, RequestType::MarkRegion, &5u64.to_ne_bytes());
         ask(&mut r, 2, RequestType::MarkRegion, &6u64.to_ne_bytes());
-        let fail = RegionSync {
-            region: 1,
-            in_sync: false,
-        };
-        ask(&mut r, 1, RequestType::SetRegionSync, &fail.encode());
+        set_sync(&mut r, 1, 1, false);
         assert_eq!(work(&mut r, 2), Some(1));
         assert_eq!(work(&mut r, 1), None, "one recoverer");
         assert_eq!(work(&mut r, 2), Some(1), "the recoverer asking again");
@@ -1006,16 +1011,7 @@ mod tests {
         assert_eq!(r.leader(), Some(1));
         // Alone now: the released region first, then the departed node's.
         assert_eq!(work(&mut r, 1), Some(1));
-        ask(
-            &mut r,
-            1,
-            RequestType::SetRegionSync,
-            &RegionSync {
-                region: 1,
-                in_sync: true,
-            }
-            .encode(),
-        );
+        set_sync(&mut r, 1, 1, true);
         assert_eq!(work(&mut r, 1), Some(5));
     }
 
@@ -1057,16 +1053,7 @@ mod tests {
         let mut r = replica(1, "32 core 8", &[1, 2]);
         ask(&mut r, 2, RequestType::MarkRegion, &0u64.to_ne_bytes());
         assert_eq!(work(&mut r, 1), Some(1));
-        ask(
-            &mut r,
-            1,
-            RequestType::SetRegionSync,
-            &RegionSync {
-                region: 1,
-                in_sync: true,
-            }
-            .encode(),
-        );
+        set_sync(&mut r, 1, 1, true);
         ask(&mut r, 2, RequestType::ClearRegion, &0u64.to_ne_bytes());
         assert_eq!(
             work(&mut r, 1),

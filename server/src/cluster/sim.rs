@@ -227,18 +227,24 @@ impl Net {
             .get_mut(&from)
             .and_then(VecDeque::pop_front)
             .expect("a waiting message");
-        for m in self.members(c) {
+        let members = self.members(c);
+        self.deliver(&members, from, &payload);
+        true
+    }
+
+    /// Puts a message from `from` into the inbox of each of `recipients`.
+    fn deliver(&mut self, recipients: &[NodeId], from: NodeId, payload: &[u8]) {
+        for m in recipients {
             let event = GroupEvent::Message {
                 from,
-                payload: payload.clone(),
+                payload: payload.to_vec(),
             };
             self.slots
-                .get_mut(&m)
+                .get_mut(m)
                 .expect("a member")
                 .inbox
                 .push_back(event);
         }
-        true
     }
 
     /// Applies a membership change: settles waiting messages against the new components,
@@ -283,17 +289,7 @@ impl Net {
                     if queues[i].1.is_empty() {
                         queues.swap_remove(i);
                     }
-                    for &m in &recipients {
-                        let event = GroupEvent::Message {
-                            from,
-                            payload: payload.clone(),
-                        };
-                        self.slots
-                            .get_mut(&m)
-                            .expect("a member")
-                            .inbox
-                            .push_back(event);
-                    }
+                    self.deliver(&recipients, from, &payload);
                 }
             }
         }
