@@ -175,8 +175,13 @@ suspend_without_server_bounded() {
 		n0=$(wc -l <"$REC")
 		mark_dmesg
 		dd if=/tmp/data of=/dev/mapper/m1 bs=4k count=1 seek=256 oflag=direct 2>/dev/null || fail "write failed"
-		# The clear reaches the server; its FLUSH is due 3 s later.
-		wait_for 10 sh -c "tail -n +$((n0 + 1)) $REC | grep -q '|CLEAR_REGION'" || fail "no CLEAR_REGION after the write"
+		# The clear reaches the server, its FLUSH due 3 s later; the Rust module holds the
+		# clear itself for that FLUSH (hold_clears): nothing to see but the time it takes.
+		if [ "$VARIANT" = c ]; then
+			wait_for 10 sh -c "tail -n +$((n0 + 1)) $REC | grep -q '|CLEAR_REGION'" || fail "no CLEAR_REGION after the write"
+		else
+			sleep 1
+		fi
 		kill_server
 		t0=$(now_ms)
 		dm "$how" m1 &
