@@ -73,7 +73,7 @@ DKMS_FILES = Makefile Kbuild dkms.conf $(wildcard *.rs) $(shell find $(MODULE_DI
 
 .PHONY: all module modules modules_install clean clippy rust-analyzer rustfmt rustfmtcheck \
 	check-kdir check-bindgen server install uninstall dkms-source \
-	kernel kernel-perf kernel-debug demo check check-host check-lint check-vm bench
+	kernel kernel-perf kernel-debug demo check check-host check-lint check-cluster check-vm bench
 
 all module modules: check-kdir check-bindgen
 	$(kmake) modules
@@ -159,6 +159,9 @@ check:
 
 check-host:
 	scripts/check.sh host
+
+check-cluster:
+	scripts/check.sh cluster
 
 check-vm:
 	scripts/check.sh vm

@@ -3,7 +3,7 @@
 # on both kernel flavours, against the Rust module and against upstream's C module. Builds
 # whatever is missing first. Ends with one line "N passed, N failed[, N skipped][, N known
 # upstream bugs]" and exits non-zero if anything failed or nothing ran.
-# Usage: check.sh [host|lint|vm]      (default: all)
+# Usage: check.sh [host|lint|cluster|vm]      (default: all)
 . "$(dirname "$0")/lib.sh"
 
 what=${1:-all}
@@ -31,6 +31,9 @@ count_ktap() {
 	failed=$((failed + f))
 	while read -r line; do failures+=("$name: ${line#not ok }"); done < <(grep -E "^not ok [0-9]+" "$log" || true)
 }
+
+# The Debian packages the workspace links (libcpg for the corosync feature) and the suites use.
+"$TOP/scripts/host-deps.sh" >/dev/null
 
 if [ "$what" = all ] || [ "$what" = host ]; then
 	say "host: cargo test (workspace)"
@@ -68,6 +71,19 @@ if [ "$what" = all ] || [ "$what" = lint ]; then
 	lint "clippy: workspace" cargo clippy --workspace --all-targets --quiet -- -D warnings
 	lint "systemd unit: verify, exposure" "$TOP/server/check-unit.sh"
 	lint "dkms: add, build, install against the perf kernel" "$TOP/scripts/dkms-test.sh" perf
+fi
+
+if [ "$what" = all ] || [ "$what" = cluster ]; then
+	say "cluster: three corosync nodes in network namespaces of this run"
+	log=$(mktemp)
+	if "$TOP/tests/cluster/run.sh" >"$log" 2>&1; then rc=0; else rc=$?; fi
+	sed 's/^/    /' "$log"
+	count_ktap "$log" cluster
+	if [ "$rc" -ne 0 ] && ! grep -qE "^not ok [0-9]+" "$log"; then
+		failed=$((failed + 1))
+		failures+=("cluster: run failed (see its output above)")
+	fi
+	rm -f "$log"
 fi
 
 if [ "$what" = all ] || [ "$what" = vm ]; then

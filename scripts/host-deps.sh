@@ -10,6 +10,7 @@ PACKAGES=(
 	qemu-system-x86 busybox-static dmsetup fio
 	iproute2 ca-certificates python3
 	systemd dkms
+	corosync libcpg-dev libcfg-dev libcmap-dev libquorum-dev libvotequorum-dev
 )
 
 missing=()

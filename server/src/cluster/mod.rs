@@ -3,11 +3,14 @@
 //!
 //! - [`replica`]: the log's replicated state and its deterministic transitions;
 //! - [`member`]: one node's member of a log: routing, rounds and state transfer, quorum;
-//! - [`group`]: the group interface (CPG's), [`sim`]: an in-process simulation of it;
+//! - [`group`]: the group interface (CPG's), [`sim`]: an in-process simulation of it,
+//!   `corosync`: corosync's (the `corosync` feature);
 //! - [`message`], [`transfer`]: the members' messages and snapshots.
 //!
 //! `docs/cluster.md` describes the design and what is left to do.
 
+#[cfg(feature = "corosync")]
+pub mod corosync;
 pub mod group;
 pub mod member;
 pub mod message;

@@ -1,0 +1,471 @@
+//! [`Group`] over corosync's CPG (closed process groups), through the `rust-corosync` crate:
+//! one CPG connection per log, its group named after the log's UUID, and quorum from
+//! corosync's quorum service (votequorum).
+//!
+//! The crate calls back with plain function pointers while it holds a global lock, so the
+//! callbacks only queue what they were given ([`Raw`]) in this module's inboxes, found by the
+//! connection's context. [`CpgGroup::next_event`] dispatches and turns the queue into
+//! [`GroupEvent`]s.
+//!
+//! View ids: CPG's confchg carries no ring id, and the totem ring id reaches only clients that
+//! saw the ring change (never the initial one), so members cannot agree on it. A view's id is
+//! instead a hash of what every member of it sees alike: its members with their process ids,
+//! and quorum. It is the same for every member of a view, a merged one included, and differs
+//! from the view before it. It repeats only if the same processes form the same group again
+//! in one totem ring, which takes a member's log leaving and joining again; a message of the
+//! earlier view would have to stay queued in corosync all that time to be taken for one of the
+//! later view.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::os::fd::{BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use rust_corosync::{cpg, quorum, CsError, DispatchFlags};
+use tracing::{error, warn};
+
+use super::group::{Group, GroupError, GroupEvent, NodeId, View, ViewId};
+
+/// Prefix of every log's group name: another program's groups (cmirrord's are bare UUIDs)
+/// never meet ours.
+const GROUP_PREFIX: &str = "dm-ulogd:";
+
+/// What a callback was given, queued for [`CpgGroup::next_event`].
+#[derive(Debug)]
+enum Raw {
+    /// A message.
+    Deliver { from: NodeId, payload: Vec<u8> },
+    /// The group's members (node, pid) changed.
+    Members(Vec<(NodeId, u32)>),
+    /// A totem ring was installed: CPG sends it after the group changes that the ring
+    /// brought, so the group's members are final for that ring.
+    Ring(u64),
+    /// Quorum changed in ring `seq` (from the quorum service, on its own connection: not in
+    /// the group's order).
+    Quorum { quorate: bool, seq: u64 },
+}
+
+/// The callbacks' queues, one per connection, by the key set as the connection's context.
+static INBOXES: Mutex<BTreeMap<u64, Vec<Raw>>> = Mutex::new(BTreeMap::new());
+static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
+
+fn push(key: Result<u64, CsError>, raw: Raw) {
+    let Ok(key) = key else {
+        error!("a corosync callback without its context: event dropped");
+        return;
+    };
+    let mut inboxes = INBOXES.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(queue) = inboxes.get_mut(&key) {
+        queue.push(raw);
+    }
+}
+
+fn on_deliver(
+    h: &cpg::Handle,
+    _: String,
+    node: rust_corosync::NodeId,
+    _: u32,
+    msg: &[u8],
+    _: usize,
+) {
+    let payload = msg.to_vec();
+    push(
+        cpg::context_get(h),
+        Raw::Deliver {
+            from: node.into(),
+            payload,
+        },
+    );
+}
+
+fn on_confchg(
+    h: &cpg::Handle,
+    _: &str,
+    members: Vec<cpg::Address>,
+    _left: Vec<cpg::Address>,
+    _joined: Vec<cpg::Address>,
+) {
+    let members = members.iter().map(|a| (a.nodeid.into(), a.pid)).collect();
+    push(cpg::context_get(h), Raw::Members(members));
+}
+
+fn on_ring(h: &cpg::Handle, ring: cpg::RingId, _: Vec<rust_corosync::NodeId>) {
+    push(cpg::context_get(h), Raw::Ring(ring.seq));
+}
+
+fn on_quorum(
+    h: &quorum::Handle,
+    quorate: bool,
+    ring: quorum::RingId,
+    _: Vec<rust_corosync::NodeId>,
+) {
+    push(
+        quorum::context_get(h),
+        Raw::Quorum {
+            quorate,
+            seq: ring.seq,
+        },
+    );
+}
+
+/// What a corosync call's error means to a member.
+fn group_error(e: CsError) -> GroupError {
+    match e {
+        CsError::CsErrTryAgain => GroupError::TryAgain,
+        CsError::CsErrExist => GroupError::AlreadyJoined,
+        CsError::CsErrNotExist | CsError::CsErrBadHandle => GroupError::NotJoined,
+        _ => GroupError::Closed,
+    }
+}
+
+/// Why [`CpgGroup::connect`] failed, with what the admin can do.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// No corosync to talk to.
+    #[error(
+        "cannot connect to corosync's {service} service ({error}): is corosync running on this \
+         node (systemctl start corosync), and is dm-ulogd allowed to use it (run it as root)?"
+    )]
+    NoCorosync {
+        /// cpg or quorum.
+        service: &'static str,
+        /// The library's error.
+        error: String,
+    },
+    /// Corosync runs without a quorum provider: every partition would think itself quorate.
+    #[error(
+        "corosync has no quorum provider: add `quorum {{ provider: corosync_votequorum }}` to \
+         corosync.conf; without it, both halves of a split cluster would serve the log"
+    )]
+    NoQuorumProvider,
+    /// A UUID too long for a CPG group name.
+    #[error("the log UUID {0:?} is too long for a corosync group name (at most 118 bytes)")]
+    NameTooLong(String),
+}
+
+/// This node's connection to one log's CPG group.
+pub struct CpgGroup {
+    cpg: cpg::Handle,
+    quorum: quorum::Handle,
+    key: u64,
+    name: String,
+    me: NodeId,
+    max_message: usize,
+    joined: bool,
+    /// Corosync closed the connection (it stopped): nothing more comes.
+    closed: bool,
+    /// The last view's members (with process ids) and quorum.
+    current: Option<(Vec<(NodeId, u32)>, bool)>,
+    /// The last ring CPG reported (0: none since the connection was made).
+    ring: u64,
+    /// A quorum gain in a ring CPG has not reported yet: applied at that ring, once the
+    /// group's members are final for it.
+    gain: Option<u64>,
+    events: VecDeque<GroupEvent>,
+}
+
+impl std::fmt::Debug for CpgGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CpgGroup")
+            .field("name", &self.name)
+            .field("me", &self.me)
+            .field("joined", &self.joined)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CpgGroup {
+    /// Connects to corosync for the log `uuid` (not joined yet: [`Group::join`]).
+    pub fn connect(uuid: &str) -> Result<Self, ConnectError> {
+        let name = format!("{GROUP_PREFIX}{uuid}");
+        // CPG_MAX_NAME_LENGTH is 128 with the terminating NUL.
+        if name.len() > 127 {
+            return Err(ConnectError::NameTooLong(uuid.to_owned()));
+        }
+        let no = |service| {
+            move |e: CsError| ConnectError::NoCorosync {
+                service,
+                error: e.to_string(),
+            }
+        };
+        let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
+        INBOXES
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, Vec::new());
+        // From here on, `Drop` removes the inbox; each handle finalizes itself when dropped.
+        let model = cpg::ModelData::ModelV1(cpg::Model1Data {
+            flags: cpg::Model1Flags::None,
+            deliver_fn: Some(on_deliver),
+            confchg_fn: Some(on_confchg),
+            totem_confchg_fn: Some(on_ring),
+        });
+        let inbox = InboxGuard(key);
+        let cpg = cpg::initialize(&model, 0).map_err(no("cpg"))?;
+        // The crate does not keep the context given to `initialize`.
+        cpg::context_set(&cpg, key).map_err(no("cpg"))?;
+        let me = cpg::local_get(&cpg).map_err(no("cpg"))?.into();
+        let max_message = cpg::max_atomic_msgsize_get(&cpg).map_err(no("cpg"))? as usize;
+        let qmodel = quorum::ModelData::ModelV1(quorum::Model1Data {
+            flags: quorum::Model1Flags::None,
+            quorum_notification_fn: Some(on_quorum),
+            nodelist_notification_fn: None,
+        });
+        let (quorum, kind) = quorum::initialize(&qmodel, 0).map_err(no("quorum"))?;
+        if matches!(kind, quorum::QuorumType::Free) {
+            return Err(ConnectError::NoQuorumProvider);
+        }
+        quorum::context_set(&quorum, key).map_err(no("quorum"))?;
+        quorum::trackstart(&quorum, rust_corosync::TrackFlags::Changes).map_err(no("quorum"))?;
+        std::mem::forget(inbox);
+        Ok(Self {
+            cpg,
+            quorum,
+            key,
+            name,
+            me,
+            max_message,
+            joined: false,
+            closed: false,
+            current: None,
+            ring: 0,
+            gain: None,
+            events: VecDeque::new(),
+        })
+    }
+
+    /// The descriptors to poll for input: then call [`Group::next_event`] until `None`.
+    pub fn fds(&self) -> Result<[BorrowedFd<'_>; 2], GroupError> {
+        let cpg: RawFd = cpg::fd_get(&self.cpg).map_err(group_error)?;
+        let quorum: RawFd = quorum::fd_get(&self.quorum).map_err(group_error)?;
+        // SAFETY: both are the libraries' sockets to corosync, which stay open until the
+        // handles are finalized, when `self` is dropped; the borrows cannot outlive `self`.
+        Ok([cpg, quorum].map(|fd| unsafe { BorrowedFd::borrow_raw(fd) }))
+    }
+
+    /// Whether corosync closed the connection: the member is gone from the group, and a
+    /// new connection has to join again.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// The group's name in corosync (`corosync-cpgtool` lists it).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Takes what corosync has and turns it into events. A connection corosync closed is
+    /// [`GroupError::Closed`].
+    fn dispatch(&mut self) -> Result<(), GroupError> {
+        for result in [
+            cpg::dispatch(&self.cpg, DispatchFlags::All),
+            quorum::dispatch(&self.quorum, DispatchFlags::All),
+        ] {
+            match result {
+                Ok(()) | Err(CsError::CsErrTryAgain) => {}
+                Err(e) => {
+                    warn!(group = self.name, "corosync dispatch failed: {e}");
+                    self.closed = true;
+                    return Err(GroupError::Closed);
+                }
+            }
+        }
+        let raws = std::mem::take(
+            INBOXES
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_mut(&self.key)
+                .expect("the inbox lives as long as the group"),
+        );
+        for raw in raws {
+            match raw {
+                Raw::Deliver { from, payload } => {
+                    if self.current.is_some() {
+                        self.events.push_back(GroupEvent::Message { from, payload });
+                    }
+                }
+                Raw::Members(members) => self.install(members)?,
+                Raw::Ring(seq) => {
+                    self.ring = self.ring.max(seq);
+                    if self.gain.is_some_and(|g| g <= seq) {
+                        self.gain = None;
+                        self.reinstall()?;
+                    }
+                }
+                Raw::Quorum { quorate: false, .. } => self.reinstall()?,
+                Raw::Quorum { quorate: true, .. } if self.is_quorate() => {}
+                Raw::Quorum { quorate: true, seq } if seq <= self.ring => self.reinstall()?,
+                Raw::Quorum { quorate: true, seq } => self.gain = Some(seq),
+            }
+        }
+        Ok(())
+    }
+
+    fn is_quorate(&self) -> bool {
+        self.current.as_ref().is_some_and(|&(_, q)| q)
+    }
+
+    /// The current view again, under quorum as it is now.
+    fn reinstall(&mut self) -> Result<(), GroupError> {
+        match self.current.clone() {
+            Some((members, _)) => self.install(members),
+            None => Ok(()),
+        }
+    }
+
+    /// Queues a view of `members` under quorum as it is now, unless nothing changed.
+    ///
+    /// Quorum is asked for, not taken from the quorum service's notices: corosync sets it
+    /// for a ring before CPG reports the ring's group changes, while the notice travels on
+    /// another connection and may be read before or after them. A gain noticed before CPG
+    /// reported its ring waits for that ring ([`Raw::Ring`]), when the group's members are
+    /// known: a node back from a minority then goes from its view of one straight to the
+    /// merged view. (A view that a ring's later group changes replace at once is harmless:
+    /// CPG delivers all of a ring's group changes before any message of the ring, and a
+    /// member needs messages, its round's, before it serves.)
+    fn install(&mut self, mut members: Vec<(NodeId, u32)>) -> Result<(), GroupError> {
+        members.sort_unstable();
+        if !self.joined || !members.iter().any(|&(n, _)| n == self.me) {
+            return Ok(());
+        }
+        let quorate = quorum::getquorate(&self.quorum).map_err(|e| {
+            warn!(group = self.name, "asking corosync for quorum failed: {e}");
+            self.closed = true;
+            GroupError::Closed
+        })?;
+        let previous = self.current.replace((members.clone(), quorate));
+        if previous.as_ref() == Some(&(members.clone(), quorate)) {
+            return Ok(());
+        }
+        let before: Vec<NodeId> = previous
+            .map(|(m, _)| m.into_iter().map(|(n, _)| n).collect())
+            .unwrap_or_default();
+        let mut nodes: Vec<NodeId> = members.iter().map(|&(n, _)| n).collect();
+        nodes.dedup();
+        if nodes.len() != members.len() {
+            warn!(
+                group = self.name,
+                "two processes of one node are in the group: one dm-ulogd per node serves a log"
+            );
+        }
+        self.events.push_back(GroupEvent::View(View {
+            id: view_id(&members, quorate),
+            joined: nodes
+                .iter()
+                .filter(|n| !before.contains(n))
+                .copied()
+                .collect(),
+            left: before
+                .iter()
+                .filter(|n| !nodes.contains(n))
+                .copied()
+                .collect(),
+            members: nodes,
+            quorate,
+        }));
+        Ok(())
+    }
+}
+
+/// Removes an inbox when a connection is dropped (or could not be made).
+struct InboxGuard(u64);
+
+impl Drop for InboxGuard {
+    fn drop(&mut self) {
+        INBOXES
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.0);
+    }
+}
+
+impl Drop for CpgGroup {
+    fn drop(&mut self) {
+        drop(InboxGuard(self.key));
+    }
+}
+
+/// The id of the view of `members` (sorted) and `quorate`: FNV-1a over their bytes.
+fn view_id(members: &[(NodeId, u32)], quorate: bool) -> ViewId {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    eat(&[u8::from(quorate)]);
+    for &(node, pid) in members {
+        eat(&node.to_le_bytes());
+        eat(&pid.to_le_bytes());
+    }
+    ViewId(hash)
+}
+
+impl Group for CpgGroup {
+    fn local_node(&self) -> NodeId {
+        self.me
+    }
+
+    fn max_message_size(&self) -> usize {
+        self.max_message
+    }
+
+    fn join(&mut self) -> Result<(), GroupError> {
+        if self.joined {
+            return Err(GroupError::AlreadyJoined);
+        }
+        cpg::join(&self.cpg, &self.name).map_err(group_error)?;
+        self.joined = true;
+        Ok(())
+    }
+
+    fn multicast(&mut self, payload: &[u8]) -> Result<(), GroupError> {
+        if self.closed {
+            return Err(GroupError::Closed);
+        }
+        if !self.joined {
+            return Err(GroupError::NotJoined);
+        }
+        if payload.len() > self.max_message {
+            return Err(GroupError::TooLarge {
+                len: payload.len(),
+                max: self.max_message,
+            });
+        }
+        cpg::mcast_joined(&self.cpg, cpg::Guarantee::TypeAgreed, payload).map_err(group_error)
+    }
+
+    fn leave(&mut self) -> Result<(), GroupError> {
+        if !self.joined {
+            return Err(GroupError::NotJoined);
+        }
+        cpg::leave(&self.cpg, &self.name).map_err(group_error)?;
+        self.joined = false;
+        self.current = None;
+        self.events.clear();
+        Ok(())
+    }
+
+    fn next_event(&mut self) -> Option<GroupEvent> {
+        if self.events.is_empty() && !self.closed {
+            if let Err(e) = self.dispatch() {
+                warn!(group = self.name, "{e}");
+            }
+        }
+        self.events.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn view_ids_follow_members_processes_and_quorum() {
+        let a = [(1, 100), (2, 200)];
+        assert_eq!(view_id(&a, true), view_id(&a.clone(), true));
+        assert_ne!(view_id(&a, true), view_id(&a, false));
+        assert_ne!(view_id(&a, true), view_id(&[(1, 100), (2, 201)], true));
+        assert_ne!(view_id(&a, true), view_id(&[(1, 100)], true));
+    }
+}
