@@ -112,6 +112,8 @@ impl CommonArgs {
             announce: !self.no_announce,
             in_sync_map: !self.no_in_sync_map,
             max_log_memory: self.max_log_memory << 20,
+            // dm-ulogd's own flag (`--single-node`) turns it on; the test server never.
+            cluster: false,
         }
     }
 }

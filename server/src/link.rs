@@ -265,6 +265,12 @@ impl<E: Endpoint> KernelLink<E> {
         &self.sock
     }
 
+    /// A replier for messages that answer no datagram of [`KernelLink::receive`] (replies
+    /// that waited for a clustered log's group).
+    pub fn replier(&mut self) -> Replier<'_> {
+        Replier::with_pid(&self.sock, &mut self.tx, self.pid)
+    }
+
     /// Tells the kernel a server is here (see `uapi/announce.rs`), with the `FEATURE_*` bits
     /// of the extensions it implements (`features`); kernels without the extension drop the
     /// message.

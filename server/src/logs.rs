@@ -513,6 +513,11 @@ impl Logs {
         self
     }
 
+    /// The extensions the server announced.
+    pub fn extensions(&self) -> Extensions {
+        self.extensions
+    }
+
     /// Regions the last request took out of sync, for the kernel to forget before it hears
     /// the reply (or anything else): the caller sends it, then calls
     /// [`Logs::withdrawal_sent`]. Only with the in-sync map.

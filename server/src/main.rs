@@ -20,6 +20,12 @@ struct Args {
     /// re-creates the logs). Without it such a signal is refused and logged.
     #[arg(long)]
     force_exit: bool,
+    /// Serve `clustered-core` logs on this node alone, as `core` (and `clustered-disk` as
+    /// `disk`), without corosync: for a single machine. Without it, clustered logs are served
+    /// with the other nodes of the corosync cluster, and their tables fail to load while
+    /// corosync is not running.
+    #[arg(long)]
+    single_node: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -55,7 +61,9 @@ fn run(args: Args) -> Result<()> {
     // The lock first: a second server is told so whoever runs it.
     let lock = InstanceLock::acquire(&args.common.lock_file)?;
     cli::check_capabilities("dm-ulogd")?;
-    let server = Server::new(&args.common.config(args.force_exit), lock, Honest)?;
+    let mut config = args.common.config(args.force_exit);
+    config.cluster = !args.single_node;
+    let server = Server::new(&config, lock, Honest)?;
     // The connector group is joined and the server announced: requests are answered from now
     // on, so a Type=notify unit is started (systemd orders dependent units after this).
     notify_systemd(&[NotifyState::Ready]);

@@ -7,7 +7,7 @@
 
 use std::fmt;
 use std::ops::ControlFlow;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -17,6 +17,8 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use tracing::{info, warn};
 
+use crate::cluster::group::Group;
+use crate::cluster::service::ClusteredLogs;
 use crate::link::{Endpoint, KernelLink, NetlinkSocket, Receipt, Replier, RECEIVE_BATCH};
 use crate::lock::InstanceLock;
 use crate::logs::{Logs, DEFAULT_MAX_LOG_MEMORY};
@@ -42,6 +44,9 @@ pub struct Config {
     pub in_sync_map: bool,
     /// `--max-log-memory`, in bytes: the most one log may take.
     pub max_log_memory: u64,
+    /// Serve `clustered-*` logs with the other nodes of a corosync cluster (dm-ulogd without
+    /// `--single-node`); otherwise on this node alone, as `core` and `disk`.
+    pub cluster: bool,
 }
 
 impl Default for Config {
@@ -52,6 +57,7 @@ impl Default for Config {
             announce: true,
             in_sync_map: true,
             max_log_memory: DEFAULT_MAX_LOG_MEMORY,
+            cluster: false,
         }
     }
 }
@@ -216,6 +222,23 @@ pub trait Handler {
     /// SIGUSR1: logs the status.
     fn status(&mut self) {}
 
+    /// Descriptors besides the link's that the loop polls: when one is readable, or at
+    /// [`Handler::deadline`], it calls [`Handler::poll`].
+    fn fds(&self) -> Vec<BorrowedFd<'_>> {
+        Vec::new()
+    }
+
+    /// When [`Handler::poll`] is due without a descriptor waking it.
+    fn deadline(&self) -> Option<Instant> {
+        None
+    }
+
+    /// Work that does not come from the link (clustered logs' deliveries), with the link's
+    /// replier for what it answers.
+    fn poll(&mut self, _tx: &mut Replier<'_>) -> Result<()> {
+        Ok(())
+    }
+
     /// SIGTERM or SIGINT: whether to exit now (a handler that refuses logs why).
     fn may_exit(&mut self) -> bool {
         true
@@ -229,6 +252,8 @@ pub trait Handler {
 /// it from the logs, and counts it.
 pub struct LogService<R> {
     logs: Logs,
+    /// `clustered-*` logs served with the cluster, when the configuration says so.
+    clustered: Option<ClusteredLogs<Box<dyn Group>>>,
     stats: Stats,
     recorder: Option<Recorder>,
     payload: Vec<u8>,
@@ -240,10 +265,17 @@ impl<R: Responder> LogService<R> {
     /// No logs yet; opens the record file if the configuration names one.
     pub fn new(config: &Config, responder: R) -> Result<Self> {
         let recorder = config.record.as_deref().map(Recorder::open).transpose()?;
+        let logs = Logs::with_memory_limit(config.max_log_memory)
+            .with_in_sync_map(config.uses_in_sync_map())
+            .with_clears_in_flush(config.announce);
+        let clustered = config
+            .cluster
+            .then(|| crate::cluster::connect())
+            .flatten()
+            .map(|connect| ClusteredLogs::new(connect, logs.extensions()));
         Ok(Self {
-            logs: Logs::with_memory_limit(config.max_log_memory)
-                .with_in_sync_map(config.uses_in_sync_map())
-                .with_clears_in_flush(config.announce),
+            logs,
+            clustered,
             stats: Stats::default(),
             recorder,
             payload: Vec::with_capacity(4096),
@@ -284,6 +316,17 @@ impl<R: Responder> Handler for LogService<R> {
             }
         }
         let kind = request.header.kind().ok();
+        if let Some(clustered) = self
+            .clustered
+            .as_mut()
+            .filter(|c| c.owns(&request.header, request.data))
+        {
+            if let Err(e) = clustered.request(&request.header, request.data, tx) {
+                warn!("{e:#}");
+            }
+            self.stats.record(kind, received.elapsed());
+            return Ok(());
+        }
         let mut ex = Exchange {
             request: &request,
             kind,
@@ -307,13 +350,42 @@ impl<R: Responder> Handler for LogService<R> {
         for s in self.logs.summaries() {
             info!("{s}");
         }
+        if let Some(clustered) = &self.clustered {
+            info!("status: {} clustered logs", clustered.len());
+            for s in clustered.summaries() {
+                info!("{s}");
+            }
+        }
         for line in self.stats.lines() {
             info!("{line}");
         }
         self.responder.status();
     }
 
+    fn fds(&self) -> Vec<BorrowedFd<'_>> {
+        self.clustered.as_ref().map(|c| c.fds()).unwrap_or_default()
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.clustered.as_ref().and_then(|c| c.deadline())
+    }
+
+    fn poll(&mut self, tx: &mut Replier<'_>) -> Result<()> {
+        match &mut self.clustered {
+            Some(c) => c.poll(tx),
+            None => Ok(()),
+        }
+    }
+
     fn may_exit(&mut self) -> bool {
+        let clustered = self.clustered.as_ref().map_or(0, |c| c.len());
+        if clustered > 0 && !self.force_exit {
+            warn!(
+                "refusing to exit: {clustered} clustered logs are still in use; remove their \
+                 mirrors first (dmsetup remove), or start dm-ulogd with --force-exit"
+            );
+            return false;
+        }
         let (exit, message) = exit_decision(&self.logs, self.force_exit);
         if self.logs.is_empty() {
             info!("{message}");
@@ -449,13 +521,24 @@ impl<H: Handler, E: Endpoint + AsFd> Server<H, E> {
     /// One turn of the loop: waits for requests or signals, then handles what came;
     /// `Break` when the server is to exit.
     pub fn turn(&mut self) -> Result<ControlFlow<()>> {
-        let (link_ready, signalled) = {
-            let mut fds = [
+        let (link_ready, signalled, other_ready) = {
+            let mut fds = vec![
                 PollFd::new(self.link.as_fd(), PollFlags::POLLIN),
                 PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
             ];
-            // Wake up to report drops held back by the rate limit, if any are.
-            let timeout = self.drops.due().map_or(PollTimeout::NONE, |due| {
+            fds.extend(
+                self.handler
+                    .fds()
+                    .into_iter()
+                    .map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
+            );
+            // Wake up to report drops held back by the rate limit, if any are, and for the
+            // handler's own work.
+            let due = [self.drops.due(), self.handler.deadline()]
+                .into_iter()
+                .flatten()
+                .min();
+            let timeout = due.map_or(PollTimeout::NONE, |due| {
                 let wait = due.saturating_duration_since(Instant::now());
                 // Rounded up: waking before it is due would spin.
                 PollTimeout::try_from(wait.as_millis() + 1).unwrap_or(PollTimeout::MAX)
@@ -465,8 +548,17 @@ impl<H: Handler, E: Endpoint + AsFd> Server<H, E> {
                 Err(Errno::EINTR) => return Ok(ControlFlow::Continue(())),
                 Err(e) => return Err(e).context("waiting for requests"),
             }
-            (fds[0].any().unwrap_or(true), fds[1].any().unwrap_or(true))
+            let ready = |fd: &PollFd<'_>| fd.any().unwrap_or(true);
+            (
+                ready(&fds[0]),
+                ready(&fds[1]),
+                fds[2..].iter().any(ready) || due.is_some(),
+            )
         };
+        if other_ready {
+            let Self { link, handler, .. } = self;
+            handler.poll(&mut link.replier())?;
+        }
         if link_ready && self.receive_waiting()?.is_break() {
             return Ok(ControlFlow::Break(()));
         }

@@ -202,6 +202,8 @@ start_server() {
 		prog=$1
 		shift
 	fi
+	# The guest runs no corosync: dm-ulogd serves clustered-* logs on this node alone.
+	[ "$prog" = dm-ulogd ] && set -- --single-node "$@"
 	touch /tmp/dm-ulogd.log
 	before=$(wc -l </tmp/dm-ulogd.log)
 	"$prog" --foreground --log "${DMULOGD_LOG:-info}" "$@" >>/tmp/dm-ulogd.log 2>&1 &

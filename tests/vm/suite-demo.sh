@@ -13,7 +13,7 @@ load_the_rust_module() {
 }
 
 start_the_log_server() {
-	echo "\$ dm-ulogd --foreground &"
+	echo "\$ dm-ulogd --foreground --single-node &"
 	start_server || fail "dm-ulogd did not start"
 	sed 's/^[^ ]* *//' /tmp/dm-ulogd.log
 }

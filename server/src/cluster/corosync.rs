@@ -243,12 +243,6 @@ impl CpgGroup {
         Ok([cpg, quorum].map(|fd| unsafe { BorrowedFd::borrow_raw(fd) }))
     }
 
-    /// Whether corosync closed the connection: the member is gone from the group, and a
-    /// new connection has to join again.
-    pub fn is_closed(&self) -> bool {
-        self.closed
-    }
-
     /// The group's name in corosync (`corosync-cpgtool` lists it).
     pub fn name(&self) -> &str {
         &self.name
@@ -444,6 +438,14 @@ impl Group for CpgGroup {
         self.current = None;
         self.events.clear();
         Ok(())
+    }
+
+    fn poll_fds(&self) -> Vec<BorrowedFd<'_>> {
+        self.fds().map(Vec::from).unwrap_or_default()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed
     }
 
     fn next_event(&mut self) -> Option<GroupEvent> {

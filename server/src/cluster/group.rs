@@ -14,6 +14,7 @@
 //!   (corosync's ring id).
 
 use std::fmt;
+use std::os::fd::BorrowedFd;
 
 /// A cluster node (corosync's `nodeid`).
 pub type NodeId = u32;
@@ -97,4 +98,41 @@ pub trait Group {
     fn leave(&mut self) -> Result<(), GroupError>;
     /// The next delivery or view change, if one is there.
     fn next_event(&mut self) -> Option<GroupEvent>;
+    /// Descriptors that become readable when [`Group::next_event`] has something (none for
+    /// an in-process group, which is asked whenever the caller likes).
+    fn poll_fds(&self) -> Vec<BorrowedFd<'_>> {
+        Vec::new()
+    }
+    /// Whether the connection to the group is gone for good (its daemon stopped): nothing
+    /// more is delivered, and the node has to connect and join again.
+    fn is_closed(&self) -> bool {
+        false
+    }
+}
+
+impl<G: Group + ?Sized> Group for Box<G> {
+    fn local_node(&self) -> NodeId {
+        (**self).local_node()
+    }
+    fn max_message_size(&self) -> usize {
+        (**self).max_message_size()
+    }
+    fn join(&mut self) -> Result<(), GroupError> {
+        (**self).join()
+    }
+    fn multicast(&mut self, payload: &[u8]) -> Result<(), GroupError> {
+        (**self).multicast(payload)
+    }
+    fn leave(&mut self) -> Result<(), GroupError> {
+        (**self).leave()
+    }
+    fn next_event(&mut self) -> Option<GroupEvent> {
+        (**self).next_event()
+    }
+    fn poll_fds(&self) -> Vec<BorrowedFd<'_>> {
+        (**self).poll_fds()
+    }
+    fn is_closed(&self) -> bool {
+        (**self).is_closed()
+    }
 }

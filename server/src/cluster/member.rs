@@ -209,6 +209,11 @@ impl Member {
         group.leave()
     }
 
+    /// Whether messages the group refused wait to be sent ([`Member::pump`]).
+    pub fn has_outbox(&self) -> bool {
+        !self.outbox.is_empty()
+    }
+
     /// Sends what the group refused earlier; false while some is left (flow control).
     pub fn pump(&mut self, group: &mut impl Group) -> bool {
         while let Some(msg) = self.outbox.front() {

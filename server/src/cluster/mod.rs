@@ -15,5 +15,27 @@ pub mod group;
 pub mod member;
 pub mod message;
 pub mod replica;
+pub mod service;
 pub mod sim;
 pub mod transfer;
+
+/// How dm-ulogd opens a clustered log's group: corosync CPG, or `None` (with a warning) in
+/// a build without the `corosync` feature, which serves clustered logs on one node.
+pub fn connect() -> Option<service::Connect<Box<dyn group::Group>>> {
+    #[cfg(feature = "corosync")]
+    {
+        Some(Box::new(|uuid: &str| {
+            corosync::CpgGroup::connect(uuid)
+                .map(|g| Box::new(g) as Box<dyn group::Group>)
+                .map_err(|e| e.to_string())
+        }))
+    }
+    #[cfg(not(feature = "corosync"))]
+    {
+        tracing::warn!(
+            "built without corosync (cargo feature `corosync`): clustered logs are served on \
+             this node alone"
+        );
+        None
+    }
+}

@@ -1,0 +1,634 @@
+//! dm-ulogd's clustered logs: for each `clustered-*` log UUID, a [`Member`] and its
+//! connection to the log's group, the kernel's requests waiting for the group's answer, and
+//! the replies that go back to the kernel.
+//!
+//! - **One member per UUID.** A table reload makes device-mapper construct the new table
+//!   (a second luid of the same UUID) before it destroys the old one. Both are one node's
+//!   kernel to the cluster, so they share the member; the group is left at the last DTR.
+//! - **Replies later.** A replicated request is answered when the group delivers it; the
+//!   request's header waits here under a tag the member echoes.
+//! - **`EAGAIN` paced.** A member without quorum answers `EAGAIN`, and the kernel resends at
+//!   once: those replies wait [`EAGAIN_PACE`] so that a minority does not spin.
+//! - **Corosync gone.** When the connection closes (corosync stopped), the member is given a
+//!   view of itself alone without quorum (it answers `EAGAIN`, withdraws the kernel's in-sync
+//!   map and becomes stale); a new connection is tried every [`RECONNECT_EVERY`], and joining
+//!   again brings a fresh state transfer.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::os::fd::BorrowedFd;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use dm_ulog_uapi::{Header, RequestType, Uuid, Withdrawal};
+use nix::errno::Errno;
+use tracing::{info, warn};
+
+use super::group::{Group, GroupEvent, View, ViewId};
+use super::member::{Action, Member};
+use super::replica::ReplyError;
+use crate::link::Replier;
+use crate::logs::Extensions;
+use crate::table::{self, LogSpec, Storage};
+
+/// How long an `EAGAIN` reply waits.
+pub const EAGAIN_PACE: Duration = Duration::from_millis(50);
+/// How often a log whose group connection closed tries a new one.
+pub const RECONNECT_EVERY: Duration = Duration::from_secs(1);
+/// How soon a multicast the group refused (flow control) is tried again.
+const PUMP_AGAIN: Duration = Duration::from_millis(10);
+
+/// Opens a log's group connection (not joined), from the log's UUID; the error is for the
+/// admin.
+pub type Connect<G> = Box<dyn FnMut(&str) -> Result<G, String>>;
+
+/// Whether a CTR string names a clustered log type (cmirrord's names).
+pub fn is_clustered(ctr: &[u8]) -> bool {
+    table::parse(ctr).is_ok_and(|spec| spec.type_name.starts_with("clustered-"))
+}
+
+struct ClusterLog<G> {
+    /// The kernel's instances of this log (two during a table reload).
+    luids: Vec<u64>,
+    spec: LogSpec,
+    member: Member,
+    /// None while the connection is closed.
+    group: Option<G>,
+    /// Requests waiting for the member's answer, by tag.
+    waiting: HashMap<u64, Header>,
+}
+
+/// Every clustered log this server keeps.
+pub struct ClusteredLogs<G> {
+    logs: HashMap<Uuid, ClusterLog<G>>,
+    connect: Connect<G>,
+    extensions: Extensions,
+    next_tag: u64,
+    /// `EAGAIN` replies, due in order.
+    paced: VecDeque<(Instant, Header)>,
+    next_reconnect: Option<Instant>,
+}
+
+impl<G: Group> ClusteredLogs<G> {
+    /// No logs yet; `connect` opens a log's group, and replies use the `extensions` the
+    /// server announced.
+    pub fn new(connect: Connect<G>, extensions: Extensions) -> Self {
+        Self {
+            logs: HashMap::new(),
+            connect,
+            extensions,
+            next_tag: 1,
+            paced: VecDeque::new(),
+            next_reconnect: None,
+        }
+    }
+
+    /// Whether this request is for a clustered log: a CTR of a clustered type, or any
+    /// other request for a log created so.
+    pub fn owns(&self, header: &Header, data: &[u8]) -> bool {
+        match header.kind() {
+            Ok(RequestType::Ctr) => is_clustered(data),
+            _ => self.logs.contains_key(&header.uuid()),
+        }
+    }
+
+    /// How many logs (UUIDs) there are.
+    pub fn len(&self) -> usize {
+        self.logs.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.logs.is_empty()
+    }
+
+    /// Handles one request of the kernel for a clustered log ([`ClusteredLogs::owns`]):
+    /// replies now, or once the group has answered ([`ClusteredLogs::poll`]).
+    pub fn request(&mut self, header: &Header, data: &[u8], tx: &mut Replier<'_>) -> Result<()> {
+        let uuid = header.uuid();
+        let kind = match header.kind() {
+            Ok(kind) => kind,
+            Err(e) => {
+                return tx.reply(header, -(Errno::EINVAL as i32), &[]).map(|()| {
+                    warn!(%uuid, "{e}");
+                })
+            }
+        };
+        match kind {
+            RequestType::Ctr => {
+                let error = match self.create(header, data) {
+                    Ok(()) => 0,
+                    Err((errno, why)) => {
+                        warn!(%uuid, luid = header.luid, "clustered log not created: {why}");
+                        -(errno as i32)
+                    }
+                };
+                tx.reply(header, error, &[])
+            }
+            RequestType::Dtr => {
+                self.destroy(header);
+                tx.reply(header, 0, &[])
+            }
+            _ => {
+                let Some(log) = self.logs.get_mut(&uuid) else {
+                    return tx.reply(header, -(Errno::ESRCH as i32), &[]);
+                };
+                if !log.luids.contains(&header.luid) {
+                    // After a restart of this server: ESRCH makes the kernel send CTR again.
+                    return tx.reply(header, -(Errno::ESRCH as i32), &[]);
+                }
+                let tag = self.next_tag;
+                self.next_tag += 1;
+                log.waiting.insert(tag, *header);
+                let actions = match log.group.as_mut() {
+                    Some(group) => log.member.request(group, tag, kind, data),
+                    None => vec![Action::Reply {
+                        tag,
+                        result: Err(ReplyError::NotQuorate),
+                    }],
+                };
+                let uuid = header.uuid();
+                self.act(uuid, actions, tx)
+            }
+        }
+    }
+
+    fn create(&mut self, header: &Header, data: &[u8]) -> Result<(), (Errno, String)> {
+        let uuid = header.uuid();
+        let spec = table::parse(data).map_err(|e| (Errno::EINVAL, e.to_string()))?;
+        if let Some(log) = self.logs.get_mut(&uuid) {
+            if log.spec.args != spec.args {
+                return Err((
+                    Errno::EINVAL,
+                    format!(
+                        "the log exists with other arguments ({:?}); remove its other table first",
+                        log.spec.args
+                    ),
+                ));
+            }
+            if !log.luids.contains(&header.luid) {
+                log.luids.push(header.luid);
+            }
+            return Ok(());
+        }
+        if matches!(spec.storage, Storage::Disk(_)) {
+            return Err((
+                Errno::EOPNOTSUPP,
+                "clustered-disk is not served over corosync yet: use clustered-core, or start \
+                 dm-ulogd with --single-node to serve it on this node alone"
+                    .into(),
+            ));
+        }
+        let name = uuid.to_string();
+        let mut group = (self.connect)(&name).map_err(|e| (Errno::ENOTCONN, e))?;
+        let mut member = Member::new(group.local_node(), spec.clone(), self.extensions)
+            .map_err(|e| (Errno::ENOMEM, e.to_string()))?;
+        member
+            .join(&mut group)
+            .map_err(|e| (Errno::ENOTCONN, e.to_string()))?;
+        info!(%uuid, luid = header.luid, node = group.local_node(), args = %spec.args,
+            "clustered log created: joining its group");
+        self.logs.insert(
+            uuid,
+            ClusterLog {
+                luids: vec![header.luid],
+                spec,
+                member,
+                group: Some(group),
+                waiting: HashMap::new(),
+            },
+        );
+        Ok(())
+    }
+
+    fn destroy(&mut self, header: &Header) {
+        let uuid = header.uuid();
+        let Some(log) = self.logs.get_mut(&uuid) else {
+            return;
+        };
+        log.luids.retain(|&l| l != header.luid);
+        if !log.luids.is_empty() {
+            return;
+        }
+        let mut log = self.logs.remove(&uuid).expect("looked up above");
+        if let Some(group) = log.group.as_mut() {
+            if let Err(e) = log.member.leave(group) {
+                warn!(%uuid, "leaving the log's group: {e}");
+            }
+        }
+        info!(%uuid, "clustered log destroyed: left its group");
+    }
+
+    /// Carries out a member's actions for log `uuid`.
+    fn act(&mut self, uuid: Uuid, actions: Vec<Action>, tx: &mut Replier<'_>) -> Result<()> {
+        let Some(log) = self.logs.get_mut(&uuid) else {
+            return Ok(());
+        };
+        for action in actions {
+            match action {
+                Action::Reply { tag, result } => {
+                    let Some(header) = log.waiting.remove(&tag) else {
+                        continue;
+                    };
+                    match result {
+                        Ok(payload) => tx.reply(&header, 0, &payload)?,
+                        Err(ReplyError::NotQuorate) => {
+                            self.paced.push_back((Instant::now() + EAGAIN_PACE, header));
+                        }
+                        Err(e) => {
+                            warn!(%uuid, luid = header.luid, "{e}");
+                            tx.reply(&header, -(e.errno() as i32), &[])?;
+                        }
+                    }
+                }
+                Action::Withdraw { first, count } => {
+                    if self.extensions.in_sync_map {
+                        for &luid in &log.luids {
+                            tx.withdraw(&Withdrawal { luid, first, count })?;
+                        }
+                    }
+                }
+                Action::WriteDisk { generation } => {
+                    // No clustered-disk log is created (see `create`).
+                    warn!(%uuid, generation, "a disk write for a core log: ignored");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The group connections' descriptors: when one is readable, call
+    /// [`ClusteredLogs::poll`].
+    pub fn fds(&self) -> Vec<BorrowedFd<'_>> {
+        self.logs
+            .values()
+            .filter_map(|l| l.group.as_ref())
+            .flat_map(|g| g.poll_fds())
+            .collect()
+    }
+
+    /// When [`ClusteredLogs::poll`] has something to do without a descriptor waking it: a
+    /// paced reply, a multicast to try again, a reconnection.
+    pub fn deadline(&self) -> Option<Instant> {
+        let paced = self.paced.front().map(|&(due, _)| due);
+        let pump = self
+            .logs
+            .values()
+            .any(|l| l.member.has_outbox())
+            .then(|| Instant::now() + PUMP_AGAIN);
+        [paced, pump, self.next_reconnect]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Takes what the groups delivered, answers what is due, retries what was refused.
+    pub fn poll(&mut self, tx: &mut Replier<'_>) -> Result<()> {
+        let now = Instant::now();
+        while self.paced.front().is_some_and(|&(due, _)| due <= now) {
+            let (_, header) = self.paced.pop_front().expect("looked at");
+            tx.reply(&header, -(Errno::EAGAIN as i32), &[])?;
+        }
+        let uuids: Vec<Uuid> = self.logs.keys().copied().collect();
+        let reconnect = self.next_reconnect.is_some_and(|at| at <= now);
+        if reconnect {
+            self.next_reconnect = None;
+        }
+        for uuid in uuids {
+            let actions = self.poll_log(uuid, reconnect);
+            self.act(uuid, actions, tx)?;
+        }
+        Ok(())
+    }
+
+    fn poll_log(&mut self, uuid: Uuid, reconnect: bool) -> Vec<Action> {
+        let log = self.logs.get_mut(&uuid).expect("a key of logs");
+        let mut actions = Vec::new();
+        let Some(group) = log.group.as_mut() else {
+            if reconnect {
+                match (self.connect)(&uuid.to_string()) {
+                    Ok(mut group) => match log.member.join(&mut group) {
+                        Ok(()) => {
+                            info!(%uuid, "connected to corosync again: rejoining the log's group");
+                            log.group = Some(group);
+                        }
+                        Err(e) => warn!(%uuid, "joining the log's group: {e}"),
+                    },
+                    Err(e) => warn!(%uuid, "{e}"),
+                }
+            }
+            if log.group.is_none() {
+                self.next_reconnect
+                    .get_or_insert_with(|| Instant::now() + RECONNECT_EVERY);
+            }
+            return actions;
+        };
+        while let Some(event) = group.next_event() {
+            actions.extend(log.member.deliver(group, event));
+        }
+        log.member.pump(group);
+        if group.is_closed() {
+            warn!(%uuid, "the connection to corosync closed: answering EAGAIN until it is back");
+            let me = group.local_node();
+            let left = log
+                .member
+                .view()
+                .map(|v| v.members.iter().copied().filter(|&n| n != me).collect())
+                .unwrap_or_default();
+            let alone = View {
+                id: ViewId(0),
+                members: vec![me],
+                joined: Vec::new(),
+                left,
+                quorate: false,
+            };
+            actions.extend(log.member.deliver(group, GroupEvent::View(alone)));
+            log.group = None;
+            self.next_reconnect
+                .get_or_insert_with(|| Instant::now() + RECONNECT_EVERY);
+        }
+        actions
+    }
+
+    /// One line per log for the status dump.
+    pub fn summaries(&self) -> impl Iterator<Item = impl fmt::Display + '_> {
+        self.logs.iter().map(|(uuid, log)| Summary { uuid, log })
+    }
+}
+
+struct Summary<'a, G> {
+    uuid: &'a Uuid,
+    log: &'a ClusterLog<G>,
+}
+
+impl<G> fmt::Display for Summary<'_, G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let member = &self.log.member;
+        write!(
+            f,
+            "clustered log {} luids {:?} ({}): {:?}",
+            self.uuid,
+            self.log.luids,
+            self.log.spec.args,
+            member.standing()
+        )?;
+        match member.view() {
+            Some(v) => write!(
+                f,
+                ", {}, members {:?}, {}",
+                v.id,
+                v.members,
+                if v.quorate { "quorate" } else { "NOT quorate" }
+            )?,
+            None => write!(f, ", no view yet")?,
+        }
+        if let Some(leader) = member.replica().leader() {
+            write!(f, ", leader node {leader}")?;
+        }
+        write!(
+            f,
+            ", {} of {} regions in sync, {} requests waiting{}",
+            member.replica().sync_count(),
+            self.log.spec.regions,
+            self.log.waiting.len(),
+            if self.log.group.is_none() {
+                ", corosync connection closed"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    use dm_ulog_uapi::Request;
+
+    use super::*;
+    use crate::cluster::sim::{Sim, SimGroup};
+    use crate::link::{for_each_message, Capture};
+
+    const UUID: &[u8] = b"CLUSTER-LOG-1";
+    const TABLE: &[u8] = b"8192 clustered-core 1024";
+
+    /// A group that can be closed under the member, as corosync stopping closes CPG.
+    struct Closable {
+        inner: SimGroup,
+        closed: Rc<Cell<bool>>,
+    }
+
+    impl Group for Closable {
+        fn local_node(&self) -> u32 {
+            self.inner.local_node()
+        }
+        fn max_message_size(&self) -> usize {
+            self.inner.max_message_size()
+        }
+        fn join(&mut self) -> Result<(), crate::cluster::group::GroupError> {
+            self.inner.join()
+        }
+        fn multicast(&mut self, p: &[u8]) -> Result<(), crate::cluster::group::GroupError> {
+            self.inner.multicast(p)
+        }
+        fn leave(&mut self) -> Result<(), crate::cluster::group::GroupError> {
+            self.inner.leave()
+        }
+        fn next_event(&mut self) -> Option<GroupEvent> {
+            self.inner.next_event()
+        }
+        fn is_closed(&self) -> bool {
+            self.closed.get()
+        }
+    }
+
+    /// One node's server side: its clustered logs and what it sent its kernel.
+    struct Node {
+        logs: ClusteredLogs<Closable>,
+        out: Capture,
+        buf: Vec<u8>,
+        seq: u32,
+    }
+
+    /// A reply: seq and error, or a withdrawal (seq 0, error 0, `withdrawal` true).
+    #[derive(Debug, PartialEq)]
+    struct Sent {
+        seq: u32,
+        error: i32,
+        data: Vec<u8>,
+    }
+
+    impl Node {
+        fn new(sim: &Rc<Sim>, node: u32, closed: Rc<Cell<bool>>) -> Self {
+            let sim = Rc::clone(sim);
+            let connect: Connect<Closable> = Box::new(move |_uuid| {
+                Ok(Closable {
+                    inner: sim.group(node),
+                    closed: Rc::clone(&closed),
+                })
+            });
+            let ext = Extensions {
+                in_sync_map: true,
+                clears_in_flush: true,
+            };
+            Self {
+                logs: ClusteredLogs::new(connect, ext),
+                out: Capture::default(),
+                buf: Vec::new(),
+                seq: 0,
+            }
+        }
+
+        fn send(&mut self, luid: u64, kind: RequestType, data: &[u8]) -> u32 {
+            self.seq += 1;
+            let h = Header::request(UUID, luid, kind, self.seq, data.len()).unwrap();
+            let mut tx = Replier::new(&self.out, &mut self.buf);
+            self.logs.request(&h, data, &mut tx).unwrap();
+            self.seq
+        }
+
+        fn poll(&mut self) {
+            let mut tx = Replier::new(&self.out, &mut self.buf);
+            self.logs.poll(&mut tx).unwrap();
+        }
+
+        /// Replies sent since the last call (withdrawals left out), and how many withdrawals.
+        fn take(&mut self) -> (Vec<Sent>, usize) {
+            let mut replies = Vec::new();
+            let mut withdrawals = 0;
+            for d in self.out.0.borrow_mut().drain(..) {
+                for_each_message(&d, |msg| match Request::parse(msg) {
+                    Ok(r) => replies.push(Sent {
+                        seq: r.header.seq,
+                        error: r.header.error,
+                        data: r.data.to_vec(),
+                    }),
+                    Err(_) => withdrawals += 1,
+                })
+                .unwrap();
+            }
+            (replies, withdrawals)
+        }
+    }
+
+    /// Orders and delivers until nothing moves.
+    fn settle(sim: &Sim, nodes: &mut [&mut Node]) {
+        for _ in 0..1000 {
+            let ordered = sim.order(usize::MAX);
+            for n in nodes.iter_mut() {
+                n.poll();
+            }
+            if ordered == 0 && !sim.has_pending() {
+                return;
+            }
+        }
+        panic!("the group does not settle");
+    }
+
+    fn answered(sent: &[Sent], seq: u32) -> Option<&Sent> {
+        sent.iter().find(|s| s.seq == seq)
+    }
+
+    #[test]
+    fn replicated_requests_are_answered_once_the_group_delivers_them() {
+        let sim = Rc::new(Sim::new(1, 1, 4096, 0.0));
+        let mut a = Node::new(&sim, 1, Rc::default());
+        let ctr = a.send(1, RequestType::Ctr, TABLE);
+        assert_eq!(answered(&a.take().0, ctr).map(|s| s.error), Some(0));
+        // Held until the member has state, then multicast, then answered on delivery.
+        let resume = a.send(1, RequestType::Resume, b"");
+        assert!(
+            a.take().0.is_empty(),
+            "answered before the group delivered it"
+        );
+        settle(&sim, &mut [&mut a]);
+        assert_eq!(answered(&a.take().0, resume).map(|s| s.error), Some(0));
+        let count = a.send(1, RequestType::GetSyncCount, b"");
+        let (sent, _) = a.take();
+        let reply = answered(&sent, count).expect("a local request is answered at once");
+        assert_eq!(reply.data, 0u64.to_ne_bytes());
+    }
+
+    #[test]
+    fn a_minority_answers_eagain_no_sooner_than_the_pace() {
+        // One node of three configured is no quorum.
+        let sim = Rc::new(Sim::new(3, 2, 4096, 0.0));
+        sim.crash(2);
+        sim.crash(3);
+        let mut a = Node::new(&sim, 1, Rc::default());
+        a.send(1, RequestType::Ctr, TABLE);
+        settle(&sim, &mut [&mut a]);
+        a.take();
+        let asked = Instant::now();
+        let resume = a.send(1, RequestType::Resume, b"");
+        a.poll();
+        assert!(answered(&a.take().0, resume).is_none(), "EAGAIN not paced");
+        let due = a.logs.deadline().expect("a paced reply is due");
+        assert!(due >= asked + EAGAIN_PACE);
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        a.poll();
+        let error = answered(&a.take().0, resume).map(|s| s.error);
+        assert_eq!(error, Some(-(Errno::EAGAIN as i32)));
+    }
+
+    #[test]
+    fn a_table_reload_shares_the_member_until_the_last_dtr() {
+        let sim = Rc::new(Sim::new(1, 3, 4096, 0.0));
+        let mut a = Node::new(&sim, 1, Rc::default());
+        a.send(1, RequestType::Ctr, TABLE);
+        a.send(2, RequestType::Ctr, TABLE);
+        assert_eq!(a.logs.len(), 1);
+        settle(&sim, &mut [&mut a]);
+        a.send(1, RequestType::Dtr, b"");
+        assert!(sim.is_joined(1), "left the group while luid 2 uses it");
+        let resume = a.send(2, RequestType::Resume, b"");
+        settle(&sim, &mut [&mut a]);
+        assert_eq!(answered(&a.take().0, resume).map(|s| s.error), Some(0));
+        a.send(2, RequestType::Dtr, b"");
+        assert!(!sim.is_joined(1));
+        assert!(a.logs.is_empty());
+        // Another table for the same UUID with other arguments is refused while one lives.
+        a.send(3, RequestType::Ctr, TABLE);
+        let other = a.send(4, RequestType::Ctr, b"8192 clustered-core 2048");
+        let error = answered(&a.take().0, other).map(|s| s.error);
+        assert_eq!(error, Some(-(Errno::EINVAL as i32)));
+    }
+
+    #[test]
+    fn a_closed_connection_withdraws_answers_eagain_and_rejoins() {
+        let sim = Rc::new(Sim::new(2, 4, 4096, 0.0));
+        let closed = Rc::new(Cell::new(false));
+        let mut a = Node::new(&sim, 1, Rc::clone(&closed));
+        let mut b = Node::new(&sim, 2, Rc::default());
+        for n in [&mut a, &mut b] {
+            n.send(1, RequestType::Ctr, TABLE);
+        }
+        settle(&sim, &mut [&mut a, &mut b]);
+        let resume = a.send(1, RequestType::Resume, b"");
+        settle(&sim, &mut [&mut a, &mut b]);
+        assert_eq!(answered(&a.take().0, resume).map(|s| s.error), Some(0));
+        // Corosync stops under node 1: the in-sync map goes, and requests get EAGAIN.
+        closed.set(true);
+        a.poll();
+        let (_, withdrawals) = a.take();
+        assert_eq!(withdrawals, 1, "the kernel's in-sync map was not withdrawn");
+        let count = a.send(1, RequestType::GetSyncCount, b"");
+        std::thread::sleep(EAGAIN_PACE);
+        a.poll();
+        let error = answered(&a.take().0, count).map(|s| s.error);
+        assert_eq!(error, Some(-(Errno::EAGAIN as i32)));
+        // Corosync is back: a new connection joins, and requests are answered again.
+        closed.set(false);
+        sim.crash(1);
+        sim.restart(1, Some(2));
+        let due = a.logs.deadline().expect("a reconnection is due");
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        settle(&sim, &mut [&mut a, &mut b]);
+        let count = a.send(1, RequestType::GetSyncCount, b"");
+        settle(&sim, &mut [&mut a, &mut b]);
+        let error = answered(&a.take().0, count).map(|s| s.error);
+        assert_eq!(error, Some(0));
+    }
+}
