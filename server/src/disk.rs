@@ -190,8 +190,48 @@ impl DiskLog {
     /// bitmap says clean) and writes the updated header back; the error is the write's.
     /// `state` must be of this log's region count.
     pub fn resume(&mut self, state: &mut Regions) -> io::Result<()> {
+        let header = self.read_header();
+        self.prepare(header);
+        debug_assert_eq!(state.count(), self.regions);
+        state.load_clean_bits(self.bits());
+        self.loaded = true;
+        self.unwritten = true;
+        self.write()
+    }
+
+    /// For a clustered log that no node holds: the clean bits of the log on the device, read
+    /// as [`DiskLog::resume`] reads them, without writing; `None` for a new log (no log
+    /// there, a table with `sync` or `nosync`, or a device that cannot be read).
+    pub fn read_clean_bits(&mut self) -> Option<Vec<u8>> {
+        let header = self.read_header();
+        let fresh = header.nr_regions == 0;
+        self.prepare(header);
+        (!fresh && self.health == Health::Alive).then(|| self.bits().to_vec())
+    }
+
+    /// Writes a clustered log's whole bitmap, `clean` (little-endian, one bit per region, as
+    /// `Replica::clean_bits` makes it), with its header, and makes it durable.
+    pub fn store(&mut self, clean: &[u8]) -> io::Result<()> {
+        let mut header = DiskHeader::FRESH;
+        header.nr_regions = self.regions;
+        header.encode(self.buf.as_mut());
+        let bits = self.bits_mut();
+        let n = bits.len().min(clean.len());
+        bits[..n].copy_from_slice(&clean[..n]);
+        bits[n..].fill(0);
+        for i in self.regions..self.regions.next_multiple_of(BITS_PER_LONG) {
+            put_bit(self.bits_mut(), i, false);
+        }
+        self.loaded = true;
+        self.unwritten = true;
+        self.write()
+    }
+
+    /// The header on the device, as dm-log.c takes it: a new log's when there is none or the
+    /// table says `sync` or `nosync`, and no regions at all when it cannot be used.
+    fn read_header(&mut self) -> DiskHeader {
         let name = self.device.path().display().to_string();
-        let mut header = match self.device.read_at(&mut self.buf, 0) {
+        match self.device.read_at(&mut self.buf, 0) {
             Ok(()) => {
                 let mut h = DiskHeader::decode(self.buf.as_ref());
                 // New log required? Any sync argument, or no log there yet.
@@ -219,7 +259,12 @@ impl DiskLog {
                 self.health = Health::Dead;
                 DiskHeader::FRESH
             }
-        };
+        }
+    }
+
+    /// Completes the bitmap read with `header` as dm-log.c does (regions it does not cover
+    /// take the table's state, bits past the end are cleared) and sets the header to write.
+    fn prepare(&mut self, mut header: DiskHeader) {
         let fill = self.sync == SyncMode::NoSync;
         let regions = self.regions;
         let bits = self.bits_mut();
@@ -231,13 +276,8 @@ impl DiskLog {
         for i in regions..regions.next_multiple_of(BITS_PER_LONG) {
             put_bit(bits, i, false);
         }
-        debug_assert_eq!(state.count(), regions);
-        state.load_clean_bits(self.bits());
         header.nr_regions = regions;
         header.encode(self.buf.as_mut());
-        self.loaded = true;
-        self.unwritten = true;
-        self.write()
     }
 
     /// Records whether a region is clean (in sync, no write outstanding) for the next flush.

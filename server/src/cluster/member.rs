@@ -97,8 +97,11 @@ struct Round {
     cut: bool,
 }
 
+/// Reads a disk log's clean bitmap from its device, now: `None` for a new log. The member
+/// that seeds a log no node holds calls it, at the cut.
+pub type DiskSeed = Box<dyn FnMut() -> Option<Vec<u8>>>;
+
 /// A node's member of one clustered log.
-#[derive(Debug)]
 pub struct Member {
     replica: Replica,
     standing: Standing,
@@ -108,6 +111,22 @@ pub struct Member {
     /// Requests multicast and not answered yet.
     awaiting: BTreeSet<u64>,
     outbox: VecDeque<Vec<u8>>,
+    disk_seed: Option<DiskSeed>,
+}
+
+impl std::fmt::Debug for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Member")
+            .field("replica", &self.replica)
+            .field("standing", &self.standing)
+            .field("view", &self.view)
+            .field("round", &self.round)
+            .field("held", &self.held)
+            .field("awaiting", &self.awaiting)
+            .field("outbox", &self.outbox.len())
+            .field("disk_seed", &self.disk_seed.is_some())
+            .finish()
+    }
 }
 
 impl Member {
@@ -123,7 +142,16 @@ impl Member {
             held: VecDeque::new(),
             awaiting: BTreeSet::new(),
             outbox: VecDeque::new(),
+            disk_seed: None,
         })
+    }
+
+    /// A disk log's member: when it seeds the log (no member holds it), the state comes from
+    /// the device's bitmap, which the last leader wrote at every FLUSH, rather than from the
+    /// table.
+    pub fn with_disk_seed(mut self, seed: DiskSeed) -> Self {
+        self.disk_seed = Some(seed);
+        self
     }
 
     /// Joins the log's group.
@@ -409,7 +437,15 @@ impl Member {
                     ""
                 }
             );
-            self.replica.seed(stale);
+            match self.disk_seed.as_mut().and_then(|read| read()) {
+                // Marks reached the bitmap before their writes began: where it says clean,
+                // both legs agree, whoever wrote last.
+                Some(bits) => {
+                    info!(node = me, "{view}: seeded from the log device's bitmap");
+                    self.replica.seed_from_clean_bits(&bits);
+                }
+                None => self.replica.seed(stale),
+            }
             self.standing = Standing::Valid;
         }
         if self.standing != Standing::Valid {

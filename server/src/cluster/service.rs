@@ -14,9 +14,11 @@
 //!   map and becomes stale); a new connection is tried every [`RECONNECT_EVERY`], and joining
 //!   again brings a fresh state transfer.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::os::fd::BorrowedFd;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -27,6 +29,8 @@ use tracing::{info, warn};
 use super::group::{Group, GroupEvent, View, ViewId};
 use super::member::{Action, Member};
 use super::replica::ReplyError;
+use crate::device::LogDevice;
+use crate::disk::DiskLog;
 use crate::link::Replier;
 use crate::logs::Extensions;
 use crate::table::{self, LogSpec, Storage};
@@ -56,6 +60,10 @@ struct ClusterLog<G> {
     group: Option<G>,
     /// Requests waiting for the member's answer, by tag.
     waiting: HashMap<u64, Header>,
+    /// A `clustered-disk` log's device: every node opens it, the leader writes it.
+    disk: Option<Rc<RefCell<DiskLog>>>,
+    /// The last generation this node wrote (the member asks until the write is delivered).
+    wrote: Option<u64>,
 }
 
 /// Every clustered log this server keeps.
@@ -115,16 +123,21 @@ impl<G: Group> ClusteredLogs<G> {
             }
         };
         match kind {
-            RequestType::Ctr => {
-                let error = match self.create(header, data) {
-                    Ok(()) => 0,
-                    Err((errno, why)) => {
-                        warn!(%uuid, luid = header.luid, "clustered log not created: {why}");
-                        -(errno as i32)
-                    }
-                };
-                tx.reply(header, error, &[])
-            }
+            RequestType::Ctr => match self.create(header, data) {
+                Ok(()) => {
+                    // A disk log's device, `major:minor`, for the kernel to hold (protocol v2).
+                    let dev = self.logs[&uuid]
+                        .disk
+                        .as_ref()
+                        .and_then(|d| d.borrow().device().dev());
+                    let payload = dev.map(|d| format!("{d}\0")).unwrap_or_default();
+                    tx.reply(header, 0, payload.as_bytes())
+                }
+                Err((errno, why)) => {
+                    warn!(%uuid, luid = header.luid, "clustered log not created: {why}");
+                    tx.reply(header, -(errno as i32), &[])
+                }
+            },
             RequestType::Dtr => {
                 self.destroy(header);
                 tx.reply(header, 0, &[])
@@ -171,18 +184,23 @@ impl<G: Group> ClusteredLogs<G> {
             }
             return Ok(());
         }
-        if matches!(spec.storage, Storage::Disk(_)) {
-            return Err((
-                Errno::EOPNOTSUPP,
-                "clustered-disk is not served over corosync yet: use clustered-core, or start \
-                 dm-ulogd with --single-node to serve it on this node alone"
-                    .into(),
-            ));
-        }
+        let disk = match &spec.storage {
+            Storage::Core => None,
+            Storage::Disk(dev) => {
+                let device = LogDevice::open(dev).map_err(|e| (Errno::EIO, format!("{e:#}")))?;
+                let log = DiskLog::new(device, spec.regions, spec.sync)
+                    .map_err(|e| (Errno::ENOMEM, format!("{e:#}")))?;
+                Some(Rc::new(RefCell::new(log)))
+            }
+        };
         let name = uuid.to_string();
         let mut group = (self.connect)(&name).map_err(|e| (Errno::ENOTCONN, e))?;
         let mut member = Member::new(group.local_node(), spec.clone(), self.extensions)
             .map_err(|e| (Errno::ENOMEM, e.to_string()))?;
+        if let Some(disk) = &disk {
+            let disk = Rc::clone(disk);
+            member = member.with_disk_seed(Box::new(move || disk.borrow_mut().read_clean_bits()));
+        }
         member
             .join(&mut group)
             .map_err(|e| (Errno::ENOTCONN, e.to_string()))?;
@@ -196,6 +214,8 @@ impl<G: Group> ClusteredLogs<G> {
                 member,
                 group: Some(group),
                 waiting: HashMap::new(),
+                disk,
+                wrote: None,
             },
         );
         Ok(())
@@ -249,8 +269,23 @@ impl<G: Group> ClusteredLogs<G> {
                     }
                 }
                 Action::WriteDisk { generation } => {
-                    // No clustered-disk log is created (see `create`).
-                    warn!(%uuid, generation, "a disk write for a core log: ignored");
+                    let (Some(disk), Some(group)) = (&log.disk, log.group.as_mut()) else {
+                        continue;
+                    };
+                    if log.wrote == Some(generation) {
+                        continue;
+                    }
+                    let mut bits = Vec::new();
+                    log.member.replica().clean_bits(&mut bits);
+                    let ok = match disk.borrow_mut().store(&bits) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            warn!(%uuid, generation, "cannot write the disk log: {e}");
+                            false
+                        }
+                    };
+                    log.wrote = Some(generation);
+                    log.member.disk_written(group, generation, ok);
                 }
             }
         }
@@ -630,5 +665,82 @@ mod tests {
         settle(&sim, &mut [&mut a, &mut b]);
         let error = answered(&a.take().0, count).map(|s| s.error);
         assert_eq!(error, Some(0));
+    }
+
+    /// Runs one request of `node` through the group and returns its reply.
+    fn ask(
+        sim: &Sim,
+        nodes: &mut [&mut Node],
+        node: usize,
+        kind: RequestType,
+        data: &[u8],
+    ) -> Sent {
+        let seq = nodes[node].send(1, kind, data);
+        settle(sim, nodes);
+        let (sent, _) = nodes[node].take();
+        sent.into_iter()
+            .find(|s| s.seq == seq)
+            .unwrap_or_else(|| panic!("{kind:?} not answered"))
+    }
+
+    fn clean_on_disk(path: &std::path::Path) -> u64 {
+        let device = LogDevice::open_read_only(path.to_str().unwrap()).unwrap();
+        let summary = crate::disk::summarize(&device, Some(8))
+            .unwrap()
+            .to_string();
+        let clean = summary
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("clean="));
+        clean.unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn the_leader_writes_a_disk_log_and_a_new_cluster_seeds_from_it() {
+        use dm_ulog_uapi::payload::{RegionSync, ResyncWork};
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        tmp.as_file().set_len(64 << 10).unwrap();
+        let table = format!("8192 clustered-disk {} 1024", tmp.path().display());
+        let sim = Rc::new(Sim::new(2, 5, 4096, 0.0));
+        let mut a = Node::new(&sim, 1, Rc::default());
+        let mut b = Node::new(&sim, 2, Rc::default());
+        for n in [&mut a, &mut b] {
+            let ctr = n.send(1, RequestType::Ctr, table.as_bytes());
+            assert_eq!(answered(&n.take().0, ctr).map(|s| s.error), Some(0));
+        }
+        let nodes = &mut [&mut a, &mut b];
+        for n in 0..2 {
+            assert_eq!(ask(&sim, nodes, n, RequestType::Resume, b"").error, 0);
+        }
+        // Node 2 recovers every region; the FLUSH after it makes the bitmap durable.
+        loop {
+            let work = ask(&sim, nodes, 1, RequestType::GetResyncWork, b"");
+            let work = ResyncWork::decode(&work.data).unwrap();
+            if !work.available {
+                break;
+            }
+            let done = RegionSync {
+                region: work.region,
+                in_sync: true,
+            }
+            .encode();
+            ask(&sim, nodes, 1, RequestType::SetRegionSync, &done);
+        }
+        assert_eq!(ask(&sim, nodes, 1, RequestType::Flush, b"").error, 0);
+        assert_eq!(clean_on_disk(tmp.path()), 8);
+        // A mark reaches the device (through the leader, node 1) before its FLUSH is answered.
+        ask(&sim, nodes, 1, RequestType::MarkRegion, &3u64.to_ne_bytes());
+        assert_eq!(ask(&sim, nodes, 1, RequestType::Flush, b"").error, 0);
+        assert_eq!(clean_on_disk(tmp.path()), 7);
+        // A new cluster (every node restarted) takes its state from the device.
+        let sim = Rc::new(Sim::new(2, 6, 4096, 0.0));
+        let mut a = Node::new(&sim, 1, Rc::default());
+        let mut b = Node::new(&sim, 2, Rc::default());
+        for n in [&mut a, &mut b] {
+            n.send(1, RequestType::Ctr, table.as_bytes());
+        }
+        let nodes = &mut [&mut a, &mut b];
+        ask(&sim, nodes, 0, RequestType::Resume, b"");
+        let count = ask(&sim, nodes, 0, RequestType::GetSyncCount, b"");
+        assert_eq!(count.data, 7u64.to_ne_bytes(), "not seeded from the device");
     }
 }
