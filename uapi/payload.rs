@@ -80,6 +80,18 @@ impl ResyncWork {
     }
 }
 
+/// The answer for a region to recover, if there is one (region 0 when there is none, as
+/// dm-log.c leaves it).
+#[cfg(not(MODULE))]
+impl From<Option<u64>> for ResyncWork {
+    fn from(work: Option<u64>) -> Self {
+        Self {
+            available: work.is_some(),
+            region: work.unwrap_or(0),
+        }
+    }
+}
+
 /// The SET_REGION_SYNC request: `{ u64 region; i64 in_sync; }`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RegionSync {

@@ -277,6 +277,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(crate::proptest_seed::config(256))]
         /// Against `Vec<bool>`: get, count, searches and the byte loader agree.
         #[test]
         fn matches_a_bool_vector(bits in prop::collection::vec(any::<bool>(), 0..300),

@@ -40,3 +40,7 @@ pub mod serve;
 pub mod signals;
 pub mod stats;
 pub mod table;
+
+#[cfg(test)]
+#[path = "../tests/common/proptest_seed.rs"]
+mod proptest_seed;

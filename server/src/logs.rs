@@ -377,11 +377,7 @@ impl Log {
                 } else {
                     self.regions.resync_work()
                 };
-                let reply = ResyncWork {
-                    available: work.is_some(),
-                    region: work.unwrap_or(0),
-                };
-                out.extend_from_slice(&reply.encode());
+                out.extend_from_slice(&ResyncWork::from(work).encode());
             }
             RequestType::SetRegionSync => {
                 let s = RegionSync::decode(data)?;

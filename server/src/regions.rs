@@ -20,11 +20,38 @@ pub struct Regions {
     /// Where the search for resync work continues.
     sync_search: u64,
     sync_count: u64,
-    /// The regions that left sync since [`Regions::take_left_sync`] last looked: the
-    /// smallest span holding them, `end` `u64::MAX` for "to the end of the log". Noted here,
-    /// where in-sync bits are cleared, so that no way of clearing one can skip the
+    /// The regions that left sync since [`Regions::take_left_sync`] last looked. Noted
+    /// here, where in-sync bits are cleared, so that no way of clearing one can skip the
     /// withdrawal the kernel's in-sync map needs (`crate::logs`).
-    left_sync: Option<Range<u64>>,
+    left_sync: LeftSync,
+}
+
+/// Regions that left sync and are still to be withdrawn from the kernel's in-sync map: the
+/// smallest span holding them, `end` `u64::MAX` for "to the end of the log". Single-node
+/// logs ([`Regions`]) and clustered ones (`cluster::replica`) both keep one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LeftSync(Option<Range<u64>>);
+
+impl LeftSync {
+    /// Adds `span` to the regions that left sync.
+    pub fn note(&mut self, span: Range<u64>) {
+        self.0 = Some(match self.0.take() {
+            None => span,
+            Some(seen) => seen.start.min(span.start)..seen.end.max(span.end),
+        });
+    }
+
+    /// The regions that left sync since the last call, as `(first, count)` (`count`
+    /// `u64::MAX`: every region from `first` on), the span of a withdrawal; `None` if none
+    /// did.
+    pub fn take(&mut self) -> Option<(u64, u64)> {
+        let span = self.0.take()?;
+        let count = match span.end {
+            u64::MAX => u64::MAX,
+            end => end - span.start,
+        };
+        Some((span.start, count))
+    }
 }
 
 /// A region number outside the log.
@@ -47,7 +74,7 @@ impl Regions {
             recovering: Bitset::try_new(count, false)?,
             sync_search: 0,
             sync_count: if in_sync { count } else { 0 },
-            left_sync: None,
+            left_sync: LeftSync::default(),
         })
     }
 
@@ -57,7 +84,7 @@ impl Regions {
     pub fn load_clean_bits(&mut self, bits: &[u8]) {
         if self.in_sync.copy_from_le_bytes(bits) {
             // Which ones does not matter: a reload is rare, and the kernel learns again.
-            self.note_left_sync(0..u64::MAX);
+            self.left_sync.note(0..u64::MAX);
         }
         self.clean.fill(true);
         self.recovering.fill(false);
@@ -122,7 +149,7 @@ impl Regions {
                 self.sync_count += 1;
             } else {
                 self.sync_count -= 1;
-                self.note_left_sync(region..region + 1);
+                self.left_sync.note(region..region + 1);
             }
         }
         if !in_sync {
@@ -132,23 +159,9 @@ impl Regions {
         Ok(())
     }
 
-    fn note_left_sync(&mut self, span: Range<u64>) {
-        self.left_sync = Some(match self.left_sync.take() {
-            None => span,
-            Some(seen) => seen.start.min(span.start)..seen.end.max(span.end),
-        });
-    }
-
-    /// The regions that left sync since the last call, as `(first, count)` (`count`
-    /// `u64::MAX`: every region from `first` on), the span of a withdrawal; `None` if none
-    /// did.
+    /// The regions that left sync since the last call ([`LeftSync::take`]).
     pub fn take_left_sync(&mut self) -> Option<(u64, u64)> {
-        let span = self.left_sync.take()?;
-        let count = match span.end {
-            u64::MAX => u64::MAX,
-            end => end - span.start,
-        };
-        Some((span.start, count))
+        self.left_sync.take()
     }
 
     /// The runs of in-sync regions from `from` on, as GET_IN_SYNC_RANGES hands them to the
@@ -381,6 +394,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(crate::proptest_seed::config(256))]
         /// Asked as the kernel asks, from any region and with any room per reply, the runs
         /// are exactly the model's maximal runs from there, each once.
         #[test]

@@ -188,6 +188,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(crate::proptest_seed::config(256))]
         /// The reported quantile is at least the true one and exceeds it by under 1/16.
         #[test]
         fn quantiles_are_tight_upper_bounds(mut values in prop::collection::vec(0u64..10_000_000, 1..300), q in 0.01f64..1.0) {

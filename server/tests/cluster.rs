@@ -37,7 +37,8 @@ use dm_ulogd::cluster::{
 use dm_ulogd::logs::{Extensions, Logs};
 use dm_ulogd::table;
 use proptest::prelude::*;
-use proptest::test_runner::RngSeed;
+
+mod common;
 
 /// What one node's kernel has sent and believes.
 #[derive(Debug, Default)]
@@ -761,24 +762,8 @@ fn run(
     c
 }
 
-/// The seed of the cases a default run generates.
-const FIXED_SEED: u64 = 0x646d_6c75_6373_0001;
-
-/// The properties' configuration: `PROPTEST_CASES` cases (256 by default), generated from
-/// [`FIXED_SEED`] so that every default run (`make check`, CI) runs the same cases, unless
-/// `DMLU_PROPTEST_RANDOM=1` asks for new ones (or `PROPTEST_RNG_SEED` names a seed). The
-/// cases in `cluster.proptest-regressions` run first either way.
-fn config() -> ProptestConfig {
-    let mut config = ProptestConfig::default();
-    let random = std::env::var("DMLU_PROPTEST_RANDOM").is_ok_and(|v| !v.is_empty() && v != "0");
-    if !random && std::env::var_os("PROPTEST_RNG_SEED").is_none() {
-        config.rng_seed = RngSeed::Fixed(FIXED_SEED);
-    }
-    config
-}
-
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(common::proptest_seed::config(256))]
 
     /// Random requests, failures and joins on 3 to 5 nodes, core and disk logs, snapshots
     /// cut into small chunks: the checks of the module's header hold throughout.
@@ -895,7 +880,7 @@ fn single_node_equivalence(nodes: u32, seed: u64, table: &str, clears: bool, req
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(common::proptest_seed::config(256))]
 
     /// A cluster of one to three nodes answers node 1's requests as the single-node server.
     #[test]

@@ -15,6 +15,8 @@ use dm_ulogd::logs::Logs;
 use dm_ulogd::serve::{Exchange, Honest, Responder};
 use proptest::prelude::*;
 
+mod common;
+
 /// What upstream's kernel does with one datagram: the seq it completes, if any.
 /// The connector core drops messages shorter than a `cn_msg` or whose `cn_msg.len` exceeds
 /// them; the module takes `len == 0` as an ACK and drops `len` below a header.
@@ -233,7 +235,7 @@ fn fuzzed(seed: u64, p: f64) -> Vec<Round> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(common::proptest_seed::config(64))]
 
     /// Whatever the seed, the kernel takes exactly one message as each request's answer:
     /// the correct reply, or garbage of the right size for a read-only request.

@@ -15,6 +15,8 @@ use dm_ulogd::logs::Logs;
 use nix::errno::Errno;
 use proptest::prelude::*;
 
+mod common;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
     Default,
@@ -310,7 +312,7 @@ fn mode() -> impl Strategy<Value = Mode> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
+    #![proptest_config(common::proptest_seed::config(128))]
 
     #[test]
     fn disk_log_survives_crashes_like_the_model(

@@ -21,7 +21,6 @@
 //!   ([`Replica::written`]), so a new leader rewrites and answers what the old one left.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ops::Range;
 
 use dm_ulog_uapi::{
     in_sync_map::{MAX_RANGES, MAX_RANGES_REPLY},
@@ -34,7 +33,7 @@ use super::group::NodeId;
 use super::transfer::{Reader, TransferError};
 use crate::bitset::{AllocError, Bitset};
 use crate::logs::Extensions;
-use crate::regions::OutOfRange;
+use crate::regions::{LeftSync, OutOfRange};
 use crate::table::{LogSpec, Storage, SyncMode};
 
 /// Where a request is answered.
@@ -219,7 +218,7 @@ pub struct Replica {
     extensions: Extensions,
     state: State,
     /// Regions that left sync during the current event.
-    left_sync: Option<Range<u64>>,
+    left_sync: LeftSync,
 }
 
 const SNAPSHOT_MAGIC: u32 = u32::from_le_bytes(*b"ULCS");
@@ -250,7 +249,7 @@ impl Replica {
                 pending: Vec::new(),
                 disk_failed: false,
             },
-            left_sync: None,
+            left_sync: LeftSync::default(),
         })
     }
 
@@ -364,15 +363,6 @@ impl Replica {
         }
     }
 
-    fn take_left_sync(&mut self) -> Option<(u64, u64)> {
-        let span = self.left_sync.take()?;
-        let count = match span.end {
-            u64::MAX => u64::MAX,
-            end => end - span.start,
-        };
-        Some((span.start, count))
-    }
-
     /// Answers a [`Route::Local`] request from this node's copy.
     pub fn read(
         &self,
@@ -425,7 +415,7 @@ impl Replica {
                 result,
             });
         }
-        out.left_sync = self.take_left_sync();
+        out.left_sync = self.left_sync.take();
         out
     }
 
@@ -495,11 +485,7 @@ impl Replica {
             }
             RequestType::GetResyncWork => {
                 let work = self.resync_work(from);
-                let w = ResyncWork {
-                    available: work.is_some(),
-                    region: work.unwrap_or(0),
-                };
-                reply.extend_from_slice(&w.encode());
+                reply.extend_from_slice(&ResyncWork::from(work).encode());
             }
             RequestType::SetRegionSync => {
                 let s = RegionSync::decode(data)?;
@@ -588,10 +574,7 @@ impl Replica {
             }
         });
         if left {
-            self.left_sync = Some(match self.left_sync.take() {
-                None => r..r + 1,
-                Some(seen) => seen.start.min(r)..seen.end.max(r + 1),
-            });
+            self.left_sync.note(r..r + 1);
         }
     }
 
@@ -747,7 +730,7 @@ impl Replica {
         self.release_claim_of(n);
         self.state.pending.retain(|p| p.node != n);
         Output {
-            left_sync: self.take_left_sync(),
+            left_sync: self.left_sync.take(),
             write_disk: self.must_write(),
             ..Output::default()
         }
