@@ -743,4 +743,21 @@ mod tests {
         let count = ask(&sim, nodes, 0, RequestType::GetSyncCount, b"");
         assert_eq!(count.data, 7u64.to_ne_bytes(), "not seeded from the device");
     }
+
+    #[test]
+    fn a_table_fails_to_load_without_corosync() {
+        let connect: Connect<Closable> =
+            Box::new(|_| Err("cannot connect to corosync: is corosync running?".into()));
+        let mut logs = ClusteredLogs::new(connect, Extensions::default());
+        let out = Capture::default();
+        let mut buf = Vec::new();
+        let h = Header::request(UUID, 1, RequestType::Ctr, 7, TABLE.len()).unwrap();
+        logs.request(&h, TABLE, &mut Replier::new(&out, &mut buf))
+            .unwrap();
+        let mut node = Node::new(&Rc::new(Sim::new(1, 1, 4096, 0.0)), 1, Rc::default());
+        node.out = out;
+        let error = answered(&node.take().0, 7).map(|s| s.error);
+        assert_eq!(error, Some(-(Errno::ENOTCONN as i32)));
+        assert!(logs.is_empty());
+    }
 }
