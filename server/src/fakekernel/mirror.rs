@@ -512,6 +512,9 @@ impl Mirror {
             Some(Reattach::Resume) => {
                 self.request(Actor::Reattach, RequestType::Resume, Vec::new());
             }
+            Some(Reattach::Marks(_)) if self.kmirrord_in_flight() => {
+                // No MARK while kmirrord's FLUSH may be waiting: after its answer.
+            }
             Some(Reattach::Marks(from)) => {
                 let marks: Vec<u64> = self.unflushed.iter().copied().collect();
                 if from >= marks.len() {
@@ -523,6 +526,12 @@ impl Mirror {
             _ => {}
         }
         Ok(())
+    }
+
+    /// kmirrord has a request with the server (not parked for the re-creation).
+    fn kmirrord_in_flight(&self) -> bool {
+        self.busy[Actor::Kmirrord as usize]
+            && !self.parked.iter().any(|r| r.actor == Actor::Kmirrord)
     }
 
     /// The log is re-created: the requests answered ESRCH go again.

@@ -177,12 +177,15 @@ impl Transport {
             if w.retry_at.is_some_and(|t| t <= now) {
                 self.send(i, Why::Eagain, events)?;
             } else if w.sent.is_some_and(|(_, at)| at + self.timeout <= now) {
-                tracing::warn!(
-                    "{} seq={} unanswered for {:?}: resending",
-                    w.request.kind.name(),
-                    w.seq,
-                    self.timeout
-                );
+                if self.conn.is_some() {
+                    tracing::warn!(
+                        "{} seq={} unanswered for {:?}: resending",
+                        w.request.kind.name(),
+                        w.seq,
+                        self.timeout
+                    );
+                }
+                // Without a server it waits for the next one.
                 self.send(i, Why::Timeout, events)?;
             }
         }
