@@ -6,6 +6,7 @@
 //!
 //! Needs no privileges: nothing touches the kernel's connector.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -155,6 +156,32 @@ fn sends(log: &NodeLog, kind: &str, why: Why) -> usize {
     )
 }
 
+/// The fake kernel keeps dm-raid1's order: no MARK, CLEAR or FLUSH while a FLUSH waits, and
+/// no suspend step while the one before it waits (a request answered EAGAIN still waits).
+fn assert_in_order(log: &NodeLog) {
+    const EAGAIN: i32 = -11;
+    let steps = ["PRESUSPEND", "POSTSUSPEND", "RESUME", "DTR"];
+    let mut waiting: HashMap<u64, &str> = HashMap::new();
+    for line in &log.lines {
+        match &line.event {
+            Event::Send { req, kind, .. } => {
+                waiting.remove(req);
+                let flush = waiting.values().any(|k| *k == "FLUSH");
+                let step = waiting.values().any(|k| steps.contains(k));
+                let io = ["MARK_REGION", "CLEAR_REGION", "FLUSH"].contains(&kind.as_str());
+                assert!(!(io && flush), "{kind} sent while a FLUSH waits: {line:?}");
+                let suspend = steps[..2].contains(&kind.as_str()) || kind == "DTR";
+                assert!(!(suspend && step), "{kind} sent while {waiting:?} wait");
+                waiting.insert(*req, kind);
+            }
+            Event::Reply { req, error, .. } if *error != EAGAIN => {
+                waiting.remove(req);
+            }
+            _ => {}
+        }
+    }
+}
+
 /// A run of a few seconds on `table` (64 regions), with suspend cycles: every request
 /// answered, every region in sync at the end (recovered unless `nosync`).
 fn workload(table: &str, recovers: bool) {
@@ -171,6 +198,7 @@ fn workload(table: &str, recovers: bool) {
     let report = check(std::slice::from_ref(&log), Some(64));
     assert!(report.ok(), "{:?}\n{:?}", report.violations, report.notes);
     eprintln!("{table}: {}", report.notes[0]);
+    assert_in_order(&log);
     // Writes went through, with suspend cycles and the teardown.
     assert!(count(&log, |e| matches!(e, Event::MarkAck { .. })) > 20);
     assert!(
@@ -231,6 +259,7 @@ fn a_restarted_server_gets_the_waiting_requests_and_the_log_again() {
     let report = check(std::slice::from_ref(&log), Some(64));
     assert!(report.ok(), "{:?}\n{:?}", report.violations, report.notes);
     eprintln!("restart: {}", report.notes[0]);
+    assert_in_order(&log);
     assert_eq!(count(&log, |e| matches!(e, Event::Connect { .. })), 2);
     assert_eq!(count(&log, |e| matches!(e, Event::Disconnect { .. })), 1);
     assert_eq!(count(&log, |e| matches!(e, Event::Announce { .. })), 2);

@@ -186,10 +186,10 @@ impl AsFd for FakeKernelSocket {
 mod tests {
     use super::*;
     use crate::link::{datagram, KernelLink, Receipt};
-    use dm_ulog_uapi::{encode_message, Header, Reply, RequestType};
+    use dm_ulog_uapi::{encode_message, Header, Reply, RequestType, Withdrawal};
 
-    /// A request from the fake kernel reaches the link as the kernel's, the reply comes back
-    /// framed as the connector's, and the fake kernel's close is an error.
+    /// A request from the fake kernel reaches the link as the kernel's, a withdrawal and the
+    /// reply come back framed as the connector's, and the fake kernel's close is an error.
     #[test]
     fn requests_and_replies_cross_the_socket() {
         let dir = tempfile::tempdir().unwrap();
@@ -199,6 +199,11 @@ mod tests {
         let mut link = KernelLink::new(FakeKernelSocket::connect(&path).unwrap());
         let kernel = listener.try_accept().unwrap().expect("connected");
 
+        let withdrawal = Withdrawal {
+            luid: 3,
+            first: 4,
+            count: 1,
+        };
         let h = Header::request(b"U", 3, RequestType::GetSyncCount, 9, 0).unwrap();
         let mut msg = [0u8; 256];
         let n = encode_message(&mut msg, &h, &[]).unwrap();
@@ -206,12 +211,18 @@ mod tests {
         let receipt = link
             .receive(|msg, tx, _| {
                 let r = dm_ulog_uapi::Request::parse(msg).unwrap();
+                tx.withdraw(&withdrawal).unwrap();
                 tx.reply(&r.header, 0, &7u64.to_ne_bytes()).unwrap();
             })
             .unwrap();
         assert_eq!(receipt, Receipt::Handled);
 
         let mut buf = [0u8; 1024];
+        let n = kernel.try_receive(&mut buf).unwrap().unwrap();
+        crate::link::for_each_message(&buf[..n], |m| {
+            assert_eq!(Withdrawal::parse(m), Ok(withdrawal));
+        })
+        .unwrap();
         let n = kernel.try_receive(&mut buf).unwrap().unwrap();
         let mut replies = Vec::new();
         crate::link::for_each_message(&buf[..n], |m| {
