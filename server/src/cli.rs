@@ -92,6 +92,11 @@ pub struct CommonArgs {
     /// this host: two would both answer every request and both write disk logs.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_LOCK_FILE)]
     pub lock_file: PathBuf,
+    /// For tests: talk to a fake kernel listening on PATH (dm-ulog-fakekernel) instead of the
+    /// kernel's connector. Needs no privileges; the server exits when the fake kernel closes
+    /// the socket.
+    #[arg(long, value_name = "PATH")]
+    pub kernel_socket: Option<PathBuf>,
     /// Memory one log may take, in MiB (its region state, and a disk log's I/O buffer); a
     /// table that needs more is refused with ENOMEM and a message saying so.
     #[arg(
@@ -114,6 +119,7 @@ impl CommonArgs {
             max_log_memory: self.max_log_memory << 20,
             // dm-ulogd's own flag (`--single-node`) turns it on; the test server never.
             cluster: false,
+            kernel_socket: self.kernel_socket.clone(),
         }
     }
 }

@@ -29,6 +29,7 @@ pub mod crashcheck;
 pub mod cutwrites;
 pub mod device;
 pub mod disk;
+pub mod fakekernel;
 pub mod hostile;
 pub mod link;
 pub mod lock;

@@ -1,4 +1,7 @@
-//! The server's end of the connector: a netlink socket in group `CN_IDX_DM`.
+//! The server's end of the connector: a netlink socket in group `CN_IDX_DM` (or, for tests,
+//! a fake kernel's socket: [`seqpacket`]).
+
+pub mod seqpacket;
 
 use std::io::{self, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use dm_ulogd::cli::{self, CommonArgs};
 use dm_ulogd::device::LogDevice;
 use dm_ulogd::lock::InstanceLock;
-use dm_ulogd::serve::{Honest, Server};
+use dm_ulogd::serve::{Honest, LogServer};
 use sd_notify::NotifyState;
 
 /// Log server for device-mapper mirrors with a `userspace` log.
@@ -60,10 +60,9 @@ fn run(args: Args) -> Result<()> {
     cli::init_logging(&args.common.log);
     // The lock first: a second server is told so whoever runs it.
     let lock = InstanceLock::acquire(&args.common.lock_file)?;
-    cli::check_capabilities("dm-ulogd")?;
     let mut config = args.common.config(args.force_exit);
     config.cluster = !args.single_node;
-    let server = Server::new(&config, lock, Honest)?;
+    let server = LogServer::open("dm-ulogd", &config, lock, Honest)?;
     // The connector group is joined and the server announced: requests are answered from now
     // on, so a Type=notify unit is started (systemd orders dependent units after this).
     notify_systemd(&[NotifyState::Ready]);

@@ -17,8 +17,10 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use tracing::{info, warn};
 
+use crate::cli;
 use crate::cluster::group::Group;
 use crate::cluster::service::ClusteredLogs;
+use crate::link::seqpacket::FakeKernelSocket;
 use crate::link::{Endpoint, KernelLink, NetlinkSocket, Receipt, Replier, RECEIVE_BATCH};
 use crate::lock::InstanceLock;
 use crate::logs::{Logs, DEFAULT_MAX_LOG_MEMORY};
@@ -47,6 +49,8 @@ pub struct Config {
     /// Serve `clustered-*` logs with the other nodes of a corosync cluster (dm-ulogd without
     /// `--single-node`); otherwise on this node alone, as `core` and `disk`.
     pub cluster: bool,
+    /// `--kernel-socket PATH`: a fake kernel's socket instead of the kernel's connector.
+    pub kernel_socket: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -58,6 +62,7 @@ impl Default for Config {
             in_sync_map: true,
             max_log_memory: DEFAULT_MAX_LOG_MEMORY,
             cluster: false,
+            kernel_socket: None,
         }
     }
 }
@@ -417,13 +422,24 @@ impl<R: Responder> Server<LogService<R>> {
     /// other server runs on this host.
     pub fn new(config: &Config, lock: InstanceLock, responder: R) -> Result<Self> {
         let service = LogService::new(config, responder)?;
-        let mut server = Self::start(KernelLink::open()?, config, service)?;
-        server._lock = Some(lock);
-        Ok(server)
+        Self::locked(KernelLink::open()?, config, service, lock)
     }
 }
 
 impl<R: Responder, E: Endpoint> Server<LogService<R>, E> {
+    /// [`Server::start`], holding `lock` while it runs: a server over a link of its own (a
+    /// fake kernel's, `--kernel-socket`) is still the only one that answers for its lock.
+    pub fn locked(
+        link: KernelLink<E>,
+        config: &Config,
+        service: LogService<R>,
+        lock: InstanceLock,
+    ) -> Result<Self> {
+        let mut server = Self::start(link, config, service)?;
+        server._lock = Some(lock);
+        Ok(server)
+    }
+
     /// The log server's loop over `link`: announces the server (with the features
     /// `config` offers) unless told not to, installs the signal handlers. Takes no lock.
     pub fn start(mut link: KernelLink<E>, config: &Config, service: LogService<R>) -> Result<Self> {
@@ -435,6 +451,44 @@ impl<R: Responder, E: Endpoint> Server<LogService<R>, E> {
             );
         }
         Self::with_link(link, service)
+    }
+}
+
+/// A log server on the link its [`Config`] names: the kernel's connector, or for tests a
+/// fake kernel's socket (`--kernel-socket`).
+pub enum LogServer<R> {
+    /// Over the kernel's connector.
+    Connector(Server<LogService<R>>),
+    /// Over a fake kernel's socket (`dm-ulog-fakekernel`).
+    FakeKernel(Server<LogService<R>, FakeKernelSocket>),
+}
+
+impl<R: Responder> LogServer<R> {
+    /// Opens the record file and the link, announces the server (unless told not to) and
+    /// installs the signal handlers, holding `lock`. The connector needs `CAP_NET_ADMIN` and
+    /// `CAP_SYS_ADMIN`, checked first (the error names `program`); a fake kernel needs
+    /// neither.
+    pub fn open(program: &str, config: &Config, lock: InstanceLock, responder: R) -> Result<Self> {
+        let Some(path) = &config.kernel_socket else {
+            cli::check_capabilities(program)?;
+            return Ok(Self::Connector(Server::new(config, lock, responder)?));
+        };
+        let service = LogService::new(config, responder)?;
+        let link = KernelLink::new(FakeKernelSocket::connect(path)?);
+        info!(
+            "talking to a fake kernel at {} (--kernel-socket, for tests)",
+            path.display()
+        );
+        let server = Server::locked(link, config, service, lock)?;
+        Ok(Self::FakeKernel(server))
+    }
+
+    /// Serves until a signal ends it, or (a fake kernel) the socket closes.
+    pub fn run(self) -> Result<()> {
+        match self {
+            Self::Connector(server) => server.run(),
+            Self::FakeKernel(server) => server.run(),
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use dm_ulogd::cli::{self, CommonArgs};
 use dm_ulogd::hostile::{fault::FaultSpec, fault::Script, Hostile};
 use dm_ulogd::link;
 use dm_ulogd::lock::InstanceLock;
-use dm_ulogd::serve::Server;
+use dm_ulogd::serve::LogServer;
 
 /// Test log server that misbehaves on command. Exits on SIGTERM/SIGINT even while logs
 /// exist, printing `hostile: requests=<n> malformed=<m> seed=<s>` (also on SIGUSR1).
@@ -86,7 +86,6 @@ fn run(args: Args) -> Result<()> {
     cli::init_logging(&args.common.log);
     // The same lock as dm-ulogd's: the two never answer side by side.
     let lock = InstanceLock::acquire(&args.common.lock_file)?;
-    cli::check_capabilities("dm-ulog-hostile")?;
     let hostile = Hostile::new(
         Script::new(args.fault),
         args.seed,
@@ -95,5 +94,5 @@ fn run(args: Args) -> Result<()> {
     );
     // A test tool: it goes when told to, logs or not.
     let config = args.common.config(true);
-    Server::new(&config, lock, hostile)?.run()
+    LogServer::open("dm-ulog-hostile", &config, lock, hostile)?.run()
 }
