@@ -160,6 +160,9 @@ pub struct Mirror {
     check_sync: bool,
     /// The module's `in_sync_hint`: every region below it is in sync.
     hint: u64,
+    /// The server's withdrawals so far: a new one voids the hint, as in the module (a
+    /// cluster node's departure takes regions out of sync that the hint covers).
+    withdrawals: u64,
     last_remote_query: Option<Instant>,
     /// Marks sent since the last FLUSH answered: a re-created log is told them again.
     unflushed: BTreeSet<u64>,
@@ -203,6 +206,7 @@ impl Mirror {
             recovery: Recovery::Idle(now),
             check_sync: false,
             hint: 0,
+            withdrawals: 0,
             last_remote_query: None,
             unflushed: BTreeSet::new(),
             held_marks: BTreeSet::new(),
@@ -225,6 +229,37 @@ impl Mirror {
     /// Requests issued so far.
     pub fn requests(&self) -> u64 {
         self.next_id
+    }
+
+    /// The server has sent `count` withdrawals so far: after a new one the hint counts for
+    /// nothing until an answer sets it again, so recovery and IS_REMOTE_RECOVERING resume.
+    pub fn withdrawals(&mut self, count: u64) {
+        if count != self.withdrawals {
+            self.withdrawals = count;
+            self.hint = 0;
+            // The run's own notion: wait for the next GET_SYNC_COUNT to say all in sync.
+            self.in_sync = false;
+        }
+    }
+
+    /// Where the run is, for a report of a run that cannot go on.
+    pub fn state(&self) -> String {
+        format!(
+            "phase {:?}, cycle {:?}, busy {:?}, lifecycle {:?}, quiesce {}, suspended {}, batch {:?}, \
+             recovery {:?}, reattach {:?}, parked {}, in_sync {}, hint {}",
+            self.phase,
+            self.cycle,
+            self.busy,
+            self.lifecycle,
+            self.quiesce,
+            self.suspended,
+            self.batch.as_ref().map(|b| b.step),
+            self.recovery,
+            self.reattach,
+            self.parked.len(),
+            self.in_sync,
+            self.hint
+        )
     }
 
     /// DTR has been answered.
@@ -276,8 +311,33 @@ impl Mirror {
         self.outbox.push(request);
     }
 
-    /// Decides what each idle actor sends now.
+    /// Decides what each idle actor sends now. An actor's turn can settle what the run
+    /// waits for (a batch that ends without a request lets the teardown or a suspend begin),
+    /// so the turns go round until nothing moves: the loop must not sleep with work that no
+    /// reply or timer would start.
     pub fn step(&mut self, events: &mut EventLog) -> Result<()> {
+        loop {
+            let before = self.progress();
+            self.turn(events)?;
+            if self.progress() == before {
+                return Ok(());
+            }
+        }
+    }
+
+    /// What a turn of the actors can change that another turn may act on.
+    fn progress(&self) -> (Phase, Cycle, usize, bool, [bool; 4]) {
+        (
+            self.phase,
+            self.cycle,
+            self.outbox.len(),
+            self.batch.is_some(),
+            self.busy,
+        )
+    }
+
+    /// One turn: the run moves along, then each idle actor sends what it has.
+    fn turn(&mut self, events: &mut EventLog) -> Result<()> {
         let now = Instant::now();
         self.advance(now);
         if !self.busy[Actor::Reattach as usize] {
@@ -777,4 +837,135 @@ fn region_list<'a>(regions: impl IntoIterator<Item = &'a u64>) -> Vec<u8> {
     let mut out = vec![0; regions.len() * REGION_SIZE];
     encode_regions(&regions, &mut out).expect("sized for the regions");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use dm_ulog_uapi::Header;
+
+    use super::*;
+    use crate::logs::Logs;
+
+    #[derive(Parser)]
+    struct Args {
+        #[command(flatten)]
+        opts: Options,
+    }
+
+    /// Runs a mirror against the single-node log state, answering each request at once, until
+    /// DTR; fails if the mirror ever waits with nothing in flight and nothing due (the real
+    /// loop would sleep forever).
+    fn run_to_the_end(args: &[&str]) {
+        let dir = tempfile::tempdir().unwrap();
+        let events = dir.path().join("events");
+        let mut argv = vec![
+            "fk",
+            "--listen",
+            "unused",
+            "--events",
+            events.to_str().unwrap(),
+        ];
+        argv.extend(args);
+        let opts = Args::parse_from(argv).opts;
+        let mut mirror = Mirror::new(&opts).unwrap();
+        let mut events = EventLog::create(&opts.events).unwrap();
+        let mut logs = Logs::default();
+        let mut seq = 0;
+        let start = Instant::now();
+        loop {
+            mirror.step(&mut events).unwrap();
+            let outbox = mirror.take_outbox();
+            if mirror.done() {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "no end in 20 s");
+            if outbox.is_empty() {
+                let now = Instant::now();
+                let Some(due) = mirror.next_due(now) else {
+                    panic!("nothing in flight, nothing due, no end: the run would hang ({args:?})");
+                };
+                std::thread::sleep(due.saturating_duration_since(now));
+            }
+            for request in outbox {
+                seq += 1;
+                let header =
+                    Header::request(b"FAKE", 1, request.kind, seq, request.payload.len()).unwrap();
+                let mut data = Vec::new();
+                let error = match logs.handle(&header, &request.payload, &mut data) {
+                    Ok(()) => 0,
+                    Err(e) => -(e.errno() as i32),
+                };
+                let answer = Answer {
+                    request,
+                    seq,
+                    error,
+                    data,
+                };
+                mirror.answer(answer, &mut events).unwrap();
+            }
+        }
+    }
+
+    /// Whole runs, answered by the single-node log state, end.
+    #[test]
+    fn runs_end() {
+        for seed in 1..=10 {
+            let table = if seed % 2 == 0 {
+                "8192 core 1024 nosync"
+            } else {
+                "65536 core 1024"
+            };
+            let seed = seed.to_string();
+            run_to_the_end(&[
+                "--table",
+                table,
+                "--duration",
+                "0.05",
+                "--write-ms",
+                "3",
+                "--copy-ms",
+                "1",
+                "--status-ms",
+                "7",
+                "--seed",
+                &seed,
+            ]);
+        }
+    }
+
+    /// The teardown waits for kmirrord's last batch; when the batch ends without a request
+    /// (every region it probed was held), the teardown starts in that same step. It did not:
+    /// the run then waited for nothing, for ever (seen in the cluster suite).
+    #[test]
+    fn the_teardown_starts_in_the_step_that_ends_the_last_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let events = dir.path().join("events");
+        let argv = [
+            "fk",
+            "--listen",
+            "unused",
+            "--events",
+            events.to_str().unwrap(),
+            "--table",
+            "8192 core 1024",
+        ];
+        let mut mirror = Mirror::new(&Args::parse_from(argv).opts).unwrap();
+        let mut events = EventLog::create(&events).unwrap();
+        // Created and resumed, the workload over, every region in sync.
+        mirror.lifecycle.clear();
+        mirror.phase = Phase::Teardown;
+        mirror.quiesce = true;
+        mirror.in_sync = true;
+        mirror.recovery = Recovery::Idle(Instant::now());
+        mirror.batch = Some(Batch {
+            candidates: Vec::new(),
+            next: 0,
+            writing: BTreeSet::new(),
+            step: Step::Probe,
+        });
+        mirror.step(&mut events).unwrap();
+        let sent: Vec<RequestType> = mirror.take_outbox().iter().map(|r| r.kind).collect();
+        assert_eq!(sent, [RequestType::Presuspend], "{}", mirror.state());
+    }
 }

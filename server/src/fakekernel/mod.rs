@@ -152,6 +152,13 @@ pub fn run(opts: &Options) -> Result<()> {
             .into_iter()
             .flatten()
             .min();
+        if due.is_none() && transport.is_idle() {
+            // Nothing in flight and nothing due: no reply or timer would ever wake the loop.
+            anyhow::bail!(
+                "the fake kernel has nothing left to wait for: {}",
+                mirror.state()
+            );
+        }
         let timeout = due.map_or(PollTimeout::NONE, |due| {
             // Rounded up: waking before it is due would spin.
             let wait = due
@@ -167,6 +174,7 @@ pub fn run(opts: &Options) -> Result<()> {
         for answer in transport.receive(&mut events)? {
             mirror.answer(answer, &mut events)?;
         }
+        mirror.withdrawals(transport.withdrawals);
         transport.tick(&mut events)?;
     }
     events.log(Event::End {

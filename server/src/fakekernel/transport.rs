@@ -68,6 +68,8 @@ pub struct Transport {
     luid: u64,
     /// Datagrams sent, resends included.
     pub sends: u64,
+    /// Withdrawals received, for any log (the module counts them so to void what it learned).
+    pub withdrawals: u64,
     rx: Vec<u8>,
 }
 
@@ -85,6 +87,7 @@ impl Transport {
             uuid: uuid.to_vec(),
             luid,
             sends: 0,
+            withdrawals: 0,
             rx: vec![0; 2 * CONNECTOR_MAX_MSG_SIZE],
         }
     }
@@ -107,6 +110,11 @@ impl Transport {
             .iter()
             .filter_map(|w| w.retry_at.or(w.sent.map(|(_, at)| at + self.timeout)))
             .min()
+    }
+
+    /// No request waits for an answer (sent or not).
+    pub fn is_idle(&self) -> bool {
+        self.waiting.is_empty()
     }
 
     /// Sends a request, or keeps it until a server connects. One answered ESRCH before
@@ -241,6 +249,7 @@ impl Transport {
     fn message(&mut self, msg: &[u8], events: &mut EventLog) -> Result<Option<Answer>> {
         if CnMsg::decode(msg).is_ok_and(|cn| cn.val == CN_VAL_DM_USERSPACE_LOG_ANNOUNCE) {
             if let Ok(w) = Withdrawal::parse(msg) {
+                self.withdrawals += 1;
                 events.log(Event::Withdraw {
                     luid: w.luid,
                     first: w.first,
