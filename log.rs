@@ -93,8 +93,13 @@ pub(crate) struct UserspaceLog {
     /// answered here.
     #[pin]
     in_sync_map: InSyncMap,
-    /// Every region below this is in sync, as far as the log knows.
+    /// Every region below this is in sync, as far as the log knows (see
+    /// [`UserspaceLog::in_sync_below`]).
     in_sync_hint: Atomic<u64>,
+    /// The server's withdrawals (`uapi/in_sync_map.rs`) when `in_sync_hint` was set: a later
+    /// one took regions out of sync (in a cluster, a departed node's), which the hint may
+    /// cover.
+    hint_withdrawals: Atomic<u64>,
     /// The server's last answer to GET_SYNC_COUNT, given while it is unreachable.
     last_sync_count: Atomic<u64>,
     /// When IS_REMOTE_RECOVERING was last asked.
@@ -122,6 +127,24 @@ impl UserspaceLog {
             stats: &self.stats,
             max_wait: self.max_wait,
         }
+    }
+
+    /// Every region below this is in sync, as far as the log knows: the hint, unless the
+    /// server has withdrawn regions since it was set. Then the mirror asks for resync work
+    /// and about remote recovery again, as after a resume: a cluster node's departure takes
+    /// its marked regions out of sync, which nobody would recover otherwise.
+    fn in_sync_below(&self) -> u64 {
+        if self.transport.withdrawals() == self.hint_withdrawals.load(Relaxed) {
+            self.in_sync_hint.load(Relaxed)
+        } else {
+            0
+        }
+    }
+
+    /// Sets the hint from an answer asked for when the server had sent `withdrawals`.
+    fn set_in_sync_hint(&self, hint: u64, withdrawals: u64) {
+        self.in_sync_hint.store(hint, Relaxed);
+        self.hint_withdrawals.store(withdrawals, Relaxed);
     }
 
     /// The CTR string without its NUL.
@@ -339,7 +362,7 @@ impl DirtyLog for UserspaceLog {
         // hint, and the mirror's worker, which asks only when it runs, starts the resync now.
         let server_unchanged = self.transport.unreachable_for().is_none()
             && self.transport.announcements() == self.attached_epoch.load(Relaxed);
-        if server_unchanged && self.in_sync_hint.load(Relaxed) >= self.region_count {
+        if server_unchanged && self.in_sync_below() >= self.region_count {
             return Ok(None);
         }
         let reply = self.request_pair(RequestType::GetResyncWork, &[])?;
@@ -383,6 +406,7 @@ impl DirtyLog for UserspaceLog {
         // The mirror's status asks for this first: while the server is gone, its last answer
         // stands.
         let mut reply = [0u8; 8];
+        let withdrawals = self.transport.withdrawals();
         let count = match self.request_unless_gone(RequestType::GetSyncCount, &mut reply) {
             Err(None) => return self.last_sync_count.load(Relaxed),
             Err(Some(_)) => 0,
@@ -392,7 +416,7 @@ impl DirtyLog for UserspaceLog {
         };
         self.last_sync_count.store(count, Relaxed);
         if count >= self.region_count {
-            self.in_sync_hint.store(self.region_count, Relaxed);
+            self.set_in_sync_hint(self.region_count, withdrawals);
         }
         count
     }
@@ -409,7 +433,7 @@ impl DirtyLog for UserspaceLog {
     }
 
     fn is_remote_recovering(&self, region: u64) -> bool {
-        if region < self.in_sync_hint.load(Relaxed) {
+        if region < self.in_sync_below() {
             return false;
         }
         if self
@@ -422,13 +446,14 @@ impl DirtyLog for UserspaceLog {
             return true;
         }
         self.last_recovery_query.set(Instant::now());
+        let withdrawals = self.transport.withdrawals();
         match self.request_pair(
             RequestType::IsRemoteRecovering,
             &payload::encode_u64(region),
         ) {
             Ok(reply) => match RemoteRecovering::decode(&reply) {
                 Ok(r) => {
-                    self.in_sync_hint.store(r.in_sync_hint, Relaxed);
+                    self.set_in_sync_hint(r.in_sync_hint, withdrawals);
                     r.is_recovering
                 }
                 Err(_) => true,

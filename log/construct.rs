@@ -220,6 +220,7 @@ fn construct_inner(
         in_sync_answers <- InSyncAnswers::new(reuse_in_sync),
         in_sync_map <- in_sync_map,
         in_sync_hint: Atomic::new(0),
+        hint_withdrawals: Atomic::new(0),
         last_sync_count: Atomic::new(0),
         last_recovery_query: AtomicInstant::new(),
         lazy_flush_due: AtomicInstant::new(),

@@ -11,7 +11,8 @@ repeated_feature_refused
 status_info_failure_default flush_failure_raises_event
 failure_defaults_and_short_replies lying_data_size_dropped flush_group_failure_falls_back_to_single_regions
 in_sync_never_sent_from_map in_sync_asked_once_per_write in_sync_answered_from_the_servers_map
-withdrawal_voids_the_map withdrawal_voids_kept_answers remote_recovering_rate_limited_and_hinted
+withdrawal_voids_the_map withdrawal_voids_kept_answers withdrawal_restarts_the_resync
+remote_recovering_rate_limited_and_hinted
 server_restart_reconnects suspend_resume_not_retried_without_server
 integrated_flush_marks_ride_in_flush integrated_flush_lazy_clear_flush
 integrated_flush_early_at_postsuspend_and_dtr clears_held_for_the_next_marks_flush
@@ -504,6 +505,29 @@ withdrawal_voids_kept_answers() {
 	remove_all
 	[ "$first" -eq 2 ] || fail "the kept answer outlived the withdrawal ($first requests, want 2)"
 	[ "$1" -eq 1 ] || fail "$1 IN_SYNC requests without a withdrawal (want 1)"
+}
+
+# A withdrawal (in a cluster: a departed node's marked regions going out of sync) voids the
+# in-sync hint: the mirror asks for resync work again, where with every region in sync it
+# asked nothing; otherwise the withdrawn regions would never be recovered.
+withdrawal_restarts_the_resync() {
+	[ "$VARIANT" = c ] && { echo "upstream's module takes no withdrawals"; return "$KSFT_SKIP"; }
+	serve
+	create_mirror m0 "$UUID" core 1024 nosync || fail "create failed"
+	# GET_SYNC_COUNT says every region is in sync: the hint covers them all.
+	dm status m0 >/dev/null || fail "status failed"
+	LUID=$(first_luid "$REC")
+	write_region 3
+	before=$(count_requests "$REC" GET_RESYNC_WORK)
+	write_region 4
+	[ "$(count_requests "$REC" GET_RESYNC_WORK)" -eq "$before" ] ||
+		fail "resync work asked for with every region in sync"
+	dm-ulog-hostile withdraw "$LUID" --first 5 --count 1 || fail "the withdrawal could not be sent"
+	write_region 6
+	n=$(($(count_requests "$REC" GET_RESYNC_WORK) - before))
+	echo "$n GET_RESYNC_WORK requests after the withdrawal"
+	remove_all
+	[ "$n" -ge 1 ] || fail "no resync work asked for after the withdrawal: withdrawn regions stay unrecovered"
 }
 
 remote_recovering_rate_limited_and_hinted() {
