@@ -9,18 +9,19 @@
 
 SERVER_TESTS="cluster_three_nodes_serve_one_log cluster_rapid_suspend_resume \
 cluster_leader_killed_under_load cluster_rejoin_with_state_transfer \
-cluster_minority_partition cluster_node_lost"
+cluster_minority_partition cluster_disk_log_leader_killed cluster_node_lost"
 
 # 64 regions of 512 KiB.
 TABLE="65536 clustered-core 1024"
 REGIONS=64
 
-# start_kernel N NAME ARGS...: node N's fake kernel for log NAME ($work/NAME.N.*).
+# start_kernel N NAME ARGS...: node N's fake kernel for log NAME ($work/NAME.N.*), with the
+# table $TABLE (or ${table:-} when set).
 start_kernel() {
 	local n=$1 name=$2
 	shift 2
 	"$fakekernel" --listen "$work/$name.$n.sock" --events "$work/$name.$n.events" \
-		--table "$TABLE" --uuid "CLUSTER-$name" --node "n$n" --seed "$n" --settle 60 "$@" \
+		--table "${table:-$TABLE}" --uuid "CLUSTER-$name" --node "n$n" --seed "$n" --settle 60 "$@" \
 		2>>"$work/$name.$n.kernel.err" &
 	echo $! >"$work/$name.$n.kpid"
 }
@@ -148,6 +149,26 @@ cluster_minority_partition() {
 	grep -q "no quorum" "$work/minority.3.server.log" || ok="not ok"
 	# shellcheck disable=SC2046
 	result "$ok" "${FUNCNAME[0]}" $(diagnostics minority)
+}
+
+# A clustered-disk log on a file every node opens: the leader writes it. Its dm-ulogd is
+# killed under load and restarted; the next leader writes on. At the end the device holds
+# every region clean (in sync, no mark left), as a kernel reading it would find.
+cluster_disk_log_leader_killed() {
+	local ok=ok n table
+	truncate -s 1M "$work/disk.img"
+	table="65536 clustered-disk $work/disk.img 1024"
+	for n in 1 2 3; do start_node "$n" disk --duration 5; done
+	sleep 1.5
+	kill_server disk 1
+	sleep 0.5
+	start_server 1 disk
+	wait_kernels disk 1 2 3 || ok="not ok"
+	check disk || ok="not ok"
+	"$dmulogd" disk-show "$work/disk.img" --regions $REGIONS >"$work/disk.show" 2>&1 || ok="not ok"
+	grep -q "magic=ok .* clean=$REGIONS$" "$work/disk.show" || ok="not ok"
+	# shellcheck disable=SC2046
+	result "$ok" "${FUNCNAME[0]}" "$work/disk.show" $(diagnostics disk)
 }
 
 # Node 3 lost whole (its kernel, dm-ulogd and corosync killed) under load: the other two
