@@ -49,6 +49,7 @@ fn join(list: &[u32]) -> String {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    dm_ulogd::cli::init_logging("info");
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, Arc::clone(&stop))?;

@@ -26,7 +26,7 @@ view_ids() { grep "^view [0-9]* members=$2 " "$1" | awk '{ print $2 }'; }
 # Keeps what the probes of NAME wrote so far (before they stop: then the others see them go).
 snapshot() { for n in 1 2 3; do cp "$work/$1.$n" "$work/$1.$n.before-stop"; done; }
 has_view() { grep -q "^view [0-9]* members=$2 .*quorate=$3$" "$1"; }
-diagnostics() { echo "$work/$1".? "$work/$1".?.err; }
+probe_files() { echo "$work/$1".? "$work/$1".?.err; }
 
 # Every node delivers every node's messages in one order, its own included.
 cluster_group_agreed_order() {
@@ -40,7 +40,7 @@ cluster_group_agreed_order() {
 	done
 	has_view "$work/order.1" 1,2,3 1 || ok="not ok"
 	# shellcheck disable=SC2046
-	result "$ok" "${FUNCNAME[0]}" $(diagnostics order)
+	result "$ok" "${FUNCNAME[0]}" $(probe_files order)
 }
 
 # A node whose corosync is killed leaves the view of the others, who stay quorate and agree
@@ -57,7 +57,7 @@ cluster_group_node_lost() {
 	wait_for 10 grep -q "closed the connection" "$work/lost.3.err" || ok="not ok"
 	for n in 1 2 3; do stop_probe lost "$n"; done
 	# shellcheck disable=SC2046
-	result "$ok" "${FUNCNAME[0]}" $(diagnostics lost)
+	result "$ok" "${FUNCNAME[0]}" $(probe_files lost)
 	start_corosync 3
 	wait_quorum 3 || die "node 3's corosync did not rejoin"
 }
@@ -85,5 +85,5 @@ cluster_group_minority_partition() {
 		END { exit !bad }' "$work/part.3.before-stop" && ok="not ok"
 	for n in 1 2 3; do stop_probe part "$n"; done
 	# shellcheck disable=SC2046
-	result "$ok" "${FUNCNAME[0]}" $(diagnostics part)
+	result "$ok" "${FUNCNAME[0]}" $(probe_files part)
 }

@@ -75,7 +75,7 @@ round_trips() {
 	python3 "$TOP/tests/cluster/round_trip.py" "$@" | sed 's/^/# /'
 }
 
-diagnostics() { echo "$work/$1.check" "$work/$1".?.kernel.err "$work/$1".?.server.log; }
+server_files() { echo "$work/$1.check" "$work/$1".?.kernel.err "$work/$1".?.server.log; }
 
 # Three nodes write to one log, suspend and resume now and then, and recover it together.
 cluster_three_nodes_serve_one_log() {
@@ -84,7 +84,7 @@ cluster_three_nodes_serve_one_log() {
 	wait_kernels three 1 2 3 || ok="not ok"
 	check three || ok="not ok"
 	# shellcheck disable=SC2046
-	result "$ok" "${FUNCNAME[0]}" $(diagnostics three)
+	result "$ok" "${FUNCNAME[0]}" $(server_files three)
 	round_trips "three cluster" "$work"/three.?.events
 }
 
@@ -99,7 +99,7 @@ cluster_rapid_suspend_resume() {
 		[ "$(grep -c '"type":"RESUME","why":"first"' "$work/cycles.$n.events")" -gt 3 ] || ok="not ok"
 	done
 	# shellcheck disable=SC2046
-	result "$ok" "${FUNCNAME[0]}" $(diagnostics cycles)
+	result "$ok" "${FUNCNAME[0]}" $(server_files cycles)
 }
 
 # The leader (node 1, the lowest) has its dm-ulogd killed under load and started again: the
@@ -116,7 +116,7 @@ cluster_leader_killed_under_load() {
 	check leader || ok="not ok"
 	grep -q "log state received" "$work/leader.1.server.log" || ok="not ok"
 	# shellcheck disable=SC2046
-	result "$ok" "${FUNCNAME[0]}" $(diagnostics leader)
+	result "$ok" "${FUNCNAME[0]}" $(server_files leader)
 }
 
 # A node that joins a log the others are writing gets its state from them mid-load.
@@ -129,7 +129,7 @@ cluster_rejoin_with_state_transfer() {
 	check join || ok="not ok"
 	grep -q "log state received" "$work/join.3.server.log" || ok="not ok"
 	# shellcheck disable=SC2046
-	result "$ok" "${FUNCNAME[0]}" $(diagnostics join)
+	result "$ok" "${FUNCNAME[0]}" $(server_files join)
 }
 
 # Node 3 cut off for 5 s under load (corosync takes its token timeout and consensus, about
@@ -148,7 +148,7 @@ cluster_minority_partition() {
 	grep -q '"why":"eagain"' "$work/minority.3.events" || ok="not ok"
 	grep -q "no quorum" "$work/minority.3.server.log" || ok="not ok"
 	# shellcheck disable=SC2046
-	result "$ok" "${FUNCNAME[0]}" $(diagnostics minority)
+	result "$ok" "${FUNCNAME[0]}" $(server_files minority)
 }
 
 # A clustered-disk log on a file every node opens: the leader writes it. Its dm-ulogd is
@@ -168,7 +168,7 @@ cluster_disk_log_leader_killed() {
 	"$dmulogd" disk-show "$work/disk.img" --regions $REGIONS >"$work/disk.show" 2>&1 || ok="not ok"
 	grep -q "magic=ok .* clean=$REGIONS$" "$work/disk.show" || ok="not ok"
 	# shellcheck disable=SC2046
-	result "$ok" "${FUNCNAME[0]}" "$work/disk.show" $(diagnostics disk)
+	result "$ok" "${FUNCNAME[0]}" "$work/disk.show" $(server_files disk)
 }
 
 # Node 3 lost whole (its kernel, dm-ulogd and corosync killed) under load: the other two
@@ -183,7 +183,7 @@ cluster_node_lost() {
 	wait_kernels lost 1 2 || ok="not ok"
 	check lost || ok="not ok"
 	# shellcheck disable=SC2046
-	result "$ok" "${FUNCNAME[0]}" $(diagnostics lost)
+	result "$ok" "${FUNCNAME[0]}" $(server_files lost)
 	start_corosync 3
 	wait_quorum 3 || die "node 3's corosync did not rejoin"
 }

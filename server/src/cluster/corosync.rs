@@ -4,19 +4,10 @@
 //!
 //! The crate calls back with plain function pointers while it holds a global lock, so the
 //! callbacks only queue what they were given ([`Raw`]) in this module's inboxes, found by the
-//! connection's context. [`CpgGroup::next_event`] dispatches and turns the queue into
-//! [`GroupEvent`]s.
-//!
-//! View ids: CPG's confchg carries no ring id, and the totem ring id reaches only clients that
-//! saw the ring change (never the initial one), so members cannot agree on it. A view's id is
-//! instead a hash of what every member of it sees alike: its members with their process ids,
-//! and quorum. It is the same for every member of a view, a merged one included, and differs
-//! from the view before it. It repeats only if the same processes form the same group again
-//! in one totem ring, which takes a member's log leaving and joining again; a message of the
-//! earlier view would have to stay queued in corosync all that time to be taken for one of the
-//! later view.
+//! connection's context. [`CpgGroup::next_event`] dispatches, and [`Views`] turns the queue
+//! into [`GroupEvent`]s (view ids, quorum: `cpg_views.rs`).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -24,26 +15,12 @@ use std::sync::{Mutex, PoisonError};
 use rust_corosync::{cpg, quorum, CsError, DispatchFlags};
 use tracing::{error, warn};
 
-use super::group::{Group, GroupError, GroupEvent, NodeId, View, ViewId};
+use super::cpg_views::{Raw, Views};
+use super::group::{Group, GroupError, GroupEvent, NodeId};
 
 /// Prefix of every log's group name: another program's groups (cmirrord's are bare UUIDs)
 /// never meet ours.
 const GROUP_PREFIX: &str = "dm-ulogd:";
-
-/// What a callback was given, queued for [`CpgGroup::next_event`].
-#[derive(Debug)]
-enum Raw {
-    /// A message.
-    Deliver { from: NodeId, payload: Vec<u8> },
-    /// The group's members (node, pid) changed.
-    Members(Vec<(NodeId, u32)>),
-    /// A totem ring was installed: CPG sends it after the group changes that the ring
-    /// brought, so the group's members are final for that ring.
-    Ring(u64),
-    /// Quorum changed in ring `seq` (from the quorum service, on its own connection: not in
-    /// the group's order).
-    Quorum { quorate: bool, seq: u64 },
-}
 
 /// The callbacks' queues, one per connection, by the key set as the connection's context.
 static INBOXES: Mutex<BTreeMap<u64, Vec<Raw>>> = Mutex::new(BTreeMap::new());
@@ -82,11 +59,21 @@ fn on_confchg(
     h: &cpg::Handle,
     _: &str,
     members: Vec<cpg::Address>,
-    _left: Vec<cpg::Address>,
-    _joined: Vec<cpg::Address>,
+    left: Vec<cpg::Address>,
+    joined: Vec<cpg::Address>,
 ) {
+    let ring_change = left
+        .iter()
+        .chain(&joined)
+        .any(|a| matches!(a.reason, cpg::Reason::NodeDown | cpg::Reason::NodeUp));
     let members = members.iter().map(|a| (a.nodeid.into(), a.pid)).collect();
-    push(cpg::context_get(h), Raw::Members(members));
+    push(
+        cpg::context_get(h),
+        Raw::Members {
+            members,
+            ring_change,
+        },
+    );
 }
 
 fn on_ring(h: &cpg::Handle, ring: cpg::RingId, _: Vec<rust_corosync::NodeId>) {
@@ -154,14 +141,8 @@ pub struct CpgGroup {
     joined: bool,
     /// Corosync closed the connection (it stopped): nothing more comes.
     closed: bool,
-    /// The last view's members (with process ids) and quorum.
-    current: Option<(Vec<(NodeId, u32)>, bool)>,
-    /// The last ring CPG reported (0: none since the connection was made).
-    ring: u64,
-    /// A quorum gain in a ring CPG has not reported yet: applied at that ring, once the
-    /// group's members are final for it.
-    gain: Option<u64>,
-    events: VecDeque<GroupEvent>,
+    /// Corosync's reports turned into views and deliveries.
+    views: Views,
 }
 
 impl std::fmt::Debug for CpgGroup {
@@ -227,10 +208,7 @@ impl CpgGroup {
             max_message,
             joined: false,
             closed: false,
-            current: None,
-            ring: 0,
-            gain: None,
-            events: VecDeque::new(),
+            views: Views::new(me),
         })
     }
 
@@ -271,93 +249,20 @@ impl CpgGroup {
                 .get_mut(&self.key)
                 .expect("the inbox lives as long as the group"),
         );
-        for raw in raws {
-            match raw {
-                Raw::Deliver { from, payload } => {
-                    if self.current.is_some() {
-                        self.events.push_back(GroupEvent::Message { from, payload });
-                    }
-                }
-                Raw::Members(members) => self.install(members)?,
-                Raw::Ring(seq) => {
-                    self.ring = self.ring.max(seq);
-                    if self.gain.is_some_and(|g| g <= seq) {
-                        self.gain = None;
-                        self.reinstall()?;
-                    }
-                }
-                Raw::Quorum { quorate: false, .. } => self.reinstall()?,
-                Raw::Quorum { quorate: true, .. } if self.is_quorate() => {}
-                Raw::Quorum { quorate: true, seq } if seq <= self.ring => self.reinstall()?,
-                Raw::Quorum { quorate: true, seq } => self.gain = Some(seq),
-            }
-        }
-        Ok(())
-    }
-
-    fn is_quorate(&self) -> bool {
-        self.current.as_ref().is_some_and(|&(_, q)| q)
-    }
-
-    /// The current view again, under quorum as it is now.
-    fn reinstall(&mut self) -> Result<(), GroupError> {
-        match self.current.clone() {
-            Some((members, _)) => self.install(members),
-            None => Ok(()),
-        }
-    }
-
-    /// Queues a view of `members` under quorum as it is now, unless nothing changed.
-    ///
-    /// Quorum is asked for, not taken from the quorum service's notices: corosync sets it
-    /// for a ring before CPG reports the ring's group changes, while the notice travels on
-    /// another connection and may be read before or after them. A gain noticed before CPG
-    /// reported its ring waits for that ring ([`Raw::Ring`]), when the group's members are
-    /// known: a node back from a minority then goes from its view of one straight to the
-    /// merged view. (A view that a ring's later group changes replace at once is harmless:
-    /// CPG delivers all of a ring's group changes before any message of the ring, and a
-    /// member needs messages, its round's, before it serves.)
-    fn install(&mut self, mut members: Vec<(NodeId, u32)>) -> Result<(), GroupError> {
-        members.sort_unstable();
-        if !self.joined || !members.iter().any(|&(n, _)| n == self.me) {
-            return Ok(());
-        }
-        let quorate = quorum::getquorate(&self.quorum).map_err(|e| {
-            warn!(group = self.name, "asking corosync for quorum failed: {e}");
-            self.closed = true;
-            GroupError::Closed
-        })?;
-        let previous = self.current.replace((members.clone(), quorate));
-        if previous.as_ref() == Some(&(members.clone(), quorate)) {
-            return Ok(());
-        }
-        let before: Vec<NodeId> = previous
-            .map(|(m, _)| m.into_iter().map(|(n, _)| n).collect())
-            .unwrap_or_default();
-        let mut nodes: Vec<NodeId> = members.iter().map(|&(n, _)| n).collect();
-        nodes.dedup();
-        if nodes.len() != members.len() {
-            warn!(
-                group = self.name,
-                "two processes of one node are in the group: one dm-ulogd per node serves a log"
-            );
-        }
-        self.events.push_back(GroupEvent::View(View {
-            id: view_id(&members, quorate),
-            joined: nodes
-                .iter()
-                .filter(|n| !before.contains(n))
-                .copied()
-                .collect(),
-            left: before
-                .iter()
-                .filter(|n| !nodes.contains(n))
-                .copied()
-                .collect(),
-            members: nodes,
-            quorate,
-        }));
-        Ok(())
+        let Self {
+            views,
+            quorum,
+            name,
+            closed,
+            ..
+        } = self;
+        views.feed(raws, &mut || {
+            quorum::getquorate(quorum).map_err(|e| {
+                warn!(group = %name, "asking corosync for quorum failed: {e}");
+                *closed = true;
+                GroupError::Closed
+            })
+        })
     }
 }
 
@@ -379,22 +284,6 @@ impl Drop for CpgGroup {
     }
 }
 
-/// The id of the view of `members` (sorted) and `quorate`: FNV-1a over their bytes.
-fn view_id(members: &[(NodeId, u32)], quorate: bool) -> ViewId {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for &b in bytes {
-            hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    };
-    eat(&[u8::from(quorate)]);
-    for &(node, pid) in members {
-        eat(&node.to_le_bytes());
-        eat(&pid.to_le_bytes());
-    }
-    ViewId(hash)
-}
-
 impl Group for CpgGroup {
     fn local_node(&self) -> NodeId {
         self.me
@@ -410,6 +299,7 @@ impl Group for CpgGroup {
         }
         cpg::join(&self.cpg, &self.name).map_err(group_error)?;
         self.joined = true;
+        self.views.set_joined(true);
         Ok(())
     }
 
@@ -435,8 +325,7 @@ impl Group for CpgGroup {
         }
         cpg::leave(&self.cpg, &self.name).map_err(group_error)?;
         self.joined = false;
-        self.current = None;
-        self.events.clear();
+        self.views.set_joined(false);
         Ok(())
     }
 
@@ -449,25 +338,14 @@ impl Group for CpgGroup {
     }
 
     fn next_event(&mut self) -> Option<GroupEvent> {
-        if self.events.is_empty() && !self.closed {
+        if let Some(event) = self.views.next_event() {
+            return Some(event);
+        }
+        if !self.closed {
             if let Err(e) = self.dispatch() {
                 warn!(group = self.name, "{e}");
             }
         }
-        self.events.pop_front()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn view_ids_follow_members_processes_and_quorum() {
-        let a = [(1, 100), (2, 200)];
-        assert_eq!(view_id(&a, true), view_id(&a.clone(), true));
-        assert_ne!(view_id(&a, true), view_id(&a, false));
-        assert_ne!(view_id(&a, true), view_id(&[(1, 100), (2, 201)], true));
-        assert_ne!(view_id(&a, true), view_id(&[(1, 100)], true));
+        self.views.next_event()
     }
 }

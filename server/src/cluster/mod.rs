@@ -4,13 +4,15 @@
 //! - [`replica`]: the log's replicated state and its deterministic transitions;
 //! - [`member`]: one node's member of a log: routing, rounds and state transfer, quorum;
 //! - [`group`]: the group interface (CPG's), [`sim`]: an in-process simulation of it,
-//!   `corosync`: corosync's (the `corosync` feature);
+//!   `corosync`: corosync's (the `corosync` feature), its callbacks turned into views by
+//!   [`cpg_views`];
 //! - [`message`], [`transfer`]: the members' messages and snapshots.
 //!
 //! `docs/cluster.md` describes the design and what is left to do.
 
 #[cfg(feature = "corosync")]
 pub mod corosync;
+pub mod cpg_views;
 pub mod group;
 pub mod member;
 pub mod message;
