@@ -231,21 +231,9 @@ impl Views {
                 "two processes of one node are in the group: one dm-ulogd per node serves a log"
             );
         }
-        self.events.push_back(GroupEvent::View(View {
-            id: view_id(&members, quorate),
-            joined: nodes
-                .iter()
-                .filter(|n| !before.contains(n))
-                .copied()
-                .collect(),
-            left: before
-                .iter()
-                .filter(|n| !nodes.contains(n))
-                .copied()
-                .collect(),
-            members: nodes,
-            quorate,
-        }));
+        let id = view_id(&members, quorate);
+        self.events
+            .push_back(GroupEvent::View(View::after(id, &before, nodes, quorate)));
     }
 }
 

@@ -44,6 +44,28 @@ pub struct View {
     pub quorate: bool,
 }
 
+impl View {
+    /// View `id` of `members` (ascending), as a node whose previous view had the members
+    /// `before` sees it.
+    pub fn after(id: ViewId, before: &[NodeId], members: Vec<NodeId>, quorate: bool) -> Self {
+        Self {
+            id,
+            joined: members
+                .iter()
+                .filter(|n| !before.contains(n))
+                .copied()
+                .collect(),
+            left: before
+                .iter()
+                .filter(|n| !members.contains(n))
+                .copied()
+                .collect(),
+            members,
+            quorate,
+        }
+    }
+}
+
 /// What a member receives, in agreed order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GroupEvent {

@@ -313,21 +313,7 @@ impl Net {
             for &m in &members {
                 let slot = self.slots.get_mut(&m).expect("a member");
                 let last = slot.last.take().map(|(l, _)| l).unwrap_or_default();
-                let view = View {
-                    id,
-                    members: members.clone(),
-                    joined: members
-                        .iter()
-                        .filter(|n| !last.contains(n))
-                        .copied()
-                        .collect(),
-                    left: last
-                        .iter()
-                        .filter(|n| !members.contains(n))
-                        .copied()
-                        .collect(),
-                    quorate,
-                };
+                let view = View::after(id, &last, members.clone(), quorate);
                 slot.inbox.push_back(GroupEvent::View(view));
                 slot.last = Some((members.clone(), quorate));
             }
