@@ -86,13 +86,13 @@ modules_install: check-kdir
 # The server, built as the user. make install brings it up to date when cargo is on PATH (not
 # usually under sudo: then it installs what `make server` built).
 server:
-	$(CARGO) build --release --locked -p dm-ulogd --bin dm-ulogd
+	$(CARGO) build --release --locked $(CARGO_FLAGS) -p dm-ulogd --bin dm-ulogd
 
 # The unit's ExecStart= names /usr/sbin/dm-ulogd; the installed one names $(SBINDIR).
 install:
 	@if command -v $(CARGO) >/dev/null; then \
-		echo "$(CARGO) build --release --locked -p dm-ulogd --bin dm-ulogd"; \
-		$(CARGO) build --release --locked -p dm-ulogd --bin dm-ulogd; \
+		echo "$(CARGO) build --release --locked $(CARGO_FLAGS) -p dm-ulogd --bin dm-ulogd"; \
+		$(CARGO) build --release --locked $(CARGO_FLAGS) -p dm-ulogd --bin dm-ulogd; \
 	elif [ ! -x $(DMULOGD) ]; then \
 		echo "error: no $(DMULOGD) and no $(CARGO) to build it: run 'make server' first"; exit 1; fi
 	install -D -m 0755 $(DMULOGD) $(DESTDIR)$(SBINDIR)/dm-ulogd
