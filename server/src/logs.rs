@@ -94,6 +94,9 @@ pub enum LogError {
     /// The disk log's device cannot be used.
     #[error("refusing log: {0:#}")]
     Device(anyhow::Error),
+    /// A clustered log whose group cannot be joined (corosync is not running).
+    #[error("refusing clustered log: {0}")]
+    Cluster(String),
     /// The disk log's device failed a write.
     #[error(
         "log device {}: cannot write the log{what}: {source}; the mirror will see the log fail \
@@ -122,6 +125,7 @@ impl LogError {
             | Self::Device(_) => Errno::EINVAL,
             Self::TooLarge { .. } | Self::NoMemory { .. } => Errno::ENOMEM,
             Self::DeviceIo { .. } => Errno::EIO,
+            Self::Cluster(_) => Errno::ENOTCONN,
             Self::WithdrawalPending => Errno::EAGAIN,
         }
     }
@@ -168,7 +172,7 @@ struct Log {
 }
 
 /// Bytes of memory a log takes: its region state, and a disk log's I/O buffer.
-fn memory_for(spec: &LogSpec) -> u64 {
+pub(crate) fn memory_for(spec: &LogSpec) -> u64 {
     let disk = match spec.storage {
         Storage::Core => 0,
         Storage::Disk(_) => disk::memory_for(spec.regions),
@@ -177,7 +181,7 @@ fn memory_for(spec: &LogSpec) -> u64 {
 }
 
 /// Refuses a log that would take more than `limit` bytes, telling the admin the way out.
-fn check_memory(spec: &LogSpec, limit: u64) -> Result<(), LogError> {
+pub(crate) fn check_memory(spec: &LogSpec, limit: u64) -> Result<(), LogError> {
     let need = memory_for(spec);
     if need <= limit {
         return Ok(());
@@ -187,6 +191,17 @@ fn check_memory(spec: &LogSpec, limit: u64) -> Result<(), LogError> {
         region_size: spec.region_size,
         need,
         limit,
+    })
+}
+
+/// Opens the disk log `dev` of the log `spec` describes.
+pub(crate) fn open_disk(spec: &LogSpec, dev: &str) -> Result<DiskLog, LogError> {
+    let device = LogDevice::open(dev).map_err(LogError::Device)?;
+    DiskLog::new(device, spec.regions, spec.sync).map_err(|e| {
+        match e.chain().find_map(|c| c.downcast_ref::<AllocError>()) {
+            Some(a) => alloc_failure(spec, *a),
+            None => LogError::Device(e),
+        }
     })
 }
 
@@ -209,16 +224,7 @@ impl Log {
             .map_err(|e| alloc_failure(&spec, e))?;
         let disk = match &spec.storage {
             Storage::Core => None,
-            Storage::Disk(dev) => {
-                let device = LogDevice::open(dev).map_err(LogError::Device)?;
-                let log = DiskLog::new(device, spec.regions, spec.sync).map_err(|e| {
-                    match e.chain().find_map(|c| c.downcast_ref::<AllocError>()) {
-                        Some(a) => alloc_failure(&spec, *a),
-                        None => LogError::Device(e),
-                    }
-                })?;
-                Some(log)
-            }
+            Storage::Disk(dev) => Some(open_disk(&spec, dev)?),
         };
         Ok(Self {
             regions,

@@ -277,7 +277,7 @@ impl<R: Responder> LogService<R> {
             .cluster
             .then(|| crate::cluster::connect())
             .flatten()
-            .map(|connect| ClusteredLogs::new(connect, logs.extensions()));
+            .map(|connect| ClusteredLogs::new(connect, logs.extensions(), config.max_log_memory));
         Ok(Self {
             logs,
             clustered,

@@ -29,10 +29,9 @@ use tracing::{info, warn};
 use super::group::{Group, GroupEvent, View, ViewId};
 use super::member::{Action, Member};
 use super::replica::ReplyError;
-use crate::device::LogDevice;
 use crate::disk::DiskLog;
 use crate::link::Replier;
-use crate::logs::Extensions;
+use crate::logs::{check_memory, open_disk, Extensions, LogError};
 use crate::table::{self, LogSpec, Storage};
 
 /// How long an `EAGAIN` reply waits.
@@ -71,6 +70,8 @@ pub struct ClusteredLogs<G> {
     logs: HashMap<Uuid, ClusterLog<G>>,
     connect: Connect<G>,
     extensions: Extensions,
+    /// Bytes one log may take (`--max-log-memory`).
+    max_log_memory: u64,
     next_tag: u64,
     /// `EAGAIN` replies, due in order.
     paced: VecDeque<(Instant, Header)>,
@@ -78,13 +79,14 @@ pub struct ClusteredLogs<G> {
 }
 
 impl<G: Group> ClusteredLogs<G> {
-    /// No logs yet; `connect` opens a log's group, and replies use the `extensions` the
-    /// server announced.
-    pub fn new(connect: Connect<G>, extensions: Extensions) -> Self {
+    /// No logs yet; `connect` opens a log's group, replies use the `extensions` the server
+    /// announced, and a log may take `max_log_memory` bytes.
+    pub fn new(connect: Connect<G>, extensions: Extensions, max_log_memory: u64) -> Self {
         Self {
             logs: HashMap::new(),
             connect,
             extensions,
+            max_log_memory,
             next_tag: 1,
             paced: VecDeque::new(),
             next_reconnect: None,
@@ -133,9 +135,9 @@ impl<G: Group> ClusteredLogs<G> {
                     let payload = dev.map(|d| format!("{d}\0")).unwrap_or_default();
                     tx.reply(header, 0, payload.as_bytes())
                 }
-                Err((errno, why)) => {
-                    warn!(%uuid, luid = header.luid, "clustered log not created: {why}");
-                    tx.reply(header, -(errno as i32), &[])
+                Err(e) => {
+                    warn!(%uuid, luid = header.luid, "{e}");
+                    tx.reply(header, -(e.errno() as i32), &[])
                 }
             },
             RequestType::Dtr => {
@@ -166,44 +168,41 @@ impl<G: Group> ClusteredLogs<G> {
         }
     }
 
-    fn create(&mut self, header: &Header, data: &[u8]) -> Result<(), (Errno, String)> {
+    fn create(&mut self, header: &Header, data: &[u8]) -> Result<(), LogError> {
         let uuid = header.uuid();
-        let spec = table::parse(data).map_err(|e| (Errno::EINVAL, e.to_string()))?;
+        let spec = table::parse(data)?;
         if let Some(log) = self.logs.get_mut(&uuid) {
+            // A repeated CTR, or a table reload's new instance: the same log.
             if log.spec.args != spec.args {
-                return Err((
-                    Errno::EINVAL,
-                    format!(
-                        "the log exists with other arguments ({:?}); remove its other table first",
-                        log.spec.args
-                    ),
-                ));
+                return Err(LogError::OtherArguments);
             }
             if !log.luids.contains(&header.luid) {
                 log.luids.push(header.luid);
             }
             return Ok(());
         }
+        check_memory(&spec, self.max_log_memory)?;
         let disk = match &spec.storage {
             Storage::Core => None,
-            Storage::Disk(dev) => {
-                let device = LogDevice::open(dev).map_err(|e| (Errno::EIO, format!("{e:#}")))?;
-                let log = DiskLog::new(device, spec.regions, spec.sync)
-                    .map_err(|e| (Errno::ENOMEM, format!("{e:#}")))?;
-                Some(Rc::new(RefCell::new(log)))
-            }
+            Storage::Disk(dev) => Some(Rc::new(RefCell::new(open_disk(&spec, dev)?))),
         };
         let name = uuid.to_string();
-        let mut group = (self.connect)(&name).map_err(|e| (Errno::ENOTCONN, e))?;
-        let mut member = Member::new(group.local_node(), spec.clone(), self.extensions)
-            .map_err(|e| (Errno::ENOMEM, e.to_string()))?;
+        let mut group = (self.connect)(&name).map_err(LogError::Cluster)?;
+        let mut member =
+            Member::new(group.local_node(), spec.clone(), self.extensions).map_err(|e| {
+                LogError::NoMemory {
+                    regions: spec.regions,
+                    need: crate::logs::memory_for(&spec),
+                    source: e,
+                }
+            })?;
         if let Some(disk) = &disk {
             let disk = Rc::clone(disk);
             member = member.with_disk_seed(Box::new(move || disk.borrow_mut().read_clean_bits()));
         }
         member
             .join(&mut group)
-            .map_err(|e| (Errno::ENOTCONN, e.to_string()))?;
+            .map_err(|e| LogError::Cluster(e.to_string()))?;
         info!(%uuid, luid = header.luid, node = group.local_node(), args = %spec.args,
             "clustered log created: joining its group");
         self.logs.insert(
@@ -444,7 +443,9 @@ mod tests {
 
     use super::*;
     use crate::cluster::sim::{Sim, SimGroup};
+    use crate::device::LogDevice;
     use crate::link::{for_each_message, Capture};
+    use crate::logs::DEFAULT_MAX_LOG_MEMORY;
 
     const UUID: &[u8] = b"CLUSTER-LOG-1";
     const TABLE: &[u8] = b"8192 clustered-core 1024";
@@ -509,7 +510,7 @@ mod tests {
                 clears_in_flush: true,
             };
             Self {
-                logs: ClusteredLogs::new(connect, ext),
+                logs: ClusteredLogs::new(connect, ext, DEFAULT_MAX_LOG_MEMORY),
                 out: Capture::default(),
                 buf: Vec::new(),
                 seq: 0,
@@ -748,7 +749,7 @@ mod tests {
     fn a_table_fails_to_load_without_corosync() {
         let connect: Connect<Closable> =
             Box::new(|_| Err("cannot connect to corosync: is corosync running?".into()));
-        let mut logs = ClusteredLogs::new(connect, Extensions::default());
+        let mut logs = ClusteredLogs::new(connect, Extensions::default(), DEFAULT_MAX_LOG_MEMORY);
         let out = Capture::default();
         let mut buf = Vec::new();
         let h = Header::request(UUID, 1, RequestType::Ctr, 7, TABLE.len()).unwrap();
@@ -759,5 +760,29 @@ mod tests {
         let error = answered(&node.take().0, 7).map(|s| s.error);
         assert_eq!(error, Some(-(Errno::ENOTCONN as i32)));
         assert!(logs.is_empty());
+    }
+
+    /// A clustered table too large for `--max-log-memory` is refused with ENOMEM, as a
+    /// single-node one, before any group is joined.
+    #[test]
+    fn a_clustered_table_over_the_memory_limit_is_refused() {
+        let joined = Rc::new(Cell::new(false));
+        let seen = Rc::clone(&joined);
+        let connect: Connect<Closable> = Box::new(move |_| {
+            seen.set(true);
+            Err("no group in this test".into())
+        });
+        let mut logs = ClusteredLogs::new(connect, Extensions::default(), 1 << 20);
+        let out = Capture::default();
+        let mut buf = Vec::new();
+        let table = b"134217728 clustered-core 8";
+        let h = Header::request(UUID, 1, RequestType::Ctr, 7, table.len()).unwrap();
+        logs.request(&h, table, &mut Replier::new(&out, &mut buf))
+            .unwrap();
+        let mut node = Node::new(&Rc::new(Sim::new(1, 1, 4096, 0.0)), 1, Rc::default());
+        node.out = out;
+        let error = answered(&node.take().0, 7).map(|s| s.error);
+        assert_eq!(error, Some(-(Errno::ENOMEM as i32)));
+        assert!(!joined.get(), "a group was joined for a refused log");
     }
 }
