@@ -5,7 +5,7 @@
 # A run whose guest part fails leaves bench/results alone; its partial report goes to out/bench/.
 # Usage: bench.sh    environment: BENCH_ROUNDS (default 10), BENCH_ICOUNT_ROUNDS (the second
 #   boot's, default 3; 0: none), BENCH_SEED (the rounds' order; default: the time),
-#   BENCH_TIMEOUT (seconds for each boot, default 7200), BENCH_DIRTY=1 (measure uncommitted
+#   BENCH_TIMEOUT (seconds for each boot, default 15 minutes per round plus 30), BENCH_DIRTY=1 (measure uncommitted
 #   changes; the report goes to out/bench only)
 . "$(dirname "$0")/lib.sh"
 
@@ -39,14 +39,17 @@ c_ko="$kdir/drivers/md/dm-log-userspace.ko"
 # Other VMs on the host slow this one down unevenly: count how often one runs.
 samples=0
 busy=0
-# boot LABEL RUN_DIR APPEND [ENV=VALUE...]: one boot of the bench suite in the background,
+# boot LABEL RUN_DIR APPEND ROUNDS [ENV=VALUE...]: one boot of the bench suite in the background,
 # its progress shown, its KTAP log copied to out/bench/ktap-LABEL.log; returns its exit code.
 boot() {
-	local label=$1 run=$2 append=$3
-	shift 3
+	local label=$1 run=$2 append=$3 rounds_in_boot=$4
+	shift 4
 	local seen=0 start pid rc=0
 	start=$(date +%s)
-	env "$@" DMLU_APPEND="$append" "$TOP/scripts/vm-run.sh" perf rust bench "${BENCH_TIMEOUT:-7200}" \
+	# A round takes about 9 minutes on an idle 2-core host, over 12 on a busy one: a fixed
+	# 2 hours once killed a 10-round run in its 8th round.
+	env "$@" DMLU_APPEND="$append" "$TOP/scripts/vm-run.sh" perf rust bench \
+		"${BENCH_TIMEOUT:-$((rounds_in_boot * 900 + 1800))}" \
 		>"$out/vm-run-$label.log" 2>&1 &
 	pid=$!
 	while kill -0 "$pid" 2>/dev/null; do
@@ -73,11 +76,12 @@ vm_date=$(date -u -d "@$vm_start" +%Y-%m-%dT%H:%M:%SZ)
 say "measuring in one boot of the perf kernel: $rounds rounds, seed $seed (about $((rounds * 9 + 20)) minutes under TCG, with the second boot)"
 vm_rc=0
 rm -f "$out"/ktap-*.log
-boot wall "$TOP/out/vm/perf-rust-bench" "dmlu.bench_rounds=$rounds dmlu.bench_seed=$seed" || vm_rc=$?
+boot wall "$TOP/out/vm/perf-rust-bench" "dmlu.bench_rounds=$rounds dmlu.bench_seed=$seed" "$rounds" || vm_rc=$?
 if [ "$vm_rc" -eq 0 ] && [ "$icount_rounds" -gt 0 ] && [ "$accel" = tcg ]; then
 	say "counting guest instructions in a second boot (-icount): $icount_rounds rounds"
 	boot icount "$TOP/out/vm/perf-rust-bench-icount" \
-		"dmlu.bench_clock=icount dmlu.bench_rounds=$icount_rounds dmlu.bench_seed=$seed" DMLU_ICOUNT=1 || vm_rc=$?
+		"dmlu.bench_clock=icount dmlu.bench_rounds=$icount_rounds dmlu.bench_seed=$seed" "$icount_rounds" \
+		DMLU_ICOUNT=1 || vm_rc=$?
 fi
 vm_seconds=$(($(date +%s) - vm_start))
 
