@@ -25,7 +25,7 @@ last_view() { grep "^view" "$1" | tail -n 1 | awk '{ print $2, $3, $NF }'; }
 view_ids() { grep "^view [0-9]* members=$2 " "$1" | awk '{ print $2 }'; }
 # Keeps what the probes of NAME wrote so far (before they stop: then the others see them go).
 snapshot() { for n in 1 2 3; do cp "$work/$1.$n" "$work/$1.$n.before-stop"; done; }
-has_view() { grep -q "^view [0-9]* members=$2 .*quorate=$3$" "$1"; }
+has_view() { grep -q "^view [0-9]* members=$2 .*quorate=$3$" "$1" 2>/dev/null; }
 probe_files() { echo "$work/$1".? "$work/$1".?.err; }
 
 # Every node delivers every node's messages in one order, its own included.

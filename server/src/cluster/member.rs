@@ -29,7 +29,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use dm_ulog_uapi::RequestType;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::group::{Group, GroupError, GroupEvent, NodeId, View, ViewId};
 use super::message::{Message, Standing, CHUNK_OVERHEAD, HELLO_OVERHEAD};
@@ -112,6 +112,9 @@ pub struct Member {
     awaiting: BTreeSet<u64>,
     outbox: VecDeque<Vec<u8>>,
     disk_seed: Option<DiskSeed>,
+    /// A member whose messages this one cannot read (another dm-ulogd release): from then on
+    /// this member cannot follow the log's agreed order, so it answers nothing but errors.
+    incompatible: Option<NodeId>,
 }
 
 impl std::fmt::Debug for Member {
@@ -125,6 +128,7 @@ impl std::fmt::Debug for Member {
             .field("awaiting", &self.awaiting)
             .field("outbox", &self.outbox.len())
             .field("disk_seed", &self.disk_seed.is_some())
+            .field("incompatible", &self.incompatible)
             .finish()
     }
 }
@@ -143,6 +147,7 @@ impl Member {
             awaiting: BTreeSet::new(),
             outbox: VecDeque::new(),
             disk_seed: None,
+            incompatible: None,
         })
     }
 
@@ -174,9 +179,11 @@ impl Member {
         self.view.as_ref()
     }
 
-    /// Whether it answers requests: valid state in a quorate view.
+    /// Whether it answers requests: valid state in a quorate view, every member readable.
     pub fn serving(&self) -> bool {
-        self.standing == Standing::Valid && self.view.as_ref().is_some_and(|v| v.quorate)
+        self.standing == Standing::Valid
+            && self.view.as_ref().is_some_and(|v| v.quorate)
+            && self.incompatible.is_none()
     }
 
     fn quorate(&self) -> bool {
@@ -199,6 +206,9 @@ impl Member {
         let route = route(kind);
         if route == Route::Lifecycle {
             return reply(Err(ReplyError::NotReplicated(kind)));
+        }
+        if let Some(node) = self.incompatible {
+            return reply(Err(ReplyError::Incompatible(node)));
         }
         if self.view.is_some() && !self.quorate() {
             return reply(Err(ReplyError::NotQuorate));
@@ -267,10 +277,14 @@ impl Member {
     /// Handles one delivery or view change.
     pub fn deliver(&mut self, group: &mut impl Group, event: GroupEvent) -> Vec<Action> {
         let mut actions = Vec::new();
+        if self.incompatible.is_some() {
+            return actions;
+        }
         match event {
             GroupEvent::View(v) => self.on_view(group, v, &mut actions),
             GroupEvent::Message { from, payload } => match Message::decode(&payload) {
                 Ok(msg) => self.on_message(group, from, msg, &mut actions),
+                Err(TransferError::Version) => self.stop_incompatible(from, &mut actions),
                 Err(e) => warn!(
                     node = self.me(),
                     from, "dropping a message from a member: {e}"
@@ -278,6 +292,30 @@ impl Member {
             },
         }
         actions
+    }
+
+    /// Member `from` sent a message of another version. Applying the others' messages without
+    /// its would leave the replicas apart, so this member stops serving for good (until
+    /// dm-ulogd restarts): its kernel's requests fail, none waits, its in-sync map goes.
+    /// Every member hears the same messages, so every member of the other version stops too.
+    fn stop_incompatible(&mut self, from: NodeId, actions: &mut Vec<Action>) {
+        if self.incompatible.is_some() {
+            return;
+        }
+        let why = ReplyError::Incompatible(from);
+        error!(node = self.me(), "{why}");
+        self.incompatible = Some(from);
+        actions.push(Action::Withdraw {
+            first: 0,
+            count: u64::MAX,
+        });
+        let held = std::mem::take(&mut self.held).into_iter().map(|h| h.tag);
+        for tag in std::mem::take(&mut self.awaiting).into_iter().chain(held) {
+            actions.push(Action::Reply {
+                tag,
+                result: Err(why.clone()),
+            });
+        }
     }
 
     fn on_view(&mut self, group: &mut impl Group, v: View, actions: &mut Vec<Action>) {
@@ -673,6 +711,51 @@ mod tests {
         n.member.disk_written(&mut n.group, 1, true);
         settle(&sim, &mut ns[1..]);
         assert_eq!(replies(&mut ns[2]), [(1, Ok(Vec::new()))]);
+    }
+
+    #[test]
+    fn a_message_of_another_version_stops_every_member_with_an_error() {
+        let sim = Sim::new(3, 1, 1 << 10, 0.0);
+        let mut ns = nodes(&sim, 3, "64 clustered-core 8");
+        settle(&sim, &mut ns);
+        // Node 3 speaks as a later dm-ulogd would (version byte 2), just before node 1's
+        // kernel marks a region: the mark waits for its delivery when every member stops.
+        ns[2].group.multicast(&[2, 1, 0, 0]).unwrap();
+        sim.order(usize::MAX);
+        let n = &mut ns[0];
+        let mark = 5u64.to_ne_bytes();
+        assert!(n
+            .member
+            .request(&mut n.group, 1, RequestType::MarkRegion, &mark)
+            .is_empty());
+        settle(&sim, &mut ns);
+        let stopped = Err(ReplyError::Incompatible(3));
+        assert_eq!(replies(&mut ns[0]), [(1, stopped.clone())]);
+        for n in &mut ns {
+            assert!(!n.member.serving());
+            assert!(n.actions.contains(&Action::Withdraw {
+                first: 0,
+                count: u64::MAX
+            }));
+            let now = n
+                .member
+                .request(&mut n.group, 2, RequestType::GetSyncCount, b"");
+            assert_eq!(
+                now,
+                [Action::Reply {
+                    tag: 2,
+                    result: stopped.clone()
+                }]
+            );
+        }
+        // Nothing after the foreign message was applied: the mark never counted.
+        assert!(ns
+            .iter()
+            .all(|n| n.member.replica().holders(5).next().is_none()));
+        assert_eq!(
+            ReplyError::Incompatible(3).errno(),
+            nix::errno::Errno::EPROTO
+        );
     }
 
     #[test]

@@ -1,7 +1,11 @@
 //! What the members of a log multicast to each other, and its bytes.
 //!
-//! Little-endian fields after a version byte and a type byte. The version lets a later
-//! dm-ulogd refuse (and say so) what it cannot read, rather than misread it.
+//! Little-endian fields after a version byte and a type byte. Every node of a log must speak
+//! the same version: a member that receives another stops serving the log with an error to its
+//! kernel ([`ReplyError::Incompatible`](super::replica::ReplyError::Incompatible)), since
+//! applying the others' messages without the unreadable ones would leave the replicas apart.
+//! Every member hears the same messages, so all stop together: a release that changes the
+//! version is installed with the clustered mirrors deactivated on every node.
 
 use dm_ulog_uapi::RequestType;
 

@@ -83,6 +83,13 @@ pub enum ReplyError {
          retries); check the cluster's network and `corosync-quorumtool`"
     )]
     NotQuorate,
+    /// A member sent a cluster message of another version: this node stopped serving the log.
+    #[error(
+        "node {0} runs a dm-ulogd whose cluster messages this one cannot read, so this node \
+         stopped serving the log (the mirror sees it fail): run the same dm-ulogd release on \
+         every node, then restart dm-ulogd here"
+    )]
+    Incompatible(NodeId),
     /// The leader failed to write the disk log.
     #[error(
         "the cluster's leader could not write the disk log: the mirror sees the log fail \
@@ -100,6 +107,7 @@ impl ReplyError {
             // The kernel sends a request again at once on EAGAIN.
             Self::NotQuorate => Errno::EAGAIN,
             Self::DiskWrite => Errno::EIO,
+            Self::Incompatible(_) => Errno::EPROTO,
         }
     }
 }
