@@ -106,13 +106,15 @@ class Run:
 
     def scale(self, cfg, n, name, rnd):
         """A figure of n mirrors written at once; only from runs that took IOPS and requests
-        in the same run (window_ms), unlike those before."""
+        in the same window (iops_from=window), unlike those before: their IOPS were fio's
+        whole-run integers, and 64 threads could start after the window."""
         r = self.find("scale", cfg=cfg, mirrors=n, round=rnd)
-        v = r.get(name) if r and "window_ms" in r else None
+        v = r.get(name) if r and r.get("iops_from") == "window" else None
         return v if isinstance(v, (int, float)) else None
 
     def scale_requests_per_write(self, cfg, n, rnd):
-        return per_write(self.find("scale", cfg=cfg, mirrors=n, round=rnd))
+        r = self.find("scale", cfg=cfg, mirrors=n, round=rnd)
+        return per_write(r) if r and r.get("iops_from") == "window" else None
 
     def memory_per_log(self, cfg, rnd):
         """Bytes of kernel memory per mirror: slab objects, and stacks, vmalloc and per-cpu."""

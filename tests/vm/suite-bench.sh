@@ -442,8 +442,11 @@ memory_round() {
 }
 
 # scale_run N: N of the 64 mirrors written at once, one writer each (4 KiB random, one write
-# in flight), fio's figures per writer: prints "reqs by_type window_ms iops_total iops_min
-# iops_max ios writers".
+# in flight). Everything comes from one window, opened $SCALE_RAMP s after every mirror has
+# written (64 fio threads take seconds to start under TCG) and $SCALE_RUNTIME s long: the
+# writes each mirror's block device completed (the block layer's count) and the requests
+# dm-ulogd counted. Prints "reqs by_type window_ms iops_total iops_min iops_max writes". A
+# window without writes or requests fails; fio is stopped after it.
 scale_run() {
 	{
 		echo "[global]"
@@ -455,8 +458,7 @@ scale_run() {
 		echo "norandommap"
 		echo "randrepeat=0"
 		echo "time_based"
-		echo "ramp_time=$SCALE_RAMP"
-		echo "runtime=$SCALE_RUNTIME"
+		echo "runtime=3600"
 		i=0
 		while [ "$i" -lt "$1" ]; do
 			echo "[s$i]"
@@ -464,12 +466,46 @@ scale_run() {
 			i=$((i + 1))
 		done
 	} >/tmp/scale.fio
-	ramp=$SCALE_RAMP
-	runtime=$SCALE_RUNTIME
-	reqs=$(fio_windowed /tmp/scale.fio) || { echo "$reqs"; return 1; }
-	# One terse line per writer: its IOPS (field 49) and I/Os (47 KiB / 4).
-	echo "$reqs $(awk -F';' 'NF > 80 { t += $49; ios += int($47 / 4); if (min == "" || $49 < min) min = $49; if ($49 > max) max = $49; n++ }
-		END { print t, min, max, ios, n }' /tmp/fio.out)"
+	# Each mirror's /sys/block/dm-N/stat, s0 first: field 5 counts completed writes.
+	stats=$(echo $SCALE_STATS | cut -d' ' -f1-"$1")
+	# shellcheck disable=SC2086
+	writes_now() { awk '{ printf "%s ", $5 } END { print "" }' $stats; }
+	writes_now >/tmp/writes.0
+	fio --output-format=terse --terse-version=3 /tmp/scale.fio >/tmp/fio.out 2>&1 &
+	fpid=$!
+	started=0
+	for _ in $(seq 600); do
+		writes_now >/tmp/writes.a
+		# Every mirror has written since fio started.
+		awk 'NR == 1 { for (i = 1; i <= NF; i++) a[i] = $i; next }
+			{ for (i = 1; i <= NF; i++) if ($i == a[i]) exit 1 }' /tmp/writes.0 /tmp/writes.a && { started=1; break; }
+		kill -0 "$fpid" 2>/dev/null || break
+		sleep 0.1
+	done
+	if [ "$started" != 1 ]; then
+		kill -INT "$fpid" 2>/dev/null
+		wait "$fpid"
+		cat /tmp/fio.out
+		echo "not every one of $1 mirrors was written within 600 polls of fio's start"
+		return 1
+	fi
+	sleep "$SCALE_RAMP"
+	ta=$(now_ms)
+	writes_now >/tmp/writes.a
+	a=$(server_counts) || { echo "$a"; kill "$fpid"; return 1; }
+	sleep "$SCALE_RUNTIME"
+	tb=$(now_ms)
+	writes_now >/tmp/writes.b
+	b=$(server_counts) || { echo "$b"; kill "$fpid"; return 1; }
+	kill -INT "$fpid"
+	wait "$fpid"
+	reqs=$(counts_delta "$a" "$b")
+	writes=$(awk -v ms=$((tb - ta)) 'NR == 1 { for (i = 1; i <= NF; i++) a[i] = $i; next }
+		{ for (i = 1; i <= NF; i++) { d = $i - a[i]; t += d; if (min == "" || d < min) min = d; if (d > max) max = d } }
+		END { printf "%.1f %.1f %.1f %d", t * 1000 / ms, min * 1000 / ms, max * 1000 / ms, t }' /tmp/writes.a /tmp/writes.b)
+	[ "${reqs%% *}" -gt 0 ] && [ "${writes##* }" -gt 0 ] ||
+		{ echo "no I/O in the window: ${reqs%% *} requests, ${writes##* } writes"; return 1; }
+	echo "$reqs $((tb - ta)) $writes"
 }
 
 # 64 mirrors s0..s63 over 1 MiB slices of ram2/ram3.
@@ -489,12 +525,14 @@ scaling_round() {
 	for v in $order; do
 		ensure_module "$v" || fail "cannot load the $v module"
 		create_scale_mirrors "$v" "$1" || fail "cannot create 64 $v mirrors"
+		# Each mirror's block-layer counters, s0 first.
+		SCALE_STATS=$(i=0; while [ "$i" -lt 64 ]; do
+			echo "/sys/block/dm-$(dm info -c --noheadings -o minor "s$i")/stat"; i=$((i + 1)); done)
 		r=$(scale_run 64) || fail "fio failed on the warm-up of 64 $v mirrors: $r"
 		for n in $(round_order "scale_$v" "$1" "$SCALE_COUNTS"); do
 			r=$(scale_run "$n") || fail "fio failed on $n $v mirrors: $r"
 			set -- "$1" $r
-			[ "$9" = "$n" ] || fail "fio reported $9 writers for $n mirrors"
-			bench "kind=scale cfg=$v round=$1 mirrors=$n reqs=$2 by_type=$3 window_ms=$4 iops=$5 iops_min=$6 iops_max=$7 ios=$8"
+			bench "kind=scale cfg=$v round=$1 mirrors=$n reqs=$2 by_type=$3 window_ms=$4 iops=$5 iops_min=$6 iops_max=$7 writes=$8 iops_from=window"
 			progress "round $1/$ROUNDS: $n mirrors, $v: $5 IOPS (per mirror $6-$7), $(($2 * 1000 / $4)) log requests/s"
 			set -- "$1"
 		done
