@@ -4,7 +4,7 @@
 # and latest.md with bench/report.py (see bench/README.md).
 # A run whose guest part fails leaves bench/results alone; its partial report goes to out/bench/.
 # Usage: bench.sh    environment: BENCH_ROUNDS (default 10), BENCH_ICOUNT_ROUNDS (the second
-#   boot's, default 3; 0: none), BENCH_SEED (the rounds' order; default: the time),
+#   boot's, default 2; 0: none), BENCH_SEED (the rounds' order; default: the time),
 #   BENCH_TIMEOUT (seconds for each boot, default 15 minutes per round plus 30), BENCH_DIRTY=1 (measure uncommitted
 #   changes; the report goes to out/bench only)
 . "$(dirname "$0")/lib.sh"
@@ -19,7 +19,7 @@ if [ -n "$(git -C "$TOP" status --porcelain --untracked-files=no)" ]; then
 	dirty=(--dirty)
 fi
 rounds=${BENCH_ROUNDS:-10}
-icount_rounds=${BENCH_ICOUNT_ROUNDS:-3}
+icount_rounds=${BENCH_ICOUNT_ROUNDS:-2}
 seed=${BENCH_SEED:-$(date +%s)}
 out="$TOP/out/bench"
 mkdir -p "$out"
@@ -73,7 +73,7 @@ boot() {
 
 vm_start=$(date +%s)
 vm_date=$(date -u -d "@$vm_start" +%Y-%m-%dT%H:%M:%SZ)
-say "measuring in one boot of the perf kernel: $rounds rounds, seed $seed (about $((rounds * 9 + 20)) minutes under TCG, with the second boot)"
+say "measuring in one boot of the perf kernel: $rounds rounds, seed $seed (about $((rounds * 10 + 35)) minutes under TCG, with the second boot)"
 vm_rc=0
 rm -f "$out"/ktap-*.log
 boot wall "$TOP/out/vm/perf-rust-bench" "dmlu.bench_rounds=$rounds dmlu.bench_seed=$seed" "$rounds" || vm_rc=$?
