@@ -2,8 +2,9 @@
 # Builds a test guest's initramfs: busybox, dmsetup, fio, the project's userspace binaries,
 # the in-guest suites and both log modules (the Rust one and upstream's C one, as
 # /modules/{rust,c}/dm_log_userspace.ko); VARIANT names the one the suites use. Helper modules
-# listed in EXTRA_MODULES (space-separated paths) go to /modules/extra/.
-# Usage: [EXTRA_MODULES="A.ko B.ko"] build-initramfs.sh OUT.cpio.gz RUST.ko C.ko VARIANT [BINARY...]
+# listed in EXTRA_MODULES (space-separated paths) go to /modules/extra/; host programs listed
+# in EXTRA_PROGRAMS (absolute paths), with their libraries, to the same paths.
+# Usage: [EXTRA_MODULES="A.ko B.ko"] [EXTRA_PROGRAMS="/usr/sbin/x"] build-initramfs.sh OUT.cpio.gz RUST.ko C.ko VARIANT [BINARY...]
 . "$(dirname "$0")/lib.sh"
 
 out=${1:?usage}
@@ -31,6 +32,11 @@ add_program "$(command -v dmsetup)" /sbin/dmsetup
 add_program "$(command -v fio)" /usr/bin/fio
 for b in "$@"; do
 	add_program "$b" "/usr/bin/$(basename "$b")"
+done
+# Host programs a suite needs at their own paths (the cluster guests' corosync).
+for p in ${EXTRA_PROGRAMS:-}; do
+	mkdir -p "$root$(dirname "$p")"
+	add_program "$p" "$p"
 done
 cp "$rust_ko" "$root/modules/rust/dm_log_userspace.ko"
 cp "$c_ko" "$root/modules/c/dm_log_userspace.ko"

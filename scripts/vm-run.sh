@@ -13,6 +13,11 @@
 # "dmlu: cut me" on its KTAP port; such a run is judged on the console and the tests before.
 # For make bench: DMLU_ICOUNT=1 runs the guest under TCG's -icount shift=0 (its clock counts
 # executed instructions, 1 ns each), in out/vm/<run>-icount.
+# For the cluster guests (tests/cluster/guests.sh), several at once: DMLU_RUN_SUFFIX names the
+# run's directory apart, DMLU_SHARED_DRIVES attaches images that every guest writes
+# (share-rw), DMLU_NETDEV is a -netdev socket option string for a virtio network card with
+# MAC DMLU_MAC, DMLU_SMP the guest's CPUs (default 2), DMLU_EXTRA_PROGRAMS host programs for
+# the initramfs, and DMLU_VM_LOCK_HELD=1 says the caller holds the one-guest-at-a-time lock.
 . "$(dirname "$0")/lib.sh"
 
 flavour=${1:?usage: $0 perf|debug rust|c SUITE [TIMEOUT]}
@@ -25,7 +30,7 @@ kdir=$("$TOP/scripts/build-kernel.sh" "$flavour")
 rust_ko=$("$TOP/scripts/build-module.sh" "$flavour")
 c_ko="$kdir/drivers/md/dm-log-userspace.ko"
 
-run="$TOP/out/vm/$flavour-$variant-$suite"
+run="$TOP/out/vm/$flavour-$variant-$suite${DMLU_RUN_SUFFIX:-}"
 [ "${DMLU_ICOUNT:-0}" = 1 ] && run="$run-icount"
 rm -rf "$run" && mkdir -p "$run"
 mapfile -t bins < <("$TOP/scripts/build-userspace.sh")
@@ -33,7 +38,7 @@ extra=()
 for dir in tests/detectors bench/pingpong; do
 	[ -d "$TOP/$dir" ] && extra+=("$("$TOP/scripts/build-test-module.sh" "$flavour" "$dir")")
 done
-EXTRA_MODULES="${extra[*]}" "$TOP/scripts/build-initramfs.sh" "$run/initramfs.cpio.gz" "$rust_ko" "$c_ko" "$variant" "${bins[@]}"
+EXTRA_MODULES="${extra[*]}" EXTRA_PROGRAMS="${DMLU_EXTRA_PROGRAMS:-}" "$TOP/scripts/build-initramfs.sh" "$run/initramfs.cpio.gz" "$rust_ko" "$c_ko" "$variant" "${bins[@]}"
 if [ -n "${DMLU_INITRD_EXTRA:-}" ]; then
 	cat "$DMLU_INITRD_EXTRA" >>"$run/initramfs.cpio.gz"
 fi
@@ -42,6 +47,15 @@ for img in ${DMLU_DRIVES:-}; do
 	qemu_extra+=(-drive "file=$img,format=raw,if=virtio,cache=writeback")
 done
 [ -n "${DMLU_ACKS:-}" ] && qemu_extra+=(-serial "file:$DMLU_ACKS")
+shared=0
+for img in ${DMLU_SHARED_DRIVES:-}; do
+	qemu_extra+=(-drive "file=$img,format=raw,if=none,id=shared$shared,cache=none"
+		-device "virtio-blk-pci,drive=shared$shared,share-rw=on")
+	shared=$((shared + 1))
+done
+if [ -n "${DMLU_NETDEV:-}" ]; then
+	qemu_extra+=(-netdev "$DMLU_NETDEV,id=net0" -device "virtio-net-pci,netdev=net0,mac=${DMLU_MAC:?DMLU_MAC with DMLU_NETDEV}")
+fi
 
 accel=tcg
 if [ "${DMLU_ICOUNT:-0}" = 1 ]; then
@@ -55,13 +69,16 @@ mem=1024
 append="console=ttyS0 panic=-1 oops=panic loglevel=7 dmlu.suite=$suite dmlu.long=${LONG:-0} ${DMLU_APPEND:-}"
 [ "$flavour" = debug ] && append="$append kmemleak=on"
 
-qemu=(qemu-system-x86_64 -accel "$accel" -m "$mem" -smp 2
+qemu=(qemu-system-x86_64 -accel "$accel" -m "$mem" -smp "${DMLU_SMP:-2}"
 	-display none -nodefaults -no-reboot
 	-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$run/initramfs.cpio.gz" -append "$append"
 	-serial "file:$run/console.log" -serial "file:$run/ktap.log" "${qemu_extra[@]}")
-# One guest at a time on this machine (2 cores under TCG): wait for any other run to end.
-exec 9>"$CACHE/vm.lock"
-flock 9
+# One guest at a time on this machine (2 cores under TCG): wait for any other run to end
+# (unless the caller runs guests together and holds the lock for them).
+if [ "${DMLU_VM_LOCK_HELD:-0}" != 1 ]; then
+	exec 9>"$CACHE/vm.lock"
+	flock 9
+fi
 cut=
 if [ "${DMLU_CUT:-0}" = 1 ]; then
 	: >"$run/ktap.log"

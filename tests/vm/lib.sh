@@ -202,8 +202,9 @@ start_server() {
 		prog=$1
 		shift
 	fi
-	# The guest runs no corosync: dm-ulogd serves clustered-* logs on this node alone.
-	[ "$prog" = dm-ulogd ] && set -- --single-node "$@"
+	# The guest runs no corosync (but a cluster guest's): dm-ulogd serves clustered-* logs
+	# on this node alone.
+	[ "$prog" = dm-ulogd ] && [ -z "${DMLU_NODE:-}" ] && set -- --single-node "$@"
 	touch /tmp/dm-ulogd.log
 	before=$(wc -l </tmp/dm-ulogd.log)
 	"$prog" --foreground --log "${DMULOGD_LOG:-info}" "$@" >>/tmp/dm-ulogd.log 2>&1 &

@@ -324,6 +324,17 @@ impl Member {
             for &n in &v.left {
                 let out = self.replica.depart(n);
                 if valid {
+                    if let Some((first, count)) = out.left_sync {
+                        // What an admin wants to know of a lost node: what it takes to recover.
+                        let end = first.saturating_add(count).min(self.replica.spec().regions);
+                        let last = end.saturating_sub(1);
+                        info!(
+                            node = self.me(),
+                            departed = n,
+                            "{}: node {n} left holding marks: the regions it marked (within {first}-{last}) are out of sync until recovered",
+                            v.id
+                        );
+                    }
                     self.act(out, actions);
                 }
             }

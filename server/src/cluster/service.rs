@@ -336,6 +336,8 @@ impl<G: Group> ClusteredLogs<G> {
     }
 
     fn poll_log(&mut self, uuid: Uuid, reconnect: bool) -> Vec<Action> {
+        // The member's own messages (views, departures, transfers) say which log they are of.
+        let _log = tracing::info_span!("log", %uuid).entered();
         let log = self.logs.get_mut(&uuid).expect("a key of logs");
         let mut actions = Vec::new();
         let Some(group) = log.group.as_mut() else {
@@ -343,12 +345,12 @@ impl<G: Group> ClusteredLogs<G> {
                 match (self.connect)(&uuid.to_string()) {
                     Ok(mut group) => match log.member.join(&mut group) {
                         Ok(()) => {
-                            info!(%uuid, "connected to corosync again: rejoining the log's group");
+                            info!("connected to corosync again: rejoining the log's group");
                             log.group = Some(group);
                         }
-                        Err(e) => warn!(%uuid, "joining the log's group: {e}"),
+                        Err(e) => warn!("joining the log's group: {e}"),
                     },
-                    Err(e) => warn!(%uuid, "{e}"),
+                    Err(e) => warn!("{e}"),
                 }
             }
             if log.group.is_none() {
@@ -362,7 +364,7 @@ impl<G: Group> ClusteredLogs<G> {
         }
         log.member.pump(group);
         if group.is_closed() {
-            warn!(%uuid, "the connection to corosync closed: answering EAGAIN until it is back");
+            warn!("the connection to corosync closed: answering EAGAIN until it is back");
             let me = group.local_node();
             let left = log
                 .member
