@@ -14,11 +14,14 @@
 #   `dm-ulog-bench echo`) and timed status ioctls on a mirror with the kernel's core log, the
 #   C module's and the Rust module's userspace log (each status: GET_SYNC_COUNT + STATUS_INFO);
 # - randwrite_round_N: fio on a two-leg mirror over /dev/ram0 and /dev/ram1, random 4 KiB
-#   writes at iodepth 1 and 8 with 1 and 4 jobs, for the core log and both modules with and
-#   without integrated_flush, and the Rust module with its request-saving features on;
+#   writes at iodepth 1 and 8 with 1 and 4 jobs, for both modules with and without
+#   integrated_flush and the Rust module with its request-saving features on (the core log,
+#   the baseline, at iodepth 8 with 4 jobs only);
 # - scaling_round_N: 1, 2, 4, ... 64 mirrors over 1 MiB slices of /dev/ram2 and /dev/ram3
-#   written at once, one writer each: IOPS per mirror and log requests in one window;
-# - memory_round_N: /proc/slabinfo (and meminfo) deltas of 256 small mirrors per log type.
+#   written at once, one writer each: IOPS per mirror and log requests in one window (the
+#   whole curve in the first 3 rounds, 64 mirrors in the others);
+# - memory_round_N (the first 2 rounds): /proc/slabinfo (and meminfo) deltas of
+#   256 small mirrors per log type.
 #
 # The kernel command line sets: dmlu.bench_rounds=N (default 10), dmlu.bench_seed=S (the
 # order), dmlu.bench_clock=icount (scripts/bench.sh's second boot, under QEMU's -icount
