@@ -317,22 +317,45 @@ impl Transport {
         self.presence.map_stamp()
     }
 
-    /// Waits up to `timeout` for a server to announce itself, unless one has since `seen`.
+    /// Waits up to `timeout` for a server to announce itself, unless one has since `seen`;
+    /// returns early once `give_up` holds (checked whenever [`Self::wake_server_waiters`]
+    /// wakes the waiters).
     ///
     /// Fails with `EINTR` when a signal arrives, so a waiting `dmsetup` can be interrupted.
-    pub(crate) fn wait_for_server(&self, seen: u64, timeout: Delta) -> Result {
+    pub(crate) fn wait_for_server(
+        &self,
+        seen: u64,
+        timeout: Delta,
+        give_up: impl Fn() -> bool,
+    ) -> Result {
+        let deadline = Instant::<Monotonic>::now() + timeout;
         let mut inner = self.inner.lock();
-        // Announcements are counted under this lock, so none slips between check and wait.
-        if self.presence.announcements() != seen {
-            return Ok(());
+        loop {
+            // Announcements are counted, and `give_up` is woken, under this lock: neither
+            // slips between check and wait.
+            if self.presence.announcements() != seen || give_up() {
+                return Ok(());
+            }
+            let left = deadline - Instant::<Monotonic>::now();
+            if left <= Delta::ZERO {
+                return Ok(());
+            }
+            match self
+                .server_announced
+                .wait_interruptible_timeout(&mut inner, timeout::jiffies(left))
+            {
+                CondVarTimeoutResult::Signal { .. } => return Err(EINTR),
+                CondVarTimeoutResult::Timeout => return Ok(()),
+                CondVarTimeoutResult::Woken { .. } => {}
+            }
         }
-        match self
-            .server_announced
-            .wait_interruptible_timeout(&mut inner, timeout::jiffies(timeout))
-        {
-            CondVarTimeoutResult::Signal { .. } => Err(EINTR),
-            CondVarTimeoutResult::Timeout | CondVarTimeoutResult::Woken { .. } => Ok(()),
-        }
+    }
+
+    /// Wakes every [`Self::wait_for_server`] to check its `give_up` again: for a log that
+    /// stops, whose requests must not wait for a missing server any longer.
+    pub(crate) fn wake_server_waiters(&self) {
+        let _inner = self.inner.lock();
+        self.server_announced.notify_all();
     }
 
     /// Sends the request under the ticket's registered seq and waits for its answer, as long

@@ -454,6 +454,9 @@ impl UserspaceLog {
     /// server the clears stay undurable, which costs a resync of those regions, never data.
     pub(super) fn stop_lazy_flush(this: &Arc<Self>) {
         this.stopping.store(true, Relaxed);
+        // A run waiting for a missing server between two tries gives up now, not at the
+        // end of its pause.
+        this.transport.wake_server_waiters();
         // Not under `flushing`: a run in progress takes it.
         cancel_delayed_sync(this);
         let _flushing = this.flushing.lock();

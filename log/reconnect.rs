@@ -175,10 +175,13 @@ impl UserspaceLog {
             if self.transport.past_bound(self.max_wait) {
                 return Err(ETIMEDOUT);
             }
-            // Returns at once if a server announced itself since the log was last created:
-            // that server does not know the log yet.
-            self.transport
-                .wait_for_server(self.attached_epoch.load(Relaxed), self.reconnect_pause())?;
+            // Returns at once if a server announced itself since the log was last created
+            // (that server does not know the log yet), or when the log starts stopping.
+            self.transport.wait_for_server(
+                self.attached_epoch.load(Relaxed),
+                self.reconnect_pause(),
+                || self.stopping.load(Relaxed),
+            )?;
             if self.stopping.load(Relaxed) {
                 return Err(ESRCH);
             }

@@ -183,6 +183,8 @@ mark_dmesg() {
 	cat /tmp/dmesg.mark >/dev/kmsg
 }
 new_dmesg() { dmesg | sed -n "\|$(cat /tmp/dmesg.mark)|,\$p" | tail -n +2; }
+# in_new_dmesg PATTERN: a line after the marker matches (for wait_for).
+in_new_dmesg() { new_dmesg | grep -q "$1"; }
 
 dm() { dmsetup --noudevsync "$@"; }
 
