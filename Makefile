@@ -163,10 +163,9 @@ check-host:
 check-cluster:
 	scripts/check.sh cluster
 
-# Two QEMU guests (debug kernel, Rust module, corosync) sharing a mirror's disks; not yet
-# part of `make check` (tests/SUITES.md says why).
+# Two QEMU guests (debug kernel, Rust module, corosync) sharing a mirror's disks.
 check-cluster-guests:
-	tests/cluster/guests.sh
+	scripts/check.sh cluster-guests
 
 check-vm:
 	scripts/check.sh vm

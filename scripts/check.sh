@@ -3,7 +3,7 @@
 # on both kernel flavours, against the Rust module and against upstream's C module. Builds
 # whatever is missing first. Ends with one line "N passed, N failed[, N skipped][, N known
 # upstream bugs]" and exits non-zero if anything failed or nothing ran.
-# Usage: check.sh [host|lint|cluster|vm]      (default: all)
+# Usage: check.sh [host|lint|cluster|vm|cluster-guests]      (default: all)
 . "$(dirname "$0")/lib.sh"
 
 what=${1:-all}
@@ -73,17 +73,25 @@ if [ "$what" = all ] || [ "$what" = lint ]; then
 	lint "dkms: add, build, install against the perf kernel" "$TOP/scripts/dkms-test.sh" perf
 fi
 
-if [ "$what" = all ] || [ "$what" = cluster ]; then
-	say "cluster: three corosync nodes in network namespaces of this run"
+# ktap_script NAME COMMAND...: runs a script that prints KTAP and counts its tests; a run that
+# failed without a failing test counts as one failure.
+ktap_script() {
+	local name=$1 log rc
+	shift
 	log=$(mktemp)
-	if "$TOP/tests/cluster/run.sh" >"$log" 2>&1; then rc=0; else rc=$?; fi
+	if "$@" >"$log" 2>&1; then rc=0; else rc=$?; fi
 	sed 's/^/    /' "$log"
-	count_ktap "$log" cluster
+	count_ktap "$log" "$name"
 	if [ "$rc" -ne 0 ] && ! grep -qE "^not ok [0-9]+" "$log"; then
 		failed=$((failed + 1))
-		failures+=("cluster: run failed (see its output above)")
+		failures+=("$name: run failed (see its output above)")
 	fi
 	rm -f "$log"
+}
+
+if [ "$what" = all ] || [ "$what" = cluster ]; then
+	say "cluster: three corosync nodes in network namespaces of this run"
+	ktap_script cluster "$TOP/tests/cluster/run.sh"
 fi
 
 if [ "$what" = all ] || [ "$what" = vm ]; then
@@ -121,6 +129,11 @@ if [ "$what" = all ] || [ "$what" = vm ]; then
 		fi
 		rm -f "$log"
 	done
+fi
+
+if [ "$what" = all ] || [ "$what" = cluster-guests ]; then
+	say "cluster guests: two QEMU guests (debug kernel, Rust module) with corosync between them"
+	ktap_script cluster-guests "$TOP/tests/cluster/guests.sh"
 fi
 
 echo

@@ -122,9 +122,20 @@ cluster_node_quorate() {
 }
 
 cluster_node_mirrors_active() {
-	dm create gcore --table "0 $SECTORS mirror userspace 4 DMLU-GUESTS-CORE clustered-core $REGION nosync 2 /dev/vda 0 /dev/vdb 0" ||
+	leg0=/dev/vda
+	leg1=/dev/vdb
+	if [ "$NODE" = "$VICTIM" ]; then
+		# The victim's legs pass through linear devices that it suspends before its kill
+		# (cluster_node_writes).
+		dm create vleg0 --table "0 $((2 * SECTORS)) linear /dev/vda 0" || fail "no linear device over /dev/vda"
+		dm create vleg1 --table "0 $((2 * SECTORS)) linear /dev/vdb 0" || fail "no linear device over /dev/vdb"
+		dm mknodes
+		leg0=/dev/mapper/vleg0
+		leg1=/dev/mapper/vleg1
+	fi
+	dm create gcore --table "0 $SECTORS mirror userspace 4 DMLU-GUESTS-CORE clustered-core $REGION nosync 2 $leg0 0 $leg1 0" ||
 		fail "the clustered-core mirror did not load"
-	dm create gdisk --table "0 $SECTORS mirror userspace 5 DMLU-GUESTS-DISK clustered-disk /dev/vdc $REGION nosync 2 /dev/vda $SECTORS /dev/vdb $SECTORS" ||
+	dm create gdisk --table "0 $SECTORS mirror userspace 5 DMLU-GUESTS-DISK clustered-disk /dev/vdc $REGION nosync 2 $leg0 $SECTORS $leg1 $SECTORS" ||
 		fail "the clustered-disk mirror did not load"
 	dm mknodes
 	wait_in_sync gcore || fail "gcore not in sync"
@@ -139,24 +150,50 @@ write_part() {
 	name=$1
 	shift
 	fio --name="$name" --filename="/dev/mapper/$name" --rw=randwrite --bs=4k --direct=1 --ioengine=psync \
-		--offset="$(part_offset)" --size="$(part_size)" --verify=crc32c --do_verify=1 "$@" \
+		--offset="$(part_offset)" --size="${WRITE_SIZE:-$(part_size)}" --verify=crc32c --do_verify=1 "$@" \
 		--output="/tmp/fio-$name.out"
 }
 
+# mark_count UUID: how many MARK_REGION requests of that log the server has answered (the
+# module's debugfs counters); a clustered log answers one once every member has applied it.
+mark_count() {
+	for f in /sys/kernel/debug/dm_log_userspace/L*; do
+		grep -qx "uuid $1" "$f" && awk '$1 == "requests.MARK_REGION" { print $2 }' "$f"
+	done
+}
+marked_since() { [ "$(mark_count "$1")" -gt "$2" ]; }
+
 cluster_node_writes() {
 	if [ "$NODE" = "$VICTIM" ]; then
-		write_part gcore --time_based --runtime=600 &
-		write_part gdisk --time_based --runtime=600 &
+		# Under load with the survivors, on all of its part but the last region.
+		WRITE_SIZE=$(($(part_size) - REGION * 512)) write_part gcore --time_based --runtime=600 &
+		core=$!
+		WRITE_SIZE=$(($(part_size) - REGION * 512)) write_part gdisk --time_based --runtime=600 &
+		disk=$!
 		barrier writing 300
-		sleep 2
+		sleep 5
+		killall -9 fio
+		wait "$core" "$disk"
+		# Then one write to that last region of each mirror, held in flight below the mirror
+		# (its legs suspended) once the log has granted its mark: killed, this node leaves a
+		# mark on each for the survivors to recover. (With only random writes in flight it
+		# may hold none at the kill: seen once on each mirror.)
+		dm suspend --noflush vleg0 && dm suspend --noflush vleg1 || fail "cannot suspend the legs"
+		last_block=$((($(part_offset) + $(part_size)) / 4096 - 1))
+		for m in gcore:DMLU-GUESTS-CORE gdisk:DMLU-GUESTS-DISK; do
+			before=$(mark_count "${m#*:}")
+			[ -n "$before" ] || fail "no debugfs counters for ${m#*:}"
+			dd if=/dev/urandom of="/dev/mapper/${m%%:*}" bs=4096 count=1 seek="$last_block" oflag=direct 2>/dev/null &
+			wait_for 120 marked_since "${m#*:}" "$before" || fail "no mark granted for the write to ${m%%:*}"
+		done
 		echo "node $NODE: asking the host to kill this guest"
 		echo "dmlu: cut me" >/dev/ttyS1
-		wait
+		sleep 600
 		fail "still running: the host did not kill this guest"
 	fi
-	write_part gcore &
+	write_part gcore --number_ios=512 &
 	core=$!
-	write_part gdisk &
+	write_part gdisk --number_ios=512 &
 	disk=$!
 	barrier writing 300
 	wait_for 120 only_me_left || fail "node $VICTIM still in the cluster after 120 s"
