@@ -73,7 +73,7 @@ DKMS_FILES = Makefile Kbuild dkms.conf $(wildcard *.rs) $(shell find $(MODULE_DI
 
 .PHONY: all module modules modules_install clean clippy rust-analyzer rustfmt rustfmtcheck \
 	check-kdir check-bindgen server install uninstall dkms-source \
-	kernel kernel-perf kernel-debug demo check check-host check-lint check-cluster check-cluster-guests check-vm bench
+	kernel kernel-perf kernel-debug demo demo-cluster check check-host check-lint check-cluster check-cluster-guests check-vm bench
 
 all module modules: check-kdir check-bindgen
 	$(kmake) modules
@@ -151,6 +151,10 @@ kernel-debug:
 # The main job: a mirror with a userspace log in a VM.
 demo:
 	scripts/demo.sh
+
+# A mirror served by two nodes (two QEMU guests with corosync), the leader killed; needs root.
+demo-cluster:
+	scripts/demo-cluster.sh
 
 # Every test: host unit tests, lints (rustfmt, clippy, the unit, DKMS), then the VM suites on
 # the debug and perf kernels against the Rust module and against upstream's C module.
