@@ -2,8 +2,9 @@
 //!
 //! The semantics are those of the kernel's own core log (drivers/md/dm-log.c): every region
 //! starts clean; a `sync` log starts with every region out of sync (a full resync), a
-//! `nosync` log with every region in sync; resync work is handed out once per region, in
-//! ascending order, and not again until it is reported or the log resumes.
+//! `nosync` log with every region in sync; resync work is handed out in ascending order, a
+//! region not again until it is reported or the log resumes, except that a request while one
+//! is unreported gets that one again (its answer was lost: the kernel recovers one at a time).
 
 use std::ops::Range;
 
@@ -19,6 +20,8 @@ pub struct Regions {
     recovering: Bitset,
     /// Where the search for resync work continues.
     sync_search: u64,
+    /// The region last handed out for recovery (recovering until reported).
+    handed_out: Option<u64>,
     sync_count: u64,
     /// The regions that left sync since [`Regions::take_left_sync`] last looked. Noted
     /// here, where in-sync bits are cleared, so that no way of clearing one can skip the
@@ -73,6 +76,7 @@ impl Regions {
             clean: Bitset::try_new(count, true)?,
             recovering: Bitset::try_new(count, false)?,
             sync_search: 0,
+            handed_out: None,
             sync_count: if in_sync { count } else { 0 },
             left_sync: LeftSync::default(),
         })
@@ -130,13 +134,22 @@ impl Regions {
         Ok(())
     }
 
-    /// The next region to recover, if any: each is handed out once until reported.
+    /// The next region to recover, if any.
+    ///
+    /// dm-raid1 recovers one region at a time (dm-region-hash's `max_recovery` is 1): it asks
+    /// again only after it reported the last one. So a request while a region is still being
+    /// recovered means the kernel never got that answer (it timed out and resent): the same
+    /// region is handed out again, or nobody would recover it before the next resume.
     pub fn resync_work(&mut self) -> Option<u64> {
+        if let Some(unreported) = self.handed_out.filter(|&r| self.recovering.get(r)) {
+            return Some(unreported);
+        }
         let found = self
             .in_sync
             .first_clear_in_both(&self.recovering, self.sync_search)?;
         self.recovering.set(found, true);
         self.sync_search = found + 1;
+        self.handed_out = Some(found);
         Some(found)
     }
 
@@ -210,15 +223,11 @@ mod tests {
     fn sync_log_hands_out_every_region_once_in_order() {
         let mut r = Regions::try_new(4, false).unwrap();
         assert_eq!(r.sync_count(), 0);
-        assert_eq!(r.resync_work(), Some(0));
-        assert_eq!(r.resync_work(), Some(1));
-        r.set_sync(0, true).unwrap();
-        assert_eq!(r.resync_work(), Some(2));
-        assert_eq!(r.resync_work(), Some(3));
+        for region in 0..4 {
+            assert_eq!(r.resync_work(), Some(region));
+            r.set_sync(region, true).unwrap();
+        }
         assert_eq!(r.resync_work(), None);
-        r.set_sync(1, true).unwrap();
-        r.set_sync(2, true).unwrap();
-        r.set_sync(3, true).unwrap();
         assert_eq!(r.sync_count(), 4);
         assert_eq!(r.in_sync_hint(), 4);
     }
@@ -251,6 +260,7 @@ mod tests {
         assert!(!r.in_sync(1).unwrap());
         assert!(!r.is_clean(1).unwrap());
         assert_eq!(r.resync_work(), Some(1));
+        r.set_sync(1, true).unwrap();
         assert_eq!(r.resync_work(), None);
         r.mark(2).unwrap();
         assert_eq!(r.dirty_count(), 1);
@@ -260,6 +270,29 @@ mod tests {
     fn unservable_region_counts_are_an_error() {
         assert!(Regions::try_new(u64::MAX, false).is_err());
         assert_eq!(Regions::bytes_for(1 << 32), 3 << 29);
+    }
+
+    /// A GET_RESYNC_WORK resent after the kernel's timeout (its first answer lost) gets the
+    /// region the first one was given, and the resync still reaches every region.
+    #[test]
+    fn resent_resync_request_gets_the_same_region_and_sync_completes() {
+        let mut r = Regions::try_new(3, false).unwrap();
+        assert_eq!(r.resync_work(), Some(0));
+        // The answer was lost: the kernel asks again.
+        assert_eq!(r.resync_work(), Some(0));
+        while let Some(region) = r.resync_work() {
+            r.set_sync(region, true).unwrap();
+        }
+        assert_eq!(r.sync_count(), 3);
+    }
+
+    /// A failed recovery (reported out of sync) is handed out again on this pass.
+    #[test]
+    fn failed_recovery_is_retried() {
+        let mut r = Regions::try_new(2, false).unwrap();
+        assert_eq!(r.resync_work(), Some(0));
+        r.set_sync(0, false).unwrap();
+        assert_eq!(r.resync_work(), Some(0));
     }
 
     #[test]
@@ -418,7 +451,8 @@ mod tests {
         }
 
         /// Against a plain model: sync count, clean and in-sync answers always agree, work is
-        /// only ever offered for regions out of sync and not already offered, and exactly the
+        /// only ever offered for regions out of sync, a region offered and not reported is
+        /// offered again (the kernel's answer was lost) and no other is, and exactly the
         /// regions that leave sync are noted for a withdrawal.
         #[test]
         fn matches_a_simple_model(start_in_sync in any::<bool>(), ops in prop::collection::vec(op(16), 0..200)) {
@@ -432,11 +466,15 @@ mod tests {
                     Op::Mark(x) => { r.mark(x).unwrap(); dirty[x as usize] = true; }
                     Op::Clear(x) => { r.clear(x).unwrap(); dirty[x as usize] = false; }
                     Op::Work => {
+                        let unreported = (0..16).find(|&i| offered[i]);
                         if let Some(x) = r.resync_work() {
                             prop_assert!(!sync[x as usize], "offered region {} that is in sync", x);
-                            prop_assert!(!offered[x as usize], "offered region {} twice", x);
+                            if let Some(u) = unreported {
+                                prop_assert_eq!(x as usize, u, "offered another region while one is unreported");
+                            }
                             offered[x as usize] = true;
                         } else {
+                            prop_assert!(unreported.is_none(), "an unreported region was not offered again");
                             prop_assert!((0..16).all(|i| sync[i] || offered[i]), "no work offered though some is left");
                         }
                     }
