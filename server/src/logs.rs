@@ -169,6 +169,10 @@ struct Log {
     /// server holds is newer than the device (marks not flushed yet), so a RESUME (the
     /// kernel re-creating its log after a reconnect) must not replace it.
     needs_load: bool,
+    /// Another instance of this UUID (a reloaded table) has resumed since this one did: this
+    /// one's state is stale, and it never writes the device again, whatever it is sent (a
+    /// late clear and FLUSH would write its whole old bitmap over the newer one's marks).
+    superseded: bool,
 }
 
 /// Bytes of memory a log takes: its region state, and a disk log's I/O buffer.
@@ -231,6 +235,7 @@ impl Log {
             disk,
             suspended: false,
             needs_load: true,
+            superseded: false,
             spec,
         })
     }
@@ -245,14 +250,17 @@ impl Log {
 
     /// Passes a region's new state on to the bitmap the next flush writes.
     fn note(&mut self, region: u64) {
+        if self.superseded {
+            return;
+        }
         if let Some(disk) = &mut self.disk {
             disk.set_clean(region, self.regions.is_clean(region).unwrap_or(false));
         }
     }
 
     fn flush(&mut self) -> Result<(), LogError> {
-        let Some(disk) = &mut self.disk else {
-            // A core log has nothing to make durable.
+        let Some(disk) = self.disk.as_mut().filter(|_| !self.superseded) else {
+            // A core log has nothing to make durable, a superseded one nothing of its own.
             return Ok(());
         };
         disk.flush()
@@ -609,6 +617,12 @@ impl Logs {
             return Ok(());
         }
         let result = log.answer(kind, uuid, header.luid, data, out, self.extensions);
+        if kind == RequestType::Resume && result.is_ok() && !log.superseded {
+            self.supersede_others(&key);
+        }
+        let Some(log) = self.logs.get_mut(&key) else {
+            return result;
+        };
         // Failed or not, the request may have taken regions out of sync (a disk log's RESUME
         // that read the device and then failed to write it back): withdraw them all the same.
         let left_sync = log.regions.take_left_sync();
@@ -620,6 +634,23 @@ impl Logs {
             });
         }
         result
+    }
+
+    /// The log `current` resumed: every other instance of its UUID belongs to a table it
+    /// replaced (device-mapper destroys that one after this RESUME), and must not write the
+    /// device they share from now on.
+    fn supersede_others(&mut self, current: &Key) {
+        for (key, log) in self.logs.iter_mut() {
+            if key.0 == current.0 && key.1 != current.1 && !log.superseded {
+                log.superseded = true;
+                info!(
+                    uuid = %key.0,
+                    luid = key.1,
+                    successor = current.1,
+                    "log superseded by a reloaded table: it no longer writes its device"
+                );
+            }
+        }
     }
 
     fn create(&mut self, key: Key, data: &[u8], out: &mut Vec<u8>) -> Result<(), LogError> {
@@ -1110,6 +1141,48 @@ mod tests {
             ask(&mut logs, RequestType::GetSyncCount, 1, b""),
             Ok(7u64.to_ne_bytes().to_vec())
         );
+    }
+
+    /// A table reloaded under writes: the old instance's late clears and FLUSH (sent after
+    /// the new one resumed and marked) must not write its stale bitmap over the new marks.
+    #[test]
+    fn a_superseded_instance_never_writes_the_device() {
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        tmp.as_file().set_len(4096).unwrap();
+        // No sync argument: a reload reads the device (nosync or sync would start anew).
+        let ctr = format!("8192 disk {} 1024", tmp.path().display());
+        let summary = || {
+            let dev = LogDevice::open(tmp.path().to_str().unwrap()).unwrap();
+            crate::disk::summarize(&dev, None).unwrap().to_string()
+        };
+        let mut logs = Logs::default();
+        ask(&mut logs, RequestType::Ctr, 1, ctr.as_bytes()).unwrap();
+        ask(&mut logs, RequestType::Resume, 1, b"").unwrap();
+        for r in 0..8u64 {
+            set_sync(&mut logs, r, true);
+        }
+        // Region 0 written through the old table, region 1 through the new one.
+        ask(&mut logs, RequestType::Flush, 1, &0u64.to_ne_bytes()).unwrap();
+        assert_eq!(summary(), "magic=ok version=2 nr_regions=8 clean=7");
+        ask(&mut logs, RequestType::Ctr, 2, ctr.as_bytes()).unwrap();
+        ask(&mut logs, RequestType::Presuspend, 1, b"").unwrap();
+        ask(&mut logs, RequestType::Postsuspend, 1, b"").unwrap();
+        ask(&mut logs, RequestType::Resume, 2, b"").unwrap();
+        ask(&mut logs, RequestType::Flush, 2, &1u64.to_ne_bytes()).unwrap();
+        assert_eq!(summary(), "magic=ok version=2 nr_regions=8 clean=6");
+        // The old instance's writes completed while it suspended: its late clears.
+        ask(&mut logs, RequestType::ClearRegion, 1, &0u64.to_ne_bytes()).unwrap();
+        ask(&mut logs, RequestType::Flush, 1, b"").unwrap();
+        ask(&mut logs, RequestType::Dtr, 1, b"").unwrap();
+        assert_eq!(
+            summary(),
+            "magic=ok version=2 nr_regions=8 clean=6",
+            "the superseded instance wrote its bitmap over the new instance's marks"
+        );
+        // The new instance goes on writing the device.
+        ask(&mut logs, RequestType::ClearRegion, 2, &1u64.to_ne_bytes()).unwrap();
+        ask(&mut logs, RequestType::Flush, 2, b"").unwrap();
+        assert_eq!(summary(), "magic=ok version=2 nr_regions=8 clean=7");
     }
 
     #[test]
