@@ -57,8 +57,14 @@ pub struct Entry {
 }
 
 impl Entry {
-    fn is_flush(&self) -> bool {
+    /// A flush: everything of its device completed before it was sent is durable.
+    pub fn is_flush(&self) -> bool {
         self.flags & FLUSH != 0
+    }
+
+    /// A write that was durable on completion.
+    pub fn is_fua(&self) -> bool {
+        self.flags & FUA != 0
     }
 }
 
@@ -134,27 +140,29 @@ pub struct Layout {
 }
 
 impl Layout {
-    fn regions(&self) -> u64 {
+    /// Regions of the mirror.
+    pub fn regions(&self) -> u64 {
         (self.leg0.end - self.leg0.start).div_ceil(self.region)
     }
 
-    fn size(&self) -> u64 {
+    /// Bytes of the recorded device the mirror's slices span.
+    pub fn size(&self) -> u64 {
         self.leg0.end.max(self.leg1.end).max(self.log.end)
     }
 }
 
 /// What the log says of the regions in one state.
 #[derive(Clone, Debug, Default)]
-struct LogView {
+pub(crate) struct LogView {
     /// Header and bitmap are a log (magic and version); otherwise the mirror starts a new log
     /// at activation and resyncs every region.
-    valid: bool,
+    pub(crate) valid: bool,
     nr_regions: u64,
     bits: Vec<u8>,
 }
 
 impl LogView {
-    fn read(log: &[u8], regions: u64) -> Self {
+    pub(crate) fn read(log: &[u8], regions: u64) -> Self {
         let h = DiskHeader::decode(log);
         let valid = h.magic == MAGIC && (h.version == VERSION || h.version == 1);
         let bytes = regions.div_ceil(8) as usize;
@@ -165,7 +173,7 @@ impl LogView {
         }
     }
 
-    fn says_clean(&self, region: u64) -> bool {
+    pub(crate) fn says_clean(&self, region: u64) -> bool {
         self.valid && region < self.nr_regions && test_bit(&self.bits, region)
     }
 }
@@ -325,16 +333,18 @@ fn region_bytes(layout: &Layout, leg: usize, r: u64) -> Range<usize> {
     start as usize..end as usize
 }
 
+/// Records and a layout for the replays' unit tests.
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
 
-    const SECTOR: usize = 512;
+    /// Sectors of the test records.
+    pub(crate) const SECTOR: usize = 512;
 
     /// Builds a record: `(sector, sectors, flags, fill byte)` per entry. A write to the log
     /// slice (sector 16, 3 sectors) fills its bitmap byte with the fill byte: the regions'
     /// clean bits; `run` patches a header in.
-    fn record(entries: &[(u64, u64, u64, u8)]) -> Vec<u8> {
+    pub(crate) fn record(entries: &[(u64, u64, u64, u8)]) -> Vec<u8> {
         let mut r = vec![0u8; SECTOR];
         r[0..8].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
         r[8..16].copy_from_slice(&RECORD_VERSION.to_le_bytes());
@@ -354,7 +364,7 @@ mod tests {
     }
 
     /// Legs of 4 regions of one sector each at sectors 0 and 8, the log at sector 16.
-    fn layout() -> Layout {
+    pub(crate) fn layout() -> Layout {
         Layout {
             leg0: 0..4 * 512,
             leg1: 8 * 512..12 * 512,
@@ -363,7 +373,8 @@ mod tests {
         }
     }
 
-    fn patch_header(rec: &mut [u8], entries: &[Entry]) {
+    /// Makes every write to the log slice's first sector a valid header of 4 regions.
+    pub(crate) fn patch_header(rec: &mut [u8], entries: &[Entry]) {
         for e in entries {
             if e.offset == 16 * 512 && !e.data.is_empty() {
                 let h = DiskHeader {
@@ -375,6 +386,13 @@ mod tests {
             }
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use super::testing::{layout, patch_header, record, SECTOR};
 
     fn run(entries: &[(u64, u64, u64, u8)]) -> Report {
         let mut rec = record(entries);

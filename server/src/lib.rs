@@ -41,6 +41,7 @@ pub mod serve;
 pub mod signals;
 pub mod stats;
 pub mod table;
+pub mod volatile_replay;
 
 #[cfg(test)]
 #[path = "../tests/common/proptest_seed.rs"]

@@ -2,7 +2,10 @@
 //! marked clean in its disk log (see `dm_ulogd::crashcheck`).
 //!
 //! `replay`: every state of a dm-log-writes record of the mirror (two legs and the log on
-//! slices of the recorded device). `devices`: the devices as a real cut left them. Both print
+//! slices of the recorded device); with `--trace`, each flush belongs to the slice it was sent
+//! to and every device has a volatile cache of its own (`dm_ulogd::volatile_replay`), and
+//! `--floor` fails a run that exercised the invariant too rarely to prove anything.
+//! `devices`: the devices as a real cut left them. Both print
 //! `unmarked differing regions: N` and exit 1 when N is not 0. `write` and `survived`: writes
 //! whose acknowledgements outlive a cut, and the check that the mirror kept them (see
 //! `dm_ulogd::cutwrites`).
@@ -15,6 +18,7 @@ use clap::{Parser, Subcommand};
 use dm_ulogd::crashcheck::{check_devices, parse_record, replay, Layout};
 use dm_ulogd::cutwrites::{self, BLOCK};
 use dm_ulogd::device::LogDevice;
+use dm_ulogd::volatile_replay::{self, flush_devices_from_trace};
 
 /// Check a mirror's disk log against power cuts.
 #[derive(Parser, Debug)]
@@ -43,6 +47,17 @@ enum Command {
         /// The mirror's region size in sectors.
         #[arg(long)]
         region: u64,
+        /// The block layer's completion events of the run (ftrace's `block_bio_complete`, text
+        /// format): which slice each flush went to. Without it, a flush covers every slice.
+        #[arg(long, requires = "slices")]
+        trace: Option<String>,
+        /// The slices' devices as the trace names them: LEG0,LEG1,LOG, each `major:minor`.
+        #[arg(long, value_parser = slice_devices)]
+        slices: Option<[String; 3]>,
+        /// With `--trace`: fail unless the legs may differ, with a valid log, in at least this
+        /// many (crash point, region) pairs.
+        #[arg(long, default_value_t = 0)]
+        floor: u64,
     },
     /// Check the legs and the log device as they are now (the mirror not active).
     Devices {
@@ -110,6 +125,14 @@ fn write_blocks(device: &str, mirror: u32, acks: &str, count: Option<u64>) -> Re
     Ok(())
 }
 
+/// `A:B,C:D,E:F` (major:minor of the two legs and the log) as ftrace prints devices.
+fn slice_devices(s: &str) -> Result<[String; 3], String> {
+    let devices: Vec<String> = s.split(',').map(|d| d.trim().replace(':', ",")).collect();
+    devices
+        .try_into()
+        .map_err(|_| format!("{s:?} is not LEG0,LEG1,LOG (three major:minor)"))
+}
+
 /// `START:LENGTH` in sectors, as a byte range.
 fn sectors(s: &str) -> Result<Range<u64>, String> {
     let (start, len) = s
@@ -135,6 +158,9 @@ fn main() -> Result<()> {
             leg1,
             log,
             region,
+            trace,
+            slices,
+            floor,
         } => {
             let record = read(&record)?;
             let entries = parse_record(&record)?;
@@ -144,9 +170,29 @@ fn main() -> Result<()> {
                 log,
                 region: region * 512,
             };
-            let report = replay(&record, &entries, &layout)?;
-            println!("{report}");
-            report.unmarked
+            match (trace, slices) {
+                (Some(trace), Some(slices)) => {
+                    let trace = std::fs::read_to_string(&trace)
+                        .with_context(|| format!("reading {trace}"))?;
+                    let [a, b, c] = &slices;
+                    let flushes = flush_devices_from_trace(&trace, [a, b, c])?;
+                    let report = volatile_replay::replay(&record, &entries, &layout, &flushes)?;
+                    println!("{report}");
+                    if report.exercised < floor {
+                        println!(
+                            "exercised {} times, below the floor of {floor}: this run proved nothing",
+                            report.exercised
+                        );
+                        std::process::exit(2);
+                    }
+                    report.unmarked
+                }
+                _ => {
+                    let report = replay(&record, &entries, &layout)?;
+                    println!("{report}");
+                    report.unmarked
+                }
+            }
         }
         Command::Devices {
             leg0,

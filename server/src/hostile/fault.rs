@@ -53,6 +53,13 @@ pub enum Action {
     /// reply: what a cluster's server sends when another node takes a region out of sync
     /// while the kernel waits for this answer.
     Withdraw,
+    /// A success reply, and the request not applied at all: a server that ignores it (a
+    /// planted bug for the crash checker: `mark_region:ignore`).
+    Ignore,
+    /// A success reply first, the request applied (and a disk log written and flushed) only
+    /// after a pause: a server that answers before its state is durable (a planted bug for
+    /// the crash checker: `flush:early=200`).
+    Early(Duration),
 }
 
 impl Action {
@@ -60,7 +67,7 @@ impl Action {
     /// an error, so that its resend (or its failure) finds the state as it was.
     pub fn applies_request(&self) -> bool {
         match self {
-            Self::Drop | Self::Unpriv | Self::Errno(_) => false,
+            Self::Drop | Self::Unpriv | Self::Errno(_) | Self::Ignore => false,
             Self::Exit
             | Self::Misaddressed
             | Self::Mistyped
@@ -93,6 +100,8 @@ impl fmt::Display for Action {
             Self::Anonymous => write!(f, "anonymous"),
             Self::UnprivSocket => write!(f, "unpriv-socket"),
             Self::Withdraw => write!(f, "withdraw"),
+            Self::Ignore => write!(f, "ignore"),
+            Self::Early(d) => write!(f, "early={}", d.as_millis()),
         }
     }
 }
@@ -125,6 +134,8 @@ impl FromStr for Action {
             "anonymous" => needs_value(Self::Anonymous),
             "unpriv-socket" => needs_value(Self::UnprivSocket),
             "withdraw" => needs_value(Self::Withdraw),
+            "ignore" => needs_value(Self::Ignore),
+            "early" => Ok(Self::Early(Duration::from_millis(number(name, value)?))),
             "errno" => Ok(Self::Errno(number(name, value)?)),
             "ack" => Ok(Self::Ack(number(name, value)?)),
             "size" => Ok(Self::Size(number(name, value)?)),
@@ -140,7 +151,7 @@ impl FromStr for Action {
             other => Err(format!(
                 "unknown fault action {other:?}: expected drop, errno=N, ack=N, size=N, u64=V, \
                  device=S, device-raw=S, stray, dup, delay=MS, unpriv, data-size=N, exit, misaddressed, \
-                 mistyped, anonymous, unpriv-socket or withdraw"
+                 mistyped, anonymous, unpriv-socket, withdraw, ignore or early=MS"
             )),
         }
     }
@@ -302,5 +313,22 @@ mod tests {
         assert!(Action::Ack(0).applies_request());
         assert!(Action::Size(16).applies_request());
         assert!(Action::Stray.applies_request());
+        // The planted bugs: one never applies, one applies after its reply.
+        assert!(!Action::Ignore.applies_request());
+        assert!(Action::Early(Duration::from_millis(1)).applies_request());
+    }
+
+    #[test]
+    fn planted_bug_actions_parse_and_print() {
+        for (text, action) in [
+            ("ignore", Action::Ignore),
+            ("early=300", Action::Early(Duration::from_millis(300))),
+        ] {
+            let parsed: Action = text.parse().unwrap();
+            assert_eq!(parsed, action);
+            assert_eq!(parsed.to_string(), text);
+        }
+        assert!("ignore=1".parse::<Action>().is_err());
+        assert!("early".parse::<Action>().is_err());
     }
 }

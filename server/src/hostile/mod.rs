@@ -53,11 +53,12 @@ impl Hostile {
 
     fn inject(&mut self, action: &Action, ex: &mut Exchange<'_, '_>) -> Result<()> {
         let h = ex.request.header;
-        let error = if action.applies_request() && !matches!(action, Action::Delay(_)) {
-            ex.answer()?
-        } else {
-            0
-        };
+        let error =
+            if action.applies_request() && !matches!(action, Action::Delay(_) | Action::Early(_)) {
+                ex.answer()?
+            } else {
+                0
+            };
         match action {
             Action::Drop => Ok(()),
             Action::Errno(n) => ex.tx.reply(&h, n.wrapping_neg(), &[]),
@@ -93,6 +94,12 @@ impl Hostile {
                 std::thread::sleep(*d);
                 let error = ex.answer()?;
                 ex.send_answer(error)
+            }
+            Action::Ignore => ex.tx.reply(&h, 0, &[]),
+            Action::Early(d) => {
+                ex.tx.reply(&h, 0, &[])?;
+                std::thread::sleep(*d);
+                ex.answer().map(|_| ())
             }
             Action::Unpriv => reply_unprivileged(ex),
             Action::DataSize(n) => {
