@@ -8,6 +8,7 @@
 //! cluster, or any program, can own the log.
 
 mod atomic_instant;
+mod bug;
 mod log;
 mod presence;
 mod stats;

@@ -26,7 +26,7 @@ use kernel::{
 use crate::{
     atomic_instant::AtomicInstant,
     stats::{LogStats, StatsFile},
-    sys::dirty_log::{Args, Constructing, DirtyLog, LogDevice, StatusKind, Target},
+    sys::dirty_log::{Args, Constructing, DirtyLog, LegFlush, LogDevice, StatusKind, Target},
     table_args,
     transfer::{uuid_tail, LogAddress, Transport},
     uapi::{
@@ -50,6 +50,13 @@ const MAX_HAND_OVER_REQUESTS: usize = 64;
 pub(crate) struct UserspaceLog {
     transport: Arc<Transport>,
     target: Target,
+    /// The mirror's flush of every leg: called before clears are sent ([`flush`]); open from
+    /// resume to postsuspend.
+    #[pin]
+    leg_flush: LegFlush,
+    /// A leg failed a flush: it may have lost cached writes of any region, so no clear is
+    /// sent for the rest of this instance's life (dm-log.c latches `flush_failed` so).
+    legs_failed: Atomic<bool>,
     uuid: KVec<u8>,
     luid: u64,
     /// `"<target sectors> <server args>"` followed by a NUL (sent without it at ctr).
@@ -260,6 +267,11 @@ impl DirtyLog for UserspaceLog {
     }
 
     fn dtr(this: Arc<Self>) {
+        // The mirror has put its legs, so no leg flush can make a clear safe to send now, and
+        // after postsuspend a FLUSH of this instance could reach the server after a reloaded
+        // table's instance marked: neither is sent. Dropped clears leave regions dirty.
+        this.batch.drop_clears();
+        this.lazy_flush_due.take();
         Self::stop_lazy_flush(&this);
         // Not retried, as upstream: a missing server has nothing to destroy.
         let _ = this.request_once(RequestType::Dtr, &[], &mut []);
@@ -284,6 +296,7 @@ impl DirtyLog for UserspaceLog {
 
     fn resume(this: ArcBorrow<'_, Self>) -> Result {
         this.stopping.store(false, Relaxed);
+        this.leg_flush.open();
         this.in_sync_hint.store(0, Relaxed);
         this.in_sync_answers.forget();
         // The server may change sync states while it resumes the log.
@@ -336,7 +349,21 @@ impl DirtyLog for UserspaceLog {
 
     fn flush(this: ArcBorrow<'_, Self>) -> Result {
         this.in_sync_answers.forget();
+        // A bug planted for the crash checker's self-test (scripts/build-module.sh,
+        // DMLU_PLANTED), never in the module users get: the regions this flush marks are
+        // cleared and made clean at once, before the writes they guard are even issued.
+        #[cfg(dmlu_planted_clear_before_write)]
+        let planted = {
+            let mut regions = [0u64; payload::MAX_FLUSH_GROUP];
+            let n = this.batch.peek_unsent_marks(&mut regions);
+            (regions, n)
+        };
         let r = this.flush_pending();
+        #[cfg(dmlu_planted_clear_before_write)]
+        if r.is_ok() && planted.1 > 0 {
+            let _ = this.send_regions(RequestType::ClearRegion, &planted.0[..planted.1]);
+            let _ = this.flush_marks(&[], 0);
+        }
         if r.is_err() {
             this.target.table_event();
         }
@@ -350,6 +377,13 @@ impl DirtyLog for UserspaceLog {
     }
 
     fn clear_region(&self, region: u64) {
+        // After postsuspend, a clear could reach the server after a newer instance of this
+        // log (a reloaded table) resumed and marked the region again; kept dirty instead,
+        // the region is only resynced.
+        if self.stopping.load(Relaxed) {
+            self.stats.clears_dropped(1);
+            return;
+        }
         // A lost clear only means the region is resynced after the next activation.
         if !self.batch.clear(region) {
             pr_err!("Failed to allocate memory to clear region.\n");
@@ -430,6 +464,10 @@ impl DirtyLog for UserspaceLog {
                 0
             }
         }
+    }
+
+    fn leg_flush(&self) -> &LegFlush {
+        &self.leg_flush
     }
 
     fn is_remote_recovering(&self, region: u64) -> bool {

@@ -102,6 +102,13 @@ pub(crate) struct LogStats {
     in_sync_from_map: Atomic<u64>,
     /// Held clears cancelled by a new mark of their region.
     clears_cancelled: Atomic<u64>,
+    /// Flushes of the mirror's legs before clears were sent.
+    leg_flushes: Atomic<u64>,
+    /// Of those, the ones a leg failed (their clears were dropped).
+    leg_flush_failures: Atomic<u64>,
+    /// Clears dropped (their regions stay dirty): recorded after postsuspend, or after a leg
+    /// failed a flush.
+    clears_dropped: Atomic<u64>,
     latency: Latency,
 }
 
@@ -125,6 +132,9 @@ impl LogStats {
                 in_sync_reused: Atomic::new(0),
                 in_sync_from_map: Atomic::new(0),
                 clears_cancelled: Atomic::new(0),
+                leg_flushes: Atomic::new(0),
+                leg_flush_failures: Atomic::new(0),
+                clears_dropped: Atomic::new(0),
                 latency: Latency::new(),
             },
             GFP_KERNEL,
@@ -180,6 +190,22 @@ impl LogStats {
         self.clears_cancelled.fetch_add(1, Relaxed);
     }
 
+    /// The mirror's legs were flushed so that clears could be sent.
+    pub(crate) fn leg_flush(&self) {
+        self.leg_flushes.fetch_add(1, Relaxed);
+    }
+
+    /// A leg failed that flush.
+    pub(crate) fn leg_flush_failed(&self) {
+        self.leg_flush_failures.fetch_add(1, Relaxed);
+    }
+
+    /// `n` clears were dropped.
+    pub(crate) fn clears_dropped(&self, n: usize) {
+        self.clears_dropped
+            .fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Relaxed);
+    }
+
     /// IN_SYNC was answered from the in-sync map.
     pub(crate) fn in_sync_from_map(&self) {
         self.in_sync_from_map.fetch_add(1, Relaxed);
@@ -225,6 +251,13 @@ impl LogStats {
             "clears_cancelled {}",
             self.clears_cancelled.load(Relaxed)
         )?;
+        writeln!(f, "leg_flushes {}", self.leg_flushes.load(Relaxed))?;
+        writeln!(
+            f,
+            "leg_flush_failures {}",
+            self.leg_flush_failures.load(Relaxed)
+        )?;
+        writeln!(f, "clears_dropped {}", self.clears_dropped.load(Relaxed))?;
         let l = &self.latency;
         let count = l.count();
         let avg = l.total_us.load(Relaxed).checked_div(count).unwrap_or(0);

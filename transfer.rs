@@ -26,6 +26,7 @@ use kernel::{
 };
 
 use crate::{
+    bug,
     presence::{MapStamp, Presence},
     stats::{Diagnostics, LogStats, StatsFile, TransportStats, TransportView},
     sys::{
@@ -219,7 +220,9 @@ impl Transport {
         reply: &mut [u8],
     ) -> Result<usize> {
         if payload.len() > MAX_REQUEST_PAYLOAD {
-            return Err(EINVAL);
+            return Err(bug::broken(
+                "a request payload larger than the protocol allows",
+            ));
         }
         let start = Instant::<Monotonic>::now();
         let capacity = reply.len().min(MAX_REPLY);
@@ -229,7 +232,14 @@ impl Transport {
                 Ok(Attempt::Done(o)) => break outcome_result(o),
                 Ok(Attempt::Again) => {
                     to.stats.eagain();
-                    Ok(())
+                    // A server that answers but keeps saying EAGAIN (a cluster minority) is
+                    // as good as gone to the mirror: `max_server_wait` bounds it too.
+                    if to.max_wait.is_some_and(|bound| start.elapsed() >= bound) {
+                        to.stats.gave_up();
+                        Err(ETIMEDOUT)
+                    } else {
+                        Ok(())
+                    }
                 }
                 Ok(Attempt::Resend) => {
                     to.stats.announce_resent();
@@ -373,11 +383,14 @@ impl Transport {
         let slot = ticket.slot;
         let seq = ticket.seq;
         let done = &self.done[slot];
-        let header =
-            Header::request(to.uuid, to.luid, kind, seq, payload.len()).map_err(|_| EINVAL)?;
-        let message = ticket.message.as_mut().ok_or(EINVAL)?;
+        let header = Header::request(to.uuid, to.luid, kind, seq, payload.len())
+            .map_err(|_| bug::broken("a request header the protocol cannot carry"))?;
+        let message = ticket
+            .message
+            .as_mut()
+            .ok_or_else(|| bug::broken("a request slot without its message buffer"))?;
         let sent = encode_message(&mut message.0, &header, payload)
-            .map_err(|_| EINVAL)
+            .map_err(|_| bug::broken("a request that does not fit its message buffer"))
             .and_then(|_| connector::send(message));
         if let Err(e) = sent {
             // An announcement may have answered the waiter already: take its completion too.

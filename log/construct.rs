@@ -200,6 +200,8 @@ fn construct_inner(
     let Ok(log) = slot.write_pin_init(pin_init!(UserspaceLog {
         transport,
         target,
+        leg_flush <- ctx.leg_flush(),
+        legs_failed: Atomic::new(false),
         uuid,
         luid,
         ctr_string,

@@ -5,8 +5,13 @@
 //!
 //! `mark_region` is called under dm-region-hash's rwlock, so recording must not sleep: the
 //! lists are preallocated and grow only with `GFP_NOWAIT`. A mark that cannot be recorded is
-//! never dropped silently: the next flush fails, so the mirror sees a log failure before the
-//! write it guards is issued.
+//! never dropped: the next flush, which the write it guards waits for, records it with an
+//! allocation that may sleep, and fails (the mirror sees a log failure) only if that fails
+//! too, keeping it for the flush after.
+//!
+//! Clears wait for the mirror's legs to be flushed (`flush_legs_for_clears`): a clear is
+//! sent only if it was recorded before a leg flush that then succeeded, so a region the log
+//! calls clean has its writes on every leg's media, whatever the legs' caches held.
 //!
 //! A mark the server answered is not yet on its device: a server that dies before the next
 //! FLUSH loses it. So a mark stays in the list, counted as sent, until a FLUSH sent after it
@@ -37,6 +42,7 @@ use kernel::{
 
 use super::UserspaceLog;
 use crate::{
+    bug,
     sys::work::cancel_delayed_sync,
     timeout,
     transfer::uuid_tail,
@@ -54,9 +60,26 @@ struct Pending {
     /// Marks not yet made durable; the first `sent` of them have been sent.
     marks: KVec<u64>,
     sent: usize,
+    /// Clears recorded since the last leg flush began: their writes may still sit in a
+    /// leg's volatile cache, so they are not sent yet.
     clears: KVec<u64>,
-    /// A mark was lost to an allocation failure since the last flush.
-    lost_mark: bool,
+    /// Clears whose writes a leg flush covers (see [`FlushBatch::arm_clears`]): the only
+    /// ones sent.
+    ready: KVec<u64>,
+    /// The lowest and highest region whose mark could not be recorded (no memory without
+    /// sleeping): kept until the next flush records them, where it may sleep.
+    lost: Option<(u64, u64)>,
+}
+
+/// Removes `region` from `list` if it is there (order does not matter); returns whether it was.
+fn remove_unordered(list: &mut KVec<u64>, region: u64) -> bool {
+    let Some(at) = list.iter().position(|&c| c == region) else {
+        return false;
+    };
+    let last = list.len() - 1;
+    list[at] = list[last];
+    list.truncate(last);
+    true
 }
 
 /// Regions waiting to be sent at the next flush.
@@ -115,7 +138,8 @@ impl FlushBatch {
             marks: KVec::with_capacity(RESERVED, GFP_KERNEL)?,
             sent: 0,
             clears: KVec::with_capacity(RESERVED, GFP_KERNEL)?,
-            lost_mark: false,
+            ready: KVec::with_capacity(RESERVED, GFP_KERNEL)?,
+            lost: None,
         };
         KBox::pin_init(
             pin_init!(Self {
@@ -135,16 +159,19 @@ impl FlushBatch {
         let mut p = self.pending.lock();
         let mut cancelled = false;
         if self.hold_clears {
-            if let Some(at) = p.clears.iter().position(|&c| c == region) {
-                let last = p.clears.len() - 1;
-                p.clears[at] = p.clears[last];
-                p.clears.truncate(last);
+            let p = &mut *p;
+            // Every copy: a clear left behind would be sent after this mark.
+            while remove_unordered(&mut p.clears, region) || remove_unordered(&mut p.ready, region)
+            {
                 cancelled = true;
             }
         }
         let sent = p.sent;
         if !p.marks[sent..].contains(&region) && !push_atomic(&mut p.marks, region) {
-            p.lost_mark = true;
+            p.lost = Some(match p.lost {
+                Some((low, high)) => (low.min(region), high.max(region)),
+                None => (region, region),
+            });
         }
         cancelled
     }
@@ -166,22 +193,48 @@ impl FlushBatch {
 
     /// Whether clears wait to be sent.
     pub(crate) fn has_clears(&self) -> bool {
-        !self.pending.lock().clears.is_empty()
+        let p = self.pending.lock();
+        !p.clears.is_empty() || !p.ready.is_empty()
     }
 
-    /// How many clears wait to be sent.
-    pub(crate) fn clears_len(&self) -> usize {
-        self.pending.lock().clears.len()
+    /// How many clears a leg flush covers and wait to be sent.
+    pub(crate) fn ready_len(&self) -> usize {
+        self.pending.lock().ready.len()
     }
 
-    /// Drops the clears not sent yet: their regions stay marked on the server.
-    pub(crate) fn drop_clears(&self) {
-        self.pending.lock().clears.clear();
+    /// Drops the clears not sent yet: their regions stay marked on the server. Returns how
+    /// many there were.
+    pub(crate) fn drop_clears(&self) -> usize {
+        let mut p = self.pending.lock();
+        let n = p.clears.len() + p.ready.len();
+        p.clears.clear();
+        p.ready.clear();
+        n
     }
 
-    /// Takes up to `out.len()` pending clears.
+    /// A leg flush is about to begin: every clear recorded so far is for a write that has
+    /// completed, so the flush covers it and it may be sent once the flush succeeded. Returns
+    /// how many there are. Clears recorded from now on wait for the next leg flush.
+    ///
+    /// Called under the log's `flushing` lock, whose holder sends or drops every ready clear
+    /// before it lets go; any left over (a failed send) are dropped here, the safe side.
+    pub(crate) fn arm_clears(&self) -> usize {
+        let mut p = self.pending.lock();
+        let p = &mut *p;
+        p.ready.clear();
+        // Both keep their reserve: no allocation.
+        core::mem::swap(&mut p.clears, &mut p.ready);
+        p.ready.len()
+    }
+
+    /// The leg flush failed: the ready clears are not sent, their regions stay dirty.
+    pub(crate) fn drop_ready(&self) {
+        self.pending.lock().ready.clear();
+    }
+
+    /// Takes up to `out.len()` clears that a leg flush covers.
     pub(crate) fn take_clears(&self, out: &mut [u64]) -> usize {
-        take_into(&mut self.pending.lock().clears, out)
+        take_into(&mut self.pending.lock().ready, out)
     }
 
     /// Copies up to `out.len()` marks not sent yet into `out`; they count as sent from now.
@@ -191,6 +244,14 @@ impl FlushBatch {
         let n = copy_from(&p.marks, start, p.marks.len(), out);
         p.sent += n;
         n
+    }
+
+    /// Copies up to `out.len()` marks not sent yet into `out`, leaving them unsent: for the
+    /// bug planted for the crash checker's self-test, never in the module users get.
+    #[cfg(dmlu_planted_clear_before_write)]
+    pub(crate) fn peek_unsent_marks(&self, out: &mut [u64]) -> usize {
+        let p = self.pending.lock();
+        copy_from(&p.marks, p.sent, p.marks.len(), out)
     }
 
     /// How many marks have been sent and wait for a FLUSH.
@@ -219,9 +280,40 @@ impl FlushBatch {
         p.sent -= count;
     }
 
-    /// Whether a mark was lost since the last call; resets the flag.
-    pub(crate) fn take_lost_mark(&self) -> bool {
-        core::mem::take(&mut self.pending.lock().lost_mark)
+    /// Records the marks that [`Self::mark`] could not (it may not sleep), with an
+    /// allocation that may: every region between the lowest and the highest lost one is
+    /// marked (a region marked needlessly costs a resync at most). Called by the mirror's
+    /// worker before it sends marks: the writes those marks guard wait for that flush. Fails
+    /// with `ENOMEM` if the memory is not there either; the lost marks stay to be recorded.
+    pub(crate) fn record_lost_marks(&self) -> Result {
+        // Marks recorded meanwhile may outgrow the new list: then allocate again.
+        for _ in 0..3 {
+            let (low, high, len) = {
+                let p = self.pending.lock();
+                let Some((low, high)) = p.lost else {
+                    return Ok(());
+                };
+                (low, high, p.marks.len())
+            };
+            let span = usize::try_from(high - low).map_err(|_| ENOMEM)? + 1;
+            let room = len
+                .checked_add(span)
+                .and_then(|n| n.checked_add(RESERVED))
+                .ok_or(ENOMEM)?;
+            let mut grown = KVec::with_capacity(room, GFP_KERNEL)?;
+            let mut p = self.pending.lock();
+            if p.lost != Some((low, high)) || p.marks.len() + span > grown.capacity() {
+                continue;
+            }
+            for m in Iterator::chain(p.marks.iter().copied(), low..=high) {
+                // Within the capacity checked above.
+                let _ = grown.push_within_capacity(m);
+            }
+            core::mem::swap(&mut p.marks, &mut grown);
+            p.lost = None;
+            return Ok(());
+        }
+        Err(ENOMEM)
     }
 }
 
@@ -266,7 +358,8 @@ impl UserspaceLog {
     /// Servers must treat marks and clears as idempotent: a retried region may have arrived.
     pub(super) fn send_regions(&self, kind: RequestType, regions: &[u64]) -> Result {
         let mut buf = [0u8; MAX_REQUEST_PAYLOAD];
-        let n = payload::encode_regions(regions, &mut buf).map_err(|_| EINVAL)?;
+        let n = payload::encode_regions(regions, &mut buf)
+            .map_err(|_| bug::broken("a group of regions does not fit a request"))?;
         if kind == RequestType::Flush {
             // An integrated FLUSH has no one-by-one form; answered, its marks are durable.
             return self.flush_marks(&buf[..n], self.batch.sent_marks());
@@ -321,6 +414,7 @@ impl UserspaceLog {
     /// Sends held clears, then a FLUSH that makes every clear sent so far durable: for the
     /// lazy work, and at suspend and dtr. Called under `flushing`.
     fn flush_clears(&self) -> Result {
+        self.flush_legs_for_clears();
         if self.clears_ride() {
             return self.flush_with_clears(false);
         }
@@ -341,7 +435,7 @@ impl UserspaceLog {
     /// without it. Called under `flushing`.
     fn flush_with_clears(&self, with_marks: bool) -> Result {
         let mut group = [0u64; payload::MAX_FLUSH_GROUP];
-        while self.batch.clears_len() > group.len() {
+        while self.batch.ready_len() > group.len() {
             let n = self.batch.take_clears(&mut group);
             self.send_regions(RequestType::ClearRegion, &group[..n])?;
         }
@@ -391,7 +485,7 @@ impl UserspaceLog {
         }
         let mut buf = [0u8; MAX_REQUEST_PAYLOAD];
         let len = payload::encode_regions(&entries[..n.min(entries.len())], &mut buf)
-            .map_err(|_| EINVAL)?;
+            .map_err(|_| bug::broken("a FLUSH's entries do not fit a request"))?;
         self.flush_marks(&buf[..len], self.batch.sent_marks())
     }
 
@@ -401,12 +495,12 @@ impl UserspaceLog {
     /// lost clear only costs a resync), so their FLUSH is left to delayed work. With held
     /// clears, clears alone are not even sent: the delayed work sends them.
     pub(super) fn flush_pending(self: ArcBorrow<'_, Self>) -> Result {
-        if self.batch.take_lost_mark() {
+        if let Err(e) = self.batch.record_lost_marks() {
             pr_err!(
                 "[{}] a mark could not be recorded (out of memory): failing the flush\n",
                 uuid_tail(&self.uuid)
             );
-            return Err(ENOMEM);
+            return Err(e);
         }
         let _flushing = self.flushing.lock();
         if self.batch.holds_clears() && !self.batch.has_marks() {
@@ -416,6 +510,7 @@ impl UserspaceLog {
             }
             return Ok(());
         }
+        self.flush_legs_for_clears();
         if self.clears_ride() {
             return self.flush_with_clears(true);
         }
@@ -465,6 +560,49 @@ impl UserspaceLog {
             if let Err(e) = this.flush_clears() {
                 this.clears_not_flushed(e);
             }
+        }
+        // Under `flushing`: no flush is between its leg flush and its clears now, and any
+        // later one drops its clears (see `flush_legs_for_clears`).
+        this.leg_flush.close();
+    }
+
+    /// Makes the writes of every clear recorded so far durable on the legs, so that those
+    /// clears may be sent: the mirror's flush of every leg, as dm-log.c's `disk_flush` does
+    /// before it writes cleared bits. A clear sent earlier could reach the log device while
+    /// its region's data sits in a leg's volatile cache; after a power cut the legs would
+    /// differ in a region the log calls clean. If a leg fails the flush, those clears are
+    /// dropped, and so is every later one (dm-log.c latches `flush_failed` too): the failed
+    /// flush may have lost cached writes of any region, and a later flush that succeeds does
+    /// not bring them back. Called under `flushing`; sleeps.
+    ///
+    /// Once postsuspend has closed the leg flush, clears are dropped: a reloaded table's
+    /// instance may resume and mark their regions before this one is destroyed.
+    fn flush_legs_for_clears(&self) {
+        if !self.leg_flush.is_open() || self.legs_failed.load(Relaxed) {
+            let dropped = self.batch.drop_clears();
+            self.stats.clears_dropped(dropped);
+            return;
+        }
+        if self.batch.arm_clears() == 0 {
+            return;
+        }
+        self.stats.leg_flush();
+        // A bug planted for the crash checker's self-test (scripts/build-module.sh,
+        // DMLU_PLANTED): never in the module users get.
+        let flushed = if cfg!(dmlu_planted_skip_leg_flush) {
+            Ok(())
+        } else {
+            self.leg_flush.flush()
+        };
+        if let Err(e) = flushed {
+            self.legs_failed.store(true, Relaxed);
+            self.stats.leg_flush_failed();
+            self.batch.drop_ready();
+            pr_warn!(
+                "[{}] flushing the mirror's legs failed ({}): no region is cleaned again until the table is reloaded\n",
+                uuid_tail(&self.uuid),
+                e.to_errno()
+            );
         }
     }
 

@@ -15,7 +15,7 @@ use kernel::{
 
 use super::UserspaceLog;
 use crate::{
-    timeout,
+    bug, timeout,
     transfer::uuid_tail,
     uapi::{payload, RequestType, DEVICE_NAME_SIZE, MAX_REQUEST_PAYLOAD},
 };
@@ -240,7 +240,8 @@ impl UserspaceLog {
             if n == 0 {
                 break;
             }
-            let len = payload::encode_regions(&group[..n], &mut buf).map_err(|_| EINVAL)?;
+            let len = payload::encode_regions(&group[..n], &mut buf)
+                .map_err(|_| bug::broken("a group of marks does not fit a request"))?;
             self.request_once(self.mark_kind(), &buf[..len], &mut [])
                 .inspect_err(|e| {
                     pr_err!(

@@ -19,6 +19,13 @@ if [ -n "${DMLU_KRUSTFLAGS:-}" ]; then
 	work="$work-custom"
 	extra=(KRUSTFLAGS="$DMLU_KRUSTFLAGS")
 fi
+# DMLU_PLANTED=NAME builds the module with a bug planted for a checker's self-test
+# (`cfg(dmlu_planted_NAME)` in the sources; tests/vm/suite-detect-powercut.sh) and prints
+# the path of a copy named dm_log_userspace_planted_NAME.ko. Never the module users get.
+if [ -n "${DMLU_PLANTED:-}" ]; then
+	work="$work-planted-$DMLU_PLANTED"
+	extra=(KRUSTFLAGS="--cfg dmlu_planted_$DMLU_PLANTED")
+fi
 mkdir -p "$work"
 # Only the module's own sources; cp -a keeps timestamps so unchanged files are not rebuilt.
 files=(Kbuild $(cd "$TOP" && echo *.rs) log sys transfer uapi)
@@ -28,4 +35,9 @@ if [ "$(cat "$work/.kdir" 2>/dev/null)" != "$kdir" ]; then
 	echo "$kdir" >"$work/.kdir"
 fi
 make -s -C "$kdir" M="$work" LLVM="$LLVM_SUFFIX" RUST_LIB_SRC="${srcs[1]}" BINDGEN="$bindgen" "${extra[@]}" "$@" modules >&2
-echo "$work/dm_log_userspace.ko"
+if [ -n "${DMLU_PLANTED:-}" ]; then
+	cp "$work/dm_log_userspace.ko" "$work/dm_log_userspace_planted_$DMLU_PLANTED.ko"
+	echo "$work/dm_log_userspace_planted_$DMLU_PLANTED.ko"
+else
+	echo "$work/dm_log_userspace.ko"
+fi

@@ -99,7 +99,7 @@ if [ "$what" = all ] || [ "$what" = vm ]; then
 	"$TOP/scripts/build-kernel.sh" debug >/dev/null
 	"$TOP/scripts/build-kernel.sh" perf >/dev/null
 	# DMLU_RUNS="flavour:module:suite ..." picks runs (for development); the default is all.
-	for run in ${DMLU_RUNS:-debug:rust:smoke debug:c:smoke debug:rust:mirror debug:c:mirror debug:rust:protocol debug:rust:server debug:rust:diff debug:rust:reliability debug:c:reliability debug:rust:trust debug:c:trust debug:rust:kselftest debug:rust:detect-kmemleak debug:rust:detect-kasan debug:rust:detect-lockdep perf:rust:smoke perf:c:smoke perf:rust:mirror perf:rust:powercut perf:c:powercut perf:rust:powercut-coarse perf:c:powercut-coarse}; do
+	for run in ${DMLU_RUNS:-debug:rust:smoke debug:c:smoke debug:rust:mirror debug:c:mirror debug:rust:protocol debug:rust:server debug:rust:diff debug:rust:reliability debug:c:reliability debug:rust:trust debug:c:trust debug:rust:kselftest debug:rust:detect-kmemleak debug:rust:detect-kasan debug:rust:detect-lockdep perf:rust:smoke perf:c:smoke perf:rust:mirror perf:rust:powercut perf:c:powercut perf:rust:detect-powercut perf:rust:powercut-coarse perf:c:powercut-coarse}; do
 		IFS=: read -r flavour variant suite <<<"$run"
 		say "vm: $suite suite, $variant module, $flavour kernel"
 		limit=600
@@ -109,7 +109,8 @@ if [ "$what" = all ] || [ "$what" = vm ]; then
 			[ "${LONG:-0}" = 1 ] && limit=9000
 		fi
 		[ "$suite" = trust ] && limit=900
-		[ "$suite" = powercut ] && limit=1200
+		[ "$suite" = powercut ] && limit=1500
+		[ "$suite" = detect-powercut ] && limit=1200
 		log=$(mktemp)
 		if [ "$suite" = powercut-coarse ]; then
 			# Real cuts: several boots, QEMU killed under the writes (LONG=1: 50 cuts).

@@ -38,14 +38,41 @@ extra=()
 for dir in tests/detectors bench/pingpong; do
 	[ -d "$TOP/$dir" ] && extra+=("$("$TOP/scripts/build-test-module.sh" "$flavour" "$dir")")
 done
+# The crash checker's self-test loads modules with planted bugs (never shipped).
+if [ "$suite" = detect-powercut ]; then
+	for bug in skip_leg_flush clear_before_write; do
+		extra+=("$(DMLU_PLANTED=$bug "$TOP/scripts/build-module.sh" "$flavour")")
+	done
+fi
+# The power-cut replays match the record's flushes with the trace's in order: one CPU keeps
+# every completion chain whole, so both orders agree.
+case "$suite" in powercut | detect-powercut) DMLU_SMP=${DMLU_SMP:-1} ;; esac
 EXTRA_MODULES="${extra[*]}" EXTRA_PROGRAMS="${DMLU_EXTRA_PROGRAMS:-}" "$TOP/scripts/build-initramfs.sh" "$run/initramfs.cpio.gz" "$rust_ko" "$c_ko" "$variant" "${bins[@]}"
 if [ -n "${DMLU_INITRD_EXTRA:-}" ]; then
 	cat "$DMLU_INITRD_EXTRA" >>"$run/initramfs.cpio.gz"
 fi
 qemu_extra=()
+# 32 MiB into each scratch disk.
+SCRATCH_BAD_SECTOR=65536
 for img in ${DMLU_DRIVES:-}; do
 	qemu_extra+=(-drive "file=$img,format=raw,if=virtio,cache=writeback")
 done
+# The mirror suite's scratch disks, found in the guest by their serials dmlu-scratch0 and 1:
+# virtio disks whose completions are interrupts, with a volatile write cache (QEMU's
+# writeback cache: the guest must flush them), and whose reads of sector SCRATCH_BAD_SECTOR
+# fail (QEMU's blkdebug), so that a failed read completes in interrupt context.
+if [ "$suite" = mirror ]; then
+	for i in 0 1; do
+		truncate -s 64M "$run/scratch$i.img"
+		printf '[inject-error]\nevent = "read_aio"\niotype = "read"\nerrno = "5"\nsector = "%s"\nonce = "off"\n' \
+			"$SCRATCH_BAD_SECTOR" >"$run/scratch$i.blkdebug"
+		qemu_extra+=(-drive "file=blkdebug:$run/scratch$i.blkdebug:$run/scratch$i.img,format=raw,if=none,id=scratch$i,cache=writeback"
+			-device "virtio-blk-pci,drive=scratch$i,serial=dmlu-scratch$i")
+	done
+	# acpi=noirq: the debug kernel under TCG runs the PC machine's AML _PRT loop past ACPI's
+	# time limit, and the disks get no interrupt line (as for the cluster guests).
+	append_extra="acpi=noirq dmlu.bad_sector=$SCRATCH_BAD_SECTOR"
+fi
 [ -n "${DMLU_ACKS:-}" ] && qemu_extra+=(-serial "file:$DMLU_ACKS")
 shared=0
 for img in ${DMLU_SHARED_DRIVES:-}; do
@@ -66,7 +93,7 @@ elif [ "$("$TOP/scripts/kvm-probe.sh" "$kdir")" = yes ]; then
 fi
 mem=1024
 [ "$flavour" = debug ] && mem=2048
-append="console=ttyS0 panic=-1 oops=panic loglevel=7 dmlu.suite=$suite dmlu.long=${LONG:-0} ${DMLU_APPEND:-}"
+append="console=ttyS0 panic=-1 oops=panic loglevel=7 dmlu.suite=$suite dmlu.long=${LONG:-0} ${append_extra:-} ${DMLU_APPEND:-}"
 [ "$flavour" = debug ] && append="$append kmemleak=on"
 
 qemu=(qemu-system-x86_64 -accel "$accel" -m "$mem" -smp "${DMLU_SMP:-2}"

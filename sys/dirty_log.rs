@@ -8,9 +8,10 @@ use core::ptr::NonNull;
 use kernel::{
     error::{from_result, to_result},
     ffi::{c_char, c_int, c_uint},
+    new_mutex,
     prelude::*,
     str::CStrExt,
-    sync::{Arc, ArcBorrow},
+    sync::{Arc, ArcBorrow, Mutex},
     types::{ForeignOwnable, Opaque},
     ThisModule,
 };
@@ -66,6 +67,9 @@ pub(crate) trait DirtyLog: Send + Sync + Sized + 'static {
     fn status(&self, kind: StatusKind, out: &mut [u8]) -> usize;
     /// Whether another node is recovering the region.
     fn is_remote_recovering(&self, region: u64) -> bool;
+    /// The mirror's leg flush the log was given at `ctr` (see [`Constructing::leg_flush`]);
+    /// the `dtr` trampoline disables it before the log's `dtr` runs.
+    fn leg_flush(&self) -> &LegFlush;
 }
 
 /// The mirror target a log belongs to.
@@ -103,19 +107,38 @@ impl Target {
 /// Device-mapper expects `dm_get_device` during the target's constructor, and the device back
 /// before the target goes away; so only the dirty-log `ctr` trampoline makes this, and lends it
 /// for the call.
-pub(crate) struct Constructing(Target);
+pub(crate) struct Constructing {
+    target: Target,
+    flush_callback: FlushCallback,
+}
+
+/// dm-raid1's `flush_callback_fn`: `mirror_flush`, a `REQ_PREFLUSH` to every leg.
+type FlushCallback = Option<unsafe extern "C" fn(*mut raw::dm_target) -> c_int>;
 
 impl Constructing {
     /// The target, for the log to keep.
     pub(crate) fn target(&self) -> Target {
-        self.0
+        self.target
+    }
+
+    /// The flush of every leg that the mirror handed the log, for the log to keep; closed
+    /// until the log resumes.
+    pub(crate) fn leg_flush(&self) -> impl PinInit<LegFlush> + use<> {
+        let (target, callback) = (self.target, self.flush_callback);
+        // INVARIANT: The callback and target are the ones device-mapper gave this log's `ctr`;
+        // closed, it asserts nothing about the legs.
+        pin_init!(LegFlush {
+            target,
+            callback,
+            open <- new_mutex!(false, "LegFlush::open"),
+        })
     }
 
     /// Opens `path` (a device name or `major:minor`) as a dependency of the table.
     ///
     /// The log must drop the device before its `dtr` returns.
     pub(crate) fn get_device(&self, path: &CStr) -> Result<LogDevice> {
-        let ti = self.0 .0.as_ptr();
+        let ti = self.target.0.as_ptr();
         let mut dev: *mut raw::dm_dev = core::ptr::null_mut();
         // SAFETY: `ti` is valid by `Target`'s invariant and is being constructed (this type
         // exists only during `ctr`), `path` is NUL-terminated and `dev` is a valid out-pointer.
@@ -126,9 +149,66 @@ impl Constructing {
         let dev = NonNull::new(dev).ok_or(EINVAL)?;
         // INVARIANT: `dm_get_device` succeeded, so we own one reference to `dev`.
         Ok(LogDevice {
-            target: self.0,
+            target: self.target,
             dev,
         })
+    }
+}
+
+/// The mirror's flush of every leg (dm-raid1's `mirror_flush`, through the
+/// `flush_callback_fn` the log was created with): what a log must call before it makes a clear
+/// durable, because a completed write may still sit in a leg's volatile cache (dm-log.c's
+/// `disk_flush` does the same).
+///
+/// Usable only while open: from the log's resume to its postsuspend. dm-raid1 sets up what the
+/// callback uses after the log's `ctr` returns and puts the legs before the log's `dtr` runs,
+/// and device-mapper postsuspends a resumed table before it destroys it.
+///
+/// # Invariants
+///
+/// `callback`, if any, is the flush callback device-mapper gave the `ctr` of the log that owns
+/// this, for `target`. While `open` holds true, the log has resumed and neither postsuspended
+/// nor begun its `dtr`, so the mirror's legs are open; the lock is held across each call.
+#[pin_data]
+pub(crate) struct LegFlush {
+    target: Target,
+    callback: FlushCallback,
+    #[pin]
+    open: Mutex<bool>,
+}
+
+impl LegFlush {
+    /// Flushes every leg's volatile cache and waits for it; sleeps. `Err(EIO)` if a leg
+    /// failed the flush (the mirror then fails that leg), `Err(ESHUTDOWN)` while closed.
+    pub(crate) fn flush(&self) -> Result {
+        let open = self.open.lock();
+        if !*open {
+            return Err(ESHUTDOWN);
+        }
+        let Some(callback) = self.callback else {
+            // A target without legs to flush: nothing can be in their caches.
+            return Ok(());
+        };
+        // SAFETY: By the type invariant `callback` is the mirror's flush for `target`, and
+        // with `open` true (held locked across the call) the mirror's legs are open and its
+        // context set up. The caller may sleep (documented requirement).
+        to_result(unsafe { callback(self.target.0.as_ptr()) })
+    }
+
+    /// Whether [`Self::flush`] may flush the legs now.
+    pub(crate) fn is_open(&self) -> bool {
+        *self.open.lock()
+    }
+
+    /// The log resumed: the mirror's legs are open.
+    pub(crate) fn open(&self) {
+        *self.open.lock() = true;
+    }
+
+    /// The log postsuspended (or is being destroyed): from now on [`Self::flush`] fails.
+    /// Waits for a flush in progress.
+    pub(crate) fn close(&self) {
+        *self.open.lock() = false;
     }
 }
 
@@ -300,8 +380,15 @@ unsafe extern "C" fn ctr<T: DirtyLog>(
         // `ctr`, and that type is the `ty` field, at offset 0, of a `TypeWithContext<T>`
         // (`repr(C)`), which stays registered, so alive, while a log of it is constructed.
         let context = unsafe { &(*(*log).type_.cast::<TypeWithContext<T>>()).context };
-        // INVARIANT: device-mapper destroys the log before its target.
-        let this = T::ctr(context, &Constructing(Target(ti)), &args)?;
+        // SAFETY: `log` is valid per the function's contract; `dm_dirty_log_create` sets the
+        // callback before it calls `ctr`.
+        let flush_callback = unsafe { (*log).flush_callback_fn };
+        let constructing = Constructing {
+            // INVARIANT: device-mapper destroys the log before its target.
+            target: Target(ti),
+            flush_callback,
+        };
+        let this = T::ctr(context, &constructing, &args)?;
         // SAFETY: `log` is valid per the function's contract.
         unsafe { (*log).context = this.into_foreign() };
         Ok(0)
@@ -315,6 +402,8 @@ unsafe extern "C" fn dtr<T: DirtyLog>(log: *mut raw::dm_dirty_log) {
     // SAFETY: `ctr` stored an `Arc<T>` in `context`; `dtr` runs once and nothing uses the log
     // afterwards, so the reference is taken back exactly once.
     let this = unsafe { <Arc<T> as ForeignOwnable>::from_foreign((*log).context) };
+    // dm-raid1 has put the legs already (it destroys the log last).
+    this.leg_flush().close();
     T::dtr(this);
 }
 

@@ -312,6 +312,18 @@ many_mirrors() {
 	dm mknodes
 }
 
+# scratch_disk N: the device of the scratch disk with serial dmlu-scratchN (scripts/vm-run.sh
+# attaches two to the mirror suite's guest: virtio, volatile write cache); fails if absent.
+scratch_disk() {
+	for serial in /sys/block/vd*/serial; do
+		[ "$(cat "$serial" 2>/dev/null)" = "dmlu-scratch$1" ] || continue
+		dev=${serial%/serial}
+		echo "/dev/${dev##*/}"
+		return 0
+	done
+	return 1
+}
+
 # Waits until the mirror reports every region in sync (at most $2 seconds, default 60).
 wait_in_sync() {
 	for _ in $(seq $((${2:-60} * 10))); do

@@ -3,7 +3,8 @@
 # read as upstream's, suspend/resume works, and the module cannot unload under a live log.
 
 TESTS="setup mirror_created write_read_back legs_identical_after_resync status_and_table
-suspend_resume unload_refused_while_log_exists remove_mirror server_saw_no_errors teardown"
+suspend_resume unload_refused_while_log_exists remove_mirror server_saw_no_errors
+clear_waits_for_durable_legs failed_read_in_sync_irq_safe teardown"
 
 UUID=MIRROR-UUID-0001
 
@@ -67,6 +68,92 @@ server_saw_no_errors() {
 	cat /tmp/dm-ulogd.log
 	grep -qE "WARN|ERROR" /tmp/dm-ulogd.log && fail "the server logged warnings"
 	return 0
+}
+
+# The scratch disks (virtio, volatile write cache) as A and B, or the test skips.
+scratch_disks() {
+	A=$(scratch_disk 0) && B=$(scratch_disk 1) || {
+		echo "no scratch disks (scripts/vm-run.sh attaches them to the mirror suite's guest)"
+		exit "$KSFT_SKIP"
+	}
+	grep -q "write back" "/sys/block/${A#/dev/}/queue/write_cache" ||
+		fail "scratch disk $A has no volatile write cache: $(cat "/sys/block/${A#/dev/}/queue/write_cache")"
+}
+
+# How long a flush of leg A takes in clear_waits_for_durable_legs.
+LEG_FLUSH_MS=6000
+# The log device of clear_waits_for_durable_legs.
+FLUSH_LOGDEV=/dev/ram4
+
+# clean_regions DEV: how many regions the disk log on DEV calls clean.
+clean_regions() { dm-ulogd disk-show "$1" | sed -n 's/.* clean=\([0-9]*\).*/\1/p'; }
+# all_clean DEV N: the disk log on DEV calls N regions clean.
+all_clean() { [ "$(clean_regions "$1")" = "$2" ]; }
+
+# A clear reaches the log device only once the write it follows is durable on every leg: the
+# mirror's legs are flushed first (dm-log.c's disk_flush order). Leg A is a dm-delay over a
+# disk with a volatile cache whose flushes take LEG_FLUSH_MS; after one write to region 0,
+# the disk log may call region 0 clean again only after a leg flush has had that long.
+clear_waits_for_durable_legs() {
+	scratch_disks
+	sectors=16384
+	dm create slowflush --table "0 $sectors delay $A 0 0 $A 0 0 $A 0 $LEG_FLUSH_MS" ||
+		fail "dm-delay with a flush delay refused"
+	dm mknodes slowflush
+	dd if=/dev/zero of="$FLUSH_LOGDEV" bs=64k count=1 oflag=direct 2>/dev/null
+	dm create m1 --table "0 $sectors mirror userspace 5 $UUID-FLUSH disk $FLUSH_LOGDEV 1024 nosync 2 /dev/mapper/slowflush 0 $B 0" ||
+		fail "mirror over the scratch disks refused"
+	dm mknodes m1
+	before=$(clean_regions "$FLUSH_LOGDEV")
+	echo "regions clean before the write: $before"
+	[ "$before" = 16 ] || fail "a nosync disk log of 16 regions has $before clean"
+	start=$(now_ms)
+	dd if=/dev/urandom of=/dev/mapper/m1 bs=4k count=1 oflag=direct 2>/dev/null || fail "write failed"
+	dirty=$(clean_regions "$FLUSH_LOGDEV")
+	[ "$dirty" = 15 ] || fail "region 0 not marked on the log device before its write completed ($dirty clean)"
+	wait_for 60 all_clean "$FLUSH_LOGDEV" 16 ||
+		fail "region 0 never became clean again"
+	took=$(($(now_ms) - start))
+	echo "region 0 clean on the log device ${took} ms after its write; a leg flush takes ${LEG_FLUSH_MS} ms"
+	if [ "$VARIANT" = rust ]; then
+		luid=$(ls /sys/kernel/debug/dm_log_userspace/ | sed -n 's/^L//p' | sort -n | tail -n 1)
+		echo "leg flushes: $(log_stat "$luid" leg_flushes), failed: $(log_stat "$luid" leg_flush_failures)"
+	fi
+	dm remove m1 && dm remove slowflush || fail "teardown of the test's devices failed"
+	[ "$took" -ge "$LEG_FLUSH_MS" ] ||
+		upstream_bug "clears are made durable without flushing the legs (no flush_callback_fn)" \
+			"region 0 called clean ${took} ms after its write, before a leg flush could end"
+}
+
+# A read that fails on both legs reaches dm-raid1's in_sync(can_block=0) from the bio's
+# completion, in interrupt context (virtio completes in its interrupt handler; QEMU fails
+# reads of DMLU_BAD_SECTOR on both scratch disks). No lock report, no hang: the read fails.
+failed_read_in_sync_irq_safe() {
+	scratch_disks
+	[ -n "${DMLU_BAD_SECTOR:-}" ] || fail "no dmlu.bad_sector on the kernel command line"
+	sectors=$((DMLU_BAD_SECTOR * 2))
+	for s in 0 1; do
+		dd if="$(scratch_disk $s)" of=/dev/null bs=512 skip="$DMLU_BAD_SECTOR" count=1 iflag=direct 2>/dev/null &&
+			fail "reading sector $DMLU_BAD_SECTOR of scratch disk $s did not fail"
+	done
+	mark_dmesg
+	dm create m2 --table "0 $sectors mirror userspace 4 $UUID-READ core 1024 nosync 2 $A 0 $B 0" ||
+		fail "mirror over the scratch disks refused"
+	dm mknodes m2
+	dd if=/dev/mapper/m2 of=/dev/null bs=4k count=1 iflag=direct 2>/dev/null || fail "a good read failed"
+	timeout 60 dd if=/dev/mapper/m2 of=/dev/null bs=512 skip="$DMLU_BAD_SECTOR" count=1 iflag=direct 2>/tmp/bad-read
+	rc=$?
+	cat /tmp/bad-read
+	new_dmesg | grep -E "Mirror read failed|All sides|dm-raid1" | head -n 5
+	dm status m2
+	[ "$rc" -ne 124 ] || fail "the failed read hung"
+	[ "$rc" -ne 0 ] || fail "a read failing on both legs succeeded"
+	new_dmesg | grep -q "Mirror read failed" || fail "the read never failed on a leg"
+	if new_dmesg | grep -qE "inconsistent lock state|possible recursive locking|possible circular locking|BUG:|WARNING:"; then
+		new_dmesg | grep -A 30 -E "inconsistent lock state|possible recursive|possible circular|BUG:|WARNING:" | head -n 60
+		fail "kernel report on the failed read"
+	fi
+	dm remove m2 || fail "remove failed"
 }
 
 teardown() {

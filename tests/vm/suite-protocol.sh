@@ -5,7 +5,8 @@
 
 TESTS="setup autoload_by_device_mapper request_stream_well_formed seq_wraps luid_unique_per_instance
 region_size_validated ctr_device_name_validated bare_ack_fails_the_request
-timeout_resends_with_new_seq_others_proceed eagain_resends stray_and_duplicate_replies_dropped
+timeout_resends_with_new_seq_others_proceed eagain_resends eagain_bounded_by_max_server_wait
+stray_and_duplicate_replies_dropped
 unprivileged_reply_ignored unprivileged_socket_ignored reply_must_name_the_log_and_type
 repeated_feature_refused
 status_info_failure_default flush_failure_raises_event
@@ -245,6 +246,24 @@ eagain_resends() {
 	[ "$(count_requests "$REC" STATUS_INFO)" -eq 2 ] || fail "EAGAIN did not cause exactly one resend"
 	[ "$(log_stat "$luid" eagain_resends)" = 1 ] || fail "eagain_resends counter is not 1"
 	remove_all
+}
+
+# A server that keeps answering EAGAIN (a cluster minority does) is waited for no longer than
+# max_server_wait, as a missing one is.
+eagain_bounded_by_max_server_wait() {
+	serve "status_info:errno=11*0"
+	create_mirror m0 "$UUID" max_server_wait=2 clustered-core 1024 || fail "create failed"
+	luid=$(first_luid "$REC")
+	start=$(now_ms)
+	timeout -s KILL 30 dmsetup status m0 >/tmp/status0 2>&1
+	rc=$?
+	took=$(($(now_ms) - start))
+	cat /tmp/status0
+	echo "status with EAGAIN every time: rc $rc after ${took} ms (bound 2 s); eagain_resends $(log_stat "$luid" eagain_resends), gave_up $(log_stat "$luid" gave_up)"
+	remove_all
+	[ "$rc" -ne 137 ] || fail "still resending after 30 s: max_server_wait does not bound EAGAIN"
+	[ "$took" -ge 1900 ] || fail "gave up before the bound"
+	grep -q "COM_FAILURE" /tmp/status0 || fail "the status does not show the log's failure"
 }
 
 stray_and_duplicate_replies_dropped() {

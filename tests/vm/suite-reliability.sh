@@ -8,7 +8,7 @@
 TESTS="setup sigkill_cycles_with_verified_writes no_server_at_table_load server_appears_later
 server_gone_across_suspend_resume bounded_wait_fails_requests_and_raises_an_event
 fuzzing_server table_swap_with_one_uuid sixty_four_mirrors failslab_table_loads
-failslab_during_writes unload_refused_while_a_log_exists load_unload_100_times
+failslab_during_writes lost_mark_recorded_before_its_write unload_refused_while_a_log_exists load_unload_100_times
 kmemleak_reports_nothing"
 
 if [ "${LONG:-0}" = 1 ]; then
@@ -384,6 +384,45 @@ failslab_table_loads() {
 	create_mirror mf FS-UUID core 1024 || fail "create after the sweep failed"
 	dd if=/tmp/data of=/dev/mapper/mf bs=64k count=2 oflag=direct 2>/dev/null || fail "write failed"
 	dm remove mf || fail "remove failed"
+}
+
+# A mark that mark_region could not record (it may not sleep, and its list's growth beyond the
+# 256 it holds failed) is recorded by the flush the write waits for, with an allocation that
+# may sleep. 1024 regions written in one bio, every non-sleeping allocation of the module
+# failing; while the writes are held in flight on a dm-delay leg, every region they touch must
+# read dirty on the disk log's device.
+lost_mark_recorded_before_its_write() {
+	rust_only "marks recorded without sleeping (the C module's come from a mempool)"
+	logdev=/dev/ram4
+	dd if=/dev/zero of="$logdev" bs=64k count=1 oflag=direct 2>/dev/null
+	dm create slowleg --table "0 16384 delay /dev/ram3 0 0 /dev/ram3 0 3000" || fail "dm-delay refused"
+	dm create ml --table "0 16384 mirror userspace 5 LOST-UUID disk $logdev 8 nosync 2 /dev/ram2 0 /dev/mapper/slowleg 0" ||
+		fail "create failed"
+	dm mknodes ml
+	shown=$(dm-ulogd disk-show "$logdev")
+	echo "before: $shown"
+	case "$shown" in *"nr_regions=2048 clean=2048"*) ;; *) fail "not a clean log of 2048 regions" ;; esac
+	failslab_on_module
+	# Only allocations that cannot sleep fail: mark_region's, not the flush's.
+	echo Y >"$FS/ignore-gfp-wait"
+	echo 100 >"$FS/probability"
+	before=$(cat "$FS/times")
+	mark_dmesg
+	dd if=/dev/urandom of=/dev/mapper/ml bs=4M count=1 oflag=direct 2>/dev/null &
+	wpid=$!
+	sleep 1.5
+	held=$(dm-ulogd disk-show "$logdev")
+	injected=$((before - $(cat "$FS/times")))
+	failslab_off
+	wait "$wpid"
+	wrc=$?
+	echo "writes in flight: $held; failed allocations: $injected"
+	new_dmesg | grep -E "mark could not|dm-raid1|log" | head -n 5
+	dm remove ml && dm remove slowleg || fail "teardown failed"
+	[ "$injected" -gt 0 ] || fail "no allocation failed: no mark was lost, the test proved nothing"
+	clean=$(echo "$held" | sed -n 's/.* clean=\([0-9]*\).*/\1/p')
+	[ "$clean" -le 1024 ] || fail "$((clean - 1024)) of the 1024 regions being written read clean: their marks were lost"
+	[ "$wrc" -eq 0 ] || fail "the write failed"
 }
 
 # A fifth of the module's allocations fail while fio writes and verifies: the log's requests

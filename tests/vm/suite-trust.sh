@@ -6,7 +6,8 @@
 # Tests that leave the C module stuck come last.
 
 TESTS="setup killed_create_leaves_no_log lazy_flush_done_before_dtr_returns slot_wait_bounded
-slot_waiters_woken suspend_without_server_bounded unflushed_marks_resent_after_restart teardown
+slot_waiters_woken suspend_without_server_bounded unflushed_marks_resent_after_restart
+reload_under_load_keeps_marks teardown
 kmemleak_reports_nothing"
 
 UUID=TRUST-UUID-0001
@@ -253,6 +254,64 @@ unflushed_marks_resent_after_restart() {
 	legs_identical 8 || fail "the legs differ"
 	dm remove m2 || fail "remove failed"
 	dm remove dly
+}
+
+# Region 0's bit on the disk log at LOGDEV: clean or dirty.
+region0_bit() {
+	byte=$(dd if="$LOGDEV" bs=4k count=1 iflag=direct 2>/dev/null | od -An -tu1 -j 1024 -N 1 | tr -d ' ')
+	if [ $((byte & 1)) -eq 1 ]; then echo clean; else echo dirty; fi
+}
+
+# A table reloaded under writes: `dmsetup reload` and `resume` make a new log instance for the
+# same UUID and log device, and device-mapper destroys the old one after the new one resumed.
+# Four writers keep region 0 busy throughout (its leg delays every write 300 ms, so writes are
+# always in flight); after each of 10 reload cycles region 0 must read dirty on the log device.
+# The record shows what each superseded instance sent after its successor's RESUME.
+reload_under_load_keeps_marks() {
+	stop_server
+	rm -f "$REC"
+	start_server dm-ulogd --record "$REC" || fail "dm-ulogd did not start"
+	zero_logdev
+	dm create dly --table "0 16384 delay /dev/ram1 0 0 /dev/ram1 0 300" || fail "dm-delay failed"
+	dm mknodes dly
+	legs="2 /dev/ram0 0 /dev/mapper/dly 0"
+	dm create m3 --table "0 16384 mirror userspace 5 $UUID-R disk $LOGDEV 1024 nosync $legs" ||
+		fail "create failed"
+	dm mknodes m3
+	fio --name=busy --filename=/dev/mapper/m3 --rw=randwrite --bs=4k --size=512k --direct=1 \
+		--ioengine=psync --numjobs=4 --time_based --runtime=120 --norandommap >/tmp/fio.busy 2>&1 &
+	fpid=$!
+	sleep 2
+	[ "$(region0_bit)" = dirty ] || fail "region 0 is not dirty under the writes before any reload"
+	bad=0
+	i=0
+	while [ "$i" -lt 10 ]; do
+		i=$((i + 1))
+		# No sync argument: the new instance reads the log the old one wrote.
+		dm reload m3 --table "0 16384 mirror userspace 4 $UUID-R disk $LOGDEV 1024 $legs" ||
+			fail "reload $i failed"
+		dm resume m3 || fail "resume $i failed"
+		sleep 1
+		bit=$(region0_bit)
+		[ "$bit" = dirty ] || bad=$((bad + 1))
+		echo "cycle $i: region 0 $bit"
+	done
+	kill "$fpid" 2>/dev/null
+	wait "$fpid" 2>/dev/null
+	# What instances sent after a newer instance of the UUID resumed.
+	luids=$(sed -n 's/.*luid=\([0-9]*\) |RESUME.*/\1/p' "$REC" | tr '\n' ' ')
+	echo "instances resumed (luids): $luids"
+	late=$(awk -v list="$luids" 'BEGIN { n = split(list, l, " ") }
+		/\|RESUME/ { match($0, /luid=[0-9]*/); cur = substr($0, RSTART + 5, RLENGTH - 5); seen[cur] = 1; newest = cur; next }
+		{ match($0, /luid=[0-9]*/); me = substr($0, RSTART + 5, RLENGTH - 5)
+		  if (newest != "" && me != newest && seen[me] && $0 ~ /\|(FLUSH|CLEAR_REGION|MARK_REGION)/) c++ }
+		END { print c + 0 }' "$REC")
+	echo "requests that could change the log from superseded instances: $late"
+	dm remove m3 || fail "remove failed"
+	dm remove dly
+	[ "$bad" -eq 0 ] || upstream_bug "a superseded instance's late clears and FLUSH clean what its successor marked" \
+		"region 0 read clean on the log device after $bad of 10 reload cycles while its writes were in flight"
+	[ "$VARIANT" = c ] || [ "$late" -eq 0 ] || fail "superseded instances sent $late requests that could change the log"
 }
 
 teardown() {
