@@ -5,6 +5,9 @@
 //! - **One member per UUID.** A table reload makes device-mapper construct the new table
 //!   (a second luid of the same UUID) before it destroys the old one. Both are one node's
 //!   kernel to the cluster, so they share the member; the group is left at the last DTR.
+//!   Marks are the node's, not the instance's: once the new instance resumed, the old one's
+//!   requests that could change the log (a late clear would remove a mark the new one
+//!   relies on) are answered without reaching the group.
 //! - **Replies later.** A replicated request is answered when the group delivers it; the
 //!   request's header waits here under a tag the member echoes.
 //! - **`EAGAIN` paced.** A member without quorum answers `EAGAIN`, and the kernel resends at
@@ -22,6 +25,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use dm_ulog_uapi::payload::ResyncWork;
 use dm_ulog_uapi::{Header, RequestType, Uuid, Withdrawal};
 use nix::errno::Errno;
 use tracing::{info, warn};
@@ -53,6 +57,8 @@ pub fn is_clustered(ctr: &[u8]) -> bool {
 struct ClusterLog<G> {
     /// The kernel's instances of this log (two during a table reload).
     luids: Vec<u64>,
+    /// The instance that resumed last: any other is superseded (a reloaded table's old one).
+    resumed: Option<u64>,
     spec: LogSpec,
     member: Member,
     /// None while the connection is closed.
@@ -63,6 +69,20 @@ struct ClusterLog<G> {
     disk: Option<Rc<RefCell<DiskLog>>>,
     /// The last generation this node wrote (the member asks until the write is delivered).
     wrote: Option<u64>,
+}
+
+/// What a superseded instance gets for a request that could change the log: success, and for
+/// GET_RESYNC_WORK no work (a claim would keep others off a region nobody recovers); `None`
+/// for requests that change nothing, which are served as always.
+fn superseded_reply(kind: RequestType) -> Option<Vec<u8>> {
+    match kind {
+        RequestType::MarkRegion
+        | RequestType::ClearRegion
+        | RequestType::Flush
+        | RequestType::SetRegionSync => Some(Vec::new()),
+        RequestType::GetResyncWork => Some(ResyncWork::from(None).encode().to_vec()),
+        _ => None,
+    }
 }
 
 /// Every clustered log this server keeps.
@@ -152,6 +172,15 @@ impl<G: Group> ClusteredLogs<G> {
                     // After a restart of this server: ESRCH makes the kernel send CTR again.
                     return tx.reply(header, -(Errno::ESRCH as i32), &[]);
                 }
+                if kind == RequestType::Resume {
+                    log.resumed = Some(header.luid);
+                } else if log.resumed.is_some_and(|current| current != header.luid) {
+                    if let Some(reply) = superseded_reply(kind) {
+                        info!(%uuid, luid = header.luid, request = kind.name(),
+                            "request of a superseded instance (its table was reloaded): answered, not applied");
+                        return tx.reply(header, 0, &reply);
+                    }
+                }
                 let tag = self.next_tag;
                 self.next_tag += 1;
                 log.waiting.insert(tag, *header);
@@ -209,6 +238,7 @@ impl<G: Group> ClusteredLogs<G> {
             uuid,
             ClusterLog {
                 luids: vec![header.luid],
+                resumed: None,
                 spec,
                 member,
                 group: Some(group),
@@ -634,6 +664,72 @@ mod tests {
         assert_eq!(error, Some(-(Errno::EINVAL as i32)));
     }
 
+    /// A table reloaded under writes: the old instance's late clear of a region the new one
+    /// marked again must not take the node's mark away.
+    #[test]
+    fn a_superseded_instance_cannot_clear_the_new_ones_marks() {
+        let sim = Rc::new(Sim::new(1, 5, 4096, 0.0));
+        let mut a = Node::new(&sim, 1, Rc::default());
+        let region = 3u64.to_ne_bytes();
+        // In sync from the start: whether the region is clean is up to its marks alone.
+        let table = b"8192 clustered-core 1024 nosync";
+        a.send(1, RequestType::Ctr, table);
+        a.send(1, RequestType::Resume, b"");
+        settle(&sim, &mut [&mut a]);
+        a.send(1, RequestType::MarkRegion, &region);
+        a.send(1, RequestType::Flush, b"");
+        settle(&sim, &mut [&mut a]);
+        // The reload: the new instance resumes and marks the region again (the node has it).
+        a.send(2, RequestType::Ctr, table);
+        a.send(2, RequestType::Resume, b"");
+        a.send(2, RequestType::MarkRegion, &region);
+        a.send(2, RequestType::Flush, b"");
+        settle(&sim, &mut [&mut a]);
+        a.take();
+        // The old instance's late clear and FLUSH (writes that completed as it suspended).
+        let clear = a.send(1, RequestType::ClearRegion, &region);
+        let flush = a.send(1, RequestType::Flush, b"");
+        settle(&sim, &mut [&mut a]);
+        let (sent, _) = a.take();
+        for seq in [clear, flush] {
+            assert_eq!(answered(&sent, seq).map(|s| s.error), Some(0));
+        }
+        let clean = a.send(2, RequestType::IsClean, &region);
+        settle(&sim, &mut [&mut a]);
+        let reply = answered(&a.take().0, clean)
+            .expect("IS_CLEAN answered")
+            .data
+            .clone();
+        assert_eq!(
+            reply,
+            0i64.to_ne_bytes(),
+            "the old instance's clear took away the mark the new one relies on"
+        );
+    }
+
+    /// A superseded instance gets no resync work: its claim would keep every node off a
+    /// region nobody recovers.
+    #[test]
+    fn a_superseded_instance_gets_no_resync_work() {
+        let sim = Rc::new(Sim::new(1, 6, 4096, 0.0));
+        let mut a = Node::new(&sim, 1, Rc::default());
+        a.send(1, RequestType::Ctr, TABLE);
+        a.send(1, RequestType::Resume, b"");
+        a.send(2, RequestType::Ctr, TABLE);
+        a.send(2, RequestType::Resume, b"");
+        settle(&sim, &mut [&mut a]);
+        a.take();
+        let work = a.send(1, RequestType::GetResyncWork, b"");
+        settle(&sim, &mut [&mut a]);
+        let reply = answered(&a.take().0, work).expect("answered").data.clone();
+        assert!(!ResyncWork::decode(&reply).unwrap().available);
+        // The current instance gets the work a new clustered-core log has.
+        let work = a.send(2, RequestType::GetResyncWork, b"");
+        settle(&sim, &mut [&mut a]);
+        let reply = answered(&a.take().0, work).expect("answered").data.clone();
+        assert!(ResyncWork::decode(&reply).unwrap().available);
+    }
+
     #[test]
     fn a_closed_connection_withdraws_answers_eagain_and_rejoins() {
         let sim = Rc::new(Sim::new(2, 4, 4096, 0.0));
@@ -699,7 +795,7 @@ mod tests {
 
     #[test]
     fn the_leader_writes_a_disk_log_and_a_new_cluster_seeds_from_it() {
-        use dm_ulog_uapi::payload::{RegionSync, ResyncWork};
+        use dm_ulog_uapi::payload::RegionSync;
         let tmp = tempfile::NamedTempFile::new().unwrap();
         tmp.as_file().set_len(64 << 10).unwrap();
         let table = format!("8192 clustered-disk {} 1024", tmp.path().display());
