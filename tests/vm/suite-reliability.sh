@@ -396,6 +396,7 @@ lost_mark_recorded_before_its_write() {
 	logdev=/dev/ram4
 	dd if=/dev/zero of="$logdev" bs=64k count=1 oflag=direct 2>/dev/null
 	dm create slowleg --table "0 16384 delay /dev/ram3 0 0 /dev/ram3 0 3000" || fail "dm-delay refused"
+	dm mknodes slowleg
 	dm create ml --table "0 16384 mirror userspace 5 LOST-UUID disk $logdev 8 nosync 2 /dev/ram2 0 /dev/mapper/slowleg 0" ||
 		fail "create failed"
 	dm mknodes ml
