@@ -25,7 +25,7 @@ power_cut_replay_clustered_disk_integrated_flush_server_killed teardown"
 fi
 
 # The least (crash point, region) pairs with legs that may differ and a valid log per replay.
-FLOOR=${FLOOR:-200}
+FLOOR=${FLOOR:-1000}
 # What each of fio's two jobs writes.
 IO_SIZE=${IO_SIZE:-1M}
 TRACEFS=/sys/kernel/tracing
