@@ -170,8 +170,9 @@ struct Log {
     /// kernel re-creating its log after a reconnect) must not replace it.
     needs_load: bool,
     /// Another instance of this UUID (a reloaded table) has resumed since this one did: this
-    /// one's state is stale, and it never writes the device again, whatever it is sent (a
-    /// late clear and FLUSH would write its whole old bitmap over the newer one's marks).
+    /// one's state is stale, and it does not write the device, whatever it is sent (a late
+    /// clear and FLUSH would write its whole old bitmap over the newer one's marks), until it
+    /// resumes again (which reads the device first).
     superseded: bool,
 }
 
@@ -254,7 +255,7 @@ impl Log {
             return;
         }
         if let Some(disk) = &mut self.disk {
-            disk.set_clean(region, self.regions.is_clean(region).unwrap_or(false));
+            disk.set_clean(region, self.regions.clean_on_disk(region).unwrap_or(false));
         }
     }
 
@@ -617,7 +618,10 @@ impl Logs {
             return Ok(());
         }
         let result = log.answer(kind, uuid, header.luid, data, out, self.extensions);
-        if kind == RequestType::Resume && result.is_ok() && !log.superseded {
+        if kind == RequestType::Resume && result.is_ok() {
+            // The instance that resumed last is the live table's (a RESUME that re-creates an
+            // old instance after a server restart may come before the new one's).
+            log.superseded = false;
             self.supersede_others(&key);
         }
         let Some(log) = self.logs.get_mut(&key) else {
@@ -693,6 +697,13 @@ mod tests {
     fn set_sync(logs: &mut Logs, region: u64, in_sync: bool) {
         let s = RegionSync { region, in_sync };
         ask(logs, RequestType::SetRegionSync, 1, &s.encode()).unwrap();
+    }
+
+    /// A region recovered as the kernel reports it: in sync, then its clear (which the module
+    /// sends once the legs the recovery wrote are flushed).
+    fn recovered(logs: &mut Logs, region: u64) {
+        set_sync(logs, region, true);
+        ask(logs, RequestType::ClearRegion, 1, &region.to_ne_bytes()).unwrap();
     }
 
     /// The runs and `next` of a GET_IN_SYNC_RANGES reply.
@@ -807,7 +818,7 @@ mod tests {
         ask(&mut logs, RequestType::Resume, 1, b"").unwrap();
         assert_eq!(logs.pending_withdrawal(), None, "a first load");
         for r in 0..8 {
-            set_sync(&mut logs, r, true);
+            recovered(&mut logs, r);
         }
         let suspend_resume = |logs: &mut Logs| {
             for kind in [
@@ -1105,11 +1116,7 @@ mod tests {
         ask(&mut logs, RequestType::Ctr, 1, ctr.as_bytes()).unwrap();
         ask(&mut logs, RequestType::Resume, 1, b"").unwrap();
         for r in 0..8u64 {
-            let set = RegionSync {
-                region: r,
-                in_sync: true,
-            };
-            ask(&mut logs, RequestType::SetRegionSync, 1, &set.encode()).unwrap();
+            recovered(&mut logs, r);
         }
         ask(&mut logs, RequestType::Flush, 1, b"").unwrap();
         ask(&mut logs, RequestType::MarkRegion, 1, &5u64.to_ne_bytes()).unwrap();
@@ -1159,7 +1166,7 @@ mod tests {
         ask(&mut logs, RequestType::Ctr, 1, ctr.as_bytes()).unwrap();
         ask(&mut logs, RequestType::Resume, 1, b"").unwrap();
         for r in 0..8u64 {
-            set_sync(&mut logs, r, true);
+            recovered(&mut logs, r);
         }
         // Region 0 written through the old table, region 1 through the new one.
         ask(&mut logs, RequestType::Flush, 1, &0u64.to_ne_bytes()).unwrap();
@@ -1183,6 +1190,38 @@ mod tests {
         ask(&mut logs, RequestType::ClearRegion, 2, &1u64.to_ne_bytes()).unwrap();
         ask(&mut logs, RequestType::Flush, 2, b"").unwrap();
         assert_eq!(summary(), "magic=ok version=2 nr_regions=8 clean=7");
+    }
+
+    /// After a server restart, the old table's instance can be re-created (CTR and RESUME)
+    /// between the new table's CTR and its RESUME: the instance that resumed last writes.
+    #[test]
+    fn the_instance_that_resumed_last_writes_the_device() {
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        tmp.as_file().set_len(4096).unwrap();
+        let ctr = format!("8192 disk {} 1024", tmp.path().display());
+        let summary = || {
+            let dev = LogDevice::open(tmp.path().to_str().unwrap()).unwrap();
+            crate::disk::summarize(&dev, None).unwrap().to_string()
+        };
+        let mut logs = Logs::default();
+        ask(&mut logs, RequestType::Ctr, 1, ctr.as_bytes()).unwrap();
+        ask(&mut logs, RequestType::Resume, 1, b"").unwrap();
+        for r in 0..8u64 {
+            recovered(&mut logs, r);
+        }
+        ask(&mut logs, RequestType::Flush, 1, b"").unwrap();
+        ask(&mut logs, RequestType::Ctr, 2, ctr.as_bytes()).unwrap();
+        // The old instance re-created on a restarted server, then suspended for the swap.
+        ask(&mut logs, RequestType::Resume, 1, b"").unwrap();
+        ask(&mut logs, RequestType::Presuspend, 1, b"").unwrap();
+        ask(&mut logs, RequestType::Postsuspend, 1, b"").unwrap();
+        ask(&mut logs, RequestType::Resume, 2, b"").unwrap();
+        ask(&mut logs, RequestType::Flush, 2, &1u64.to_ne_bytes()).unwrap();
+        assert_eq!(
+            summary(),
+            "magic=ok version=2 nr_regions=8 clean=7",
+            "the live table's mark never reached the device"
+        );
     }
 
     #[test]
@@ -1209,6 +1248,17 @@ mod tests {
             ask(&mut logs, RequestType::SetRegionSync, 1, &set).unwrap();
         }
         assert_eq!(summary(), "magic=ok version=2 nr_regions=8 clean=0");
+        // In sync is not clean on the device: the kernel's clears (sent once the legs the
+        // recovery wrote are flushed) make the regions clean, as dm-log.c's clean bits.
+        ask(&mut logs, RequestType::Flush, 1, b"").unwrap();
+        assert_eq!(
+            summary(),
+            "magic=ok version=2 nr_regions=8 clean=0",
+            "recovered regions written clean before their clears (and the leg flush)"
+        );
+        for r in 0..8u64 {
+            ask(&mut logs, RequestType::ClearRegion, 1, &r.to_ne_bytes()).unwrap();
+        }
         ask(&mut logs, RequestType::Flush, 1, b"").unwrap();
         assert_eq!(summary(), "magic=ok version=2 nr_regions=8 clean=8");
         ask(&mut logs, RequestType::Flush, 1, &3u64.to_ne_bytes()).unwrap();

@@ -83,14 +83,16 @@ impl Regions {
     }
 
     /// Regions as a disk log finds them at resume: in sync exactly where the little-endian
-    /// clean bitmap `bits` says clean (dm-log.c copies its clean bits to its sync bits), none
-    /// with a write outstanding, none being recovered. Allocates nothing.
+    /// clean bitmap `bits` says clean (dm-log.c copies its clean bits to its sync bits), and
+    /// clean on the device only there, none being recovered. Allocates nothing.
     pub fn load_clean_bits(&mut self, bits: &[u8]) {
         if self.in_sync.copy_from_le_bytes(bits) {
             // Which ones does not matter: a reload is rare, and the kernel learns again.
             self.left_sync.note(0..u64::MAX);
         }
-        self.clean.fill(true);
+        // A dirty region stays dirty on the device until the kernel clears it, after the
+        // recovery it needs (and the leg flush the clear waits for).
+        self.clean.copy_from_le_bytes(bits);
         self.recovering.fill(false);
         self.sync_search = 0;
         self.sync_count = self.in_sync.count_ones();
@@ -107,6 +109,13 @@ impl Regions {
         } else {
             Err(OutOfRange(region))
         }
+    }
+
+    /// What a disk log's bitmap holds for the region, as dm-log.c's clean bits: cleared by
+    /// a mark, set by a clear (and by nothing else: a region recovered is clean on the device
+    /// only once the kernel clears it, after it flushed the legs the recovery wrote).
+    pub fn clean_on_disk(&self, region: u64) -> Result<bool, OutOfRange> {
+        Ok(self.clean.get(self.check(region)?))
     }
 
     /// A region is clean when it is in sync and no write to it is outstanding.
@@ -166,8 +175,9 @@ impl Regions {
             }
         }
         if !in_sync {
-            // Recover it again on this pass.
+            // Recover it again on this pass; dirty on the device until the kernel clears it.
             self.sync_search = self.sync_search.min(region);
+            self.clean.set(i, false);
         }
         Ok(())
     }
@@ -255,12 +265,17 @@ mod tests {
         r.load_clean_bits(&[0b101]);
         assert_eq!(r.count(), 3);
         assert_eq!(r.sync_count(), 2);
-        assert_eq!(r.dirty_count(), 0);
+        // Region 1 is dirty on the device until the kernel clears it.
+        assert_eq!(r.dirty_count(), 1);
+        assert!(!r.clean_on_disk(1).unwrap());
         assert!(r.is_clean(0).unwrap());
         assert!(!r.in_sync(1).unwrap());
         assert!(!r.is_clean(1).unwrap());
         assert_eq!(r.resync_work(), Some(1));
         r.set_sync(1, true).unwrap();
+        assert!(!r.clean_on_disk(1).unwrap(), "recovered is not cleared");
+        r.clear(1).unwrap();
+        assert!(r.clean_on_disk(1).unwrap());
         assert_eq!(r.resync_work(), None);
         r.mark(2).unwrap();
         assert_eq!(r.dirty_count(), 1);
@@ -482,6 +497,8 @@ mod tests {
                         let left = sync[x as usize] && !s;
                         r.set_sync(x, s).unwrap();
                         sync[x as usize] = s;
+                        // Out of sync is dirty on the device until cleared.
+                        dirty[x as usize] |= !s;
                         offered[x as usize] = false;
                         prop_assert_eq!(r.take_left_sync(), left.then_some((x, 1)));
                     }

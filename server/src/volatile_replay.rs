@@ -44,11 +44,20 @@ impl Device {
     }
 }
 
-/// The flushes among the block layer's completion events, in order, by device: the lines of
-/// `trace` (ftrace's text format) for `block_bio_complete` whose device is one of `devices`
+/// One flush as the block layer saw it complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flush {
+    /// The slice it was sent to.
+    pub device: Device,
+    /// It completed with an error: nothing it should have covered counts as durable.
+    pub failed: bool,
+}
+
+/// The flushes among the block layer's completion events, in order: the lines of `trace`
+/// (ftrace's text format) for `block_bio_complete` whose device is one of `devices`
 /// (`major,minor` of the first leg, the second leg and the log, as ftrace prints them) and
 /// whose request flags begin with `F` (a preflush, with or without data).
-pub fn flush_devices_from_trace(trace: &str, devices: [&str; 3]) -> Result<Vec<Device>> {
+pub fn flush_devices_from_trace(trace: &str, devices: [&str; 3]) -> Result<Vec<Flush>> {
     let mut out = Vec::new();
     for (n, line) in trace.lines().enumerate() {
         let Some((_, event)) = line.split_once("block_bio_complete: ") else {
@@ -65,7 +74,16 @@ pub fn flush_devices_from_trace(trace: &str, devices: [&str; 3]) -> Result<Vec<D
             continue;
         };
         if rwbs.starts_with('F') {
-            out.push([Device::Leg0, Device::Leg1, Device::Log][at]);
+            // "SECTOR + SECTORS [ERROR]": the error is the last field.
+            let error = event
+                .split_whitespace()
+                .last()
+                .and_then(|e| e.strip_prefix('[')?.strip_suffix(']')?.parse::<i32>().ok())
+                .with_context(|| format!("line {} of the trace: no [error] in {line:?}", n + 1))?;
+            out.push(Flush {
+                device: [Device::Leg0, Device::Leg1, Device::Log][at],
+                failed: error != 0,
+            });
         }
     }
     Ok(out)
@@ -293,12 +311,12 @@ fn region_bytes(layout: &Layout, leg: &Range<u64>, r: u64) -> Range<usize> {
 }
 
 /// Replays `entries` (from `record`) onto zeroed devices of `layout`, the `n`th flush entry
-/// belonging to `flushes[n]`, and checks every crash state.
+/// being `flushes[n]`, and checks every crash state.
 pub fn replay(
     record: &[u8],
     entries: &[Entry],
     layout: &Layout,
-    flushes: &[Device],
+    flushes: &[Flush],
 ) -> Result<Report> {
     let regions = layout.regions();
     ensure!(
@@ -331,9 +349,11 @@ pub fn replay(
                 .with_context(|| format!("entry {i}"))?;
         }
         if e.is_flush() {
-            let device = *flush_devices.next().expect("counted above");
-            report.flushes[device.index()] += 1;
-            state.flush(device)?;
+            let flush = *flush_devices.next().expect("counted above");
+            report.flushes[flush.device.index()] += 1;
+            if !flush.failed {
+                state.flush(flush.device)?;
+            }
         }
         check(&state, Some(i), &mut report);
     }
@@ -390,11 +410,22 @@ mod tests {
     /// `(sector, sectors, flags, fill byte)`, as `record` takes them.
     type Spec = (u64, u64, u64, u8);
 
-    fn run(entries: &[Spec], flushes: &[Device]) -> Report {
+    fn run(entries: &[Spec], devices: &[Device]) -> Report {
         let mut rec = record(entries);
         let parsed = parse_record(&rec).unwrap();
         patch_header(&mut rec, &parsed);
-        replay(&rec, &parsed, &layout(), flushes).unwrap()
+        replay(&rec, &parsed, &layout(), &ok(devices)).unwrap()
+    }
+
+    /// Flushes that succeeded, to these devices.
+    fn ok(devices: &[Device]) -> Vec<Flush> {
+        devices
+            .iter()
+            .map(|&device| Flush {
+                device,
+                failed: false,
+            })
+            .collect()
     }
 
     use Device::{Leg0, Leg1, Log};
@@ -483,6 +514,23 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_leg_flush_makes_nothing_durable() {
+        let (e, f) = disk_log_order(true);
+        let mut rec = record(&e);
+        let parsed = parse_record(&rec).unwrap();
+        patch_header(&mut rec, &parsed);
+        assert_eq!(
+            replay(&rec, &parsed, &layout(), &ok(&f)).unwrap().unmarked,
+            0
+        );
+        // Leg 1's flush (the fourth) failed: its write may be lost after the clear.
+        let mut flushes = ok(&f);
+        flushes[3].failed = true;
+        let r = replay(&rec, &parsed, &layout(), &flushes).unwrap();
+        assert!(r.unmarked > 0, "{r}");
+    }
+
+    #[test]
     fn durable_differing_legs_need_a_dirty_log() {
         // Leg 0 written and flushed, leg 1 never: the legs differ on media for good.
         let e = [
@@ -514,7 +562,7 @@ mod tests {
         let rec = record(&[(0, 0, FLUSH, 0)]);
         let parsed = parse_record(&rec).unwrap();
         assert!(replay(&rec, &parsed, &layout(), &[]).is_err());
-        assert!(replay(&rec, &parsed, &layout(), &[Log, Log]).is_err());
+        assert!(replay(&rec, &parsed, &layout(), &ok(&[Log, Log])).is_err());
     }
 
     #[test]
@@ -528,8 +576,11 @@ mod tests {
   dm-ulogd-90      [001] .....  12.000005: block_bio_complete: 253,1 FWS 0 + 0 [0]
   dm-ulogd-90      [001] .....  12.000006: block_bio_complete: 1,5 FWS 0 + 0 [0]
 ";
-        let devices = flush_devices_from_trace(trace, ["253,2", "253,3", "253,4"]).unwrap();
-        assert_eq!(devices, vec![Leg0, Leg1, Log]);
+        let flushes = flush_devices_from_trace(trace, ["253,2", "253,3", "253,4"]).unwrap();
+        assert_eq!(flushes, ok(&[Leg0, Leg1, Log]));
+        let failed = "x: block_bio_complete: 253,2 FWS 0 + 0 [-5]";
+        let flushes = flush_devices_from_trace(failed, ["253,2", "253,3", "253,4"]).unwrap();
+        assert!(flushes[0].failed);
         assert!(
             flush_devices_from_trace("x block_bio_complete: 253,2", ["253,2", "a", "b"]).is_err()
         );

@@ -58,6 +58,10 @@ enum Command {
         /// many (crash point, region) pairs.
         #[arg(long, default_value_t = 0)]
         floor: u64,
+        /// With `--trace`: fail unless regions went clean, dirty and clean again on the log
+        /// device at least this many times (a log that never cleans proves nothing either).
+        #[arg(long, default_value_t = 0)]
+        min_cycles: u64,
     },
     /// Check the legs and the log device as they are now (the mirror not active).
     Devices {
@@ -161,6 +165,7 @@ fn main() -> Result<()> {
             trace,
             slices,
             floor,
+            min_cycles,
         } => {
             let record = read(&record)?;
             let entries = parse_record(&record)?;
@@ -178,10 +183,14 @@ fn main() -> Result<()> {
                     let flushes = flush_devices_from_trace(&trace, [a, b, c])?;
                     let report = volatile_replay::replay(&record, &entries, &layout, &flushes)?;
                     println!("{report}");
-                    if report.exercised < floor {
+                    // A violation found stands; without one, a run below the floors proved
+                    // nothing.
+                    let vacuous = report.exercised < floor || report.cycles < min_cycles;
+                    if report.unmarked == 0 && vacuous {
                         println!(
-                            "exercised {} times, below the floor of {floor}: this run proved nothing",
-                            report.exercised
+                            "exercised {} times (floor {floor}), {} clean-dirty-clean cycles \
+                             (floor {min_cycles}): this run proved nothing",
+                            report.exercised, report.cycles
                         );
                         std::process::exit(2);
                     }
