@@ -131,13 +131,13 @@ workload() {
 # the writes, or in the next request from the mirror's worker (the read after them).
 stuck() {
 	dm message lw 0 mark stuck
-	replay
+	STUCK=1 replay
 	upstream_bug "its reconnect CTR has no room for a disk log's device name, so it retries for ever" "$1"
 }
 
 # Replays the record and checks every crash point; prints the result line of $name.
 replay() {
-	stop_trace || fail "the flush trace is incomplete"
+	stop_trace || [ -n "${STUCK:-}" ] || fail "the flush trace is incomplete"
 	out=$(dm-ulog-crashcheck replay --record "$RECDEV" --leg0 "0:$LEG" --leg1 "$LEG:$LEG" \
 		--log "$((2 * LEG)):$LOGLEN" --region "$REGION" --trace /tmp/flush.trace \
 		--slices "$SLICES" --floor "$FLOOR" --min-cycles "$MIN_CYCLES")
@@ -149,8 +149,9 @@ replay() {
 		"crash_points=$(field crash_points) legs_may_differ=$(field points_legs_may_differ)" \
 		"log_valid=$(field points_log_valid) exercised=$(field exercised) cycles=$(field cycles)" \
 		"unmarked=$(echo "$out" | sed -n 's/^unmarked differing regions: //p')"
-	echo "$out" | grep -q "^unmarked differing regions: " || fail "the replay did not run"
-	[ "$rc" -ne 2 ] || fail "the invariant was exercised fewer than $FLOOR times, or regions were cleaned fewer than $MIN_CYCLES times: nothing was proved"
+	# A stuck mirror's record ends where it hung, its trace later: judged by the bug it hit.
+	echo "$out" | grep -q "^unmarked differing regions: " || [ -n "${STUCK:-}" ] || fail "the replay did not run"
+	[ "$rc" -ne 2 ] || [ -n "${STUCK:-}" ] || fail "the invariant was exercised fewer than $FLOOR times, or regions were cleaned fewer than $MIN_CYCLES times: nothing was proved"
 	if [ "$rc" -ne 0 ]; then
 		[ -n "${DETECT:-}" ] && return 1
 		upstream_bug "it never flushes the legs before a clear (flush_callback_fn unused)" \
