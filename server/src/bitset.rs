@@ -99,6 +99,14 @@ impl Bitset {
         old != value
     }
 
+    /// Flips every bit.
+    pub fn invert(&mut self) {
+        for w in &mut self.words {
+            *w = !*w;
+        }
+        self.clear_tail();
+    }
+
     /// Sets every bit to `value`.
     pub fn fill(&mut self, value: bool) {
         self.words.fill(if value { u64::MAX } else { 0 });

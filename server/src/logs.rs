@@ -1079,8 +1079,8 @@ mod tests {
 
     #[test]
     fn memory_limit_is_per_log_and_says_what_to_do() {
-        // 8192 regions take 3 KiB of bitsets.
-        let mut logs = Logs::with_memory_limit(3 << 10);
+        // 8192 regions take 4 KiB of bitsets.
+        let mut logs = Logs::with_memory_limit(4 << 10);
         ask(&mut logs, RequestType::Ctr, 1, b"65536 core 8").unwrap();
         ask(&mut logs, RequestType::Ctr, 2, b"65536 core 8").unwrap();
         assert_eq!(
@@ -1093,7 +1093,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            msg.starts_with("refusing log: 4294967295 regions of 8 sectors need 1536 MiB of server memory, more than the 256 MiB"),
+            msg.starts_with("refusing log: 4294967295 regions of 8 sectors need 2048 MiB of server memory, more than the 256 MiB"),
             "{msg}"
         );
         assert!(

@@ -10,13 +10,16 @@ use std::ops::Range;
 
 use crate::bitset::{AllocError, Bitset};
 
-/// Region bookkeeping of one log: three bits per region, in bitsets reserved fallibly at
+/// Region bookkeeping of one log: four bits per region, in bitsets reserved fallibly at
 /// creation (a log the server cannot hold is refused, never an abort), and never
 /// reallocated afterwards. Not `Clone`: a copy would allocate infallibly.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Regions {
     in_sync: Bitset,
     clean: Bitset,
+    /// Regions that left sync, or were recovered, and have not been cleared since: dirty on
+    /// a disk log's device whatever `clean` and `in_sync` say.
+    uncleared: Bitset,
     recovering: Bitset,
     /// Where the search for resync work continues.
     sync_search: u64,
@@ -65,7 +68,7 @@ pub struct OutOfRange(pub u64);
 impl Regions {
     /// Bytes of memory the state of `count` regions takes.
     pub fn bytes_for(count: u64) -> u64 {
-        3 * Bitset::bytes_for(count)
+        4 * Bitset::bytes_for(count)
     }
 
     /// `count` regions, all clean, all in sync or all out of sync; an error when the memory
@@ -74,6 +77,7 @@ impl Regions {
         Ok(Self {
             in_sync: Bitset::try_new(count, in_sync)?,
             clean: Bitset::try_new(count, true)?,
+            uncleared: Bitset::try_new(count, false)?,
             recovering: Bitset::try_new(count, false)?,
             sync_search: 0,
             handed_out: None,
@@ -90,9 +94,11 @@ impl Regions {
             // Which ones does not matter: a reload is rare, and the kernel learns again.
             self.left_sync.note(0..u64::MAX);
         }
+        self.clean.fill(true);
         // A dirty region stays dirty on the device until the kernel clears it, after the
         // recovery it needs (and the leg flush the clear waits for).
-        self.clean.copy_from_le_bytes(bits);
+        self.uncleared.copy_from_le_bytes(bits);
+        self.uncleared.invert();
         self.recovering.fill(false);
         self.sync_search = 0;
         self.sync_count = self.in_sync.count_ones();
@@ -111,11 +117,12 @@ impl Regions {
         }
     }
 
-    /// What a disk log's bitmap holds for the region, as dm-log.c's clean bits: cleared by
-    /// a mark, set by a clear (and by nothing else: a region recovered is clean on the device
-    /// only once the kernel clears it, after it flushed the legs the recovery wrote).
+    /// What a disk log's bitmap holds for the region: clean, and cleared by the kernel since
+    /// it came back in sync (as dm-log.c's clean bits, which only a clear sets: a region
+    /// recovered is clean on the device once the kernel clears it, after it flushed the legs
+    /// the recovery wrote, not when it reports the recovery).
     pub fn clean_on_disk(&self, region: u64) -> Result<bool, OutOfRange> {
-        Ok(self.clean.get(self.check(region)?))
+        Ok(self.is_clean(region)? && !self.uncleared.get(region))
     }
 
     /// A region is clean when it is in sync and no write to it is outstanding.
@@ -140,6 +147,7 @@ impl Regions {
     pub fn clear(&mut self, region: u64) -> Result<(), OutOfRange> {
         let i = self.check(region)?;
         self.clean.set(i, true);
+        self.uncleared.set(i, false);
         Ok(())
     }
 
@@ -175,10 +183,11 @@ impl Regions {
             }
         }
         if !in_sync {
-            // Recover it again on this pass; dirty on the device until the kernel clears it.
+            // Recover it again on this pass.
             self.sync_search = self.sync_search.min(region);
-            self.clean.set(i, false);
         }
+        // Clean on the device only once the kernel clears it.
+        self.uncleared.set(i, true);
         Ok(())
     }
 
@@ -266,7 +275,7 @@ mod tests {
         assert_eq!(r.count(), 3);
         assert_eq!(r.sync_count(), 2);
         // Region 1 is dirty on the device until the kernel clears it.
-        assert_eq!(r.dirty_count(), 1);
+        assert_eq!(r.dirty_count(), 0);
         assert!(!r.clean_on_disk(1).unwrap());
         assert!(r.is_clean(0).unwrap());
         assert!(!r.in_sync(1).unwrap());
@@ -284,7 +293,7 @@ mod tests {
     #[test]
     fn unservable_region_counts_are_an_error() {
         assert!(Regions::try_new(u64::MAX, false).is_err());
-        assert_eq!(Regions::bytes_for(1 << 32), 3 << 29);
+        assert_eq!(Regions::bytes_for(1 << 32), 4 << 29);
     }
 
     /// A GET_RESYNC_WORK resent after the kernel's timeout (its first answer lost) gets the
@@ -497,8 +506,6 @@ mod tests {
                         let left = sync[x as usize] && !s;
                         r.set_sync(x, s).unwrap();
                         sync[x as usize] = s;
-                        // Out of sync is dirty on the device until cleared.
-                        dirty[x as usize] |= !s;
                         offered[x as usize] = false;
                         prop_assert_eq!(r.take_left_sync(), left.then_some((x, 1)));
                     }
