@@ -281,8 +281,9 @@ reload_under_load_keeps_marks() {
 	fio --name=busy --filename=/dev/mapper/m3 --rw=randwrite --bs=4k --size=512k --direct=1 \
 		--ioengine=psync --numjobs=4 --time_based --runtime=120 --norandommap >/tmp/fio.busy 2>&1 &
 	fpid=$!
-	sleep 2
-	[ "$(region0_bit)" = dirty ] || fail "region 0 is not dirty under the writes before any reload"
+	region0_dirty() { [ "$(region0_bit)" = dirty ]; }
+	wait_for 30 region0_dirty || fail "region 0 is not dirty under the writes before any reload"
+	sleep 1
 	bad=0
 	i=0
 	while [ "$i" -lt 10 ]; do
