@@ -422,6 +422,16 @@ impl DirtyLog for UserspaceLog {
         self.in_sync_answers.forget();
         if !in_sync {
             self.in_sync_map.withdraw(region);
+        } else if let Err(e) = self.flush_legs_for_recovery() {
+            // Not reported, the region stays out of sync on the server, which offers it for
+            // recovery again.
+            pr_warn!(
+                "[{}] flushing the mirror's legs after recovering region {} failed ({}): it will be recovered again\n",
+                uuid_tail(&self.uuid),
+                region,
+                e.to_errno()
+            );
+            return;
         }
         let asked = self.transport.map_stamp();
         // The interface cannot fail; a lost update is redone by the next resync.

@@ -606,6 +606,20 @@ impl UserspaceLog {
         }
     }
 
+    /// Makes a finished recovery's copy durable on the legs before the server hears the
+    /// region is in sync: a server that writes an in-sync, unmarked region clean on hearing it
+    /// (a cluster's replica, cmirrord) must not while the copy may sit in a leg's volatile
+    /// cache. dm-raid1 reports a recovery from its worker, which may sleep.
+    pub(super) fn flush_legs_for_recovery(&self) -> Result {
+        self.stats.leg_flush();
+        let flushed = if cfg!(dmlu_planted_skip_leg_flush) {
+            Ok(())
+        } else {
+            self.leg_flush.flush()
+        };
+        flushed.inspect_err(|_| self.stats.leg_flush_failed())
+    }
+
     /// Says that clears stay undurable: harmless, those regions are only resynced.
     pub(super) fn clears_not_flushed(&self, e: Error) {
         pr_warn!(

@@ -4,7 +4,8 @@
 
 TESTS="setup mirror_created write_read_back legs_identical_after_resync status_and_table
 suspend_resume unload_refused_while_log_exists remove_mirror server_saw_no_errors
-clear_waits_for_durable_legs failed_read_in_sync_irq_safe teardown"
+clear_waits_for_durable_legs recovery_reported_after_durable_legs failed_read_in_sync_irq_safe
+teardown"
 
 UUID=MIRROR-UUID-0001
 
@@ -126,6 +127,29 @@ clear_waits_for_durable_legs() {
 		upstream_bug "clears are made durable without flushing the legs (no flush_callback_fn)" \
 			"region 0 called clean ${took} ms after its write, before a leg flush could end"
 	fi
+}
+
+# A recovered region is reported in sync only once the legs hold the copy: the module flushes
+# them first, since a cluster's server (or cmirrord) writes an in-sync, unmarked region clean on
+# hearing it. One region to recover, leg A's flushes take LEG_FLUSH_MS: the mirror may read
+# 1/1 in sync no sooner.
+recovery_reported_after_durable_legs() {
+	scratch_disks
+	dm create slowflush2 --table "0 1024 delay $A 0 0 $A 0 0 $A 0 $LEG_FLUSH_MS" ||
+		fail "dm-delay with a flush delay refused"
+	dm mknodes slowflush2
+	start=$(now_ms)
+	dm create m4 --table "0 1024 mirror userspace 3 $UUID-RECOVER core 1024 2 /dev/mapper/slowflush2 0 $B 0" ||
+		fail "mirror over the scratch disks refused"
+	synced=0
+	wait_in_sync m4 60 && synced=1
+	took=$(($(now_ms) - start))
+	echo "one region recovered and reported in sync ${took} ms after the create; a leg flush takes ${LEG_FLUSH_MS} ms"
+	dm remove m4 && dm remove slowflush2 || fail "teardown of the test's devices failed"
+	[ "$synced" = 1 ] || fail "the mirror never got in sync"
+	[ "$took" -ge "$LEG_FLUSH_MS" ] ||
+		upstream_bug "it reports a recovery before the legs' volatile caches are flushed" \
+			"region 0 reported in sync ${took} ms after the create, before a leg flush could end"
 }
 
 # A read that fails on both legs reaches dm-raid1's in_sync(can_block=0) from the bio's
