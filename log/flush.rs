@@ -411,8 +411,9 @@ impl UserspaceLog {
         }
     }
 
-    /// Sends held clears, then a FLUSH that makes every clear sent so far durable: for the
-    /// lazy work, and at suspend and dtr. Called under `flushing`.
+    /// Flushes the legs, sends held clears, then a FLUSH that makes every clear sent so far
+    /// durable: for the lazy work, and at postsuspend (dtr drops its clears instead). Called
+    /// under `flushing`.
     fn flush_clears(&self) -> Result {
         self.flush_legs_for_clears();
         if self.clears_ride() {

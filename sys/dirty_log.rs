@@ -68,7 +68,7 @@ pub(crate) trait DirtyLog: Send + Sync + Sized + 'static {
     /// Whether another node is recovering the region.
     fn is_remote_recovering(&self, region: u64) -> bool;
     /// The mirror's leg flush the log was given at `ctr` (see [`Constructing::leg_flush`]);
-    /// the `dtr` trampoline disables it before the log's `dtr` runs.
+    /// the `dtr` trampoline closes it before the log's `dtr` runs.
     fn leg_flush(&self) -> &LegFlush;
 }
 
