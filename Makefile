@@ -68,12 +68,12 @@ DKMS_SRCDIR ?= /usr/src/dm-log-userspace-$(DKMS_VERSION)
 # The module's directories: the same list as scripts/build-module.sh's (scripts/dkms-test.sh
 # builds from what this copies, so a missing one fails the lint stage).
 MODULE_DIRS := log sys transfer uapi
-DKMS_FILES = Makefile Kbuild dkms.conf $(wildcard *.rs) $(shell find $(MODULE_DIRS) -type f \
+DKMS_FILES = Makefile Kbuild dkms.conf scripts/dkms-build.sh $(wildcard *.rs) $(shell find $(MODULE_DIRS) -type f \
 	\( -name '*.rs' -o -name '*.h' \) ! -name bindings_generated.rs)
 
 .PHONY: all module modules modules_install clean clippy rust-analyzer rustfmt rustfmtcheck \
 	check-kdir check-bindgen server install uninstall dkms-source \
-	kernel kernel-perf kernel-debug demo demo-cluster check check-host check-lint check-cluster check-cluster-guests check-vm bench
+	kernel kernel-perf kernel-debug stock demo demo-cluster check check-host check-lint check-cluster check-cluster-guests check-vm bench
 
 all module modules: check-kdir check-bindgen
 	$(kmake) modules
@@ -147,6 +147,11 @@ kernel-perf:
 	scripts/build-kernel.sh perf
 kernel-debug:
 	scripts/build-kernel.sh debug
+
+# The module for Debian's stock kernel (trixie-backports), built as a Debian machine's DKMS
+# builds it, with Debian's rustc, in a Debian 13 root made with debootstrap (cached); needs root.
+stock:
+	scripts/build-stock.sh
 
 # The main job: a mirror with a userspace log in a VM.
 demo:

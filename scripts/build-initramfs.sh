@@ -3,7 +3,9 @@
 # the in-guest suites and both log modules (the Rust one and upstream's C one, as
 # /modules/{rust,c}/dm_log_userspace.ko); VARIANT names the one the suites use. Helper modules
 # listed in EXTRA_MODULES (space-separated paths) go to /modules/extra/; host programs listed
-# in EXTRA_PROGRAMS (absolute paths), with their libraries, to the same paths.
+# in EXTRA_PROGRAMS (absolute paths), with their libraries, to the same paths. STOCK_MODULES:
+# a distribution kernel's /lib/modules/<release> (scripts/build-stock.sh), whose dm, brd and
+# virtio modules the guest needs (uncompressed, with a modules.dep; the init loads them).
 # Usage: [EXTRA_MODULES="A.ko B.ko"] [EXTRA_PROGRAMS="/usr/sbin/x"] build-initramfs.sh OUT.cpio.gz RUST.ko C.ko VARIANT [BINARY...]
 . "$(dirname "$0")/lib.sh"
 
@@ -44,6 +46,33 @@ for ko in ${EXTRA_MODULES:-}; do
 	cp "$ko" "$root/modules/extra/"
 done
 echo "$variant" >"$root/modules/VARIANT"
+if [ -n "${STOCK_MODULES:-}" ]; then
+	krel=$(basename "$STOCK_MODULES")
+	dest="$root/lib/modules/$krel"
+	mkdir -p "$dest"
+	# What the suites use, and what those need (modinfo's depends, followed by depmod later).
+	want="dm-mod dm-log dm-region-hash dm-mirror dm-flakey dm-delay dm-log-writes brd virtio_blk"
+	while read -r ko; do
+		rel=${ko#"$STOCK_MODULES"/}
+		mkdir -p "$dest/$(dirname "$rel")"
+		case "$ko" in
+		*.xz) xz -dc "$ko" >"$dest/${rel%.xz}" ;;
+		*.zst) zstd -qdc "$ko" >"$dest/${rel%.zst}" ;;
+		*) cp "$ko" "$dest/$rel" ;;
+		esac
+	done < <(for m in $want; do find "$STOCK_MODULES/kernel" -name "$m.ko*"; done | sort -u)
+	cp "$STOCK_MODULES"/modules.builtin* "$STOCK_MODULES"/modules.order "$dest/" 2>/dev/null || true
+	depmod -b "$root" "$krel" || die "depmod of the stock modules failed"
+	# The kernel's own C log module is the reference the suites compare with; it stays out of
+	# modules.dep, as in the project's kernels: a table never loads it behind a test's back.
+	c=$(find "$STOCK_MODULES/kernel" -name 'dm-log-userspace.ko*' | head -n 1)
+	[ -n "$c" ] || die "no dm-log-userspace module in $STOCK_MODULES"
+	case "$c" in
+	*.xz) xz -dc "$c" >"$root/modules/c/dm_log_userspace.ko" ;;
+	*) cp "$c" "$root/modules/c/dm_log_userspace.ko" ;;
+	esac
+	echo "$want" >"$root/modules/STOCK"
+fi
 cp "$TOP"/tests/vm/*.sh "$root/tests/"
 cp "$TOP/tests/vm/init" "$root/init"
 echo "root:x:0:0:root:/:/bin/sh" >"$root/etc/passwd"

@@ -11,19 +11,6 @@ APT="$CACHE/apt"
 SRC="$CACHE/src"
 mkdir -p "$APT"/{state/lists/partial,cache/archives/partial,debs} "$SRC"
 
-mirror_uri() {
-	local uri=""
-	if [ -f /etc/apt/sources.list.d/debian.sources ]; then
-		uri=$(awk '/^URIs:/ { print $2; exit }' /etc/apt/sources.list.d/debian.sources)
-	fi
-	if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
-		uri=$(awk '$1 == "deb" && $0 !~ /security/ { for (i = 2; i <= NF; i++) if ($i ~ /^https?:/) { print $i; exit } }' \
-			/etc/apt/sources.list)
-	fi
-	[ -n "$uri" ] || die "no Debian mirror found in /etc/apt/sources.list.d/debian.sources or /etc/apt/sources.list"
-	echo "$uri"
-}
-
 apt_opts() {
 	echo -o Dir::Etc::SourceList="$APT/sources.list" -o Dir::Etc::SourceParts=/dev/null \
 		-o Dir::State="$APT/state" -o Dir::Cache="$APT/cache"

@@ -45,3 +45,17 @@ with_progress() {
 
 # rustc's version, e.g. 1.95.0.
 rustc_version() { rustc --version | awk '{print $2}'; }
+
+# The Debian mirror this machine already uses (for trixie packages fetched by the scripts).
+mirror_uri() {
+	local uri=""
+	if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+		uri=$(awk '/^URIs:/ { print $2; exit }' /etc/apt/sources.list.d/debian.sources)
+	fi
+	if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
+		uri=$(awk '$1 == "deb" && $0 !~ /security/ { for (i = 2; i <= NF; i++) if ($i ~ /^https?:/) { print $i; exit } }' \
+			/etc/apt/sources.list)
+	fi
+	[ -n "$uri" ] || die "no Debian mirror found in /etc/apt/sources.list.d/debian.sources or /etc/apt/sources.list"
+	echo "$uri"
+}

@@ -5,7 +5,10 @@
 # fails, the suite bails out or does not finish, its "# Totals:" line or exit code (kselftest's,
 # printed on the KTAP port) disagrees with its results, or the console shows a kernel report
 # (oops, BUG, WARNING, KASAN, lockdep, kmemleak, ...). A suite that skips every test passes.
-# Usage: vm-run.sh perf|debug rust|c SUITE [TIMEOUT_SECONDS]
+# Usage: vm-run.sh perf|debug|stock rust|c SUITE [TIMEOUT_SECONDS]
+# stock: Debian's own kernel and modules (trixie-backports), the Rust module built for it by
+# DKMS with Debian's rustc, and Debian's dm-log-userspace.ko as the C reference
+# (scripts/build-stock.sh).
 # For the power-cut runs (scripts/power-cut.sh): DMLU_DRIVES="A.img B.img ..." attaches raw
 # images as virtio disks, DMLU_ACKS=FILE adds a third serial port (/dev/ttyS2) kept in FILE,
 # DMLU_INITRD_EXTRA=X.cpio.gz is appended to the initramfs, DMLU_APPEND adds to the kernel
@@ -20,27 +23,40 @@
 # the initramfs, and DMLU_VM_LOCK_HELD=1 says the caller holds the one-guest-at-a-time lock.
 . "$(dirname "$0")/lib.sh"
 
-flavour=${1:?usage: $0 perf|debug rust|c SUITE [TIMEOUT]}
+flavour=${1:?usage: $0 perf|debug|stock rust|c SUITE [TIMEOUT]}
 variant=${2:?usage}
 suite=${3:?usage}
 limit=${4:-600}
 
 case "$variant" in rust | c) ;; *) die "variant must be rust or c" ;; esac
-kdir=$("$TOP/scripts/build-kernel.sh" "$flavour")
-rust_ko=$("$TOP/scripts/build-module.sh" "$flavour")
-c_ko="$kdir/drivers/md/dm-log-userspace.ko"
+kdir=
+if [ "$flavour" = stock ]; then
+	stock=$("$TOP/scripts/build-stock.sh" kernel)
+	rust_ko=$("$TOP/scripts/build-stock.sh")
+	bzimage=$stock/vmlinuz
+	# The C reference comes from the stock modules (scripts/build-initramfs.sh).
+	STOCK_MODULES=$(echo "$stock"/lib/modules/*)
+	export STOCK_MODULES
+	c_ko=/dev/null
+else
+	kdir=$("$TOP/scripts/build-kernel.sh" "$flavour")
+	rust_ko=$("$TOP/scripts/build-module.sh" "$flavour")
+	c_ko="$kdir/drivers/md/dm-log-userspace.ko"
+	bzimage=$kdir/arch/x86/boot/bzImage
+fi
 
 run="$TOP/out/vm/$flavour-$variant-$suite${DMLU_RUN_SUFFIX:-}"
 [ "${DMLU_ICOUNT:-0}" = 1 ] && run="$run-icount"
 rm -rf "$run" && mkdir -p "$run"
 mapfile -t bins < <("$TOP/scripts/build-userspace.sh")
 extra=()
+# The project's test modules are built against the project's kernels only.
 for dir in tests/detectors bench/pingpong; do
-	[ -d "$TOP/$dir" ] && extra+=("$("$TOP/scripts/build-test-module.sh" "$flavour" "$dir")")
+	[ -n "$kdir" ] && [ -d "$TOP/$dir" ] && extra+=("$("$TOP/scripts/build-test-module.sh" "$flavour" "$dir")")
 done
 # The crash checker's self-test loads modules with planted bugs (never shipped).
 if [ "$suite" = detect-powercut ]; then
-	for bug in skip_leg_flush clear_before_write; do
+	for bug in skip_leg_flush clear_before_write forget_unflushed_marks; do
 		extra+=("$(DMLU_PLANTED=$bug "$TOP/scripts/build-module.sh" "$flavour")")
 	done
 fi
@@ -88,7 +104,7 @@ accel=tcg
 if [ "${DMLU_ICOUNT:-0}" = 1 ]; then
 	# Instructions as the guest's clock; idle time skipped, not waited for.
 	qemu_extra+=(-icount shift=0,sleep=off)
-elif [ "$("$TOP/scripts/kvm-probe.sh" "$kdir")" = yes ]; then
+elif [ -n "$kdir" ] && [ "$("$TOP/scripts/kvm-probe.sh" "$kdir")" = yes ]; then
 	accel=kvm
 fi
 mem=1024
@@ -98,7 +114,7 @@ append="console=ttyS0 panic=-1 oops=panic loglevel=7 dmlu.suite=$suite dmlu.long
 
 qemu=(qemu-system-x86_64 -accel "$accel" -m "$mem" -smp "${DMLU_SMP:-2}"
 	-display none -nodefaults -no-reboot
-	-kernel "$kdir/arch/x86/boot/bzImage" -initrd "$run/initramfs.cpio.gz" -append "$append"
+	-kernel "$bzimage" -initrd "$run/initramfs.cpio.gz" -append "$append"
 	-serial "file:$run/console.log" -serial "file:$run/ktap.log" "${qemu_extra[@]}")
 # One guest at a time on this machine (2 cores under TCG): wait for any other run to end
 # (unless the caller runs guests together and holds the lock for them).

@@ -165,7 +165,7 @@ pub fn decode_regions(
     request: RequestType,
     data: &[u8],
 ) -> Result<impl Iterator<Item = u64> + '_, WireError> {
-    if !data.len().is_multiple_of(REGION_SIZE) {
+    if data.len() % REGION_SIZE != 0 {
         return Err(WireError::BadPayload {
             request,
             len: data.len(),

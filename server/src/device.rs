@@ -216,7 +216,7 @@ impl LogDevice {
 
     fn check_aligned(&self, len: usize, offset: u64) -> io::Result<()> {
         let bs = self.block_size as u64;
-        if self.direct && !((len as u64).is_multiple_of(bs) && offset.is_multiple_of(bs)) {
+        if self.direct && ((len as u64) % bs != 0 || offset % bs != 0) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("I/O of {len} bytes at {offset} is not aligned to {bs}"),

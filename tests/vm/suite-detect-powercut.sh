@@ -1,5 +1,5 @@
 # shellcheck shell=sh
-# The power-cut replay of suite-powercut.sh must find each of four bugs planted in the module
+# The power-cut replay of suite-powercut.sh must find each of five bugs planted in the module
 # or the log server: a checker that never saw the bad case proved nothing. The planted modules
 # are built for this suite only (scripts/build-module.sh with DMLU_PLANTED), never shipped;
 # the planted server faults are dm-ulog-hostile's `ignore` and `early`. The kernel's own disk
@@ -9,7 +9,8 @@ DETECT=1
 IO_SIZE=256k
 . "$here/suite-powercut.sh"
 TESTS="setup caught_module_skipping_the_leg_flush caught_module_clearing_before_the_write
-caught_server_answering_flush_before_durable caught_server_ignoring_marks teardown"
+caught_module_forgetting_unflushed_marks caught_server_answering_flush_before_durable
+caught_server_ignoring_marks teardown"
 
 # caught NAME CONFIG...: a replay of that configuration finds unmarked differing regions.
 caught() {
@@ -52,6 +53,12 @@ caught_module_clearing_before_the_write() {
 	with_planted_module clear_before_write
 	caught "a module that clears a region before its write completes" \
 		"module=planted config=clear_before_write" $(userspace_log disk)
+}
+
+caught_module_forgetting_unflushed_marks() {
+	with_planted_module forget_unflushed_marks
+	caught "a module that does not send a dead server's unflushed marks to its successor" \
+		"module=planted config=forget_unflushed_marks" dies $(userspace_log disk)
 }
 
 caught_server_answering_flush_before_durable() {

@@ -11,7 +11,9 @@
 # at least FLOOR times, or it proved nothing.
 # Configurations: the kernel's own `disk` log (the baseline, Rust run only), and `disk` and
 # `clustered-disk` userspace logs served by dm-ulogd, with and without integrated_flush,
-# with held clears off, and with the server SIGKILLed and restarted during the writes.
+# with held clears off, with the server SIGKILLed and restarted during the writes, and with
+# a server that dies right after answering a MARK_REGION, before the FLUSH that would have
+# made it durable (dm-ulog-hostile's `exit` fault), replaced by dm-ulogd.
 # Each test prints "unmarked differing regions: N" (N must be 0) and the replay's counts.
 # The suite also serves tests/vm/suite-detect-powercut.sh (DETECT=1): bugs planted in the
 # module or the server, each of which the replay must find.
@@ -20,7 +22,7 @@ if [ -z "${DETECT:-}" ]; then
 	TESTS="setup power_cut_replay_kernel_disk power_cut_replay_disk
 power_cut_replay_disk_integrated_flush power_cut_replay_disk_hold_clears_off
 power_cut_replay_clustered_disk power_cut_replay_clustered_disk_integrated_flush
-power_cut_replay_disk_server_killed
+power_cut_replay_disk_server_killed power_cut_replay_disk_server_dies_after_mark
 power_cut_replay_clustered_disk_integrated_flush_server_killed teardown"
 fi
 
@@ -28,6 +30,8 @@ fi
 FLOOR=${FLOOR:-1000}
 # The least clean-dirty-clean cycles of regions' durable bits per replay (the least seen: 299).
 MIN_CYCLES=${MIN_CYCLES:-50}
+# The MARK_REGION requests the dying server answers before the one it dies after.
+DIE_AFTER=${DIE_AFTER:-25}
 # What each of fio's two jobs writes.
 IO_SIZE=${IO_SIZE:-1M}
 TRACEFS=/sys/kernel/tracing
@@ -100,21 +104,29 @@ unrecord() {
 	return 0
 }
 
-# workload [kill]: while the mirror resyncs, fio writes a hot area (4 regions, rewritten
-# over and over) and a cold one (random, verified, fsync every 32 writes), four writes in
-# flight each; the mirror is suspended and resumed, then reloaded (a new log instance), under
-# the writes; with `kill`, the server is SIGKILLed and restarted twice as well.
+# workload: while the mirror resyncs, fio writes a hot area (4 regions, rewritten over and
+# over) and a cold one (random, verified, fsync every 32 writes), four writes in flight each;
+# the mirror is suspended and resumed, then reloaded (a new log instance), under the writes;
+# with $kill `kill`, the server is SIGKILLed and restarted twice as well; with `dies`, the
+# server (started dying) is replaced by dm-ulogd as soon as it is gone.
 workload() {
+	if [ "$kill" = dies ]; then
+		# The replacement waits for the death in the background: the writes, suspend and
+		# reload stall until a server is back.
+		dying=$(cat /tmp/dm-ulogd.pid)
+		(wait_for 120 gone "$dying" && start_server >/dev/null) &
+		rpid=$!
+	fi
 	fio --ioengine=libaio --iodepth=4 --direct=1 --bs=4k --rw=randwrite \
 		--name=hot --filename=/dev/mapper/pm --offset=0 --size=256k --io_size="$IO_SIZE" --norandommap \
 		--name=cold --filename=/dev/mapper/pm --offset=1M --size=3M --io_size="$IO_SIZE" --fsync=32 \
 		--verify=crc32c --verify_fatal=1 >/tmp/fio.out 2>&1 &
 	fpid=$!
 	sleep 1
-	dm suspend pm && dm resume pm || fail "suspend/resume under the writes failed"
+	bounded suspend_resume || fail "suspend/resume under the writes failed"
 	sleep 1
-	dm reload pm --table "$TABLE" && dm resume pm || fail "reload under the writes failed"
-	if [ -n "$kill" ]; then
+	bounded reload_resume || fail "reload under the writes failed"
+	if [ "$kill" = kill ]; then
 		for _ in 1 2; do
 			sleep 1
 			kill_server
@@ -123,6 +135,22 @@ workload() {
 	fi
 	wait_for 90 gone "$fpid" || stuck "the writes did not finish after the server restarts"
 	wait "$fpid" || { tail -n 20 /tmp/fio.out; fail "fio failed"; }
+	if [ "$kill" = dies ]; then
+		wait "$rpid" || fail "the server did not die at its MARK_REGION, or its replacement did not start"
+		grep -q "fault exit" /tmp/dm-ulogd.log || fail "the dying server left no word of its exit"
+	fi
+}
+
+suspend_resume() { dm suspend pm && dm resume pm; }
+reload_resume() { dm reload pm --table "$TABLE" && dm resume pm; }
+
+# bounded FUNCTION: a table operation under the writes, which a server that never comes back
+# (or a module that cannot reach the new one) would hang for good: judged as stuck then.
+bounded() {
+	"$1" &
+	bpid=$!
+	wait_for 90 gone "$bpid" || stuck "$1 did not finish after the server restarts"
+	wait "$bpid"
 }
 
 # stuck MESSAGE: the mirror's I/O stopped after the server restarts. What was recorded until
@@ -154,14 +182,17 @@ replay() {
 	[ "$rc" -ne 2 ] || [ -n "${STUCK:-}" ] || fail "the invariant was exercised fewer than $FLOOR times, or regions were cleaned fewer than $MIN_CYCLES times: nothing was proved"
 	if [ "$rc" -ne 0 ]; then
 		[ -n "${DETECT:-}" ] && return 1
-		upstream_bug "it never flushes the legs before a clear (flush_callback_fn unused)" \
+		why="it never flushes the legs before a clear (flush_callback_fn unused)"
+		[ "$kill" = dies ] && why="$why, and never sends the marks a dead server answered to the next one"
+		upstream_bug "$why" \
 			"a power cut could leave a differing region marked clean"
 	fi
 	[ -z "${DETECT:-}" ] || return 0
 }
 
-# cut_and_check "module=M config=C" [kill] LOGSPEC...: records the workload on a mirror with
-# that log, then checks every crash point of the record.
+# cut_and_check "module=M config=C" [kill|dies] LOGSPEC...: records the workload on a mirror
+# with that log, then checks every crash point of the record. `dies`: dm-ulog-hostile serves
+# the log until it has answered DIE_AFTER marks and one more, then dies (see workload).
 cut_and_check() {
 	name=$1
 	shift
@@ -170,7 +201,12 @@ cut_and_check() {
 		exit "$KSFT_SKIP"
 	fi
 	kill=
-	[ "$1" = kill ] && { kill=kill; shift; }
+	case "$1" in kill | dies) kill=$1 && shift ;; esac
+	if [ "$kill" = dies ]; then
+		stop_server
+		start_server dm-ulog-hostile --fault "mark_region:delay=0*$DIE_AFTER" \
+			--fault mark_region:exit || fail "dm-ulog-hostile did not start"
+	fi
 	recorded_mirror "$@" || fail "the recorded mirror could not be built"
 	workload
 	# After a server restart the idle mirror resyncs only when its worker next runs (as
@@ -211,6 +247,9 @@ power_cut_replay_disk_hold_clears_off() {
 	with_module_args
 }
 power_cut_replay_disk_server_killed() { cut_and_check "$M=disk" kill $(userspace_log disk); }
+power_cut_replay_disk_server_dies_after_mark() {
+	cut_and_check "$M=disk+server_dies_after_mark" dies $(userspace_log disk)
+}
 power_cut_replay_clustered_disk_integrated_flush_server_killed() {
 	cut_and_check "$M=clustered-disk+integrated_flush" kill $(userspace_log clustered-disk integrated_flush)
 }

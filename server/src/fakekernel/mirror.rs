@@ -546,7 +546,7 @@ impl Mirror {
         self.next_status = now + self.opts.status_every;
         self.status_ticks += 1;
         let marked: Vec<u64> = self.held_marks.iter().copied().collect();
-        if self.status_ticks.is_multiple_of(4) && !marked.is_empty() {
+        if self.status_ticks % 4 == 0 && !marked.is_empty() {
             let region = marked[self.rng.random_range(0..marked.len())];
             self.request(
                 Actor::Status,
