@@ -60,6 +60,7 @@ PREFIX ?= /usr/local
 SBINDIR ?= $(PREFIX)/sbin
 # systemd reads units from /usr/lib/systemd/system and /usr/local/lib/systemd/system alike.
 UNITDIR ?= $(PREFIX)/lib/systemd/system
+MANDIR ?= $(PREFIX)/share/man
 CARGO ?= cargo
 DMULOGD := target/release/dm-ulogd
 # The module's source for DKMS, and its version (dkms.conf has it).
@@ -73,7 +74,7 @@ DKMS_FILES = Makefile Kbuild dkms.conf scripts/dkms-build.sh $(wildcard *.rs) $(
 
 .PHONY: all module modules modules_install clean clippy rust-analyzer rustfmt rustfmtcheck \
 	check-kdir check-bindgen server install uninstall dkms-source \
-	kernel kernel-perf kernel-debug stock demo demo-cluster check check-host check-lint check-cluster check-cluster-guests check-vm bench
+	kernel kernel-perf kernel-debug stock packages demo demo-cluster check check-host check-lint check-cluster check-cluster-guests check-vm bench
 
 all module modules: check-kdir check-bindgen
 	$(kmake) modules
@@ -96,6 +97,7 @@ install:
 	elif [ ! -x $(DMULOGD) ]; then \
 		echo "error: no $(DMULOGD) and no $(CARGO) to build it: run 'make server' first"; exit 1; fi
 	install -D -m 0755 $(DMULOGD) $(DESTDIR)$(SBINDIR)/dm-ulogd
+	install -D -m 0644 server/dm-ulogd.8 $(DESTDIR)$(MANDIR)/man8/dm-ulogd.8
 	install -d -m 0755 $(DESTDIR)$(UNITDIR)
 	sed 's|^ExecStart=/usr/sbin/dm-ulogd|ExecStart=$(SBINDIR)/dm-ulogd|' server/dm-ulogd.service \
 		>$(DESTDIR)$(UNITDIR)/dm-ulogd.service
@@ -103,7 +105,7 @@ install:
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 
 uninstall:
-	rm -f $(DESTDIR)$(SBINDIR)/dm-ulogd $(DESTDIR)$(UNITDIR)/dm-ulogd.service
+	rm -f $(DESTDIR)$(SBINDIR)/dm-ulogd $(DESTDIR)$(UNITDIR)/dm-ulogd.service $(DESTDIR)$(MANDIR)/man8/dm-ulogd.8
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 
 # The module's sources where DKMS looks for them; then: dkms install dm-log-userspace/$(DKMS_VERSION)
@@ -152,6 +154,11 @@ kernel-debug:
 # builds it, with Debian's rustc, in a Debian 13 root made with debootstrap (cached); needs root.
 stock:
 	scripts/build-stock.sh
+
+# The Debian packages (dm-log-userspace-dkms, dm-ulogd), built in that root and lintian-checked;
+# needs root. They land in ~/.cache/dm-log-userspace-rs/stock/debs.
+packages:
+	scripts/build-packages.sh
 
 # The main job: a mirror with a userspace log in a VM.
 demo:

@@ -61,7 +61,10 @@ if [ -n "${STOCK_MODULES:-}" ]; then
 		*) cp "$ko" "$dest/$rel" ;;
 		esac
 	done < <(for m in $want; do find "$STOCK_MODULES/kernel" -name "$m.ko*"; done | sort -u)
-	cp "$STOCK_MODULES"/modules.builtin* "$STOCK_MODULES"/modules.order "$dest/" 2>/dev/null || true
+	# Debian's package ships no modules.order or modules.builtin (its postinst runs depmod).
+	for f in modules.order modules.builtin modules.builtin.modinfo; do
+		if [ -f "$STOCK_MODULES/$f" ]; then cp "$STOCK_MODULES/$f" "$dest/"; else : >"$dest/$f"; fi
+	done
 	depmod -b "$root" "$krel" || die "depmod of the stock modules failed"
 	# The kernel's own C log module is the reference the suites compare with; it stays out of
 	# modules.dep, as in the project's kernels: a table never loads it behind a test's back.

@@ -71,6 +71,10 @@ if [ "$what" = all ] || [ "$what" = lint ]; then
 	lint "clippy: workspace" cargo clippy --workspace --all-targets --quiet -- -D warnings
 	lint "systemd unit: verify, exposure" "$TOP/server/check-unit.sh"
 	lint "dkms: add, build, install against the perf kernel" "$TOP/scripts/dkms-test.sh" perf
+	# Debian 13's rustc 1.85.1 (the workspace's rust-version) in the Debian root of make stock:
+	# the module through DKMS against the stock kernel's headers, and the workspace.
+	lint "dkms: Debian's stock kernel headers, Debian's rustc 1.85 (make stock)" "$TOP/scripts/build-stock.sh"
+	lint "rust-version 1.85: the workspace builds with Debian's cargo" "$TOP/scripts/build-stock.sh" workspace
 fi
 
 # ktap_script NAME COMMAND...: runs a script that prints KTAP and counts its tests; a run that
@@ -98,10 +102,17 @@ if [ "$what" = all ] || [ "$what" = vm ]; then
 	say "preparing the test kernels (cached after the first run)"
 	"$TOP/scripts/build-kernel.sh" debug >/dev/null
 	"$TOP/scripts/build-kernel.sh" perf >/dev/null
+	# The stock flavour: Debian's own kernel and modules (make stock builds the module).
+	"$TOP/scripts/build-stock.sh" kernel >/dev/null
+	runs="debug:rust:smoke debug:c:smoke debug:rust:mirror debug:c:mirror debug:rust:protocol debug:rust:server debug:rust:diff debug:rust:reliability debug:rust:trust debug:rust:kselftest debug:rust:detect-kmemleak debug:rust:detect-kasan debug:rust:detect-lockdep perf:rust:mirror perf:rust:powercut perf:c:powercut perf:rust:detect-powercut perf:rust:powercut-coarse stock:rust:smoke stock:c:smoke stock:rust:mirror stock:c:mirror stock:rust:protocol stock:rust:server stock:rust:diff"
+	# LONG=1 adds the C module's long reference runs (its reliability and trust suites, its
+	# process kills) and the perf kernel's smoke runs, which the stock flavour's cover.
+	[ "${LONG:-0}" = 1 ] && runs="$runs debug:c:reliability debug:c:trust perf:rust:smoke perf:c:smoke perf:c:powercut-coarse"
 	# DMLU_RUNS="flavour:module:suite ..." picks runs (for development); the default is all.
-	for run in ${DMLU_RUNS:-debug:rust:smoke debug:c:smoke debug:rust:mirror debug:c:mirror debug:rust:protocol debug:rust:server debug:rust:diff debug:rust:reliability debug:c:reliability debug:rust:trust debug:c:trust debug:rust:kselftest debug:rust:detect-kmemleak debug:rust:detect-kasan debug:rust:detect-lockdep perf:rust:smoke perf:c:smoke perf:rust:mirror perf:rust:powercut perf:c:powercut perf:rust:detect-powercut perf:rust:powercut-coarse perf:c:powercut-coarse}; do
+	for run in ${DMLU_RUNS:-$runs}; do
 		IFS=: read -r flavour variant suite <<<"$run"
 		say "vm: $suite suite, $variant module, $flavour kernel"
+		started=$(date +%s)
 		limit=600
 		if [ "$suite" = reliability ]; then
 			# LONG=1: 50 kill cycles, 100,000 malformed replies.
@@ -129,6 +140,7 @@ if [ "$what" = all ] || [ "$what" = vm ]; then
 			failures+=("$flavour/$variant/$suite: run failed (see its output above)")
 		fi
 		rm -f "$log"
+		echo "    ($flavour/$variant/$suite: $(($(date +%s) - started)) s)"
 	done
 fi
 
@@ -146,6 +158,7 @@ if [ ${#upstream_bugs[@]} -gt 0 ]; then
 	echo "Known upstream bugs (the C module fails these tests; expected):"
 	printf '  %s\n' "${upstream_bugs[@]}"
 fi
+echo "(make check took $((SECONDS / 60)) min $((SECONDS % 60)) s)"
 summary="$passed passed, $failed failed"
 [ "$skipped" -gt 0 ] && summary="$summary, $skipped skipped"
 [ "$xfailed" -gt 0 ] && summary="$summary, $xfailed known upstream bugs"

@@ -16,6 +16,7 @@ PACKAGES=(
 	make gcc-14 bc bison flex libelf-dev libssl-dev kmod cpio xz-utils dwarves python3
 	rustc rust-src bindgen libclang-dev
 	dkms lintian dpkg-dev fakeroot ca-certificates
+	build-essential debhelper dh-dkms cargo pkgconf libcpg-dev libcfg-dev libcmap-dev libquorum-dev libvotequorum-dev
 )
 
 # Runs a command inside the root with /proc, /dev and /sys bound, unbinding them afterwards.

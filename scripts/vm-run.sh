@@ -49,6 +49,15 @@ run="$TOP/out/vm/$flavour-$variant-$suite${DMLU_RUN_SUFFIX:-}"
 [ "${DMLU_ICOUNT:-0}" = 1 ] && run="$run-icount"
 rm -rf "$run" && mkdir -p "$run"
 mapfile -t bins < <("$TOP/scripts/build-userspace.sh")
+if [ "$flavour" = stock ]; then
+	# The server a Debian admin installs: dm-ulogd from the project's package, built with
+	# Debian's cargo (scripts/build-packages.sh); the test programs stay the workspace's.
+	deb=$("$TOP/scripts/build-packages.sh" | grep '/dm-ulogd_')
+	dpkg-deb -x "$deb" "$run/package"
+	for i in "${!bins[@]}"; do
+		[ "$(basename "${bins[$i]}")" = dm-ulogd ] && bins[i]=$run/package/usr/sbin/dm-ulogd
+	done
+fi
 extra=()
 # The project's test modules are built against the project's kernels only.
 for dir in tests/detectors bench/pingpong; do
