@@ -73,6 +73,8 @@ if [ "$what" = all ] || [ "$what" = lint ]; then
 	lint "dkms: add, build, install against the perf kernel" "$TOP/scripts/dkms-test.sh" perf
 	# Debian 13's rustc 1.85.1 (the workspace's rust-version) in the Debian root of make stock:
 	# the module through DKMS against the stock kernel's headers, and the workspace.
+	lint "dkms: the build step refuses what cannot load, saying what to install" "$TOP/tests/dkms/refusals.sh"
+	lint "packages: dpkg-buildpackage in the Debian 13 root, lintian without errors or warnings" "$TOP/scripts/build-packages.sh"
 	lint "dkms: Debian's stock kernel headers, Debian's rustc 1.85 (make stock)" "$TOP/scripts/build-stock.sh"
 	lint "rust-version 1.85: the workspace builds with Debian's cargo" "$TOP/scripts/build-stock.sh" workspace
 fi
