@@ -10,7 +10,7 @@
 use kernel::{
     prelude::*,
     sync::{atomic::Relaxed, CondVarTimeoutResult, MutexGuard},
-    time::Delta,
+    time::{Delta, Instant},
 };
 
 use super::UserspaceLog;
@@ -35,7 +35,18 @@ impl UserspaceLog {
         reply: &mut [u8],
     ) -> Result<usize> {
         let r = loop {
-            let seen = self.generation.load(Relaxed);
+            // Not while another caller re-creates the log (between its CTR and RESUME the
+            // server does not know the log's state), nor after a re-creation stopped half way
+            // (its caller got a signal after the CTR): wait for it, or complete it. A log
+            // that is stopping sends as it is: no more writes come.
+            let seen = if self.stopping.load(Relaxed) {
+                self.generation.load(Relaxed)
+            } else {
+                match self.settled_generation() {
+                    Ok(generation) => generation,
+                    Err(e) => break Err(e),
+                }
+            };
             match self.request_once(kind, payload, reply) {
                 Err(e) if e == ESRCH => {
                     pr_err!(
@@ -50,7 +61,7 @@ impl UserspaceLog {
             }
         };
         match r {
-            Err(e) if e == ETIMEDOUT && self.transport.past_bound(self.max_wait) => {
+            Err(e) if e == ETIMEDOUT && self.past_bound() => {
                 self.give_up();
             }
             Ok(_) if self.outage_reported.load(Relaxed) => {
@@ -59,6 +70,14 @@ impl UserspaceLog {
             _ => {}
         }
         r
+    }
+
+    /// Whether the log has waited for a server past `max_server_wait`: the server gone that
+    /// long, or refusing to re-create the log that long.
+    fn past_bound(&self) -> bool {
+        let refused_for = self.detached_since.elapsed();
+        self.transport.past_bound(self.max_wait)
+            || matches!((self.max_wait, refused_for), (Some(b), Some(d)) if d >= b)
     }
 
     /// A request failed because the server stayed away past `max_server_wait`: the first
@@ -106,7 +125,11 @@ impl UserspaceLog {
         }
         // The new server's answers may differ.
         self.in_sync_map.forget();
+        self.detached_since.set_if_unset(Instant::now());
         let r = self.reconnect();
+        if r.is_ok() {
+            self.detached_since.take();
+        }
         self.in_sync_answers.forget();
         let mut busy = self.reattach.lock();
         *busy = false;
@@ -123,7 +146,7 @@ impl UserspaceLog {
     /// Waits a while for the caller that re-creates the log: up to the reconnect pause, less
     /// past the log's bound on waiting (`ETIMEDOUT`); a signal ends it with `EINTR`.
     fn wait_reattached(&self, busy: &mut MutexGuard<'_, bool>) -> Result {
-        if self.transport.past_bound(self.max_wait) {
+        if self.past_bound() {
             return Err(ETIMEDOUT);
         }
         let pause = timeout::jiffies(self.reconnect_pause());
@@ -172,7 +195,7 @@ impl UserspaceLog {
             if self.stopping.load(Relaxed) {
                 return Err(ESRCH);
             }
-            if self.transport.past_bound(self.max_wait) {
+            if self.past_bound() {
                 return Err(ETIMEDOUT);
             }
             // Returns at once if a server announced itself since the log was last created
@@ -185,7 +208,7 @@ impl UserspaceLog {
             if self.stopping.load(Relaxed) {
                 return Err(ESRCH);
             }
-            if self.transport.past_bound(self.max_wait) {
+            if self.past_bound() {
                 return Err(ETIMEDOUT);
             }
             pr_warn!(
@@ -193,6 +216,9 @@ impl UserspaceLog {
                 uuid_tail(&self.uuid)
             );
             let epoch = self.transport.announcements();
+            // From the CTR on, the server may know the log without its state: a caller
+            // interrupted before RESUME leaves the re-creation half done for the next one.
+            self.half_attached.store(true, Relaxed);
             let r = self.request_once(RequestType::Ctr, ctr, &mut device);
             // Whether or not it worked, this server has been tried: wait for the next one.
             self.attached_epoch.store(epoch, Relaxed);
@@ -207,8 +233,6 @@ impl UserspaceLog {
             // this project's extensions, whatever an earlier server announced.
             self.transport.forget_features();
         }
-        // Until RESUME and the marks are through, the server knows the log but not its marks.
-        self.half_attached.store(true, Relaxed);
         // Clears not sent yet would only let regions go clean on a server that may resync
         // them anyway: the regions stay marked.
         self.batch.drop_clears();

@@ -55,6 +55,13 @@ pub enum LogError {
          before it is (the kernel resends this one)"
     )]
     WithdrawalPending,
+    /// A disk log asked about its regions between its CTR and its first RESUME, which reads
+    /// them from the device (a log re-created after a server restart): any answer would be
+    /// made up. The kernel asks again.
+    #[error(
+        "a disk log's regions are read from its device at RESUME, and this request came          before it (the kernel asks again)"
+    )]
+    NotResumed,
     /// The CTR string names no log this server can keep.
     #[error("refusing log: {0}")]
     Table(#[from] TableError),
@@ -126,7 +133,7 @@ impl LogError {
             Self::TooLarge { .. } | Self::NoMemory { .. } => Errno::ENOMEM,
             Self::DeviceIo { .. } => Errno::EIO,
             Self::Cluster(_) => Errno::ENOTCONN,
-            Self::WithdrawalPending => Errno::EAGAIN,
+            Self::WithdrawalPending | Self::NotResumed => Errno::EAGAIN,
         }
     }
 }
@@ -174,6 +181,9 @@ struct Log {
     /// clear and FLUSH would write its whole old bitmap over the newer one's marks), until it
     /// resumes again (which reads the device first).
     superseded: bool,
+    /// A disk log not yet resumed since its CTR: what the server holds is not the log's state
+    /// (the device holds that), so it answers nothing about regions and writes nothing.
+    awaits_first_resume: bool,
 }
 
 /// Bytes of memory a log takes: its region state, and a disk log's I/O buffer.
@@ -232,6 +242,7 @@ impl Log {
             Storage::Disk(dev) => Some(open_disk(&spec, dev)?),
         };
         Ok(Self {
+            awaits_first_resume: disk.is_some(),
             regions,
             disk,
             suspended: false,
@@ -260,8 +271,13 @@ impl Log {
     }
 
     fn flush(&mut self) -> Result<(), LogError> {
-        let Some(disk) = self.disk.as_mut().filter(|_| !self.superseded) else {
-            // A core log has nothing to make durable, a superseded one nothing of its own.
+        let Some(disk) = self
+            .disk
+            .as_mut()
+            .filter(|_| !self.superseded && !self.awaits_first_resume)
+        else {
+            // A core log has nothing to make durable, a superseded one nothing of its own,
+            // and one never resumed nothing but what the device already holds.
             return Ok(());
         };
         disk.flush()
@@ -303,6 +319,7 @@ impl Log {
             self.regions.resume();
             return Ok(());
         };
+        self.awaits_first_resume = false;
         let written = disk.resume(&mut self.regions);
         info!(
             %uuid,
@@ -330,6 +347,21 @@ impl Log {
         out: &mut Vec<u8>,
         extensions: Extensions,
     ) -> Result<(), LogError> {
+        if self.awaits_first_resume
+            && matches!(
+                kind,
+                RequestType::IsClean
+                    | RequestType::InSync
+                    | RequestType::GetInSyncRanges
+                    | RequestType::MarkRegion
+                    | RequestType::Flush
+                    | RequestType::ClearRegion
+                    | RequestType::GetResyncWork
+                    | RequestType::SetRegionSync
+            )
+        {
+            return Err(LogError::NotResumed);
+        }
         match kind {
             RequestType::Ctr | RequestType::Dtr => unreachable!("handled by Logs::apply"),
             RequestType::Presuspend => self.suspended = true,
@@ -1281,5 +1313,63 @@ mod tests {
             ask(&mut logs, RequestType::InSync, 1, &3u64.to_ne_bytes()),
             Ok(0i64.to_ne_bytes().to_vec())
         );
+    }
+
+    /// A disk log re-created on a restarted server knows nothing of its regions until RESUME
+    /// reads the device: a MARK or FLUSH acknowledged before would never reach the device
+    /// (the write it guards then runs with its region clean there), and an IN_SYNC answered 0
+    /// would send a write to one leg only with no mark, the region then read back in sync.
+    /// Such requests are refused with EAGAIN (the kernel asks again) until RESUME.
+    #[test]
+    fn a_disk_log_answers_nothing_of_its_regions_before_resume() {
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        tmp.as_file().set_len(4096).unwrap();
+        let ctr = format!("8192 disk {} 1024", tmp.path().display());
+        let summary = || {
+            let dev = LogDevice::open(tmp.path().to_str().unwrap()).unwrap();
+            crate::disk::summarize(&dev, None).unwrap().to_string()
+        };
+        // A first server leaves every region in sync and clean on the device.
+        let mut logs = Logs::default();
+        ask(&mut logs, RequestType::Ctr, 1, ctr.as_bytes()).unwrap();
+        ask(&mut logs, RequestType::Resume, 1, b"").unwrap();
+        for r in 0..8u64 {
+            recovered(&mut logs, r);
+            ask(&mut logs, RequestType::ClearRegion, 1, &r.to_ne_bytes()).unwrap();
+        }
+        ask(&mut logs, RequestType::Flush, 1, b"").unwrap();
+        assert_eq!(summary(), "magic=ok version=2 nr_regions=8 clean=8");
+        // The server restarts; the kernel's CTR comes, its RESUME not yet.
+        let mut logs = Logs::default();
+        ask(&mut logs, RequestType::Ctr, 1, ctr.as_bytes()).unwrap();
+        let three = 3u64.to_ne_bytes();
+        for (kind, data) in [
+            (RequestType::MarkRegion, &three[..]),
+            (RequestType::Flush, &three[..]),
+            (RequestType::Flush, &[][..]),
+            (RequestType::InSync, &three[..]),
+            (RequestType::IsClean, &three[..]),
+            (RequestType::ClearRegion, &three[..]),
+            (RequestType::GetResyncWork, &[][..]),
+        ] {
+            assert_eq!(
+                ask(&mut logs, kind, 1, data),
+                Err(Errno::EAGAIN),
+                "{kind:?} answered before the disk log was read at RESUME"
+            );
+        }
+        assert_eq!(summary(), "magic=ok version=2 nr_regions=8 clean=8");
+        // Table loads and status still work.
+        assert_eq!(
+            ask(&mut logs, RequestType::GetRegionSize, 1, b""),
+            Ok(1024u64.to_ne_bytes().to_vec())
+        );
+        ask(&mut logs, RequestType::Resume, 1, b"").unwrap();
+        assert_eq!(
+            ask(&mut logs, RequestType::InSync, 1, &three),
+            Ok(1i64.to_ne_bytes().to_vec())
+        );
+        ask(&mut logs, RequestType::Flush, 1, &three).unwrap();
+        assert_eq!(summary(), "magic=ok version=2 nr_regions=8 clean=7");
     }
 }
