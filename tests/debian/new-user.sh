@@ -9,7 +9,9 @@
 . "$(dirname "$0")/../../scripts/lib.sh"
 
 [ "$(id -u)" -eq 0 ] || die "run as root (debootstrap, chroot)"
-mapfile -t debs < <("$TOP/scripts/build-packages.sh" | grep -v dbgsym)
+# The packages make packages left (built from this tree if there are none).
+ls "$CACHE"/stock/debs/*.deb >/dev/null 2>&1 || "$TOP/scripts/build-packages.sh" >/dev/null
+mapfile -t debs < <(ls "$CACHE"/stock/debs/*.deb | grep -v dbgsym)
 krel=$(sed -n 's/^STOCK_KREL=\${DMLU_STOCK_KREL:-\(.*\)}$/\1/p' "$TOP/scripts/stock-root.sh")
 root="$CACHE/stock/new-user"
 uri=$(mirror_uri)
