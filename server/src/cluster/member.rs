@@ -643,7 +643,7 @@ mod tests {
         in_sync_map: true,
         clears_in_flush: true,
     };
-    use dm_ulog_uapi::payload::RegionSync;
+    use dm_ulog_uapi::payload::{RegionSync, ResyncWork};
 
     struct Node {
         group: SimGroup,
@@ -771,9 +771,10 @@ mod tests {
 
     #[test]
     fn a_minority_answers_eagain_and_rejoins_with_a_fresh_transfer() {
-        // 200-byte messages: the snapshot of 4096 regions travels in several chunks.
+        // 200-byte messages: the snapshot of 4096 regions travels in several chunks. Every
+        // region is in sync (nosync) but those a departure takes out.
         let sim = Sim::new(3, 2, 200, 0.0);
-        let mut ns = nodes(&sim, 3, "32768 clustered-core 8");
+        let mut ns = nodes(&sim, 3, "32768 clustered-core 8 nosync");
         settle(&sim, &mut ns);
         let n = &mut ns[2];
         n.member.request(
@@ -806,14 +807,22 @@ mod tests {
         // The majority took node 3's mark out of sync; the recovery completes there.
         assert!(!ns[0].member.replica().in_sync(9).unwrap());
         let n = &mut ns[0];
+        n.member
+            .request(&mut n.group, 2, RequestType::GetResyncWork, b"");
+        settle(&sim, &mut ns);
+        let work = ResyncWork::from(Some(9)).encode().to_vec();
+        assert_eq!(replies(&mut ns[0]), [(2, Ok(work))]);
+        let n = &mut ns[0];
         let set = RegionSync {
             region: 9,
             in_sync: true,
         }
         .encode();
         n.member
-            .request(&mut n.group, 1, RequestType::SetRegionSync, &set);
+            .request(&mut n.group, 3, RequestType::SetRegionSync, &set);
         settle(&sim, &mut ns);
+        assert_eq!(replies(&mut ns[0]), [(3, Ok(Vec::new()))]);
+        assert!(ns[0].member.replica().in_sync(9).unwrap());
         sim.heal();
         settle(&sim, &mut ns);
         assert!(ns.iter().all(|n| n.member.serving()));

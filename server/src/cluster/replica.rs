@@ -15,7 +15,8 @@
 //!   go out of sync, its marks are dropped and its recovery claim released.
 //! - **One recoverer.** At most one node holds a claim on one region; a node asking again
 //!   while it holds the claim gets the same region (a resent request after a lost reply).
-//!   Regions marked by another node are not handed out: that node may be writing there.
+//!   Regions marked by another node are not handed out: that node may be writing there. A
+//!   success counts only from the claim's holder: one whose claim passed on is stale.
 //! - **Disk logs.** Only the leader (the lowest node with state) writes the bitmap; a FLUSH
 //!   is answered once a write that covers it is reported in the agreed order
 //!   ([`Replica::written`]), so a new leader rewrites and answers what the old one left.
@@ -498,15 +499,19 @@ impl Replica {
             RequestType::SetRegionSync => {
                 let s = RegionSync::decode(data)?;
                 let r = self.check(s.region)?;
-                if self.state.claim
+                let holds = self.state.claim
                     == Some(Claim {
                         node: from,
                         region: r,
-                    })
-                {
+                    });
+                if holds {
                     self.state.claim = None;
                 }
-                self.set_sync(r, s.in_sync);
+                if s.in_sync && !holds {
+                    self.stale_recovery(r);
+                } else {
+                    self.set_sync(r, s.in_sync);
+                }
             }
             RequestType::StatusInfo => self.status_info(reply),
             RequestType::IsRemoteRecovering => {
@@ -537,6 +542,17 @@ impl Replica {
         if let Some(c) = self.state.claim.filter(|c| c.node == n) {
             self.state.claim = None;
             self.state.sync_search = self.state.sync_search.min(c.region);
+        }
+    }
+
+    /// A success reported by a node that does not hold `r`'s claim (it left and came back,
+    /// and the claim passed on): the claim holder may still be copying, or other nodes wrote
+    /// during this copy, so the region stays as it is. The reporter's kernel learns regions
+    /// in sync from its own reports: a region still out of sync is withdrawn (from every
+    /// kernel, which costs the others nothing: it was not in their maps).
+    fn stale_recovery(&mut self, r: u64) {
+        if !self.state.in_sync.get(r) {
+            self.left_sync.note(r..r + 1);
         }
     }
 
@@ -1036,6 +1052,41 @@ mod tests {
         // After a suspend it is one.
         ask(&mut r, 2, RequestType::Presuspend, b"");
         ask(&mut r, 2, RequestType::Resume, b"");
+        assert_eq!(r.claim(), None);
+    }
+
+    /// A node whose claim passed to another (it left and came back) reports its old recovery
+    /// done: answered, but the region stays out of sync under the new holder's claim.
+    #[test]
+    fn a_recovery_report_of_a_node_without_the_claim_changes_nothing() {
+        let mut r = replica(1, "32 core 8", &[1, 2]);
+        assert_eq!(work(&mut r, 2), Some(0));
+        r.depart(2);
+        r.cut(&[1, 2], &[]);
+        assert_eq!(work(&mut r, 1), Some(0), "the claim passed to node 1");
+        let done = RegionSync {
+            region: 0,
+            in_sync: true,
+        }
+        .encode();
+        let out = r.apply(2, 7, RequestType::SetRegionSync, &done);
+        assert_eq!(out.replies.len(), 1, "the stale report is answered");
+        assert_eq!(out.replies[0].result, Ok(Vec::new()));
+        assert!(
+            !r.in_sync(0).unwrap(),
+            "node 2's stale report ended node 1's recovery"
+        );
+        assert_eq!(r.claim().map(|c| (c.node, c.region)), Some((1, 0)));
+        assert_eq!(
+            out.left_sync,
+            Some((0, 1)),
+            "node 2's kernel would learn the region in sync"
+        );
+        // A failure counts from anyone; success from the holder.
+        set_sync(&mut r, 2, 3, false);
+        assert!(!r.in_sync(3).unwrap());
+        set_sync(&mut r, 1, 0, true);
+        assert!(r.in_sync(0).unwrap());
         assert_eq!(r.claim(), None);
     }
 
