@@ -4,8 +4,8 @@
 //! **Rounds.** Every quorate view starts a round: each member multicasts a `Hello` with its
 //! standing ([`Standing`]). The delivery of the last `Hello` is the *cut*, one point of the
 //! agreed order for everyone. There the members with valid state apply the view to their
-//! replicas (every member now has state; rejoining nodes' marks count again and their
-//! suspend/resume state is theirs again, as their `Hello`s tell), and the
+//! replicas (every member now has state; rejoining nodes' marks count again, their regions
+//! out of sync, and their suspend/resume state is theirs again, as their `Hello`s tell), and the
 //! lowest of them multicasts a snapshot in chunks below the group's largest message. The
 //! others drop what was delivered before the cut (the snapshot holds it), queue what comes
 //! after, import the snapshot at its last chunk and then apply the queue. No timers: the
@@ -505,7 +505,15 @@ impl Member {
             });
             return;
         }
-        self.replica.cut(&members, &rejoining);
+        let out = self.replica.cut(&members, &rejoining);
+        if let Some((first, count)) = out.left_sync {
+            let last = first.saturating_add(count - 1);
+            info!(
+                node = me,
+                "{view}: nodes are back holding marks: their regions (within {first}-{last}) are out of sync until recovered"
+            );
+        }
+        self.act(out, actions);
         if me == sender && needs_state {
             let mut snapshot = Vec::new();
             self.replica.snapshot(&mut snapshot);
@@ -767,6 +775,75 @@ mod tests {
             ReplyError::Incompatible(3).errno(),
             nix::errno::Errno::EPROTO
         );
+    }
+
+    /// Node 3 is cut off holding a mark, and the majority recovers the region meanwhile. Node
+    /// 3's kernel may still write there (its writes in flight, and later ones under the mark
+    /// it holds), so when its mark comes back the region is out of sync again, withdrawn from
+    /// the kernels, until it is recovered again.
+    #[test]
+    fn a_rejoining_nodes_marks_take_their_regions_out_of_sync() {
+        let sim = Sim::new(3, 3, 1 << 10, 0.0);
+        let mut ns = nodes(&sim, 3, "64 clustered-core 8 nosync");
+        settle(&sim, &mut ns);
+        let mark = 5u64.to_ne_bytes();
+        let n = &mut ns[2];
+        n.member
+            .request(&mut n.group, 1, RequestType::MarkRegion, &mark);
+        settle(&sim, &mut ns);
+        assert_eq!(replies(&mut ns[2]), [(1, Ok(Vec::new()))]);
+        sim.partition(&[vec![3]]);
+        settle(&sim, &mut ns);
+        // The majority recovers region 5.
+        let n = &mut ns[0];
+        n.member
+            .request(&mut n.group, 1, RequestType::GetResyncWork, b"");
+        settle(&sim, &mut ns);
+        let work = ResyncWork::from(Some(5)).encode().to_vec();
+        assert_eq!(replies(&mut ns[0]), [(1, Ok(work))]);
+        let done = RegionSync {
+            region: 5,
+            in_sync: true,
+        }
+        .encode();
+        let n = &mut ns[0];
+        n.member
+            .request(&mut n.group, 2, RequestType::SetRegionSync, &done);
+        settle(&sim, &mut ns);
+        assert!(ns[0].member.replica().in_sync(5).unwrap());
+        for n in &mut ns {
+            n.actions.clear();
+        }
+        sim.heal();
+        settle(&sim, &mut ns);
+        for n in &ns {
+            let rep = n.member.replica();
+            assert_eq!(rep.holders(5).collect::<Vec<_>>(), [3]);
+            assert!(
+                !rep.in_sync(5).unwrap(),
+                "node {}: region 5 in sync with node 3's mark back on it",
+                rep.me()
+            );
+        }
+        for n in &ns[..2] {
+            assert!(
+                n.actions.contains(&Action::Withdraw { first: 5, count: 1 }),
+                "region 5 not withdrawn: {:?}",
+                n.actions
+            );
+        }
+        // Node 3 clears: region 5 is recovered again before it is clean.
+        let n = &mut ns[2];
+        n.member
+            .request(&mut n.group, 2, RequestType::ClearRegion, &mark);
+        settle(&sim, &mut ns);
+        assert!(!ns[0].member.replica().is_clean(5).unwrap());
+        let n = &mut ns[1];
+        n.member
+            .request(&mut n.group, 1, RequestType::GetResyncWork, b"");
+        settle(&sim, &mut ns);
+        let work = ResyncWork::from(Some(5)).encode().to_vec();
+        assert_eq!(replies(&mut ns[1]), [(1, Ok(work))]);
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //!   on it; a CLEAR removes only the sender's mark.
 //! - **Departures.** When a node leaves the group (or crashes, or ends up on the other side
 //!   of a partition), the regions it marked may hold a write that reached one leg only: they
-//!   go out of sync, its marks are dropped and its recovery claim released.
+//!   go out of sync, its marks are dropped and its recovery claim released. When it rejoins
+//!   with marks, their regions go out of sync again: it may have written there meanwhile.
 //! - **One recoverer.** At most one node holds a claim on one region; a node asking again
 //!   while it holds the claim gets the same region (a resent request after a lost reply).
 //!   Regions marked by another node are not handed out: that node may be writing there. A
@@ -144,6 +145,11 @@ pub struct Claim {
     pub node: NodeId,
     /// The region it recovers.
     pub region: u64,
+    /// A rejoining node's marks came back on the region during this recovery: that node may
+    /// have written there during the copy, so the copy's success does not count. The claim
+    /// stays until its holder reports (one recoverer still), and the region is recovered
+    /// again.
+    pub overlapped: bool,
 }
 
 /// What the log knows of one node with state: where its kernel is between suspends and
@@ -231,7 +237,7 @@ pub struct Replica {
 }
 
 const SNAPSHOT_MAGIC: u32 = u32::from_le_bytes(*b"ULCS");
-const SNAPSHOT_VERSION: u32 = 1;
+const SNAPSHOT_VERSION: u32 = 2;
 
 impl Replica {
     /// Node `me`'s copy of the log `spec` describes, without state yet: it gets state by
@@ -499,16 +505,15 @@ impl Replica {
             RequestType::SetRegionSync => {
                 let s = RegionSync::decode(data)?;
                 let r = self.check(s.region)?;
-                let holds = self.state.claim
-                    == Some(Claim {
-                        node: from,
-                        region: r,
-                    });
-                if holds {
+                let held = self.state.claim.filter(|c| c.node == from && c.region == r);
+                if held.is_some() {
                     self.state.claim = None;
                 }
-                if s.in_sync && !holds {
-                    self.stale_recovery(r);
+                // Success counts from the claim's holder, if no rejoining node's marks
+                // overlapped its copy; failure from anyone.
+                let counts = held.is_some_and(|c| !c.overlapped);
+                if s.in_sync && !counts {
+                    self.recovery_not_counted(r);
                 } else {
                     self.set_sync(r, s.in_sync);
                 }
@@ -545,14 +550,30 @@ impl Replica {
         }
     }
 
-    /// A success reported by a node that does not hold `r`'s claim (it left and came back,
-    /// and the claim passed on): the claim holder may still be copying, or other nodes wrote
-    /// during this copy, so the region stays as it is. The reporter's kernel learns regions
-    /// in sync from its own reports: a region still out of sync is withdrawn (from every
-    /// kernel, which costs the others nothing: it was not in their maps).
-    fn stale_recovery(&mut self, r: u64) {
+    /// A success that does not count: reported by a node that does not hold `r`'s claim (it
+    /// left and came back, and the claim passed on: the holder may still be copying, or other
+    /// nodes wrote during this copy), or by a recovery a rejoining node's marks overlapped.
+    /// The region stays as it is. The reporter's kernel learns regions in sync from its own
+    /// reports: a region still out of sync is withdrawn (from every kernel, which costs the
+    /// others nothing: it was not in their maps), and searched again.
+    fn recovery_not_counted(&mut self, r: u64) {
         if !self.state.in_sync.get(r) {
             self.left_sync.note(r..r + 1);
+            self.state.sync_search = self.state.sync_search.min(r);
+        }
+    }
+
+    /// Node `n`'s mark is installed again on `r` (it rejoins): its kernel may have written
+    /// there while it was away, after the others recovered the region, and may still be
+    /// writing. So the region is out of sync until it is recovered again, and a recovery of
+    /// it under way now does not count.
+    fn mark_back(&mut self, n: NodeId, r: u64) {
+        self.mark(n, r);
+        self.set_sync(r, false);
+        if let Some(c) = self.state.claim.as_mut() {
+            if c.region == r && c.node != n {
+                c.overlapped = true;
+            }
         }
     }
 
@@ -673,6 +694,7 @@ impl Replica {
                 self.state.claim = Some(Claim {
                     node: from,
                     region: r,
+                    overlapped: false,
                 });
                 return Some(r);
             }
@@ -689,6 +711,7 @@ impl Replica {
             self.state.claim = Some(Claim {
                 node: from,
                 region: r,
+                overlapped: false,
             });
             self.state.sync_search = skipped.unwrap_or(r + 1);
             return Some(r);
@@ -761,9 +784,10 @@ impl Replica {
     }
 
     /// The cut of a join: from here on `members` all have state (joiners get it as a
-    /// snapshot taken here); rejoining nodes' kernels' marks count again, and their
-    /// suspend/resume state is theirs again (a departure, or a new seed, forgot it).
-    pub fn cut(&mut self, members: &[NodeId], rejoining: &[Rejoining]) {
+    /// snapshot taken here); rejoining nodes' kernels' marks count again, their regions out
+    /// of sync ([`Replica::mark_back`]), and their suspend/resume state is theirs again (a
+    /// departure, or a new seed, forgot it). Returns what left sync.
+    pub fn cut(&mut self, members: &[NodeId], rejoining: &[Rejoining]) -> Output {
         self.state.nodes.retain(|n, _| members.contains(n));
         for &n in members {
             self.state.nodes.entry(n).or_default();
@@ -774,9 +798,13 @@ impl Replica {
             }
             for &r in &j.marks {
                 if r < self.spec.regions {
-                    self.mark(j.node, r);
+                    self.mark_back(j.node, r);
                 }
             }
+        }
+        Output {
+            left_sync: self.left_sync.take(),
+            ..Output::default()
         }
     }
 
@@ -801,6 +829,7 @@ impl Replica {
                 out.push(1);
                 put32(out, c.node);
                 put64(out, c.region);
+                out.push(u8::from(c.overlapped));
             }
         }
         put64(out, s.nodes.len() as u64);
@@ -862,6 +891,7 @@ impl Replica {
             _ => Some(Claim {
                 node: r.u32()?,
                 region: region(&mut r)?,
+                overlapped: r.u8()? != 0,
             }),
         };
         let mut nodes = BTreeMap::new();
@@ -1046,7 +1076,11 @@ mod tests {
         ask(&mut r, 2, RequestType::Resume, b"");
         assert_eq!(
             r.claim(),
-            Some(Claim { node: 2, region: 0 }),
+            Some(Claim {
+                node: 2,
+                region: 0,
+                overlapped: false
+            }),
             "not a restart"
         );
         // After a suspend it is one.
@@ -1088,6 +1122,40 @@ mod tests {
         set_sync(&mut r, 1, 0, true);
         assert!(r.in_sync(0).unwrap());
         assert_eq!(r.claim(), None);
+    }
+
+    /// Node 1 recovers a region that node 3, cut off, still marks. Node 3 comes back: its
+    /// writes may run during node 1's copy, so that copy does not count; the region is
+    /// recovered once node 3 has cleared it.
+    #[test]
+    fn a_recovery_a_rejoining_nodes_mark_overlaps_does_not_count() {
+        let mut r = replica(1, "64 core 8 nosync", &[1, 2, 3]);
+        ask(&mut r, 3, RequestType::MarkRegion, &5u64.to_ne_bytes());
+        r.depart(3);
+        assert_eq!(work(&mut r, 1), Some(5));
+        let back = Rejoining {
+            node: 3,
+            state: NodeState {
+                suspended: false,
+                running: true,
+            },
+            marks: vec![5],
+        };
+        r.cut(&[1, 2, 3], &[back]);
+        assert!(!r.in_sync(5).unwrap());
+        assert_eq!(work(&mut r, 2), None, "still one recoverer");
+        assert_eq!(work(&mut r, 1), Some(5), "the recoverer asking again");
+        set_sync(&mut r, 1, 5, true);
+        assert!(
+            !r.in_sync(5).unwrap(),
+            "a copy node 3's writes overlapped put region 5 in sync"
+        );
+        assert_eq!(r.claim(), None, "the report ends the recovery");
+        assert_eq!(work(&mut r, 2), None, "node 3 may still write there");
+        ask(&mut r, 3, RequestType::ClearRegion, &5u64.to_ne_bytes());
+        assert_eq!(work(&mut r, 2), Some(5));
+        set_sync(&mut r, 2, 5, true);
+        assert!(r.is_clean(5).unwrap());
     }
 
     #[test]
