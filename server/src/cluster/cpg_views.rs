@@ -610,12 +610,12 @@ mod dispatch_tests {
         }
     }
 
-    /// The snapshot `from` (valid) sends at `view`'s cut, as one chunk.
-    fn snapshot(from: NodeId, view: ViewId) -> Message {
+    /// The snapshot `from` (valid) sends at `view`'s cut for `to`, as one chunk.
+    fn snapshot(from: NodeId, to: NodeId, view: ViewId) -> Message {
         let spec = table::parse(TABLE).unwrap();
         let mut r = Replica::new(from, spec, Extensions::default()).unwrap();
         r.seed(false);
-        r.cut(&[1, 2, 3], &[]);
+        r.cut(&[1, 2, 3], &[to], &[]);
         let mut bytes = Vec::new();
         r.snapshot(&mut bytes);
         Message::Chunk {
@@ -668,7 +668,7 @@ mod dispatch_tests {
             .map(|payload| Raw::Deliver { from: 1, payload })
             .collect();
         let hellos = mine.len();
-        let chunk = deliver(2, &snapshot(2, healed));
+        let chunk = deliver(2, &snapshot(2, 1, healed));
         dispatch(
             &mut g,
             &mut m,
@@ -704,7 +704,7 @@ mod dispatch_tests {
                 .drain(..)
                 .map(|payload| Raw::Deliver { from: 3, payload }),
         );
-        rest.push(deliver(1, &snapshot(1, view)));
+        rest.push(deliver(1, &snapshot(1, 3, view)));
         dispatch(&mut g, &mut m, rest, vec![]);
         assert_eq!(m.standing(), Standing::Valid, "node 1's Hello was dropped");
         assert!(m.serving());
