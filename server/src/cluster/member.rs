@@ -8,7 +8,8 @@
 //! out of sync, and their suspend/resume state is theirs again, as their `Hello`s tell), and the
 //! lowest of them multicasts a snapshot in chunks below the group's largest message. The
 //! others drop what was delivered before the cut (the snapshot holds it), queue what comes
-//! after, import the snapshot at its last chunk and then apply the queue. No timers: the
+//! after, import the snapshot at its last chunk, apply the queue and multicast `Imported`
+//! (until then no replica lets them lead: an import can fail). No timers: the
 //! order alone says what the snapshot covers, so no stale snapshot can be taken for a newer
 //! one (cmirrord sleeps 3 s for that). If no member has valid state, the lowest seeds the
 //! log: from the table if every member is fresh, with every region out of sync if one held
@@ -439,7 +440,7 @@ impl Member {
                 total,
                 bytes,
             } => self.on_chunk(group, from, view, index, total, &bytes, actions),
-            Message::Request { .. } | Message::Written { .. } => {
+            Message::Request { .. } | Message::Written { .. } | Message::Imported { .. } => {
                 if self.standing == Standing::Valid {
                     self.apply(from, msg, actions);
                 } else if let Some(import) = self.round.as_mut().and_then(|r| r.import.as_mut()) {
@@ -474,7 +475,14 @@ impl Member {
             .collect();
         let members = round.members.clone();
         let view = round.view;
-        let needs_state = members.iter().any(|m| *m != sender && !valid.contains(m));
+        // Members that import the snapshot: they hold the state (and may lead) once their
+        // `Imported` is delivered.
+        let importing: Vec<NodeId> = members
+            .iter()
+            .copied()
+            .filter(|m| *m != sender && !valid.contains(m))
+            .collect();
+        let needs_state = !importing.is_empty();
         if valid.is_empty() && me == sender {
             let stale = !rejoining.is_empty();
             info!(
@@ -505,7 +513,7 @@ impl Member {
             });
             return;
         }
-        let out = self.replica.cut(&members, &rejoining);
+        let out = self.replica.cut(&members, &importing, &rejoining);
         if let Some((first, count)) = out.left_sync {
             let last = first.saturating_add(count - 1);
             info!(
@@ -570,6 +578,8 @@ impl Member {
             "{view}: log state received ({} bytes)",
             snapshot.len()
         );
+        // Ordered before this member's held requests: the others know it holds the state.
+        self.send(group, Message::Imported { view });
         for (from, msg) in queued {
             self.apply(from, msg, actions);
         }
@@ -605,6 +615,7 @@ impl Member {
         let out = match msg {
             Message::Request { tag, kind, data } => self.replica.apply(from, tag, kind, &data),
             Message::Written { generation, ok } => self.replica.written(generation, ok),
+            Message::Imported { .. } => self.replica.imported(from),
             Message::Hello { .. } | Message::Chunk { .. } => return,
         };
         self.act(out, actions);
@@ -732,14 +743,112 @@ mod tests {
         assert_eq!(replies(&mut ns[2]), [(1, Ok(Vec::new()))]);
     }
 
+    /// Node `id` with table `t`, not joined.
+    fn node(sim: &Sim, id: NodeId, t: &str) -> Node {
+        Node {
+            group: sim.group(id),
+            member: Member::new(id, table::parse(t.as_bytes()).unwrap(), EXTENSIONS).unwrap(),
+            actions: Vec::new(),
+        }
+    }
+
+    /// Carries out the disk writes the members asked for, as the service does.
+    fn write_disks(nodes: &mut [Node]) -> Vec<NodeId> {
+        let mut writers = Vec::new();
+        for n in nodes.iter_mut() {
+            let writes: Vec<u64> = n
+                .actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::WriteDisk { generation } => Some(*generation),
+                    _ => None,
+                })
+                .collect();
+            n.actions.retain(|a| !matches!(a, Action::WriteDisk { .. }));
+            for generation in writes {
+                writers.push(n.member.me());
+                n.member.disk_written(&mut n.group, generation, true);
+            }
+        }
+        writers
+    }
+
+    /// Node 1, the lowest, joins a disk log that nodes 2 and 3 serve, with another table: its
+    /// import fails. It must not lead (write the disk log), and the others' FLUSHes must
+    /// still be answered.
+    #[test]
+    fn a_joiner_whose_import_fails_does_not_lead() {
+        let sim = Sim::new(3, 1, 1 << 10, 0.0);
+        let mut ns = vec![
+            node(&sim, 1, "128 clustered-disk /dev/null 8"),
+            node(&sim, 2, "64 clustered-disk /dev/null 8"),
+            node(&sim, 3, "64 clustered-disk /dev/null 8"),
+        ];
+        for n in &mut ns[1..] {
+            n.member.join(&mut n.group).unwrap();
+        }
+        settle(&sim, &mut ns[1..]);
+        assert!(ns[1..].iter().all(|n| n.member.serving()));
+        let n = &mut ns[0];
+        n.member.join(&mut n.group).unwrap();
+        settle(&sim, &mut ns);
+        assert_eq!(
+            ns[0].member.standing(),
+            Standing::Fresh,
+            "the import failed"
+        );
+        let n = &mut ns[2];
+        let region = 5u64.to_ne_bytes();
+        n.member
+            .request(&mut n.group, 1, RequestType::MarkRegion, &region);
+        n.member
+            .request(&mut n.group, 2, RequestType::Flush, &region);
+        settle(&sim, &mut ns);
+        let writers = write_disks(&mut ns);
+        settle(&sim, &mut ns);
+        assert_eq!(
+            replies(&mut ns[2]),
+            [(1, Ok(Vec::new())), (2, Ok(Vec::new()))],
+            "node 3's FLUSH is answered (writers: {writers:?})"
+        );
+        assert_eq!(writers, [2]);
+        for n in &ns[1..] {
+            assert_eq!(n.member.replica().leader(), Some(2));
+        }
+    }
+
+    /// Node 1 joins a disk log nodes 2 and 3 serve: it leads once it imported the state.
+    #[test]
+    fn a_joiner_leads_once_it_imported_the_state() {
+        let sim = Sim::new(3, 1, 1 << 10, 0.0);
+        let t = "64 clustered-disk /dev/null 8";
+        let mut ns = vec![node(&sim, 1, t), node(&sim, 2, t), node(&sim, 3, t)];
+        for n in &mut ns[1..] {
+            n.member.join(&mut n.group).unwrap();
+        }
+        settle(&sim, &mut ns[1..]);
+        let n = &mut ns[0];
+        n.member.join(&mut n.group).unwrap();
+        settle(&sim, &mut ns);
+        assert!(ns.iter().all(|n| n.member.serving()));
+        assert!(ns.iter().all(|n| n.member.replica().leader() == Some(1)));
+        let n = &mut ns[2];
+        n.member
+            .request(&mut n.group, 1, RequestType::Flush, &5u64.to_ne_bytes());
+        settle(&sim, &mut ns);
+        assert_eq!(write_disks(&mut ns), [1]);
+        settle(&sim, &mut ns);
+        assert_eq!(replies(&mut ns[2]), [(1, Ok(Vec::new()))]);
+    }
+
     #[test]
     fn a_message_of_another_version_stops_every_member_with_an_error() {
         let sim = Sim::new(3, 1, 1 << 10, 0.0);
         let mut ns = nodes(&sim, 3, "64 clustered-core 8");
         settle(&sim, &mut ns);
-        // Node 3 speaks as a later dm-ulogd would (version byte 2), just before node 1's
+        // Node 3 speaks as a later dm-ulogd would (version byte 3), just before node 1's
         // kernel marks a region: the mark waits for its delivery when every member stops.
-        ns[2].group.multicast(&[2, 1, 0, 0]).unwrap();
+        ns[2].group.multicast(&[3, 1, 0, 0]).unwrap();
         sim.order(usize::MAX);
         let n = &mut ns[0];
         let mark = 5u64.to_ne_bytes();

@@ -18,9 +18,10 @@
 //!   while it holds the claim gets the same region (a resent request after a lost reply).
 //!   Regions marked by another node are not handed out: that node may be writing there. A
 //!   success counts only from the claim's holder: one whose claim passed on is stale.
-//! - **Disk logs.** Only the leader (the lowest node with state) writes the bitmap; a FLUSH
-//!   is answered once a write that covers it is reported in the agreed order
-//!   ([`Replica::written`]), so a new leader rewrites and answers what the old one left.
+//! - **Disk logs.** Only the leader (the lowest node that holds the state: not a joiner
+//!   still importing it) writes the bitmap; a FLUSH is answered once a write that covers it
+//!   is reported in the agreed order ([`Replica::written`]), so a new leader rewrites and
+//!   answers what the old one left.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -211,8 +212,12 @@ struct State {
     /// Where the search for resync work goes on; below it every region is in sync,
     /// claimed, or marked by a node other than the one that asked.
     sync_search: u64,
-    /// The nodes with state; the lowest is the leader.
+    /// The nodes with state; the lowest not `importing` is the leader.
     nodes: BTreeMap<NodeId, NodeState>,
+    /// Nodes given the state at the last cut that have not reported it imported yet
+    /// ([`Replica::imported`]). They hold none (an import can fail: another table), so none
+    /// of them may lead: the FLUSHes would wait for a write nobody makes.
+    importing: BTreeSet<NodeId>,
     /// A clean bit changed since the last generation was taken.
     changed: bool,
     /// The bitmap version the last FLUSH of a disk log waits for.
@@ -258,6 +263,7 @@ impl Replica {
                 priority: BTreeSet::new(),
                 sync_search: 0,
                 nodes: BTreeMap::new(),
+                importing: BTreeSet::new(),
                 changed: false,
                 generation: 0,
                 written: 0,
@@ -281,6 +287,7 @@ impl Replica {
         s.priority.clear();
         s.sync_search = 0;
         s.nodes.clear();
+        s.importing.clear();
         s.changed = true;
         s.generation = 0;
         s.written = 0;
@@ -305,9 +312,10 @@ impl Replica {
         &self.spec
     }
 
-    /// The node that writes the disk log: the lowest node with state.
+    /// The node that writes the disk log: the lowest node that holds the state.
     pub fn leader(&self) -> Option<NodeId> {
-        self.state.nodes.keys().next().copied()
+        let s = &self.state;
+        s.nodes.keys().copied().find(|n| !s.importing.contains(n))
     }
 
     /// The nodes with state.
@@ -763,6 +771,7 @@ impl Replica {
     /// go, and FLUSHes it waited for are dropped. Returns what left sync.
     pub fn depart(&mut self, n: NodeId) -> Output {
         self.state.nodes.remove(&n);
+        self.state.importing.remove(&n);
         let marked: Vec<u64> = self
             .state
             .marks
@@ -783,12 +792,19 @@ impl Replica {
         }
     }
 
-    /// The cut of a join: from here on `members` all have state (joiners get it as a
-    /// snapshot taken here); rejoining nodes' kernels' marks count again, their regions out
-    /// of sync ([`Replica::mark_back`]), and their suspend/resume state is theirs again (a
-    /// departure, or a new seed, forgot it). Returns what left sync.
-    pub fn cut(&mut self, members: &[NodeId], rejoining: &[Rejoining]) -> Output {
+    /// The cut of a join: from here on `members` all have state (`importing` get it as a
+    /// snapshot taken here, and hold it once they report it imported); rejoining nodes'
+    /// kernels' marks count again, their regions out of sync ([`Replica::mark_back`]), and
+    /// their suspend/resume state is theirs again (a departure, or a new seed, forgot it).
+    /// Returns what left sync.
+    pub fn cut(
+        &mut self,
+        members: &[NodeId],
+        importing: &[NodeId],
+        rejoining: &[Rejoining],
+    ) -> Output {
         self.state.nodes.retain(|n, _| members.contains(n));
+        self.state.importing = importing.iter().copied().collect();
         for &n in members {
             self.state.nodes.entry(n).or_default();
         }
@@ -804,6 +820,19 @@ impl Replica {
         }
         Output {
             left_sync: self.left_sync.take(),
+            ..Output::default()
+        }
+    }
+
+    /// Node `n` reported, in the agreed order, that it imported the state of its cut: it
+    /// holds the state and may lead. The FLUSHes waiting were given to the leader before
+    /// (two writers at once could leave an older bitmap on the device), so this node is
+    /// told to write only if no node led.
+    pub fn imported(&mut self, n: NodeId) -> Output {
+        let led = self.leader().is_some();
+        self.state.importing.remove(&n);
+        Output {
+            write_disk: self.must_write().filter(|_| !led),
             ..Output::default()
         }
     }
@@ -836,6 +865,10 @@ impl Replica {
         for (&n, st) in &s.nodes {
             put32(out, n);
             out.push(st.to_bits());
+        }
+        put64(out, s.importing.len() as u64);
+        for &n in &s.importing {
+            put32(out, n);
         }
         put64(out, s.marks.len() as u64);
         for (&r, holders) in &s.marks {
@@ -899,6 +932,10 @@ impl Replica {
             let n = r.u32()?;
             nodes.insert(n, NodeState::from_bits(r.u8()?));
         }
+        let mut importing = BTreeSet::new();
+        for _ in 0..r.count()? {
+            importing.insert(r.u32()?);
+        }
         let mut marks = BTreeMap::new();
         for _ in 0..r.count()? {
             let reg = region(&mut r)?;
@@ -929,6 +966,7 @@ impl Replica {
         s.priority = priority;
         s.sync_search = sync_search;
         s.nodes = nodes;
+        s.importing = importing;
         s.changed = changed;
         s.generation = generation;
         s.written = written;
@@ -951,7 +989,7 @@ mod tests {
     fn replica(me: NodeId, t: &str, nodes: &[NodeId]) -> Replica {
         let mut r = Replica::new(me, table::parse(t.as_bytes()).unwrap(), EXTENSIONS).unwrap();
         r.seed(false);
-        r.cut(nodes, &[]);
+        r.cut(nodes, &[], &[]);
         r
     }
 
@@ -1023,7 +1061,7 @@ mod tests {
         )
         .unwrap();
         plain.seed(false);
-        plain.cut(&[1], &[]);
+        plain.cut(&[1], &[], &[]);
         let out = plain.apply(1, 0, RequestType::Flush, &clear);
         assert!(matches!(
             out.replies[0].result,
@@ -1068,7 +1106,7 @@ mod tests {
             state: running,
             marks: vec![3],
         };
-        r.cut(&[1, 2], &[back]);
+        r.cut(&[1, 2], &[], &[back]);
         assert_eq!(r.node_state(2), Some(running));
         assert_eq!(r.marks_of(2).collect::<Vec<_>>(), [3]);
         assert_eq!(work(&mut r, 2), Some(0));
@@ -1096,7 +1134,7 @@ mod tests {
         let mut r = replica(1, "32 core 8", &[1, 2]);
         assert_eq!(work(&mut r, 2), Some(0));
         r.depart(2);
-        r.cut(&[1, 2], &[]);
+        r.cut(&[1, 2], &[], &[]);
         assert_eq!(work(&mut r, 1), Some(0), "the claim passed to node 1");
         let done = RegionSync {
             region: 0,
@@ -1141,7 +1179,7 @@ mod tests {
             },
             marks: vec![5],
         };
-        r.cut(&[1, 2, 3], &[back]);
+        r.cut(&[1, 2, 3], &[], &[back]);
         assert!(!r.in_sync(5).unwrap());
         assert_eq!(work(&mut r, 2), None, "still one recoverer");
         assert_eq!(work(&mut r, 1), Some(5), "the recoverer asking again");
@@ -1188,7 +1226,7 @@ mod tests {
             !rr(&mut r, 1).is_recovering,
             "alone: the single-node answer"
         );
-        r.cut(&[1, 2], &[]);
+        r.cut(&[1, 2], &[], &[]);
         assert!(rr(&mut r, 1).is_recovering);
         ask(&mut r, 2, RequestType::Presuspend, b"");
         assert!(!rr(&mut r, 1).is_recovering, "the other node is suspended");
@@ -1224,6 +1262,27 @@ mod tests {
         r.clean_bits(&mut bits);
         // Region 3, marked by the departed node, is out of sync: not clean.
         assert_eq!(bits, [0b0111]);
+    }
+
+    #[test]
+    fn a_joiner_leads_only_once_it_reports_the_state_imported() {
+        let mut r = replica(2, "32 disk /dev/null 8 nosync", &[2, 3]);
+        r.cut(&[1, 2, 3], &[1], &[]);
+        assert_eq!(r.leader(), Some(2), "node 1 imports");
+        let out = r.apply(3, 7, RequestType::Flush, &3u64.to_ne_bytes());
+        assert_eq!(out.write_disk, Some(1), "this node leads");
+        // Node 1 takes over, but the write already asked for is this node's alone.
+        assert_eq!(r.imported(1).write_disk, None);
+        assert_eq!(r.leader(), Some(1));
+        assert_eq!(r.must_write(), None);
+        // Importing at the next cut again (it came back without state), it leads no more.
+        r.cut(&[1, 2, 3], &[1], &[]);
+        assert_eq!(r.leader(), Some(2));
+        let mut a = Vec::new();
+        r.snapshot(&mut a);
+        let mut other = Replica::new(3, r.spec().clone(), EXTENSIONS).unwrap();
+        other.import(&a).unwrap();
+        assert_eq!(other.leader(), Some(2), "the snapshot says who imports");
     }
 
     #[test]
