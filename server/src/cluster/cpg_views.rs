@@ -10,7 +10,14 @@
 //!   repeats only if the same processes form the same group again in one totem ring, which
 //!   takes a member's log leaving and joining again; a message of the earlier view would
 //!   have to wait in corosync's queue all that time to be taken for one of the later.
-//! - **Quorum** comes with the rings: see [`Views::install`].
+//! - **Quorum** comes with the rings: see [`Views::install`]. `CpgGroup::dispatch` reads a
+//!   whole CPG batch and then the quorum notices, so [`Views::feed`] takes notices in any
+//!   order against the rings: a ring's view is installed once, with the latest quorum known
+//!   for that ring; a notice for an older ring, or one a later notice for its ring
+//!   supersedes, changes nothing.
+//! - **Deliveries without quorum** are kept ([`Unquorate`]): when quorum comes back within
+//!   a ring, the other members' Hellos for the quorate view may be read before this node's
+//!   notice.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -69,7 +76,53 @@ pub struct Views {
     backlog: VecDeque<Raw>,
     /// Quorum of the latest rings, as the quorum service reported it.
     quorum_of_ring: BTreeMap<u64, bool>,
+    /// Deliveries while the current view is not quorate.
+    unquorate: Unquorate,
     events: VecDeque<GroupEvent>,
+}
+
+/// What CPG delivered while the node's view was not quorate. Another member may see quorum
+/// come back (within the ring) before this node reads its notice, and its Hello for the
+/// quorate view then comes first: dropped, this node's round would wait for it for good. So
+/// the deliveries are kept, and follow the quorate view if it has the same members; any
+/// other view drops them (they belong to a view the member did not serve).
+#[derive(Debug, Default)]
+struct Unquorate {
+    kept: Vec<(NodeId, Vec<u8>)>,
+    bytes: usize,
+    /// More than [`Unquorate::MAX_BYTES`] came (a node left out of quorum for long while
+    /// the others go on): none are kept, since a round cannot use a part of them.
+    overflowed: bool,
+}
+
+impl Unquorate {
+    /// Bounds what a node without quorum keeps: a round needs only the few Hellos sent
+    /// since quorum came back.
+    const MAX_BYTES: usize = 16 << 20;
+
+    fn keep(&mut self, from: NodeId, payload: Vec<u8>) {
+        if self.overflowed {
+            return;
+        }
+        self.bytes += payload.len();
+        if self.bytes > Self::MAX_BYTES {
+            warn!("too much delivered while not quorate: dropped; the next view starts over");
+            *self = Self {
+                overflowed: true,
+                ..Self::default()
+            };
+            return;
+        }
+        self.kept.push((from, payload));
+    }
+
+    /// What was kept, as deliveries, and forgets it (and an overflow: a new view starts).
+    fn take(&mut self) -> impl Iterator<Item = GroupEvent> {
+        std::mem::take(self)
+            .kept
+            .into_iter()
+            .map(|(from, payload)| GroupEvent::Message { from, payload })
+    }
 }
 
 impl Views {
@@ -139,11 +192,11 @@ impl Views {
         ask: &mut dyn FnMut() -> Result<bool, GroupError>,
     ) -> Result<bool, GroupError> {
         match raw {
-            Raw::Deliver { from, payload } => {
-                if self.current.is_some() {
-                    self.events.push_back(GroupEvent::Message { from, payload });
-                }
-            }
+            Raw::Deliver { from, payload } => match self.current {
+                Some((_, true)) => self.events.push_back(GroupEvent::Message { from, payload }),
+                Some((_, false)) => self.unquorate.keep(from, payload),
+                None => {}
+            },
             // Nodes came or went: CPG's report of the ring ends the ring's group changes.
             Raw::Members {
                 members,
@@ -175,7 +228,11 @@ impl Views {
                 }
             }
             Raw::Quorum { quorate, seq } => {
-                self.quorum_of_ring.insert(seq, quorate);
+                // `feed` noted every notice of the batch: a later one for this ring, read
+                // with it, supersedes this one (the ring's view has its quorum).
+                if self.quorum_of_ring.get(&seq) != Some(&quorate) {
+                    return Ok(false);
+                }
                 if let Some((ring, members)) = self.awaiting.take() {
                     if seq < ring {
                         // An older ring's notice, read late.
@@ -187,13 +244,19 @@ impl Views {
                     self.install(members, quorate && seq == ring);
                     return Ok(true);
                 }
+                if seq < self.ring {
+                    // An older ring's notice, read after CPG's report of a later ring, whose
+                    // own quorum stands.
+                    return Ok(false);
+                }
                 match self.current.clone() {
-                    // A change within the ring CPG reported last (expected votes changed).
+                    // A change within the ring CPG reported last (expected votes changed);
+                    // nothing if the view has that quorum already.
                     Some((members, _)) if seq == self.ring && self.pending.is_none() => {
                         self.install(members, quorate);
                     }
-                    // A loss is taken at once, whatever its ring; a gain for a ring CPG has
-                    // not reported yet waits for that report.
+                    // A loss is taken at once, for this ring or a later one; a gain for a
+                    // ring CPG has not reported yet waits for that report.
                     Some((members, true)) if !quorate => self.install(members, false),
                     _ => {}
                 }
@@ -210,7 +273,7 @@ impl Views {
     /// and what CPG delivers after the ring waits for it. Asking for quorum at the report
     /// instead could give a later ring's, which a node still alone in a minority would take
     /// for its own (seen in the `cluster_group_minority_partition` test). A loss is taken at
-    /// once.
+    /// once. Deliveries kept without quorum follow a quorate view of the same members.
     fn install(&mut self, mut members: Vec<(NodeId, u32)>, quorate: bool) {
         members.sort_unstable();
         if !self.joined || !members.iter().any(|&(n, _)| n == self.me) {
@@ -220,6 +283,7 @@ impl Views {
         if previous.as_ref() == Some(&(members.clone(), quorate)) {
             return;
         }
+        let regained = quorate && previous.as_ref().is_some_and(|(m, _)| *m == members);
         let before: Vec<NodeId> = previous
             .map(|(m, _)| m.into_iter().map(|(n, _)| n).collect())
             .unwrap_or_default();
@@ -234,6 +298,10 @@ impl Views {
         let id = view_id(&members, quorate);
         self.events
             .push_back(GroupEvent::View(View::after(id, &before, nodes, quorate)));
+        let kept = self.unquorate.take();
+        if regained {
+            self.events.extend(kept);
+        }
     }
 }
 
@@ -368,6 +436,78 @@ mod tests {
         );
     }
 
+    /// Quorum notices read after the CPG batch of their rings: each ring's view is
+    /// installed once, with that ring's latest quorum; an older ring's notice undoes nothing,
+    /// and the deliveries stay in the healed view.
+    #[test]
+    fn notices_read_after_their_rings_install_each_view_once() {
+        let msg = |from| Raw::Deliver {
+            from,
+            payload: b"hello".to_vec(),
+        };
+        let batches = vec![
+            vec![members(&ALL, false)],
+            vec![
+                members(&[(3, 30)], true),
+                Raw::Ring(17),
+                members(&ALL, true),
+                Raw::Ring(25),
+                msg(1),
+                msg(2),
+                Raw::Quorum {
+                    quorate: false,
+                    seq: 17,
+                },
+                Raw::Quorum {
+                    quorate: true,
+                    seq: 25,
+                },
+            ],
+        ];
+        assert_eq!(
+            summary(&views_of(batches, true)),
+            [
+                "view [1, 2, 3] true",
+                "view [3] false",
+                "view [1, 2, 3] true",
+                "msg 1",
+                "msg 2"
+            ]
+        );
+    }
+
+    /// Quorum back within a ring: what was delivered while the view was not quorate comes
+    /// after the quorate view, not before it; a membership change drops it instead.
+    #[test]
+    fn deliveries_without_quorum_wait_for_it_in_the_same_view() {
+        let msg = Raw::Deliver {
+            from: 1,
+            payload: b"hello".to_vec(),
+        };
+        let q = |quorate, seq| Raw::Quorum { quorate, seq };
+        let start = vec![
+            vec![members(&ALL, false)],
+            vec![Raw::Ring(30), q(false, 30)],
+        ];
+        let mut regained = start.clone();
+        regained.push(vec![msg.clone(), q(true, 30)]);
+        assert_eq!(
+            summary(&views_of(regained, false)),
+            ["view [1, 2, 3] false", "view [1, 2, 3] true", "msg 1"]
+        );
+        let mut changed = start;
+        changed.push(vec![
+            msg,
+            members(&ALL[1..], true),
+            Raw::Ring(31),
+            q(true, 31),
+        ]);
+        assert_eq!(
+            summary(&views_of(changed, false)),
+            ["view [1, 2, 3] false", "view [2, 3] true"]
+        );
+    }
+
     /// A loss of quorum is taken at once, before CPG reports the ring.
     #[test]
     fn a_loss_of_quorum_is_taken_at_once() {
@@ -382,5 +522,191 @@ mod tests {
             summary(&views_of(batches, true)),
             ["view [1, 2, 3] true", "view [1, 2, 3] false"]
         );
+    }
+}
+
+/// A member behind [`Views`], read as `CpgGroup::dispatch` reads corosync: a CPG batch,
+/// then the quorum notices read with it.
+#[cfg(test)]
+mod dispatch_tests {
+    use super::*;
+    use crate::cluster::group::Group;
+    use crate::cluster::member::Member;
+    use crate::cluster::message::{Message, Standing};
+    use crate::cluster::replica::{NodeState, Replica};
+    use crate::logs::Extensions;
+    use crate::table;
+
+    const ALL: [(NodeId, u32); 3] = [(1, 10), (2, 20), (3, 30)];
+    const TABLE: &[u8] = b"64 clustered-core 8";
+
+    /// One node's corosync connection: what it reads goes through [`Views`]; what its member
+    /// multicasts is kept for the test to deliver.
+    struct Corosync {
+        views: Views,
+        sent: Vec<Vec<u8>>,
+        quorate: bool,
+    }
+
+    impl Group for Corosync {
+        fn local_node(&self) -> NodeId {
+            self.views.me
+        }
+        fn max_message_size(&self) -> usize {
+            1 << 20
+        }
+        fn join(&mut self) -> Result<(), GroupError> {
+            self.views.set_joined(true);
+            Ok(())
+        }
+        fn multicast(&mut self, payload: &[u8]) -> Result<(), GroupError> {
+            self.sent.push(payload.to_vec());
+            Ok(())
+        }
+        fn leave(&mut self) -> Result<(), GroupError> {
+            Ok(())
+        }
+        fn next_event(&mut self) -> Option<GroupEvent> {
+            self.views.next_event()
+        }
+    }
+
+    fn node(me: NodeId, quorate: bool) -> (Corosync, Member) {
+        let mut g = Corosync {
+            views: Views::new(me),
+            sent: Vec::new(),
+            quorate,
+        };
+        let spec = table::parse(TABLE).unwrap();
+        let mut m = Member::new(me, spec, Extensions::default()).unwrap();
+        m.join(&mut g).unwrap();
+        (g, m)
+    }
+
+    /// One dispatch: the CPG batch, then the quorum notices, fed as `dispatch` feeds them.
+    fn dispatch(g: &mut Corosync, m: &mut Member, cpg: Vec<Raw>, quorum: Vec<Raw>) {
+        let quorate = g.quorate;
+        let raws = cpg.into_iter().chain(quorum).collect();
+        g.views.feed(raws, &mut || Ok(quorate)).unwrap();
+        while let Some(e) = g.views.next_event() {
+            m.deliver(g, e);
+        }
+    }
+
+    fn deliver(from: NodeId, msg: &Message) -> Raw {
+        Raw::Deliver {
+            from,
+            payload: msg.encode(),
+        }
+    }
+
+    fn valid_hello(view: ViewId) -> Message {
+        Message::Hello {
+            view,
+            standing: Standing::Valid,
+            state: NodeState::default(),
+            marks: Vec::new(),
+            last: true,
+        }
+    }
+
+    /// The snapshot `from` (valid) sends at `view`'s cut for `to`, as one chunk.
+    fn snapshot(from: NodeId, to: NodeId, view: ViewId) -> Message {
+        let spec = table::parse(TABLE).unwrap();
+        let mut r = Replica::new(from, spec, Extensions::default()).unwrap();
+        r.seed(false);
+        r.cut(&[1, 2, 3], &[to], &[]);
+        let mut bytes = Vec::new();
+        r.snapshot(&mut bytes);
+        Message::Chunk {
+            view,
+            index: 0,
+            total: 1,
+            bytes,
+        }
+    }
+
+    fn quorum(seq: u64, quorate: bool) -> Raw {
+        Raw::Quorum { quorate, seq }
+    }
+
+    /// Node 1, started while cut off (ring 17, alone), reads the heal (ring 25) with the
+    /// others' Hellos, and only then the quorum notices of both rings. It must install the
+    /// healed view once, keep those Hellos for its round, and get the state.
+    #[test]
+    fn a_cpg_batch_read_before_its_quorum_notices_still_gets_state() {
+        let (mut g, mut m) = node(1, false);
+        let alone = Raw::Members {
+            members: vec![(1, 10)],
+            ring_change: false,
+        };
+        dispatch(&mut g, &mut m, vec![alone], vec![]);
+        assert_eq!(m.view().map(|v| v.quorate), Some(false));
+        let healed = view_id(&ALL, true);
+        let cpg = vec![
+            Raw::Ring(17),
+            Raw::Members {
+                members: ALL.to_vec(),
+                ring_change: true,
+            },
+            Raw::Ring(25),
+            deliver(2, &valid_hello(healed)),
+            deliver(3, &valid_hello(healed)),
+        ];
+        dispatch(
+            &mut g,
+            &mut m,
+            cpg,
+            vec![quorum(17, false), quorum(25, true)],
+        );
+        let view = m.view().expect("a view");
+        assert!(view.quorate && view.id == healed, "{view:?}");
+        // Node 1's own Hello comes back, then node 2's snapshot.
+        let mine: Vec<Raw> = g
+            .sent
+            .drain(..)
+            .map(|payload| Raw::Deliver { from: 1, payload })
+            .collect();
+        let hellos = mine.len();
+        let chunk = deliver(2, &snapshot(2, 1, healed));
+        dispatch(
+            &mut g,
+            &mut m,
+            mine.into_iter().chain([chunk]).collect(),
+            vec![],
+        );
+        assert_eq!(m.standing(), Standing::Valid, "node 1 never got state");
+        assert!(m.serving());
+        assert_eq!(hellos, 1, "one round for one view");
+    }
+
+    /// Quorum comes back without a ring change: node 3 reads node 1's Hello for the quorate
+    /// view in the same dispatch as the notice. The Hello must count in its round.
+    #[test]
+    fn a_hello_read_with_the_quorum_that_makes_its_view_is_kept() {
+        let (mut g, mut m) = node(3, false);
+        let ring = vec![
+            Raw::Members {
+                members: ALL.to_vec(),
+                ring_change: true,
+            },
+            Raw::Ring(30),
+        ];
+        dispatch(&mut g, &mut m, ring, vec![quorum(30, false)]);
+        assert_eq!(m.view().map(|v| v.quorate), Some(false));
+        let view = view_id(&ALL, true);
+        let hello_1 = deliver(1, &valid_hello(view));
+        dispatch(&mut g, &mut m, vec![hello_1], vec![quorum(30, true)]);
+        assert_eq!(m.view().map(|v| (v.id, v.quorate)), Some((view, true)));
+        let mut rest = vec![deliver(2, &valid_hello(view))];
+        rest.extend(
+            g.sent
+                .drain(..)
+                .map(|payload| Raw::Deliver { from: 3, payload }),
+        );
+        rest.push(deliver(1, &snapshot(1, 3, view)));
+        dispatch(&mut g, &mut m, rest, vec![]);
+        assert_eq!(m.standing(), Standing::Valid, "node 1's Hello was dropped");
+        assert!(m.serving());
     }
 }

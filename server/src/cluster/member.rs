@@ -4,11 +4,12 @@
 //! **Rounds.** Every quorate view starts a round: each member multicasts a `Hello` with its
 //! standing ([`Standing`]). The delivery of the last `Hello` is the *cut*, one point of the
 //! agreed order for everyone. There the members with valid state apply the view to their
-//! replicas (every member now has state; rejoining nodes' marks count again and their
-//! suspend/resume state is theirs again, as their `Hello`s tell), and the
+//! replicas (every member now has state; rejoining nodes' marks count again, their regions
+//! out of sync, and their suspend/resume state is theirs again, as their `Hello`s tell), and the
 //! lowest of them multicasts a snapshot in chunks below the group's largest message. The
 //! others drop what was delivered before the cut (the snapshot holds it), queue what comes
-//! after, import the snapshot at its last chunk and then apply the queue. No timers: the
+//! after, import the snapshot at its last chunk, apply the queue and multicast `Imported`
+//! (until then no replica lets them lead: an import can fail). No timers: the
 //! order alone says what the snapshot covers, so no stale snapshot can be taken for a newer
 //! one (cmirrord sleeps 3 s for that). If no member has valid state, the lowest seeds the
 //! log: from the table if every member is fresh, with every region out of sync if one held
@@ -439,7 +440,7 @@ impl Member {
                 total,
                 bytes,
             } => self.on_chunk(group, from, view, index, total, &bytes, actions),
-            Message::Request { .. } | Message::Written { .. } => {
+            Message::Request { .. } | Message::Written { .. } | Message::Imported { .. } => {
                 if self.standing == Standing::Valid {
                     self.apply(from, msg, actions);
                 } else if let Some(import) = self.round.as_mut().and_then(|r| r.import.as_mut()) {
@@ -474,7 +475,14 @@ impl Member {
             .collect();
         let members = round.members.clone();
         let view = round.view;
-        let needs_state = members.iter().any(|m| *m != sender && !valid.contains(m));
+        // Members that import the snapshot: they hold the state (and may lead) once their
+        // `Imported` is delivered.
+        let importing: Vec<NodeId> = members
+            .iter()
+            .copied()
+            .filter(|m| *m != sender && !valid.contains(m))
+            .collect();
+        let needs_state = !importing.is_empty();
         if valid.is_empty() && me == sender {
             let stale = !rejoining.is_empty();
             info!(
@@ -505,7 +513,15 @@ impl Member {
             });
             return;
         }
-        self.replica.cut(&members, &rejoining);
+        let out = self.replica.cut(&members, &importing, &rejoining);
+        if let Some((first, count)) = out.left_sync {
+            let last = first.saturating_add(count - 1);
+            info!(
+                node = me,
+                "{view}: nodes are back holding marks: their regions (within {first}-{last}) are out of sync until recovered"
+            );
+        }
+        self.act(out, actions);
         if me == sender && needs_state {
             let mut snapshot = Vec::new();
             self.replica.snapshot(&mut snapshot);
@@ -562,6 +578,8 @@ impl Member {
             "{view}: log state received ({} bytes)",
             snapshot.len()
         );
+        // Ordered before this member's held requests: the others know it holds the state.
+        self.send(group, Message::Imported { view });
         for (from, msg) in queued {
             self.apply(from, msg, actions);
         }
@@ -597,6 +615,7 @@ impl Member {
         let out = match msg {
             Message::Request { tag, kind, data } => self.replica.apply(from, tag, kind, &data),
             Message::Written { generation, ok } => self.replica.written(generation, ok),
+            Message::Imported { .. } => self.replica.imported(from),
             Message::Hello { .. } | Message::Chunk { .. } => return,
         };
         self.act(out, actions);
@@ -643,7 +662,7 @@ mod tests {
         in_sync_map: true,
         clears_in_flush: true,
     };
-    use dm_ulog_uapi::payload::RegionSync;
+    use dm_ulog_uapi::payload::{RegionSync, ResyncWork};
 
     struct Node {
         group: SimGroup,
@@ -724,14 +743,112 @@ mod tests {
         assert_eq!(replies(&mut ns[2]), [(1, Ok(Vec::new()))]);
     }
 
+    /// Node `id` with table `t`, not joined.
+    fn node(sim: &Sim, id: NodeId, t: &str) -> Node {
+        Node {
+            group: sim.group(id),
+            member: Member::new(id, table::parse(t.as_bytes()).unwrap(), EXTENSIONS).unwrap(),
+            actions: Vec::new(),
+        }
+    }
+
+    /// Carries out the disk writes the members asked for, as the service does.
+    fn write_disks(nodes: &mut [Node]) -> Vec<NodeId> {
+        let mut writers = Vec::new();
+        for n in nodes.iter_mut() {
+            let writes: Vec<u64> = n
+                .actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::WriteDisk { generation } => Some(*generation),
+                    _ => None,
+                })
+                .collect();
+            n.actions.retain(|a| !matches!(a, Action::WriteDisk { .. }));
+            for generation in writes {
+                writers.push(n.member.me());
+                n.member.disk_written(&mut n.group, generation, true);
+            }
+        }
+        writers
+    }
+
+    /// Node 1, the lowest, joins a disk log that nodes 2 and 3 serve, with another table: its
+    /// import fails. It must not lead (write the disk log), and the others' FLUSHes must
+    /// still be answered.
+    #[test]
+    fn a_joiner_whose_import_fails_does_not_lead() {
+        let sim = Sim::new(3, 1, 1 << 10, 0.0);
+        let mut ns = vec![
+            node(&sim, 1, "128 clustered-disk /dev/null 8"),
+            node(&sim, 2, "64 clustered-disk /dev/null 8"),
+            node(&sim, 3, "64 clustered-disk /dev/null 8"),
+        ];
+        for n in &mut ns[1..] {
+            n.member.join(&mut n.group).unwrap();
+        }
+        settle(&sim, &mut ns[1..]);
+        assert!(ns[1..].iter().all(|n| n.member.serving()));
+        let n = &mut ns[0];
+        n.member.join(&mut n.group).unwrap();
+        settle(&sim, &mut ns);
+        assert_eq!(
+            ns[0].member.standing(),
+            Standing::Fresh,
+            "the import failed"
+        );
+        let n = &mut ns[2];
+        let region = 5u64.to_ne_bytes();
+        n.member
+            .request(&mut n.group, 1, RequestType::MarkRegion, &region);
+        n.member
+            .request(&mut n.group, 2, RequestType::Flush, &region);
+        settle(&sim, &mut ns);
+        let writers = write_disks(&mut ns);
+        settle(&sim, &mut ns);
+        assert_eq!(
+            replies(&mut ns[2]),
+            [(1, Ok(Vec::new())), (2, Ok(Vec::new()))],
+            "node 3's FLUSH is answered (writers: {writers:?})"
+        );
+        assert_eq!(writers, [2]);
+        for n in &ns[1..] {
+            assert_eq!(n.member.replica().leader(), Some(2));
+        }
+    }
+
+    /// Node 1 joins a disk log nodes 2 and 3 serve: it leads once it imported the state.
+    #[test]
+    fn a_joiner_leads_once_it_imported_the_state() {
+        let sim = Sim::new(3, 1, 1 << 10, 0.0);
+        let t = "64 clustered-disk /dev/null 8";
+        let mut ns = vec![node(&sim, 1, t), node(&sim, 2, t), node(&sim, 3, t)];
+        for n in &mut ns[1..] {
+            n.member.join(&mut n.group).unwrap();
+        }
+        settle(&sim, &mut ns[1..]);
+        let n = &mut ns[0];
+        n.member.join(&mut n.group).unwrap();
+        settle(&sim, &mut ns);
+        assert!(ns.iter().all(|n| n.member.serving()));
+        assert!(ns.iter().all(|n| n.member.replica().leader() == Some(1)));
+        let n = &mut ns[2];
+        n.member
+            .request(&mut n.group, 1, RequestType::Flush, &5u64.to_ne_bytes());
+        settle(&sim, &mut ns);
+        assert_eq!(write_disks(&mut ns), [1]);
+        settle(&sim, &mut ns);
+        assert_eq!(replies(&mut ns[2]), [(1, Ok(Vec::new()))]);
+    }
+
     #[test]
     fn a_message_of_another_version_stops_every_member_with_an_error() {
         let sim = Sim::new(3, 1, 1 << 10, 0.0);
         let mut ns = nodes(&sim, 3, "64 clustered-core 8");
         settle(&sim, &mut ns);
-        // Node 3 speaks as a later dm-ulogd would (version byte 2), just before node 1's
+        // Node 3 speaks as a later dm-ulogd would (version byte 3), just before node 1's
         // kernel marks a region: the mark waits for its delivery when every member stops.
-        ns[2].group.multicast(&[2, 1, 0, 0]).unwrap();
+        ns[2].group.multicast(&[3, 1, 0, 0]).unwrap();
         sim.order(usize::MAX);
         let n = &mut ns[0];
         let mark = 5u64.to_ne_bytes();
@@ -769,11 +886,81 @@ mod tests {
         );
     }
 
+    /// Node 3 is cut off holding a mark, and the majority recovers the region meanwhile. Node
+    /// 3's kernel may still write there (its writes in flight, and later ones under the mark
+    /// it holds), so when its mark comes back the region is out of sync again, withdrawn from
+    /// the kernels, until it is recovered again.
+    #[test]
+    fn a_rejoining_nodes_marks_take_their_regions_out_of_sync() {
+        let sim = Sim::new(3, 3, 1 << 10, 0.0);
+        let mut ns = nodes(&sim, 3, "64 clustered-core 8 nosync");
+        settle(&sim, &mut ns);
+        let mark = 5u64.to_ne_bytes();
+        let n = &mut ns[2];
+        n.member
+            .request(&mut n.group, 1, RequestType::MarkRegion, &mark);
+        settle(&sim, &mut ns);
+        assert_eq!(replies(&mut ns[2]), [(1, Ok(Vec::new()))]);
+        sim.partition(&[vec![3]]);
+        settle(&sim, &mut ns);
+        // The majority recovers region 5.
+        let n = &mut ns[0];
+        n.member
+            .request(&mut n.group, 1, RequestType::GetResyncWork, b"");
+        settle(&sim, &mut ns);
+        let work = ResyncWork::from(Some(5)).encode().to_vec();
+        assert_eq!(replies(&mut ns[0]), [(1, Ok(work))]);
+        let done = RegionSync {
+            region: 5,
+            in_sync: true,
+        }
+        .encode();
+        let n = &mut ns[0];
+        n.member
+            .request(&mut n.group, 2, RequestType::SetRegionSync, &done);
+        settle(&sim, &mut ns);
+        assert!(ns[0].member.replica().in_sync(5).unwrap());
+        for n in &mut ns {
+            n.actions.clear();
+        }
+        sim.heal();
+        settle(&sim, &mut ns);
+        for n in &ns {
+            let rep = n.member.replica();
+            assert_eq!(rep.holders(5).collect::<Vec<_>>(), [3]);
+            assert!(
+                !rep.in_sync(5).unwrap(),
+                "node {}: region 5 in sync with node 3's mark back on it",
+                rep.me()
+            );
+        }
+        for n in &ns[..2] {
+            assert!(
+                n.actions.contains(&Action::Withdraw { first: 5, count: 1 }),
+                "region 5 not withdrawn: {:?}",
+                n.actions
+            );
+        }
+        // Node 3 clears: region 5 is recovered again before it is clean.
+        let n = &mut ns[2];
+        n.member
+            .request(&mut n.group, 2, RequestType::ClearRegion, &mark);
+        settle(&sim, &mut ns);
+        assert!(!ns[0].member.replica().is_clean(5).unwrap());
+        let n = &mut ns[1];
+        n.member
+            .request(&mut n.group, 1, RequestType::GetResyncWork, b"");
+        settle(&sim, &mut ns);
+        let work = ResyncWork::from(Some(5)).encode().to_vec();
+        assert_eq!(replies(&mut ns[1]), [(1, Ok(work))]);
+    }
+
     #[test]
     fn a_minority_answers_eagain_and_rejoins_with_a_fresh_transfer() {
-        // 200-byte messages: the snapshot of 4096 regions travels in several chunks.
+        // 200-byte messages: the snapshot of 4096 regions travels in several chunks. Every
+        // region is in sync (nosync) but those a departure takes out.
         let sim = Sim::new(3, 2, 200, 0.0);
-        let mut ns = nodes(&sim, 3, "32768 clustered-core 8");
+        let mut ns = nodes(&sim, 3, "32768 clustered-core 8 nosync");
         settle(&sim, &mut ns);
         let n = &mut ns[2];
         n.member.request(
@@ -806,14 +993,22 @@ mod tests {
         // The majority took node 3's mark out of sync; the recovery completes there.
         assert!(!ns[0].member.replica().in_sync(9).unwrap());
         let n = &mut ns[0];
+        n.member
+            .request(&mut n.group, 2, RequestType::GetResyncWork, b"");
+        settle(&sim, &mut ns);
+        let work = ResyncWork::from(Some(9)).encode().to_vec();
+        assert_eq!(replies(&mut ns[0]), [(2, Ok(work))]);
+        let n = &mut ns[0];
         let set = RegionSync {
             region: 9,
             in_sync: true,
         }
         .encode();
         n.member
-            .request(&mut n.group, 1, RequestType::SetRegionSync, &set);
+            .request(&mut n.group, 3, RequestType::SetRegionSync, &set);
         settle(&sim, &mut ns);
+        assert_eq!(replies(&mut ns[0]), [(3, Ok(Vec::new()))]);
+        assert!(ns[0].member.replica().in_sync(9).unwrap());
         sim.heal();
         settle(&sim, &mut ns);
         assert!(ns.iter().all(|n| n.member.serving()));

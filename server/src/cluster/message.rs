@@ -13,13 +13,14 @@ use super::group::ViewId;
 use super::replica::NodeState;
 use super::transfer::{Reader, TransferError};
 
-/// The version of these messages.
-const VERSION: u8 = 1;
+/// The version of these messages (2: [`Message::Imported`]).
+const VERSION: u8 = 2;
 
 const REQUEST: u8 = 1;
 const HELLO: u8 = 2;
 const CHUNK: u8 = 3;
 const WRITTEN: u8 = 4;
+const IMPORTED: u8 = 5;
 
 /// Bytes of a [`Message::Chunk`] besides the chunk.
 pub const CHUNK_OVERHEAD: usize = 2 + 8 + 4 + 4;
@@ -82,6 +83,13 @@ pub enum Message {
         /// Whether the write succeeded.
         ok: bool,
     },
+    /// The sender imported the snapshot of `view`'s cut: it holds the log's state and may
+    /// lead. Until then the others cannot tell an import that failed (another table) from
+    /// one under way.
+    Imported {
+        /// The view whose snapshot it imported.
+        view: ViewId,
+    },
 }
 
 impl Message {
@@ -135,6 +143,10 @@ impl Message {
                 put64(&mut out, *generation);
                 out.push(u8::from(*ok));
             }
+            Self::Imported { view } => {
+                out.push(IMPORTED);
+                put64(&mut out, view.0);
+            }
         }
         out
     }
@@ -181,6 +193,9 @@ impl Message {
                 generation: r.u64()?,
                 ok: r.u8()? != 0,
             },
+            IMPORTED => Self::Imported {
+                view: ViewId(r.u64()?),
+            },
             _ => return Err(TransferError::Corrupt),
         })
     }
@@ -218,6 +233,7 @@ mod tests {
                 generation: 12,
                 ok: false,
             },
+            Message::Imported { view: ViewId(5) },
         ];
         for m in all {
             let bytes = m.encode();
@@ -239,7 +255,10 @@ mod tests {
             last: true,
         };
         assert_eq!(hello.encode().len(), HELLO_OVERHEAD + 8);
-        assert_eq!(Message::decode(&[2, REQUEST]), Err(TransferError::Version));
+        assert_eq!(
+            Message::decode(&[VERSION + 1, REQUEST]),
+            Err(TransferError::Version)
+        );
         assert_eq!(Message::decode(&[VERSION, 9]), Err(TransferError::Corrupt));
     }
 }

@@ -12,13 +12,16 @@
 //!   on it; a CLEAR removes only the sender's mark.
 //! - **Departures.** When a node leaves the group (or crashes, or ends up on the other side
 //!   of a partition), the regions it marked may hold a write that reached one leg only: they
-//!   go out of sync, its marks are dropped and its recovery claim released.
+//!   go out of sync, its marks are dropped and its recovery claim released. When it rejoins
+//!   with marks, their regions go out of sync again: it may have written there meanwhile.
 //! - **One recoverer.** At most one node holds a claim on one region; a node asking again
 //!   while it holds the claim gets the same region (a resent request after a lost reply).
-//!   Regions marked by another node are not handed out: that node may be writing there.
-//! - **Disk logs.** Only the leader (the lowest node with state) writes the bitmap; a FLUSH
-//!   is answered once a write that covers it is reported in the agreed order
-//!   ([`Replica::written`]), so a new leader rewrites and answers what the old one left.
+//!   Regions marked by another node are not handed out: that node may be writing there. A
+//!   success counts only from the claim's holder: one whose claim passed on is stale.
+//! - **Disk logs.** Only the leader (the lowest node that holds the state: not a joiner
+//!   still importing it) writes the bitmap; a FLUSH is answered once a write that covers it
+//!   is reported in the agreed order ([`Replica::written`]), so a new leader rewrites and
+//!   answers what the old one left.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -143,6 +146,11 @@ pub struct Claim {
     pub node: NodeId,
     /// The region it recovers.
     pub region: u64,
+    /// A rejoining node's marks came back on the region during this recovery: that node may
+    /// have written there during the copy, so the copy's success does not count. The claim
+    /// stays until its holder reports (one recoverer still), and the region is recovered
+    /// again.
+    pub overlapped: bool,
 }
 
 /// What the log knows of one node with state: where its kernel is between suspends and
@@ -204,8 +212,12 @@ struct State {
     /// Where the search for resync work goes on; below it every region is in sync,
     /// claimed, or marked by a node other than the one that asked.
     sync_search: u64,
-    /// The nodes with state; the lowest is the leader.
+    /// The nodes with state; the lowest not `importing` is the leader.
     nodes: BTreeMap<NodeId, NodeState>,
+    /// Nodes given the state at the last cut that have not reported it imported yet
+    /// ([`Replica::imported`]). They hold none (an import can fail: another table), so none
+    /// of them may lead: the FLUSHes would wait for a write nobody makes.
+    importing: BTreeSet<NodeId>,
     /// A clean bit changed since the last generation was taken.
     changed: bool,
     /// The bitmap version the last FLUSH of a disk log waits for.
@@ -230,7 +242,7 @@ pub struct Replica {
 }
 
 const SNAPSHOT_MAGIC: u32 = u32::from_le_bytes(*b"ULCS");
-const SNAPSHOT_VERSION: u32 = 1;
+const SNAPSHOT_VERSION: u32 = 2;
 
 impl Replica {
     /// Node `me`'s copy of the log `spec` describes, without state yet: it gets state by
@@ -251,6 +263,7 @@ impl Replica {
                 priority: BTreeSet::new(),
                 sync_search: 0,
                 nodes: BTreeMap::new(),
+                importing: BTreeSet::new(),
                 changed: false,
                 generation: 0,
                 written: 0,
@@ -274,6 +287,7 @@ impl Replica {
         s.priority.clear();
         s.sync_search = 0;
         s.nodes.clear();
+        s.importing.clear();
         s.changed = true;
         s.generation = 0;
         s.written = 0;
@@ -298,9 +312,10 @@ impl Replica {
         &self.spec
     }
 
-    /// The node that writes the disk log: the lowest node with state.
+    /// The node that writes the disk log: the lowest node that holds the state.
     pub fn leader(&self) -> Option<NodeId> {
-        self.state.nodes.keys().next().copied()
+        let s = &self.state;
+        s.nodes.keys().copied().find(|n| !s.importing.contains(n))
     }
 
     /// The nodes with state.
@@ -498,15 +513,18 @@ impl Replica {
             RequestType::SetRegionSync => {
                 let s = RegionSync::decode(data)?;
                 let r = self.check(s.region)?;
-                if self.state.claim
-                    == Some(Claim {
-                        node: from,
-                        region: r,
-                    })
-                {
+                let held = self.state.claim.filter(|c| c.node == from && c.region == r);
+                if held.is_some() {
                     self.state.claim = None;
                 }
-                self.set_sync(r, s.in_sync);
+                // Success counts from the claim's holder, if no rejoining node's marks
+                // overlapped its copy; failure from anyone.
+                let counts = held.is_some_and(|c| !c.overlapped);
+                if s.in_sync && !counts {
+                    self.recovery_not_counted(r);
+                } else {
+                    self.set_sync(r, s.in_sync);
+                }
             }
             RequestType::StatusInfo => self.status_info(reply),
             RequestType::IsRemoteRecovering => {
@@ -537,6 +555,33 @@ impl Replica {
         if let Some(c) = self.state.claim.filter(|c| c.node == n) {
             self.state.claim = None;
             self.state.sync_search = self.state.sync_search.min(c.region);
+        }
+    }
+
+    /// A success that does not count: reported by a node that does not hold `r`'s claim (it
+    /// left and came back, and the claim passed on: the holder may still be copying, or other
+    /// nodes wrote during this copy), or by a recovery a rejoining node's marks overlapped.
+    /// The region stays as it is. The reporter's kernel learns regions in sync from its own
+    /// reports: a region still out of sync is withdrawn (from every kernel, which costs the
+    /// others nothing: it was not in their maps), and searched again.
+    fn recovery_not_counted(&mut self, r: u64) {
+        if !self.state.in_sync.get(r) {
+            self.left_sync.note(r..r + 1);
+            self.state.sync_search = self.state.sync_search.min(r);
+        }
+    }
+
+    /// Node `n`'s mark is installed again on `r` (it rejoins): its kernel may have written
+    /// there while it was away, after the others recovered the region, and may still be
+    /// writing. So the region is out of sync until it is recovered again, and a recovery of
+    /// it under way now does not count.
+    fn mark_back(&mut self, n: NodeId, r: u64) {
+        self.mark(n, r);
+        self.set_sync(r, false);
+        if let Some(c) = self.state.claim.as_mut() {
+            if c.region == r && c.node != n {
+                c.overlapped = true;
+            }
         }
     }
 
@@ -657,6 +702,7 @@ impl Replica {
                 self.state.claim = Some(Claim {
                     node: from,
                     region: r,
+                    overlapped: false,
                 });
                 return Some(r);
             }
@@ -673,6 +719,7 @@ impl Replica {
             self.state.claim = Some(Claim {
                 node: from,
                 region: r,
+                overlapped: false,
             });
             self.state.sync_search = skipped.unwrap_or(r + 1);
             return Some(r);
@@ -724,6 +771,7 @@ impl Replica {
     /// go, and FLUSHes it waited for are dropped. Returns what left sync.
     pub fn depart(&mut self, n: NodeId) -> Output {
         self.state.nodes.remove(&n);
+        self.state.importing.remove(&n);
         let marked: Vec<u64> = self
             .state
             .marks
@@ -744,11 +792,19 @@ impl Replica {
         }
     }
 
-    /// The cut of a join: from here on `members` all have state (joiners get it as a
-    /// snapshot taken here); rejoining nodes' kernels' marks count again, and their
-    /// suspend/resume state is theirs again (a departure, or a new seed, forgot it).
-    pub fn cut(&mut self, members: &[NodeId], rejoining: &[Rejoining]) {
+    /// The cut of a join: from here on `members` all have state (`importing` get it as a
+    /// snapshot taken here, and hold it once they report it imported); rejoining nodes'
+    /// kernels' marks count again, their regions out of sync ([`Replica::mark_back`]), and
+    /// their suspend/resume state is theirs again (a departure, or a new seed, forgot it).
+    /// Returns what left sync.
+    pub fn cut(
+        &mut self,
+        members: &[NodeId],
+        importing: &[NodeId],
+        rejoining: &[Rejoining],
+    ) -> Output {
         self.state.nodes.retain(|n, _| members.contains(n));
+        self.state.importing = importing.iter().copied().collect();
         for &n in members {
             self.state.nodes.entry(n).or_default();
         }
@@ -758,9 +814,26 @@ impl Replica {
             }
             for &r in &j.marks {
                 if r < self.spec.regions {
-                    self.mark(j.node, r);
+                    self.mark_back(j.node, r);
                 }
             }
+        }
+        Output {
+            left_sync: self.left_sync.take(),
+            ..Output::default()
+        }
+    }
+
+    /// Node `n` reported, in the agreed order, that it imported the state of its cut: it
+    /// holds the state and may lead. The FLUSHes waiting were given to the leader before
+    /// (two writers at once could leave an older bitmap on the device), so this node is
+    /// told to write only if no node led.
+    pub fn imported(&mut self, n: NodeId) -> Output {
+        let led = self.leader().is_some();
+        self.state.importing.remove(&n);
+        Output {
+            write_disk: self.must_write().filter(|_| !led),
+            ..Output::default()
         }
     }
 
@@ -785,12 +858,17 @@ impl Replica {
                 out.push(1);
                 put32(out, c.node);
                 put64(out, c.region);
+                out.push(u8::from(c.overlapped));
             }
         }
         put64(out, s.nodes.len() as u64);
         for (&n, st) in &s.nodes {
             put32(out, n);
             out.push(st.to_bits());
+        }
+        put64(out, s.importing.len() as u64);
+        for &n in &s.importing {
+            put32(out, n);
         }
         put64(out, s.marks.len() as u64);
         for (&r, holders) in &s.marks {
@@ -846,12 +924,17 @@ impl Replica {
             _ => Some(Claim {
                 node: r.u32()?,
                 region: region(&mut r)?,
+                overlapped: r.u8()? != 0,
             }),
         };
         let mut nodes = BTreeMap::new();
         for _ in 0..r.count()? {
             let n = r.u32()?;
             nodes.insert(n, NodeState::from_bits(r.u8()?));
+        }
+        let mut importing = BTreeSet::new();
+        for _ in 0..r.count()? {
+            importing.insert(r.u32()?);
         }
         let mut marks = BTreeMap::new();
         for _ in 0..r.count()? {
@@ -883,6 +966,7 @@ impl Replica {
         s.priority = priority;
         s.sync_search = sync_search;
         s.nodes = nodes;
+        s.importing = importing;
         s.changed = changed;
         s.generation = generation;
         s.written = written;
@@ -905,7 +989,7 @@ mod tests {
     fn replica(me: NodeId, t: &str, nodes: &[NodeId]) -> Replica {
         let mut r = Replica::new(me, table::parse(t.as_bytes()).unwrap(), EXTENSIONS).unwrap();
         r.seed(false);
-        r.cut(nodes, &[]);
+        r.cut(nodes, &[], &[]);
         r
     }
 
@@ -977,7 +1061,7 @@ mod tests {
         )
         .unwrap();
         plain.seed(false);
-        plain.cut(&[1], &[]);
+        plain.cut(&[1], &[], &[]);
         let out = plain.apply(1, 0, RequestType::Flush, &clear);
         assert!(matches!(
             out.replies[0].result,
@@ -1022,7 +1106,7 @@ mod tests {
             state: running,
             marks: vec![3],
         };
-        r.cut(&[1, 2], &[back]);
+        r.cut(&[1, 2], &[], &[back]);
         assert_eq!(r.node_state(2), Some(running));
         assert_eq!(r.marks_of(2).collect::<Vec<_>>(), [3]);
         assert_eq!(work(&mut r, 2), Some(0));
@@ -1030,13 +1114,86 @@ mod tests {
         ask(&mut r, 2, RequestType::Resume, b"");
         assert_eq!(
             r.claim(),
-            Some(Claim { node: 2, region: 0 }),
+            Some(Claim {
+                node: 2,
+                region: 0,
+                overlapped: false
+            }),
             "not a restart"
         );
         // After a suspend it is one.
         ask(&mut r, 2, RequestType::Presuspend, b"");
         ask(&mut r, 2, RequestType::Resume, b"");
         assert_eq!(r.claim(), None);
+    }
+
+    /// A node whose claim passed to another (it left and came back) reports its old recovery
+    /// done: answered, but the region stays out of sync under the new holder's claim.
+    #[test]
+    fn a_recovery_report_of_a_node_without_the_claim_changes_nothing() {
+        let mut r = replica(1, "32 core 8", &[1, 2]);
+        assert_eq!(work(&mut r, 2), Some(0));
+        r.depart(2);
+        r.cut(&[1, 2], &[], &[]);
+        assert_eq!(work(&mut r, 1), Some(0), "the claim passed to node 1");
+        let done = RegionSync {
+            region: 0,
+            in_sync: true,
+        }
+        .encode();
+        let out = r.apply(2, 7, RequestType::SetRegionSync, &done);
+        assert_eq!(out.replies.len(), 1, "the stale report is answered");
+        assert_eq!(out.replies[0].result, Ok(Vec::new()));
+        assert!(
+            !r.in_sync(0).unwrap(),
+            "node 2's stale report ended node 1's recovery"
+        );
+        assert_eq!(r.claim().map(|c| (c.node, c.region)), Some((1, 0)));
+        assert_eq!(
+            out.left_sync,
+            Some((0, 1)),
+            "node 2's kernel would learn the region in sync"
+        );
+        // A failure counts from anyone; success from the holder.
+        set_sync(&mut r, 2, 3, false);
+        assert!(!r.in_sync(3).unwrap());
+        set_sync(&mut r, 1, 0, true);
+        assert!(r.in_sync(0).unwrap());
+        assert_eq!(r.claim(), None);
+    }
+
+    /// Node 1 recovers a region that node 3, cut off, still marks. Node 3 comes back: its
+    /// writes may run during node 1's copy, so that copy does not count; the region is
+    /// recovered once node 3 has cleared it.
+    #[test]
+    fn a_recovery_a_rejoining_nodes_mark_overlaps_does_not_count() {
+        let mut r = replica(1, "64 core 8 nosync", &[1, 2, 3]);
+        ask(&mut r, 3, RequestType::MarkRegion, &5u64.to_ne_bytes());
+        r.depart(3);
+        assert_eq!(work(&mut r, 1), Some(5));
+        let back = Rejoining {
+            node: 3,
+            state: NodeState {
+                suspended: false,
+                running: true,
+            },
+            marks: vec![5],
+        };
+        r.cut(&[1, 2, 3], &[], &[back]);
+        assert!(!r.in_sync(5).unwrap());
+        assert_eq!(work(&mut r, 2), None, "still one recoverer");
+        assert_eq!(work(&mut r, 1), Some(5), "the recoverer asking again");
+        set_sync(&mut r, 1, 5, true);
+        assert!(
+            !r.in_sync(5).unwrap(),
+            "a copy node 3's writes overlapped put region 5 in sync"
+        );
+        assert_eq!(r.claim(), None, "the report ends the recovery");
+        assert_eq!(work(&mut r, 2), None, "node 3 may still write there");
+        ask(&mut r, 3, RequestType::ClearRegion, &5u64.to_ne_bytes());
+        assert_eq!(work(&mut r, 2), Some(5));
+        set_sync(&mut r, 2, 5, true);
+        assert!(r.is_clean(5).unwrap());
     }
 
     #[test]
@@ -1069,7 +1226,7 @@ mod tests {
             !rr(&mut r, 1).is_recovering,
             "alone: the single-node answer"
         );
-        r.cut(&[1, 2], &[]);
+        r.cut(&[1, 2], &[], &[]);
         assert!(rr(&mut r, 1).is_recovering);
         ask(&mut r, 2, RequestType::Presuspend, b"");
         assert!(!rr(&mut r, 1).is_recovering, "the other node is suspended");
@@ -1105,6 +1262,27 @@ mod tests {
         r.clean_bits(&mut bits);
         // Region 3, marked by the departed node, is out of sync: not clean.
         assert_eq!(bits, [0b0111]);
+    }
+
+    #[test]
+    fn a_joiner_leads_only_once_it_reports_the_state_imported() {
+        let mut r = replica(2, "32 disk /dev/null 8 nosync", &[2, 3]);
+        r.cut(&[1, 2, 3], &[1], &[]);
+        assert_eq!(r.leader(), Some(2), "node 1 imports");
+        let out = r.apply(3, 7, RequestType::Flush, &3u64.to_ne_bytes());
+        assert_eq!(out.write_disk, Some(1), "this node leads");
+        // Node 1 takes over, but the write already asked for is this node's alone.
+        assert_eq!(r.imported(1).write_disk, None);
+        assert_eq!(r.leader(), Some(1));
+        assert_eq!(r.must_write(), None);
+        // Importing at the next cut again (it came back without state), it leads no more.
+        r.cut(&[1, 2, 3], &[1], &[]);
+        assert_eq!(r.leader(), Some(2));
+        let mut a = Vec::new();
+        r.snapshot(&mut a);
+        let mut other = Replica::new(3, r.spec().clone(), EXTENSIONS).unwrap();
+        other.import(&a).unwrap();
+        assert_eq!(other.leader(), Some(2), "the snapshot says who imports");
     }
 
     #[test]

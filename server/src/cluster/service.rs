@@ -67,7 +67,8 @@ struct ClusterLog<G> {
     waiting: HashMap<u64, Header>,
     /// A `clustered-disk` log's device: every node opens it, the leader writes it.
     disk: Option<Rc<RefCell<DiskLog>>>,
-    /// The last generation this node wrote (the member asks until the write is delivered).
+    /// The last generation this node wrote successfully (the member asks until the write is
+    /// delivered); a failed write is not recorded, so that it is tried again.
     wrote: Option<u64>,
 }
 
@@ -313,7 +314,12 @@ impl<G: Group> ClusteredLogs<G> {
                             false
                         }
                     };
-                    log.wrote = Some(generation);
+                    // Only a write that worked covers its generation: after a failed one,
+                    // the member asks again for the FLUSHes that come (they wait for this
+                    // generation), and they get a write of their own, not a wait forever.
+                    if ok {
+                        log.wrote = Some(generation);
+                    }
                     log.member.disk_written(group, generation, ok);
                 }
             }
@@ -841,6 +847,62 @@ mod tests {
         ask(&sim, nodes, 0, RequestType::Resume, b"");
         let count = ask(&sim, nodes, 0, RequestType::GetSyncCount, b"");
         assert_eq!(count.data, 7u64.to_ne_bytes(), "not seeded from the device");
+    }
+
+    /// Puts `disk` in place of the device of node `n`'s (one) disk log; returns the old one.
+    fn swap_disk(n: &mut Node, disk: DiskLog) -> DiskLog {
+        let log = n.logs.logs.values_mut().next().expect("a log");
+        let mut current = log.disk.as_ref().expect("a disk log").borrow_mut();
+        std::mem::replace(&mut *current, disk)
+    }
+
+    /// After a failed write of the disk log, a FLUSH or POSTSUSPEND that waits for the next
+    /// write is answered (EIO while the device fails), and once it works the bitmap the
+    /// failed writes left is written.
+    #[test]
+    fn requests_after_a_failed_disk_write_are_answered() {
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        tmp.as_file().set_len(64 << 10).unwrap();
+        let table = format!("8192 clustered-disk {} 1024 nosync", tmp.path().display());
+        let sim = Rc::new(Sim::new(1, 8, 4096, 0.0));
+        let mut a = Node::new(&sim, 1, Rc::default());
+        a.send(1, RequestType::Ctr, table.as_bytes());
+        assert_eq!(
+            ask(&sim, &mut [&mut a], 0, RequestType::Resume, b"").error,
+            0
+        );
+        // The device fails: opened read-only, it refuses every write.
+        let read_only = std::fs::File::open(tmp.path()).unwrap();
+        let device = LogDevice::from_file(read_only, tmp.path(), 512).unwrap();
+        let failing = DiskLog::new(device, 8, table::SyncMode::NoSync).unwrap();
+        let working = swap_disk(&mut a, failing);
+        let eio = -(Errno::EIO as i32);
+        let mark = 3u64.to_ne_bytes();
+        ask(&sim, &mut [&mut a], 0, RequestType::MarkRegion, &mark);
+        let flush = ask(&sim, &mut [&mut a], 0, RequestType::Flush, b"");
+        assert_eq!(flush.error, eio, "the failed write's FLUSH");
+        // Nothing changed since: these wait for the generation the failed write left.
+        for kind in [RequestType::Flush, RequestType::Postsuspend] {
+            let seq = a.send(1, kind, b"");
+            settle(&sim, &mut [&mut a]);
+            let error = answered(&a.take().0, seq).map(|s| s.error);
+            assert_eq!(error, Some(eio), "{kind:?} after a failed write");
+        }
+        // The device works again: the next FLUSH writes and succeeds.
+        swap_disk(&mut a, working);
+        assert_eq!(
+            ask(&sim, &mut [&mut a], 0, RequestType::Resume, b"").error,
+            0
+        );
+        assert_eq!(
+            ask(&sim, &mut [&mut a], 0, RequestType::Flush, b"").error,
+            0
+        );
+        assert_eq!(
+            clean_on_disk(tmp.path()),
+            7,
+            "region 3 marked on the device"
+        );
     }
 
     #[test]
