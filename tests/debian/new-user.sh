@@ -47,7 +47,7 @@ want=$(sed -n 's/^CONFIG_RUSTC_VERSION_TEXT="\(.*\)"$/\1/p' "$root/usr/src/linux
 in_new_root dkms status
 ko=$(find "$root/lib/modules/$krel/updates" -name 'dm_log_userspace.ko*' | head -n 1)
 [ -n "$ko" ] || die "DKMS installed no module for $krel"
-tmpko=$(mktemp)
+tmpko=$(mktemp --suffix=.ko)
 case "$ko" in *.xz) xz -dc "$ko" >"$tmpko" ;; *.zst) zstd -qdc "$ko" >"$tmpko" ;; *) cp "$ko" "$tmpko" ;; esac
 modinfo -F vermagic "$tmpko" | grep -q "^$krel " || die "the module's vermagic is not $krel's"
 echo "module: ${ko#"$root"} vermagic $(modinfo -F vermagic "$tmpko"); signer: $(modinfo -F signer "$tmpko")"
