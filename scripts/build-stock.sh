@@ -89,7 +89,7 @@ build() {
 		dpkg --purge $name-dkms >/dev/null 2>&1 || true
 		dkms remove -m $name -v $version --all >/dev/null 2>&1 || true
 		apt-get install -y -q --no-install-recommends /var/tmp/$(basename "$dkms_deb") &&
-		{ dkms status -m $name -v $version -k $krel | grep -qE "built|installed" ||
+		{ dkms status -m $name -v $version -k $krel | grep -qE 'built|installed' ||
 			dkms build -m $name -v $version -k $krel; } ||
 		{ cat /var/lib/dkms/$name/$version/build/make.log; exit 1; }"
 }
