@@ -88,10 +88,6 @@ pub(crate) struct UserspaceLog {
     stopping: Atomic<bool>,
     /// `max_server_wait` passed in the current outage and the table was told (one event).
     outage_reported: Atomic<bool>,
-    /// When the running re-creation of the log began, until one completes: a server that
-    /// answers but refuses the log (CTR or RESUME fails) is no outage of the transport's, yet
-    /// `max_server_wait` bounds it too.
-    detached_since: AtomicInstant,
     region_size: u32,
     region_count: u64,
     /// The log device the server named, held as a table dependency.

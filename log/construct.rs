@@ -215,7 +215,6 @@ fn construct_inner(
         half_attached: Atomic::new(false),
         stopping: Atomic::new(false),
         outage_reported: Atomic::new(false),
-        detached_since: AtomicInstant::new(),
         region_size,
         region_count,
         _log_dev: log_dev,

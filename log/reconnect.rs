@@ -10,7 +10,7 @@
 use kernel::{
     prelude::*,
     sync::{atomic::Relaxed, CondVarTimeoutResult, MutexGuard},
-    time::{Delta, Instant},
+    time::Delta,
 };
 
 use super::UserspaceLog;
@@ -61,7 +61,7 @@ impl UserspaceLog {
             }
         };
         match r {
-            Err(e) if e == ETIMEDOUT && self.past_bound() => {
+            Err(e) if e == ETIMEDOUT && self.transport.past_bound(self.max_wait) => {
                 self.give_up();
             }
             Ok(_) if self.outage_reported.load(Relaxed) => {
@@ -70,14 +70,6 @@ impl UserspaceLog {
             _ => {}
         }
         r
-    }
-
-    /// Whether the log has waited for a server past `max_server_wait`: the server gone that
-    /// long, or refusing to re-create the log that long.
-    fn past_bound(&self) -> bool {
-        let refused_for = self.detached_since.elapsed();
-        self.transport.past_bound(self.max_wait)
-            || matches!((self.max_wait, refused_for), (Some(b), Some(d)) if d >= b)
     }
 
     /// A request failed because the server stayed away past `max_server_wait`: the first
@@ -125,11 +117,7 @@ impl UserspaceLog {
         }
         // The new server's answers may differ.
         self.in_sync_map.forget();
-        self.detached_since.set_if_unset(Instant::now());
         let r = self.reconnect();
-        if r.is_ok() {
-            self.detached_since.take();
-        }
         self.in_sync_answers.forget();
         let mut busy = self.reattach.lock();
         *busy = false;
@@ -146,7 +134,7 @@ impl UserspaceLog {
     /// Waits a while for the caller that re-creates the log: up to the reconnect pause, less
     /// past the log's bound on waiting (`ETIMEDOUT`); a signal ends it with `EINTR`.
     fn wait_reattached(&self, busy: &mut MutexGuard<'_, bool>) -> Result {
-        if self.past_bound() {
+        if self.transport.past_bound(self.max_wait) {
             return Err(ETIMEDOUT);
         }
         let pause = timeout::jiffies(self.reconnect_pause());
@@ -195,7 +183,7 @@ impl UserspaceLog {
             if self.stopping.load(Relaxed) {
                 return Err(ESRCH);
             }
-            if self.past_bound() {
+            if self.transport.past_bound(self.max_wait) {
                 return Err(ETIMEDOUT);
             }
             // Returns at once if a server announced itself since the log was last created
@@ -208,7 +196,7 @@ impl UserspaceLog {
             if self.stopping.load(Relaxed) {
                 return Err(ESRCH);
             }
-            if self.past_bound() {
+            if self.transport.past_bound(self.max_wait) {
                 return Err(ETIMEDOUT);
             }
             pr_warn!(

@@ -7,7 +7,7 @@
 
 TESTS="setup killed_create_leaves_no_log lazy_flush_done_before_dtr_returns slot_wait_bounded
 slot_waiters_woken suspend_without_server_bounded unflushed_marks_resent_after_restart
-refused_reattach_bounded interrupted_reattach_completed reload_under_load_keeps_marks teardown
+interrupted_reattach_completed reload_under_load_keeps_marks teardown
 kmemleak_reports_nothing"
 
 UUID=TRUST-UUID-0001
@@ -254,32 +254,6 @@ unflushed_marks_resent_after_restart() {
 	legs_identical 8 || fail "the legs differ"
 	dm remove m2 || fail "remove failed"
 	dm remove dly
-}
-
-# A new server that answers but refuses to re-create the log (every CTR gets ENOMEM): with
-# max_server_wait=5 a write must fail within the bound, not retry for ever (the transport
-# hears answers, so it sees no outage of its own).
-refused_reattach_bounded() {
-	[ "$VARIANT" = rust ] || { echo "max_server_wait: a table argument of the Rust module"; exit "$KSFT_SKIP"; }
-	restart_recording
-	create_mirror m1 "$UUID" max_server_wait=5 core 1024 || fail "create failed"
-	wait_in_sync m1 60 || fail "no sync"
-	kill_server
-	start_server dm-ulog-hostile --fault "ctr:errno=12*0" || fail "dm-ulog-hostile did not start"
-	t0=$(now_ms)
-	dd if=/tmp/data of=/dev/mapper/m1 bs=4k count=1 seek=512 oflag=direct 2>/dev/null &
-	writer=$!
-	wait_for 30 gone "$writer"
-	ended=$?
-	took=$(($(now_ms) - t0))
-	restart_recording
-	if [ "$ended" -ne 0 ]; then
-		wait "$writer"
-		fail "a write still waited after 30 s for a server that refuses the log (max_server_wait=5)"
-	fi
-	echo "a write with a server refusing every CTR ended after $took ms"
-	[ "$took" -le 15000 ] || fail "past max_server_wait=5 by more than 10 s: $took ms"
-	dm remove m1 || fail "remove failed"
 }
 
 # A re-creation interrupted after its CTR: `dmsetup status` finds the server gone and
