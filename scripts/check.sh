@@ -35,18 +35,33 @@ count_ktap() {
 # The Debian packages the workspace links (libcpg for the corosync feature) and the suites use.
 "$TOP/scripts/host-deps.sh" >/dev/null
 
-if [ "$what" = all ] || [ "$what" = host ]; then
-	say "host: cargo test (workspace)"
+# cargo_tests NAME CMD...: runs a cargo test command and counts its results.
+cargo_tests() {
+	local name=$1 log
+	shift
+	say "host: $name"
 	log=$(mktemp)
-	if ! cargo test --workspace 2>&1 | tee "$log"; then
-		grep -q "test result:" "$log" || { failed=$((failed + 1)); failures+=("host: cargo test did not run"); }
+	if ! "$@" 2>&1 | tee "$log"; then
+		grep -q "test result:" "$log" || { failed=$((failed + 1)); failures+=("host: $name did not run"); }
 	fi
 	while read -r p f; do
 		passed=$((passed + p))
 		failed=$((failed + f))
-		[ "$f" -eq 0 ] || failures+=("host: $f cargo test(s) failed")
+		[ "$f" -eq 0 ] || failures+=("host: $name: $f test(s) failed")
 	done < <(sed -n 's/^test result: [a-zA-Z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$log")
 	rm -f "$log"
+}
+
+if [ "$what" = all ] || [ "$what" = host ]; then
+	cargo_tests "cargo test (workspace)" cargo test --workspace
+	# The cluster checker proves it can fail: each planted defect must be caught.
+	cargo_tests "cluster checker, planted defects" \
+		cargo test -p dm-ulogd --features planted --test cluster the_checks_catch_every_planted_defect -- --nocapture
+	if [ "${LONG:-0}" = 1 ]; then
+		# New cases, not the fixed ones: 100,000 of them (record: tests/results/cluster-nemesis.md).
+		cargo_tests "cluster nemesis, 100,000 new cases" env DMLU_PROPTEST_RANDOM=1 PROPTEST_CASES=100000 \
+			cargo test --release -p dm-ulogd --test cluster replicas_agree_and_recovery_completes
+	fi
 fi
 
 # lint NAME CMD...: a check that passes when CMD succeeds and prints no warning.

@@ -67,17 +67,25 @@ fn on_confchg(
         .chain(&joined)
         .any(|a| matches!(a.reason, cpg::Reason::NodeDown | cpg::Reason::NodeUp));
     let members = members.iter().map(|a| (a.nodeid.into(), a.pid)).collect();
+    let process_down = left
+        .iter()
+        .filter(|a| matches!(a.reason, cpg::Reason::ProcDown))
+        .map(|a| a.nodeid.into())
+        .collect();
     push(
         cpg::context_get(h),
         Raw::Members {
             members,
             ring_change,
+            process_down,
         },
     );
 }
 
-fn on_ring(h: &cpg::Handle, ring: cpg::RingId, _: Vec<rust_corosync::NodeId>) {
-    push(cpg::context_get(h), Raw::Ring(ring.seq));
+fn on_ring(h: &cpg::Handle, ring: cpg::RingId, nodes: Vec<rust_corosync::NodeId>) {
+    let mut nodes: Vec<NodeId> = nodes.into_iter().map(Into::into).collect();
+    nodes.sort_unstable();
+    push(cpg::context_get(h), Raw::Ring(ring.seq, nodes));
 }
 
 fn on_quorum(

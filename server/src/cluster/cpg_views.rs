@@ -42,10 +42,13 @@ pub enum Raw {
         /// Nodes came or went (CPG's NODEUP or NODEDOWN), rather than processes joining or
         /// leaving: the ring changed.
         ring_change: bool,
+        /// Members whose process stopped without leaving while their node stays (CPG's
+        /// PROCDOWN).
+        process_down: Vec<NodeId>,
     },
-    /// A totem ring was installed: CPG sends it after the group changes that the ring
-    /// brought, so the group's members are final for that ring.
-    Ring(u64),
+    /// A totem ring was installed, with its nodes (empty: not known): CPG sends it after the
+    /// group changes that the ring brought, so the group's members are final for that ring.
+    Ring(u64, Vec<NodeId>),
     /// Quorum in a ring (from the quorum service, on its own connection: not in the group's
     /// order).
     Quorum {
@@ -62,8 +65,12 @@ pub struct Views {
     me: NodeId,
     /// Joined: views are installed (CPG sends nothing else before).
     joined: bool,
-    /// The last view's members (with process ids) and quorum.
-    current: Option<(Vec<(NodeId, u32)>, bool)>,
+    /// The last view's members (with process ids), quorum and ring.
+    current: Option<Current>,
+    /// Members reported PROCDOWN since the last view.
+    process_down: Vec<NodeId>,
+    /// The ring CPG reported last, with its nodes, until its view is installed.
+    ring_nodes: Option<(u64, Vec<NodeId>)>,
     /// The last ring CPG reported (0: none since the connection was made).
     ring: u64,
     /// The members a ring change brought, installed when CPG reports the ring.
@@ -80,6 +87,9 @@ pub struct Views {
     unquorate: Unquorate,
     events: VecDeque<GroupEvent>,
 }
+
+/// The last view installed: its members with process ids, and quorum.
+type Current = (Vec<(NodeId, u32)>, bool);
 
 /// What CPG delivered while the node's view was not quorate. Another member may see quorum
 /// come back (within the ring) before this node reads its notice, and its Hello for the
@@ -200,22 +210,27 @@ impl Views {
             // Nodes came or went: CPG's report of the ring ends the ring's group changes.
             Raw::Members {
                 members,
-                ring_change: true,
-            } => self.pending = Some(members),
-            Raw::Members { members, .. } if self.pending.is_some() => {
-                self.pending = Some(members);
+                ring_change,
+                process_down,
+            } => {
+                self.process_down.extend(process_down);
+                if ring_change || self.pending.is_some() {
+                    self.pending = Some(members);
+                } else {
+                    // Processes joined or left: the same ring, quorum as it was (asked for
+                    // the first view, joining).
+                    let quorate = match &self.current {
+                        Some((_, quorate)) => *quorate,
+                        None => ask()?,
+                    };
+                    self.install(members, quorate);
+                }
             }
-            // Processes joined or left: the same ring, quorum as it was (asked for the first
-            // view, joining).
-            Raw::Members { members, .. } => {
-                let quorate = match &self.current {
-                    Some((_, quorate)) => *quorate,
-                    None => ask()?,
-                };
-                self.install(members, quorate);
-            }
-            Raw::Ring(seq) => {
+            Raw::Ring(seq, nodes) => {
                 self.ring = self.ring.max(seq);
+                if !nodes.is_empty() {
+                    self.ring_nodes = Some((seq, nodes));
+                }
                 let members = self
                     .pending
                     .take()
@@ -249,6 +264,13 @@ impl Views {
                     // own quorum stands.
                     return Ok(false);
                 }
+                if self.ring == 0 && self.pending.is_none() {
+                    // No ring reported since joining (CPG never reports the one a node joins
+                    // in): the notice is for the ring the view is in, or for one whose report
+                    // follows with its members. Waiting for that report instead, a node that
+                    // joined without quorum never saw it come back within its first ring.
+                    self.ring = seq;
+                }
                 match self.current.clone() {
                     // A change within the ring CPG reported last (expected votes changed);
                     // nothing if the view has that quorum already.
@@ -276,11 +298,15 @@ impl Views {
     /// once. Deliveries kept without quorum follow a quorate view of the same members.
     fn install(&mut self, mut members: Vec<(NodeId, u32)>, quorate: bool) {
         members.sort_unstable();
+        let ring = self.ring_nodes.take();
+        let process_down = std::mem::take(&mut self.process_down);
         if !self.joined || !members.iter().any(|&(n, _)| n == self.me) {
             return;
         }
         let previous = self.current.replace((members.clone(), quorate));
-        if previous.as_ref() == Some(&(members.clone(), quorate)) {
+        // A ring's report makes a view even if the members stayed: it may be the news that
+        // a node whose process had stopped is gone. Every member hears every report.
+        if ring.is_none() && previous.as_ref() == Some(&(members.clone(), quorate)) {
             return;
         }
         let regained = quorate && previous.as_ref().is_some_and(|(m, _)| *m == members);
@@ -295,9 +321,18 @@ impl Views {
                 "two processes of one node are in the group: one dm-ulogd per node serves a log"
             );
         }
-        let id = view_id(&members, quorate);
-        self.events
-            .push_back(GroupEvent::View(View::after(id, &before, nodes, quorate)));
+        let id = view_id(&members, quorate, ring.as_ref());
+        let mut view = View::after(id, &before, nodes, quorate);
+        // A node CPG reported PROCDOWN is alive then; a later ring without it died.
+        view.process_down = view
+            .left
+            .iter()
+            .copied()
+            .filter(|n| process_down.contains(n))
+            .filter(|n| ring.as_ref().is_none_or(|(_, r)| r.contains(n)))
+            .collect();
+        view.ring = ring.map(|(_, nodes)| nodes);
+        self.events.push_back(GroupEvent::View(view));
         let kept = self.unquorate.take();
         if regained {
             self.events.extend(kept);
@@ -305,8 +340,10 @@ impl Views {
     }
 }
 
-/// The id of the view of `members` (sorted) and `quorate`: FNV-1a over their bytes.
-fn view_id(members: &[(NodeId, u32)], quorate: bool) -> ViewId {
+/// The id of the view of `members` (sorted), `quorate` and the `ring` it comes with (its seq
+/// and nodes): FNV-1a over their bytes (a view without a ring report hashes as before rings
+/// counted).
+fn view_id(members: &[(NodeId, u32)], quorate: bool, ring: Option<&(u64, Vec<NodeId>)>) -> ViewId {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |bytes: &[u8]| {
         for &b in bytes {
@@ -318,6 +355,13 @@ fn view_id(members: &[(NodeId, u32)], quorate: bool) -> ViewId {
         eat(&node.to_le_bytes());
         eat(&pid.to_le_bytes());
     }
+    if let Some((seq, nodes)) = ring {
+        eat(b"ring");
+        eat(&seq.to_le_bytes());
+        for &node in nodes {
+            eat(&node.to_le_bytes());
+        }
+    }
     ViewId(hash)
 }
 
@@ -328,10 +372,13 @@ mod tests {
     #[test]
     fn view_ids_follow_members_processes_and_quorum() {
         let a = [(1, 100), (2, 200)];
-        assert_eq!(view_id(&a, true), view_id(&a.clone(), true));
-        assert_ne!(view_id(&a, true), view_id(&a, false));
-        assert_ne!(view_id(&a, true), view_id(&[(1, 100), (2, 201)], true));
-        assert_ne!(view_id(&a, true), view_id(&[(1, 100)], true));
+        assert_eq!(view_id(&a, true, None), view_id(&a.clone(), true, None));
+        assert_ne!(view_id(&a, true, None), view_id(&a, false, None));
+        assert_ne!(
+            view_id(&a, true, None),
+            view_id(&[(1, 100), (2, 201)], true, None)
+        );
+        assert_ne!(view_id(&a, true, None), view_id(&[(1, 100)], true, None));
     }
 
     const ALL: [(NodeId, u32); 3] = [(1, 10), (2, 20), (3, 30)];
@@ -340,6 +387,7 @@ mod tests {
         Raw::Members {
             members: m.to_vec(),
             ring_change,
+            process_down: Vec::new(),
         }
     }
 
@@ -377,18 +425,18 @@ mod tests {
         let trace = vec![
             members(&ALL, false),
             members(&[(3, 30)], true),
-            Raw::Ring(17),
+            Raw::Ring(17, Vec::new()),
             Raw::Quorum {
                 quorate: false,
                 seq: 17,
             },
-            Raw::Ring(21),
+            Raw::Ring(21, Vec::new()),
             Raw::Quorum {
                 quorate: false,
                 seq: 21,
             },
             members(&ALL, true),
-            Raw::Ring(25),
+            Raw::Ring(25, Vec::new()),
             Raw::Quorum {
                 quorate: true,
                 seq: 25,
@@ -423,7 +471,11 @@ mod tests {
         };
         let batches = vec![
             vec![members(&ALL, false)],
-            vec![members(&ALL[1..], true), Raw::Ring(5), msg.clone()],
+            vec![
+                members(&ALL[1..], true),
+                Raw::Ring(5, Vec::new()),
+                msg.clone(),
+            ],
             vec![Raw::Quorum {
                 quorate: true,
                 seq: 5,
@@ -449,9 +501,9 @@ mod tests {
             vec![members(&ALL, false)],
             vec![
                 members(&[(3, 30)], true),
-                Raw::Ring(17),
+                Raw::Ring(17, Vec::new()),
                 members(&ALL, true),
-                Raw::Ring(25),
+                Raw::Ring(25, Vec::new()),
                 msg(1),
                 msg(2),
                 Raw::Quorum {
@@ -487,7 +539,7 @@ mod tests {
         let q = |quorate, seq| Raw::Quorum { quorate, seq };
         let start = vec![
             vec![members(&ALL, false)],
-            vec![Raw::Ring(30), q(false, 30)],
+            vec![Raw::Ring(30, Vec::new()), q(false, 30)],
         ];
         let mut regained = start.clone();
         regained.push(vec![msg.clone(), q(true, 30)]);
@@ -499,13 +551,72 @@ mod tests {
         changed.push(vec![
             msg,
             members(&ALL[1..], true),
-            Raw::Ring(31),
+            Raw::Ring(31, Vec::new()),
             q(true, 31),
         ]);
         assert_eq!(
             summary(&views_of(changed, false)),
             ["view [1, 2, 3] false", "view [2, 3] true"]
         );
+    }
+
+    /// A node that joined without quorum, which then comes back within the ring it joined in
+    /// (CPG never reports that ring): the notice makes the quorate view. Before, it waited
+    /// for a ring report that never came (attack finding: ring 0).
+    #[test]
+    fn quorum_regained_within_the_first_ring_is_installed() {
+        let batches = vec![
+            vec![members(&ALL, false)],
+            vec![Raw::Quorum {
+                quorate: true,
+                seq: 4,
+            }],
+        ];
+        assert_eq!(
+            summary(&views_of(batches, false)),
+            ["view [1, 2, 3] false", "view [1, 2, 3] true"]
+        );
+    }
+
+    /// CPG's PROCDOWN (dm-ulogd died, its node stays) is told apart from a node going down,
+    /// and a later ring without that node says it died.
+    #[test]
+    fn a_process_death_is_told_apart_from_a_node_death() {
+        let batches = vec![
+            vec![members(&ALL, false)],
+            vec![Raw::Members {
+                members: ALL[1..].to_vec(),
+                ring_change: false,
+                process_down: vec![1],
+            }],
+            vec![
+                Raw::Ring(8, vec![2, 3]),
+                Raw::Quorum {
+                    quorate: true,
+                    seq: 8,
+                },
+            ],
+        ];
+        let views: Vec<View> = views_of(batches, true)
+            .into_iter()
+            .filter_map(|e| match e {
+                GroupEvent::View(v) => Some(v),
+                GroupEvent::Message { .. } => None,
+            })
+            .collect();
+        assert_eq!(views.len(), 3, "{views:?}");
+        assert_eq!(
+            (views[1].left.clone(), views[1].process_down.clone()),
+            (vec![1], vec![1])
+        );
+        assert_eq!(views[1].ring, None);
+        assert_eq!(views[2].members, [2, 3]);
+        assert_eq!(
+            views[2].ring,
+            Some(vec![2, 3]),
+            "node 1 is gone from the ring"
+        );
+        assert_ne!(views[1].id, views[2].id);
     }
 
     /// A loss of quorum is taken at once, before CPG reports the ring.
@@ -639,17 +750,19 @@ mod dispatch_tests {
         let alone = Raw::Members {
             members: vec![(1, 10)],
             ring_change: false,
+            process_down: Vec::new(),
         };
         dispatch(&mut g, &mut m, vec![alone], vec![]);
         assert_eq!(m.view().map(|v| v.quorate), Some(false));
-        let healed = view_id(&ALL, true);
+        let healed = view_id(&ALL, true, None);
         let cpg = vec![
-            Raw::Ring(17),
+            Raw::Ring(17, Vec::new()),
             Raw::Members {
                 members: ALL.to_vec(),
                 ring_change: true,
+                process_down: Vec::new(),
             },
-            Raw::Ring(25),
+            Raw::Ring(25, Vec::new()),
             deliver(2, &valid_hello(healed)),
             deliver(3, &valid_hello(healed)),
         ];
@@ -689,12 +802,13 @@ mod dispatch_tests {
             Raw::Members {
                 members: ALL.to_vec(),
                 ring_change: true,
+                process_down: Vec::new(),
             },
-            Raw::Ring(30),
+            Raw::Ring(30, Vec::new()),
         ];
         dispatch(&mut g, &mut m, ring, vec![quorum(30, false)]);
         assert_eq!(m.view().map(|v| v.quorate), Some(false));
-        let view = view_id(&ALL, true);
+        let view = view_id(&ALL, true, None);
         let hello_1 = deliver(1, &valid_hello(view));
         dispatch(&mut g, &mut m, vec![hello_1], vec![quorum(30, true)]);
         assert_eq!(m.view().map(|v| (v.id, v.quorate)), Some((view, true)));

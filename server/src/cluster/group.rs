@@ -11,7 +11,9 @@
 //! - **Views.** A view names its members, who joined and who left since the receiver's last
 //!   view (a healed partition shows the other side as joined), and whether the receiver's
 //!   component holds a quorum of the configured nodes. View ids grow and are never reused
-//!   (corosync's ring id).
+//!   (corosync's ring id). A view also says which departed members only lost their process
+//!   (the node is still in the ring) and which nodes the ring has, so that a member whose
+//!   daemon died is told apart from a node that died.
 
 use std::fmt;
 use std::os::fd::BorrowedFd;
@@ -42,13 +44,25 @@ pub struct View {
     pub left: Vec<NodeId>,
     /// Whether the receiver's component holds a majority of the configured nodes.
     pub quorate: bool,
+    /// Members of `left` whose process stopped without leaving (CPG's `PROCDOWN`: dm-ulogd
+    /// died or was killed) while their node stays in the receiver's component: their kernel
+    /// keeps the log, and may go on writing.
+    pub process_down: Vec<NodeId>,
+    /// The nodes of the receiver's component (the totem ring), members or not, ascending,
+    /// when the view comes with the ring's report (`None`: processes joined or left, and the
+    /// view says nothing of the nodes). A node whose process stopped is alive while it is
+    /// here; a ring without it means it died.
+    pub ring: Option<Vec<NodeId>>,
 }
 
 impl View {
     /// View `id` of `members` (ascending), as a node whose previous view had the members
-    /// `before` sees it.
+    /// `before` sees it; no process stopped alone, and no ring reported (set
+    /// [`View::process_down`] and [`View::ring`] where the group knows better).
     pub fn after(id: ViewId, before: &[NodeId], members: Vec<NodeId>, quorate: bool) -> Self {
         Self {
+            process_down: Vec::new(),
+            ring: None,
             id,
             joined: members
                 .iter()

@@ -15,6 +15,10 @@
 //! log: from the table if every member is fresh, with every region out of sync if one held
 //! the log before.
 //!
+//! **Process deaths.** A member that leaves the view because its process stopped (the node
+//! stays in the ring) keeps its marks and claim in every replica: its kernel may still be
+//! writing. They go when it rejoins, or when a ring comes without its node.
+//!
 //! **Quorum.** A member in a view without quorum answers nothing but `EAGAIN` (the kernel
 //! retries), withdraws its kernel's in-sync map and becomes stale; it must take a fresh
 //! snapshot once it is in a quorate view again.
@@ -34,6 +38,7 @@ use tracing::{error, info, warn};
 
 use super::group::{Group, GroupError, GroupEvent, NodeId, View, ViewId};
 use super::message::{Message, Standing, CHUNK_OVERHEAD, HELLO_OVERHEAD};
+use super::planted::{planted, Bug};
 use super::replica::{route, NodeState, Output, Rejoining, Replica, ReplyError, Route};
 use super::transfer::{Assembly, TransferError};
 use crate::bitset::AllocError;
@@ -322,7 +327,36 @@ impl Member {
     fn on_view(&mut self, group: &mut impl Group, v: View, actions: &mut Vec<Action>) {
         let valid = self.standing == Standing::Valid;
         if self.standing != Standing::Fresh {
-            for &n in &v.left {
+            let process_down = if planted(Bug::ProcessDeathIsNodeDeath) {
+                Vec::new()
+            } else {
+                v.process_down.clone()
+            };
+            for &n in &process_down {
+                if valid {
+                    info!(
+                        node = self.me(),
+                        stopped = n,
+                        "{}: dm-ulogd stopped on node {n}, which is still up: its marks and recovery stay until it is back (restart dm-ulogd there) or node {n} leaves the cluster (fence it)",
+                        v.id
+                    );
+                }
+                let out = self.replica.orphan(n);
+                if valid {
+                    self.act(out, actions);
+                }
+            }
+            // Nodes whose process stopped earlier, and whose node the ring no longer has.
+            let dead: Vec<NodeId> = match &v.ring {
+                Some(ring) => self
+                    .replica
+                    .orphans()
+                    .filter(|n| !ring.contains(n))
+                    .collect(),
+                None => Vec::new(),
+            };
+            let departed = v.left.iter().filter(|n| !process_down.contains(n));
+            for n in departed.copied().chain(dead) {
                 let out = self.replica.depart(n);
                 if valid {
                     if let Some((first, count)) = out.left_sync {
@@ -846,9 +880,9 @@ mod tests {
         let sim = Sim::new(3, 1, 1 << 10, 0.0);
         let mut ns = nodes(&sim, 3, "64 clustered-core 8");
         settle(&sim, &mut ns);
-        // Node 3 speaks as a later dm-ulogd would (version byte 3), just before node 1's
+        // Node 3 speaks as a later dm-ulogd would (version byte 4), just before node 1's
         // kernel marks a region: the mark waits for its delivery when every member stops.
-        ns[2].group.multicast(&[3, 1, 0, 0]).unwrap();
+        ns[2].group.multicast(&[4, 1, 0, 0]).unwrap();
         sim.order(usize::MAX);
         let n = &mut ns[0];
         let mark = 5u64.to_ne_bytes();

@@ -13,8 +13,9 @@ use super::group::ViewId;
 use super::replica::NodeState;
 use super::transfer::{Reader, TransferError};
 
-/// The version of these messages (2: [`Message::Imported`]).
-const VERSION: u8 = 2;
+/// The version of these messages (2: [`Message::Imported`]; 3: a process death keeps the
+/// node's marks, so replicas of version 2 would part from these).
+const VERSION: u8 = 3;
 
 const REQUEST: u8 = 1;
 const HELLO: u8 = 2;

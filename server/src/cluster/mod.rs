@@ -6,7 +6,8 @@
 //! - [`group`]: the group interface (CPG's), [`sim`]: an in-process simulation of it,
 //!   `corosync`: corosync's (the `corosync` feature), its callbacks turned into views by
 //!   [`cpg_views`];
-//! - [`message`], [`transfer`]: the members' messages and snapshots.
+//! - [`message`], [`transfer`]: the members' messages and snapshots;
+//! - [`planted`]: defects the checker must catch, planted by its tests only.
 //!
 //! `docs/cluster.md` describes the design and what is left to do.
 
@@ -16,6 +17,7 @@ pub mod cpg_views;
 pub mod group;
 pub mod member;
 pub mod message;
+pub mod planted;
 pub mod replica;
 pub mod service;
 pub mod sim;

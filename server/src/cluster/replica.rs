@@ -14,6 +14,9 @@
 //!   of a partition), the regions it marked may hold a write that reached one leg only: they
 //!   go out of sync, its marks are dropped and its recovery claim released. When it rejoins
 //!   with marks, their regions go out of sync again: it may have written there meanwhile.
+//! - **Process deaths.** A node whose dm-ulogd stops while the node stays up keeps its
+//!   marks and claim ([`Replica::orphan`]): its kernel may go on writing and copying. They
+//!   block those regions until it rejoins, or its node leaves the ring.
 //! - **One recoverer.** At most one node holds a claim on one region; a node asking again
 //!   while it holds the claim gets the same region (a resent request after a lost reply).
 //!   Regions marked by another node are not handed out: that node may be writing there. A
@@ -33,6 +36,7 @@ use dm_ulog_uapi::{
 use nix::errno::Errno;
 
 use super::group::NodeId;
+use super::planted::{planted, Bug};
 use super::transfer::{Reader, TransferError};
 use crate::bitset::{AllocError, Bitset};
 use crate::logs::Extensions;
@@ -146,8 +150,9 @@ pub struct Claim {
     pub node: NodeId,
     /// The region it recovers.
     pub region: u64,
-    /// A rejoining node's marks came back on the region during this recovery: that node may
-    /// have written there during the copy, so the copy's success does not count. The claim
+    /// Another node marked the region during this recovery (a write, or a rejoining node's
+    /// marks coming back): it may have written there during the copy, so the copy's success
+    /// does not count. The claim
     /// stays until its holder reports (one recoverer still), and the region is recovered
     /// again.
     pub overlapped: bool,
@@ -214,6 +219,10 @@ struct State {
     sync_search: u64,
     /// The nodes with state; the lowest not `importing` is the leader.
     nodes: BTreeMap<NodeId, NodeState>,
+    /// Nodes whose process stopped while the node stays up ([`Replica::orphan`]): their
+    /// kernels keep the log and may go on writing, so their marks and claim stay (blocking)
+    /// until they rejoin or their node is gone.
+    orphans: BTreeMap<NodeId, NodeState>,
     /// Nodes given the state at the last cut that have not reported it imported yet
     /// ([`Replica::imported`]). They hold none (an import can fail: another table), so none
     /// of them may lead: the FLUSHes would wait for a write nobody makes.
@@ -242,7 +251,7 @@ pub struct Replica {
 }
 
 const SNAPSHOT_MAGIC: u32 = u32::from_le_bytes(*b"ULCS");
-const SNAPSHOT_VERSION: u32 = 2;
+const SNAPSHOT_VERSION: u32 = 3;
 
 impl Replica {
     /// Node `me`'s copy of the log `spec` describes, without state yet: it gets state by
@@ -263,6 +272,7 @@ impl Replica {
                 priority: BTreeSet::new(),
                 sync_search: 0,
                 nodes: BTreeMap::new(),
+                orphans: BTreeMap::new(),
                 importing: BTreeSet::new(),
                 changed: false,
                 generation: 0,
@@ -287,6 +297,7 @@ impl Replica {
         s.priority.clear();
         s.sync_search = 0;
         s.nodes.clear();
+        s.orphans.clear();
         s.importing.clear();
         s.changed = true;
         s.generation = 0;
@@ -513,7 +524,11 @@ impl Replica {
             RequestType::SetRegionSync => {
                 let s = RegionSync::decode(data)?;
                 let r = self.check(s.region)?;
-                let held = self.state.claim.filter(|c| c.node == from && c.region == r);
+                let held = self
+                    .state
+                    .claim
+                    .filter(|c| c.region == r)
+                    .filter(|c| c.node == from || planted(Bug::SuccessFromAnyNode));
                 if held.is_some() {
                     self.state.claim = None;
                 }
@@ -577,11 +592,8 @@ impl Replica {
     /// it under way now does not count.
     fn mark_back(&mut self, n: NodeId, r: u64) {
         self.mark(n, r);
-        self.set_sync(r, false);
-        if let Some(c) = self.state.claim.as_mut() {
-            if c.region == r && c.node != n {
-                c.overlapped = true;
-            }
+        if !planted(Bug::RejoinedMarksStayInSync) {
+            self.set_sync(r, false);
         }
     }
 
@@ -594,10 +606,18 @@ impl Replica {
         }
     }
 
+    /// Node `n` marks `r`. If another node is copying `r`, this node may write during the
+    /// copy, so the copy's success does not count (the claim stays until its holder
+    /// reports, one recoverer still, and the region is recovered again once `n` clears).
     fn mark(&mut self, n: NodeId, r: u64) {
         self.touching(r, |s| {
             s.marks.entry(r).or_default().insert(n);
         });
+        if let Some(c) = self.state.claim.as_mut() {
+            if c.region == r && c.node != n && !planted(Bug::MarkDuringCopyCounts) {
+                c.overlapped = true;
+            }
+        }
     }
 
     fn unmark(&mut self, n: NodeId, r: u64) {
@@ -739,7 +759,11 @@ impl Replica {
         let s = &self.state;
         let asker_suspended = s.nodes.get(&from).is_some_and(|n| n.suspended);
         let other = s.nodes.iter().any(|(&n, st)| n != from && !st.suspended);
-        let is_recovering = r < self.spec.regions && !s.in_sync.get(r) && other && !asker_suspended;
+        // A node whose process stopped may still be copying the region it claimed.
+        let copied_elsewhere = s.claim.is_some_and(|c| c.region == r && c.node != from);
+        let is_recovering = r < self.spec.regions
+            && !s.in_sync.get(r)
+            && ((other && !asker_suspended) || copied_elsewhere);
         if is_recovering && s.claim.map(|c| c.region) != Some(r) {
             self.state.priority.insert(r);
         }
@@ -767,9 +791,37 @@ impl Replica {
         };
     }
 
+    /// Node `n`'s process stopped while its node stays up (dm-ulogd died, not the machine):
+    /// its kernel keeps the log and may still be writing the regions it marked, or copying
+    /// the region it claimed. So its marks and its claim stay: those regions are not clean,
+    /// not handed out, and their in-sync state does not change (taking them out of sync
+    /// would send the others' writes to the default leg only, while that kernel, whose
+    /// in-sync map nobody can withdraw now, reads from any leg). It no longer leads or
+    /// waits for FLUSHes (its kernel sends them again). They end when it rejoins
+    /// ([`Replica::cut`]) or its node is gone ([`Replica::depart`]).
+    pub fn orphan(&mut self, n: NodeId) -> Output {
+        let s = &mut self.state;
+        if let Some(state) = s.nodes.remove(&n) {
+            s.orphans.insert(n, state);
+        }
+        s.importing.remove(&n);
+        s.pending.retain(|p| p.node != n);
+        Output {
+            write_disk: self.must_write(),
+            ..Output::default()
+        }
+    }
+
+    /// The nodes whose process stopped while the node stayed up, and whose marks and claim
+    /// still stand.
+    pub fn orphans(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.state.orphans.keys().copied()
+    }
+
     /// Node `n` left the group: the regions it marked go out of sync, its marks and claim
     /// go, and FLUSHes it waited for are dropped. Returns what left sync.
     pub fn depart(&mut self, n: NodeId) -> Output {
+        self.state.orphans.remove(&n);
         self.state.nodes.remove(&n);
         self.state.importing.remove(&n);
         let marked: Vec<u64> = self
@@ -806,7 +858,10 @@ impl Replica {
         self.state.nodes.retain(|n, _| members.contains(n));
         self.state.importing = importing.iter().copied().collect();
         for &n in members {
-            self.state.nodes.entry(n).or_default();
+            // A node whose process stopped is back: its kernel's marks and claim stood
+            // meanwhile, and so does where it is between suspends and resumes.
+            let was = self.state.orphans.remove(&n).unwrap_or_default();
+            self.state.nodes.entry(n).or_insert(was);
         }
         for j in rejoining {
             if let Some(state) = self.state.nodes.get_mut(&j.node) {
@@ -863,6 +918,11 @@ impl Replica {
         }
         put64(out, s.nodes.len() as u64);
         for (&n, st) in &s.nodes {
+            put32(out, n);
+            out.push(st.to_bits());
+        }
+        put64(out, s.orphans.len() as u64);
+        for (&n, st) in &s.orphans {
             put32(out, n);
             out.push(st.to_bits());
         }
@@ -932,6 +992,11 @@ impl Replica {
             let n = r.u32()?;
             nodes.insert(n, NodeState::from_bits(r.u8()?));
         }
+        let mut orphans = BTreeMap::new();
+        for _ in 0..r.count()? {
+            let n = r.u32()?;
+            orphans.insert(n, NodeState::from_bits(r.u8()?));
+        }
         let mut importing = BTreeSet::new();
         for _ in 0..r.count()? {
             importing.insert(r.u32()?);
@@ -966,6 +1031,7 @@ impl Replica {
         s.priority = priority;
         s.sync_search = sync_search;
         s.nodes = nodes;
+        s.orphans = orphans;
         s.importing = importing;
         s.changed = changed;
         s.generation = generation;
@@ -1194,6 +1260,70 @@ mod tests {
         assert_eq!(work(&mut r, 2), Some(5));
         set_sync(&mut r, 2, 5, true);
         assert!(r.is_clean(5).unwrap());
+    }
+
+    /// A node marks the region another node is copying (its write can land during the
+    /// copy): the copy's success must not count. Before, it did (attack finding: a late
+    /// MARK on a claimed region).
+    #[test]
+    fn a_mark_during_a_copy_spoils_it() {
+        let mut r = replica(1, "64 core 8", &[1, 2]);
+        assert_eq!(work(&mut r, 1), Some(0));
+        ask(&mut r, 2, RequestType::MarkRegion, &0u64.to_ne_bytes());
+        set_sync(&mut r, 1, 0, true);
+        assert!(!r.in_sync(0).unwrap(), "a copy node 2 wrote during counted");
+        assert_eq!(r.claim(), None, "the report ends the recovery");
+        ask(&mut r, 2, RequestType::ClearRegion, &0u64.to_ne_bytes());
+        assert_eq!(
+            work(&mut r, 1),
+            Some(0),
+            "recovered again once node 2 cleared"
+        );
+        set_sync(&mut r, 1, 0, true);
+        assert!(r.is_clean(0).unwrap());
+    }
+
+    /// dm-ulogd dies on node 2, which stays up: its kernel may still write the regions it
+    /// marked and copy the one it claimed. They stay blocked (not clean, not handed out, not
+    /// taken out of sync) until node 2 is back with the same kernel, or its node is gone.
+    #[test]
+    fn a_process_death_keeps_the_nodes_marks_and_claim() {
+        let mut r = replica(1, "64 core 8 nosync", &[1, 2]);
+        ask(&mut r, 2, RequestType::Resume, b"");
+        ask(&mut r, 1, RequestType::Presuspend, b"");
+        ask(&mut r, 2, RequestType::MarkRegion, &3u64.to_ne_bytes());
+        set_sync(&mut r, 2, 5, false);
+        assert_eq!(work(&mut r, 2), Some(5));
+        let out = r.orphan(2);
+        assert_eq!(out.left_sync, None, "nothing leaves sync");
+        assert!(r.in_sync(3).unwrap() && !r.is_clean(3).unwrap());
+        assert_eq!(r.holders(3).collect::<Vec<_>>(), [2]);
+        ask(&mut r, 1, RequestType::Resume, b"");
+        assert_eq!(
+            work(&mut r, 1),
+            None,
+            "node 2's kernel may still copy region 5"
+        );
+        let rr = RemoteRecovering::decode(&ask(
+            &mut r,
+            1,
+            RequestType::IsRemoteRecovering,
+            &5u64.to_ne_bytes(),
+        ))
+        .unwrap();
+        assert!(rr.is_recovering, "a write must wait for node 2's copy");
+        // Back with its kernel: the copy it finished counts, its mark is cleared.
+        r.cut(&[1, 2], &[2], &[]);
+        assert_eq!(r.node_state(2).map(|s| s.running), Some(true));
+        set_sync(&mut r, 2, 5, true);
+        assert!(r.in_sync(5).unwrap());
+        ask(&mut r, 2, RequestType::ClearRegion, &3u64.to_ne_bytes());
+        assert!(r.is_clean(3).unwrap());
+        // Dying again, then its node too: now its marks go out of sync.
+        ask(&mut r, 2, RequestType::MarkRegion, &4u64.to_ne_bytes());
+        r.orphan(2);
+        assert_eq!(r.depart(2).left_sync, Some((4, 1)));
+        assert_eq!(r.orphans().count(), 0);
     }
 
     #[test]

@@ -413,6 +413,8 @@ impl<G: Group> ClusteredLogs<G> {
                 joined: Vec::new(),
                 left,
                 quorate: false,
+                process_down: Vec::new(),
+                ring: Some(vec![me]),
             };
             actions.extend(log.member.deliver(group, GroupEvent::View(alone)));
             log.group = None;

@@ -1,6 +1,6 @@
 //! An in-process simulation of a process group over N nodes, deterministic under a seed: one
 //! agreed order per component, virtual synchrony, crashes, partitions and merges, and flow
-//! control refusals. Each node's [`SimGroup`] is its [`Group`].
+//! control refusals, and member processes that die on a live node. Each node's [`SimGroup`] is its [`Group`].
 //!
 //! Nothing happens on its own: multicast messages wait, unordered, until [`Sim::order`]
 //! puts them in their component's agreed order (a seeded choice among the senders, each
@@ -27,8 +27,10 @@ struct Slot {
     /// Index into `components`.
     component: usize,
     inbox: VecDeque<GroupEvent>,
-    /// Members and quorum of the last view installed here.
-    last: Option<(Vec<NodeId>, bool)>,
+    /// The member's process stopped (not the node): the next views say so.
+    killed: bool,
+    /// Members, quorum and ring of the last view installed here.
+    last: Option<(Vec<NodeId>, bool, Vec<NodeId>)>,
 }
 
 #[derive(Debug)]
@@ -148,6 +150,19 @@ impl Sim {
         });
     }
 
+    /// The node's member process stops (dm-ulogd dies), unannounced, while the node stays up
+    /// in its component: the others' next view has it in [`View::process_down`].
+    pub fn kill_process(&self, node: NodeId) {
+        self.net.borrow_mut().reconfigure(|net| {
+            let s = net.slots.get_mut(&node).expect("a node of the simulation");
+            if s.joined {
+                s.joined = false;
+                s.killed = true;
+                s.inbox.clear();
+            }
+        });
+    }
+
     /// A crashed node comes back (not joined), in the component of `beside`, or alone.
     pub fn restart(&self, node: NodeId, beside: Option<NodeId>) {
         self.net.borrow_mut().reconfigure(|net| {
@@ -195,6 +210,15 @@ impl Net {
         self.slots
             .iter()
             .filter(|(_, s)| s.up && s.joined && s.component == component)
+            .map(|(&n, _)| n)
+            .collect()
+    }
+
+    /// The nodes up in `component`, members or not.
+    fn ring(&self, component: usize) -> Vec<NodeId> {
+        self.slots
+            .iter()
+            .filter(|(_, s)| s.up && s.component == component)
             .map(|(&n, _)| n)
             .collect()
     }
@@ -302,20 +326,30 @@ impl Net {
         for c in 0..self.components {
             let members = self.members(c);
             let quorate = self.quorate(c);
+            let ring = self.ring(c);
+            let now = (members.clone(), quorate, ring.clone());
             let changed = members
                 .iter()
-                .any(|m| self.slots[m].last.as_ref() != Some(&(members.clone(), quorate)));
+                .any(|m| self.slots[m].last.as_ref() != Some(&now));
             if !changed {
                 continue;
             }
             let id = ViewId(self.next_view);
             self.next_view += 1;
             for &m in &members {
+                let slot = &self.slots[&m];
+                let last = slot.last.as_ref().map(|l| l.0.clone()).unwrap_or_default();
+                let mut view = View::after(id, &last, members.clone(), quorate);
+                view.process_down = view
+                    .left
+                    .iter()
+                    .copied()
+                    .filter(|n| self.slots[n].killed && ring.contains(n))
+                    .collect();
+                view.ring = Some(ring.clone());
                 let slot = self.slots.get_mut(&m).expect("a member");
-                let last = slot.last.take().map(|(l, _)| l).unwrap_or_default();
-                let view = View::after(id, &last, members.clone(), quorate);
                 slot.inbox.push_back(GroupEvent::View(view));
-                slot.last = Some((members.clone(), quorate));
+                slot.last = Some(now.clone());
             }
         }
     }
@@ -350,7 +384,11 @@ impl Group for SimGroup {
             return Err(GroupError::AlreadyJoined);
         }
         let node = self.node;
-        net.reconfigure(|net| net.slots.get_mut(&node).expect("a node").joined = true);
+        net.reconfigure(|net| {
+            let s = net.slots.get_mut(&node).expect("a node");
+            s.joined = true;
+            s.killed = false;
+        });
         Ok(())
     }
 

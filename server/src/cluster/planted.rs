@@ -1,0 +1,52 @@
+//! Defects the cluster's checker (`tests/cluster.rs`) must catch, each one a bug this code
+//! once had: its tests plant them one at a time and fail unless the checker finds each.
+//! Only a build with the cargo feature `planted` can plant one; dm-ulogd's build compiles
+//! every check below to `false`.
+
+/// A defect to plant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bug {
+    /// A member whose dm-ulogd died on a live node is taken for a dead node: its marks go
+    /// and its regions are recovered while its kernel still writes them.
+    ProcessDeathIsNodeDeath,
+    /// A success report counts from a node that no longer holds the region's claim.
+    SuccessFromAnyNode,
+    /// A node's MARK of a region another node is copying does not spoil that copy.
+    MarkDuringCopyCounts,
+    /// A rejoining node's marks come back without taking their regions out of sync.
+    RejoinedMarksStayInSync,
+}
+
+impl Bug {
+    /// Every planted defect.
+    pub const ALL: [Bug; 4] = [
+        Bug::ProcessDeathIsNodeDeath,
+        Bug::SuccessFromAnyNode,
+        Bug::MarkDuringCopyCounts,
+        Bug::RejoinedMarksStayInSync,
+    ];
+}
+
+#[cfg(feature = "planted")]
+thread_local! {
+    static PLANTED: std::cell::Cell<Option<Bug>> = const { std::cell::Cell::new(None) };
+}
+
+/// Plants `bug` (or none) for this thread's members.
+#[cfg(feature = "planted")]
+pub fn plant(bug: Option<Bug>) {
+    PLANTED.with(|p| p.set(bug));
+}
+
+/// Whether `bug` is planted on this thread.
+pub(crate) fn planted(bug: Bug) -> bool {
+    #[cfg(feature = "planted")]
+    {
+        PLANTED.with(|p| p.get() == Some(bug))
+    }
+    #[cfg(not(feature = "planted"))]
+    {
+        let _ = bug;
+        false
+    }
+}
