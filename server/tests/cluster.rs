@@ -30,7 +30,7 @@ use dm_ulog_uapi::{
 use dm_ulogd::cluster::{
     group::{Group, GroupEvent, NodeId, ViewId},
     member::{Action, Member},
-    message::Standing,
+    message::{Message, Standing},
     replica::ReplyError,
     sim::{Sim, SimGroup},
 };
@@ -50,6 +50,10 @@ struct Kernel {
     retry: Vec<Sent>,
     /// Marks acknowledged and not cleared since.
     marks: BTreeSet<u64>,
+    /// Where in the agreed order each of `marks` was first acknowledged ([`Node::at`]).
+    marked_at: BTreeMap<u64, (ViewId, u64)>,
+    /// The tag of the request whose answer acknowledged each of `marks` first.
+    marked_by: BTreeMap<u64, u64>,
     /// Region to the tag of its last CLEAR.
     cleared: BTreeMap<u64, u64>,
     /// The region it recovers, and whether its member kept valid state since the grant.
@@ -77,11 +81,34 @@ struct Node {
     group: SimGroup,
     member: Option<Member>,
     kernel: Kernel,
-    /// Its dm-ulogd was killed and not started again: its kernel still holds the log.
+    /// Its dm-ulogd was killed, and no dm-ulogd of its has had the log's state since: its
+    /// kernel holds marks the cluster knows only from the others' replicas.
     orphaned: bool,
     /// The view and a digest of the messages delivered in it: members that went from one
     /// view to different ones (a partition) share its first messages only.
     position: Option<(ViewId, u64)>,
+    /// Messages delivered in its current view.
+    delivered: u64,
+}
+
+impl Node {
+    /// Where the node is in the agreed order: its view (the simulator's ids grow) and the
+    /// messages delivered in it.
+    fn at(&self) -> (ViewId, u64) {
+        (self.position.map_or(ViewId(0), |p| p.0), self.delivered)
+    }
+}
+
+impl Kernel {
+    /// The regions acknowledged marked by the answer to request `tag`, at `at` in the agreed
+    /// order.
+    fn acknowledge(&mut self, regions: impl Iterator<Item = u64>, at: (ViewId, u64), tag: u64) {
+        for r in regions {
+            self.marks.insert(r);
+            self.marked_at.entry(r).or_insert(at);
+            self.marked_by.entry(r).or_insert(tag);
+        }
+    }
 }
 
 struct Cluster {
@@ -100,6 +127,26 @@ struct Cluster {
     last_sent: Option<(RequestType, Vec<u8>)>,
     /// What the servers announced: with clears in a FLUSH, the kernels send some that way.
     extensions: Extensions,
+    /// The disk log's bitmap on its device (clean bits), once written.
+    device: Option<Vec<u8>>,
+    /// The log device fails every write.
+    disk_fails: bool,
+    /// FLUSHes of a disk log answered with success.
+    flushed: u64,
+    /// Recoveries that put a region in sync, checked against the kernels' marks.
+    recoveries: u64,
+    /// Where in the agreed order each region was last put in sync by a recovery, and by
+    /// which node.
+    recovered_at: BTreeMap<u64, ((ViewId, u64), NodeId)>,
+    /// Regions checked out of sync at a settled point because a kernel marked them before
+    /// their last recovery (it was cut off then, and is back).
+    stale_marks_checked: u64,
+    /// The requests (origin and tag) each node's member delivered: what came before a point of
+    /// its agreed order.
+    seen: BTreeMap<NodeId, BTreeSet<(NodeId, u64)>>,
+    /// Nodes a quorate component took for dead (departed, not by a process death), and the
+    /// view where it did: fenced from then on, until they are back.
+    deaths: Vec<(ViewId, NodeId)>,
     /// Daemons killed on live nodes.
     killed: u64,
     /// Nodes fenced (their daemon dead, and nobody with state to vouch for them).
@@ -147,6 +194,7 @@ impl Cluster {
                     kernel: Kernel::default(),
                     orphaned: false,
                     position: None,
+                    delivered: 0,
                 };
                 (n, node)
             })
@@ -163,6 +211,14 @@ impl Cluster {
             compared: 0,
             last_sent: None,
             extensions,
+            device: None,
+            disk_fails: false,
+            flushed: 0,
+            recoveries: 0,
+            recovered_at: BTreeMap::new(),
+            stale_marks_checked: 0,
+            deaths: Vec::new(),
+            seen: BTreeMap::new(),
             killed: 0,
             fenced: 0,
         }
@@ -175,9 +231,13 @@ impl Cluster {
         }
         let spec = table::parse(self.table.as_bytes()).unwrap();
         let mut member = Member::new(id, spec, self.extensions).unwrap();
+        // A dm-ulogd started after its predecessor died serves a kernel that re-creates the
+        // log; any other serves one that loads it now.
+        if !node.orphaned {
+            member = member.with_new_kernel();
+        }
         member.join(&mut node.group).unwrap();
         node.member = Some(member);
-        node.orphaned = false;
         node.position = None;
     }
 
@@ -198,20 +258,37 @@ impl Cluster {
     /// recovery (writes and a copy stay in flight), and sends what was unanswered again to
     /// the next server, after re-creating the log (CTR, then RESUME if it was resumed), as
     /// the module does.
+    /// Node `o`'s member serves the log, in the view the network has now (its last view's
+    /// members are those of its component, and no event waits for it): a
+    /// member that only believes it serves, with a partition or a death not delivered yet,
+    /// does not count.
+    fn holds_state(&self, o: NodeId) -> bool {
+        let Some(m) = self.nodes[&o].member.as_ref().filter(|m| m.serving()) else {
+            return false;
+        };
+        let component = self.sim.components().into_iter().find(|c| c.contains(&o));
+        let members: Vec<NodeId> = component
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|&n| self.sim.is_joined(n))
+            .collect();
+        m.view().is_some_and(|v| v.members == members) && !self.sim.has_events(o)
+    }
+
     fn kill_daemon(&mut self, id: NodeId) {
         // Another member of its component holds the log's state (see `fence_orphans`).
-        let vouched = self.sim.components().into_iter().any(|c| {
-            c.contains(&id)
-                && c.iter().any(|&o| {
-                    o != id
-                        && self.nodes[&o]
-                            .member
-                            .as_ref()
-                            .is_some_and(|m| m.standing() != Standing::Fresh)
-                })
-        });
+        let vouched = self
+            .sim
+            .components()
+            .into_iter()
+            .any(|c| c.contains(&id) && c.iter().any(|&o| o != id && self.holds_state(o)));
+        // A daemon that dies while its node is cut off, or before its Hello told the others
+        // what its kernel holds, adds a failure to a partition nobody fenced: left out.
+        if !self.holds_state(id) || !vouched {
+            return;
+        }
         let node = self.nodes.get_mut(&id).unwrap();
-        if node.member.is_none() || !vouched {
+        if node.member.is_none() {
             return;
         }
         self.sim.kill_process(id);
@@ -222,6 +299,15 @@ impl Cluster {
         let mut unanswered: Vec<Sent> = std::mem::take(&mut k.outstanding).into_values().collect();
         unanswered.append(&mut k.retry);
         unanswered.sort_by_key(|s| s.first);
+        // Some of them were applied already, and a CLEAR sent after an IS_CLEAN may have
+        // been: the IS_CLEAN sent again asks of a region the kernel may no longer mark.
+        for s in unanswered
+            .iter_mut()
+            .filter(|s| s.kind == RequestType::IsClean)
+        {
+            let r = u64::from_ne_bytes(s.data[..8].try_into().unwrap());
+            s.held_mark &= k.marks.contains(&r);
+        }
         if k.resumed && !k.suspended {
             let resume = Sent {
                 kind: RequestType::Resume,
@@ -238,8 +324,8 @@ impl Cluster {
         self.killed += 1;
     }
 
-    /// Fences (crashes) every node whose dm-ulogd is dead and which no member with the
-    /// log's state can vouch for: one cut off in a component without quorum, or left where
+    /// Fences (crashes) every node whose dm-ulogd died (and whose new one, if any, has no
+    /// state yet) and which no member with the log's state can vouch for: one cut off in a component without quorum, or left where
     /// no member holds state. The cluster takes it for dead, so fencing must stop its
     /// writes. (When every dm-ulogd holding the state is gone, the marks its kernel made
     /// durable are lost: the module sends again only those no FLUSH made durable. A known
@@ -249,10 +335,8 @@ impl Cluster {
         for component in self.sim.components() {
             let quorate = 2 * component.len() > total;
             let vouched = component.iter().any(|o| {
-                self.nodes[o]
-                    .member
-                    .as_ref()
-                    .is_some_and(|m| m.standing() != Standing::Fresh)
+                !self.nodes[o].orphaned
+                    && self.nodes[o].member.as_ref().is_some_and(Member::serving)
             });
             if quorate && vouched {
                 continue;
@@ -262,6 +346,7 @@ impl Cluster {
                     self.sim.crash(id);
                     let node = self.nodes.get_mut(&id).unwrap();
                     node.orphaned = false;
+                    node.member = None;
                     node.kernel = Kernel::default();
                     node.position = None;
                     self.fenced += 1;
@@ -309,6 +394,8 @@ impl Cluster {
             Req::Clear(i) => {
                 let r = *k.marks.iter().nth(i.checked_rem(k.marks.len())?)?;
                 k.marks.remove(&r);
+                k.marked_at.remove(&r);
+                k.marked_by.remove(&r);
                 // The tag this CLEAR gets: a mark acknowledged later but sent before it
                 // is cleared too.
                 k.cleared.insert(r, k.next_tag + 1);
@@ -441,8 +528,9 @@ impl Cluster {
     }
 
     fn kernel_reply(&mut self, id: NodeId, tag: u64, result: Result<Vec<u8>, ReplyError>) {
-        self.check_recovery_report(id, tag, &result);
-        let k = &mut self.nodes.get_mut(&id).unwrap().kernel;
+        let node = self.nodes.get_mut(&id).unwrap();
+        let at = node.at();
+        let k = &mut node.kernel;
         let sent = k
             .outstanding
             .remove(&tag)
@@ -451,18 +539,29 @@ impl Cluster {
         if sent.kind == RequestType::GetResyncWork && result != Err(ReplyError::NotQuorate) {
             k.asking_work = false;
         }
+        let marking = matches!(sent.kind, RequestType::MarkRegion | RequestType::Flush);
         match &result {
-            Err(ReplyError::NotQuorate) => k.retry.push(sent),
+            Err(ReplyError::NotQuorate) => {
+                k.retry.push(sent);
+                self.answers.insert((id, tag), result);
+                return;
+            }
             // Marks before a bad region are applied, as on a single node: the kernel clears
             // what it asked to mark.
-            Err(_) if matches!(sent.kind, RequestType::MarkRegion | RequestType::Flush) => k
-                .marks
-                .extend(held(&sent.data, first, &k.cleared).take_while(|&r| r < self.regions)),
+            Err(_) if marking => {
+                let marked: Vec<u64> = held(&sent.data, first, &k.cleared)
+                    .take_while(|&r| r < self.regions)
+                    .collect();
+                k.acknowledge(marked.into_iter(), at, tag);
+            }
             Err(_) => {}
+            Ok(_) if marking => {
+                let marked: Vec<u64> = held(&sent.data, first, &k.cleared)
+                    .filter(|&r| r < self.regions)
+                    .collect();
+                k.acknowledge(marked.into_iter(), at, tag);
+            }
             Ok(p) => match sent.kind {
-                RequestType::MarkRegion | RequestType::Flush => k
-                    .marks
-                    .extend(held(&sent.data, first, &k.cleared).filter(|&r| r < self.regions)),
                 RequestType::GetResyncWork => {
                     let w = ResyncWork::decode(p).unwrap();
                     if w.available && sent.epoch == k.epoch {
@@ -481,29 +580,19 @@ impl Cluster {
                 _ => {}
             },
         }
+        if sent.kind == RequestType::Flush && result.is_ok() {
+            let marks = self.nodes[&id].kernel.marks.clone();
+            self.check_flushed(id, &marks);
+            self.flushed += 1;
+        }
         self.answers.insert((id, tag), result);
     }
 
-    /// A recovery that counts (node `id`'s kernel reports region `r` in sync, and its
-    /// replica has it in sync) must not have run beside a write: no other kernel of a node
-    /// up in its component, its dm-ulogd alive or not, holds an acknowledged mark on `r`.
-    /// Nodes cut off in another component are taken as fenced.
-    fn check_recovery_report(&self, id: NodeId, tag: u64, result: &Result<Vec<u8>, ReplyError>) {
-        let node = &self.nodes[&id];
-        let Some(sent) = node.kernel.outstanding.get(&tag) else {
-            return;
-        };
-        if sent.kind != RequestType::SetRegionSync || result.is_err() {
-            return;
-        }
-        let report = RegionSync::decode(&sent.data).unwrap();
-        let counted = node
-            .member
-            .as_ref()
-            .is_some_and(|m| m.replica().in_sync(report.region) == Ok(true));
-        if !report.in_sync || !counted {
-            return;
-        }
+    /// A recovery that counts (node `id`'s report puts region `r` in sync, at point `now` of
+    /// the agreed order) must not have run beside a write: no other kernel of a node up in
+    /// its component, its dm-ulogd alive or not, holds a mark on `r` acknowledged before
+    /// that point. Nodes cut off in another component are taken as fenced.
+    fn check_recovery_counted(&mut self, id: NodeId, r: u64, now: (ViewId, u64)) {
         let component = self
             .sim
             .components()
@@ -512,11 +601,23 @@ impl Cluster {
             .unwrap_or_default();
         for &o in component.iter().filter(|&&o| o != id) {
             let other = &self.nodes[&o];
+            // A mark acknowledged later in the order came after the copy: its write reaches
+            // both legs of a region in sync. One of a node taken for dead since may hold a
+            // write of a node cut off: fencing's business (a known limit); that its region
+            // goes out of sync again when the node is back is checked when the cluster
+            // settles.
+            let seen = |tag: &u64| self.seen.get(&id).is_some_and(|s| s.contains(&(o, *tag)));
+            let before = other.kernel.marked_by.get(&r).is_some_and(seen)
+                && other.kernel.marked_at.get(&r).is_some_and(|&at| {
+                    !self
+                        .deaths
+                        .iter()
+                        .any(|&(view, n)| n == o && at.0 < view && view <= now.0)
+                });
             assert!(
-                !other.kernel.marks.contains(&report.region),
-                "node {id}'s recovery of region {} counted while node {o}'s kernel holds a mark \
+                !before,
+                "node {id}'s recovery of region {r} counted while node {o}'s kernel holds a mark \
                  on it (its dm-ulogd {}): the legs may differ",
-                report.region,
                 if other.member.is_some() {
                     "alive"
                 } else {
@@ -524,10 +625,13 @@ impl Cluster {
                 },
             );
         }
+        self.recoveries += 1;
+        self.recovered_at.insert(r, (now, id));
     }
 
     /// Takes one event at `id`; false if there was none.
     fn step(&mut self, id: NodeId) -> bool {
+        let all = self.ids();
         let node = self.nodes.get_mut(&id).unwrap();
         let Some(member) = node.member.as_mut() else {
             return false;
@@ -538,6 +642,17 @@ impl Cluster {
         // What each departing node had marked, at a member with valid state.
         let mut departing = Vec::new();
         if let GroupEvent::View(v) = &event {
+            // Nodes a quorate component takes for dead from here on: fencing stops them.
+            let gone = v.left.iter().filter(|l| !v.process_down.contains(l));
+            let off_ring = all
+                .iter()
+                .copied()
+                .filter(|n| v.ring.as_ref().is_some_and(|ring| !ring.contains(n)));
+            if v.quorate {
+                for n in gone.copied().chain(off_ring) {
+                    self.deaths.push((v.id, n));
+                }
+            }
             if member.standing() == Standing::Valid {
                 for &l in v.left.iter().filter(|l| !v.process_down.contains(l)) {
                     let marked: Vec<u64> = (0..self.regions)
@@ -546,6 +661,10 @@ impl Cluster {
                     departing.push((l, marked));
                 }
             }
+        }
+        match &event {
+            GroupEvent::View(_) => node.delivered = 0,
+            GroupEvent::Message { .. } => node.delivered += 1,
         }
         node.position = match (&event, node.position) {
             (GroupEvent::View(v), _) => Some((v.id, 0)),
@@ -556,7 +675,30 @@ impl Cluster {
             }
             (GroupEvent::Message { .. }, None) => panic!("node {id}: a message before any view"),
         };
+        if let GroupEvent::Message { from, payload } = &event {
+            if let Ok(Message::Request { tag, .. }) = Message::decode(payload) {
+                self.seen.entry(id).or_default().insert((*from, tag));
+            }
+        }
+        // This node's own report of a recovery: whether it puts the region in sync here.
+        let report = match &event {
+            GroupEvent::Message { from, payload } if *from == id => {
+                match Message::decode(payload) {
+                    Ok(Message::Request {
+                        kind: RequestType::SetRegionSync,
+                        data,
+                        ..
+                    }) => RegionSync::decode(&data)
+                        .ok()
+                        .filter(|s| s.in_sync && member.replica().in_sync(s.region) == Ok(false)),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        let at = (node.position.map_or(ViewId(0), |p| p.0), node.delivered);
         let actions = member.deliver(&mut node.group, event);
+        let counted = report.filter(|s| member.replica().in_sync(s.region) == Ok(true));
         for (l, marked) in departing {
             for r in marked {
                 let rep = member.replica();
@@ -571,6 +713,7 @@ impl Cluster {
             }
         }
         if member.standing() == Standing::Valid {
+            node.orphaned = false;
             let mut state = Vec::new();
             member.replica().snapshot(&mut state);
             let at = node.position.expect("a view");
@@ -592,6 +735,9 @@ impl Cluster {
                 c.1 = false;
             }
         }
+        if let Some(s) = counted {
+            self.check_recovery_counted(id, s.region, at);
+        }
         self.act(id, actions);
         self.resend(id);
         true
@@ -606,14 +752,38 @@ impl Cluster {
         node.member.as_mut().is_none_or(|m| m.pump(&mut node.group))
     }
 
+    /// Makes the disk writes the leaders were asked for: the bitmap reaches the device,
+    /// unless the device fails.
     fn write(&mut self) {
         for (id, generation) in std::mem::take(&mut self.writes) {
             let node = self.nodes.get_mut(&id).unwrap();
             if let Some(m) = node.member.as_mut().filter(|m| m.serving()) {
-                let mut bits = Vec::new();
-                m.replica().clean_bits(&mut bits);
-                m.disk_written(&mut node.group, generation, true);
+                let ok = !self.disk_fails;
+                if ok {
+                    let mut bits = Vec::new();
+                    m.replica().clean_bits(&mut bits);
+                    self.device = Some(bits);
+                }
+                m.disk_written(&mut node.group, generation, ok);
             }
+        }
+    }
+
+    /// A FLUSH of a disk log answered with success: every mark the kernel holds is on the
+    /// device (dm-raid1 writes once its marks are durable).
+    fn check_flushed(&self, id: NodeId, marks: &BTreeSet<u64>) {
+        if !self.table.contains("clustered-disk") {
+            return;
+        }
+        for &r in marks {
+            let clean = self
+                .device
+                .as_ref()
+                .is_some_and(|bits| bits[(r / 8) as usize] & (1 << (r % 8)) != 0);
+            assert!(
+                !clean,
+                "node {id}: FLUSH answered while region {r}, which it marked, is clean on the device"
+            );
         }
     }
 
@@ -653,7 +823,8 @@ impl Cluster {
             .collect()
     }
 
-    fn check_settled(&self) {
+    fn check_settled(&mut self) {
+        let stale = std::cell::Cell::new(0);
         for component in self.quorate_components() {
             let members: Vec<(NodeId, &Member)> = component
                 .iter()
@@ -676,11 +847,25 @@ impl Cluster {
                     );
                 }
                 for &(other, _) in &members {
-                    for &r in &self.nodes[&other].kernel.marks {
+                    let kernel = &self.nodes[&other].kernel;
+                    for &r in &kernel.marks {
                         assert!(
                             !rep.is_clean(r).unwrap(),
                             "node {id}: {r} clean, {other} marks it"
                         );
+                        // Recovered while this kernel, cut off, held its mark: it may have
+                        // written during the copy.
+                        let older = kernel.marked_at.get(&r).zip(self.recovered_at.get(&r));
+                        if older.is_some_and(|(marked, (recovered, by))| {
+                            marked < recovered && *by != other
+                        }) {
+                            assert!(
+                                !rep.in_sync(r).unwrap(),
+                                "node {id}: {r} in sync, recovered while node {other}, cut off, \
+                                 held a mark on it"
+                            );
+                            stale.set(stale.get() + 1);
+                        }
                     }
                 }
                 if let Some((region, true)) = self.nodes[&id].kernel.claim {
@@ -698,10 +883,12 @@ impl Cluster {
                 }
             }
         }
+        self.stale_marks_checked += stale.get();
     }
 
     /// Heals everything, clears every mark and recovers: must reach every region in sync.
     fn finish(&mut self) {
+        self.disk_fails = false;
         self.sim.heal();
         let first = self.ids()[0];
         for id in self.ids() {
@@ -827,6 +1014,10 @@ enum Op {
     Order(u8),
     Settle,
     Write,
+    /// The log device fails every write from now on (true), or works again.
+    DiskFails(bool),
+    /// Every node joins, and every kernel resumes the mirror (a cluster running).
+    JoinAll,
     Crash(usize),
     KillDaemon(usize),
     Restart(usize, usize),
@@ -843,6 +1034,7 @@ fn op(nodes: usize, regions: u64) -> impl Strategy<Value = Op> {
         6 => (1u8..8).prop_map(Op::Order),
         6 => Just(Op::Settle),
         2 => Just(Op::Write),
+        1 => any::<bool>().prop_map(Op::DiskFails),
         1 => n().prop_map(Op::Crash),
         3 => n().prop_map(Op::KillDaemon),
         2 => (n(), n()).prop_map(|(i, j)| Op::Restart(i, j)),
@@ -880,6 +1072,16 @@ fn run(
             }
             Op::Settle => c.settle(),
             Op::Write => c.write(),
+            Op::DiskFails(fails) => c.disk_fails = *fails,
+            Op::JoinAll => {
+                for id in c.ids() {
+                    c.join(id);
+                }
+                c.settle();
+                for id in c.ids() {
+                    c.kernel_request(id, &Req::Resume);
+                }
+            }
             Op::Crash(i) => c.crash(id(*i)),
             Op::KillDaemon(i) => c.kill_daemon(id(*i)),
             Op::Restart(i, j) => c.restart(id(*i), id(*j)),
@@ -902,10 +1104,15 @@ fn run(
 type Case = (u32, u64, u64, bool, bool, usize, Vec<Op>, bool);
 
 fn case() -> impl Strategy<Value = Case> {
+    case_of(40)
+}
+
+/// Cases of logs below `regions` regions: the fewer, the more often nodes meet on one.
+fn case_of(regions: u64) -> impl Strategy<Value = Case> {
     (
         3u32..=5,
         any::<u64>(),
-        1u64..40,
+        1u64..regions,
         any::<bool>(),
         any::<bool>(),
         prop_oneof![Just(64usize), Just(200), Just(1 << 20)],
@@ -913,6 +1120,55 @@ fn case() -> impl Strategy<Value = Case> {
         // Last, so that the saved seeds still make the cases they made before it.
         any::<bool>(),
     )
+}
+
+/// A case of a cluster running from the start (every node joined, every mirror resumed), on
+/// a log of fewer than 6 regions, so that nodes meet on regions often: what the planted
+/// defects need to show.
+fn running_case() -> impl Strategy<Value = Case> {
+    (
+        3u32..=5,
+        any::<u64>(),
+        1u64..6,
+        any::<bool>(),
+        any::<bool>(),
+        prop_oneof![Just(64usize), Just(1 << 20)],
+        prop::collection::vec(nemesis_op(5, 6), 1..80),
+        any::<bool>(),
+    )
+        .prop_map(|mut c| {
+            c.6.insert(0, Op::JoinAll);
+            c
+        })
+}
+
+/// The nemesis's operations: writes and recoveries on few regions, daemons killed and
+/// started again, disk failures, partitions and crashes, with the order and delivery
+/// partial in between.
+fn nemesis_op(nodes: usize, regions: u64) -> impl Strategy<Value = Op> {
+    let n = move || 0..nodes;
+    let r = move || 0..regions;
+    prop_oneof![
+        10 => (n(), r()).prop_map(|(i, x)| Op::Request(i, Req::Mark(x))),
+        10 => (n(), prop_oneof![6 => Just(true), 1 => Just(false)])
+            .prop_map(|(i, ok)| Op::Request(i, Req::Work(ok))),
+        4 => (n(), any::<usize>()).prop_map(|(i, x)| Op::Request(i, Req::Clear(x))),
+        3 => (n(), prop::collection::vec(r(), 0..3)).prop_map(|(i, x)| Op::Request(i, Req::Flush(x))),
+        2 => (n(), r()).prop_map(|(i, x)| Op::Request(i, Req::Fail(x))),
+        2 => (n(), r()).prop_map(|(i, x)| Op::Request(i, Req::IsClean(x))),
+        1 => (n(), r()).prop_map(|(i, x)| Op::Request(i, Req::RemoteRecovering(x))),
+        8 => Just(Op::Settle),
+        4 => (n(), 1u8..8).prop_map(|(i, k)| Op::Step(i, k)),
+        3 => (1u8..8).prop_map(Op::Order),
+        3 => Just(Op::Write),
+        2 => any::<bool>().prop_map(Op::DiskFails),
+        4 => n().prop_map(Op::KillDaemon),
+        4 => n().prop_map(Op::Join),
+        1 => n().prop_map(Op::Crash),
+        1 => (n(), n()).prop_map(|(i, j)| Op::Restart(i, j)),
+        2 => prop::collection::vec(any::<bool>(), nodes).prop_map(Op::Partition),
+        2 => Just(Op::Heal),
+    ]
 }
 
 /// Runs `case` to its end; panics where a check fails.
@@ -949,6 +1205,12 @@ proptest! {
         let c = run_case(case);
         prop_assert!(!c.states.is_empty());
     }
+
+    /// The same on a cluster running from the start, on a log of few regions.
+    #[test]
+    fn a_running_cluster_keeps_the_checks(case in running_case()) {
+        run_case(case);
+    }
 }
 
 /// The fixed cases do exercise what the checks are for: daemons killed on live nodes (and
@@ -957,23 +1219,43 @@ proptest! {
 /// defects (below) show that the checks fail on each.
 #[test]
 fn the_checks_meet_their_cases() {
-    let mut runner = proptest::test_runner::TestRunner::new(common::proptest_seed::config(128));
-    let (mut killed, mut fenced, mut compared) = (0, 0, 0);
-    for _ in 0..128 {
-        let case = case().new_tree(&mut runner).unwrap().current();
-        let c = run_case(case);
-        killed += c.killed;
-        fenced += c.fenced;
-        compared += c.compared;
+    let (mut killed, mut fenced, mut compared, mut flushed, mut recovered, mut stale) =
+        (0, 0, 0, 0, 0, 0);
+    for (name, strategy) in [
+        ("random", case().boxed()),
+        ("running", running_case().boxed()),
+    ] {
+        let config = common::proptest_seed::config(128);
+        let mut runner = proptest::test_runner::TestRunner::new(config);
+        for _ in 0..128 {
+            let case = strategy.new_tree(&mut runner).unwrap().current();
+            let c = std::panic::catch_unwind(|| run_case(case.clone()))
+                .unwrap_or_else(|_| panic!("a {name} case failed: {case:?}"));
+            killed += c.killed;
+            fenced += c.fenced;
+            compared += c.compared;
+            flushed += c.flushed;
+            recovered += c.recoveries;
+            stale += c.stale_marks_checked;
+        }
     }
     eprintln!(
-        "128 cases: {killed} daemons killed, {fenced} fenced, {compared} replica comparisons"
+        "256 cases: {killed} daemons killed, {fenced} fenced, {recovered} recoveries and \
+         {flushed} disk FLUSHes checked against the kernels' marks, {stale} regions of \
+         marks older than their recovery checked out of sync, {compared} replica comparisons"
     );
-    assert!(killed >= 40, "only {killed} daemons killed");
-    assert!(compared >= 10_000, "only {compared} comparisons");
+    assert!(recovered >= 200, "only {recovered} recoveries checked");
+    assert!(
+        stale >= 1,
+        "no mark older than its region's recovery came back"
+    );
+    assert!(killed >= 80, "only {killed} daemons killed");
+    assert!(flushed >= 200, "only {flushed} disk FLUSHes checked");
+    assert!(compared >= 20_000, "only {compared} comparisons");
 }
 
-/// Each defect of [`Bug::ALL`], planted alone, fails the checks within the fixed cases
+/// Each defect of [`Bug::ALL`], planted alone, fails the checks within 1024 fixed running
+/// cases
 /// (`cargo test --features planted`; `make check` runs it).
 #[cfg(feature = "planted")]
 #[test]
@@ -985,13 +1267,13 @@ fn the_checks_catch_every_planted_defect() {
         plant(Some(bug));
         let mut caught = 0;
         for _ in 0..256 {
-            let case = case().new_tree(&mut runner).unwrap().current();
+            let case = running_case().new_tree(&mut runner).unwrap().current();
             if std::panic::catch_unwind(|| run_case(case)).is_err() {
                 caught += 1;
             }
         }
         plant(None);
-        eprintln!("planted {bug:?}: caught in {caught} of 256 cases");
+        eprintln!("planted {bug:?}: caught in {caught} of 1024 cases");
         if caught == 0 {
             missed.push(bug);
         }

@@ -31,8 +31,13 @@ pub const HELLO_OVERHEAD: usize = 2 + 8 + 1 + 1 + 1 + 8;
 /// What a member knows of its own copy when a view begins.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Standing {
-    /// It never had state (a new or restarted dm-ulogd).
+    /// It never had state: a restarted dm-ulogd whose kernel re-created the log (its kernel
+    /// may hold marks the log kept for it).
     Fresh,
+    /// It never had state, and its kernel's log is new (its first CTR: the node booted, or
+    /// the table was loaded now): what the log kept for this node is void, as at a node's
+    /// death.
+    New,
     /// Its state is the log's: it has been in quorate views since it got it.
     Valid,
     /// It had state, then was in a view without quorum: what it holds may be behind.
@@ -119,6 +124,7 @@ impl Message {
                     Standing::Fresh => 0,
                     Standing::Valid => 1,
                     Standing::Stale => 2,
+                    Standing::New => 3,
                 });
                 out.push(state.to_bits());
                 out.push(u8::from(*last));
@@ -170,6 +176,7 @@ impl Message {
                     0 => Standing::Fresh,
                     1 => Standing::Valid,
                     2 => Standing::Stale,
+                    3 => Standing::New,
                     _ => return Err(TransferError::Corrupt),
                 };
                 let state = NodeState::from_bits(r.u8()?);

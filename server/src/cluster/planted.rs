@@ -15,15 +15,19 @@ pub enum Bug {
     MarkDuringCopyCounts,
     /// A rejoining node's marks come back without taking their regions out of sync.
     RejoinedMarksStayInSync,
+    /// A failed write of the disk log counts as written: the FLUSHes after it are answered
+    /// although the device holds an older bitmap.
+    FailedWriteCountsAsWritten,
 }
 
 impl Bug {
     /// Every planted defect.
-    pub const ALL: [Bug; 4] = [
+    pub const ALL: [Bug; 5] = [
         Bug::ProcessDeathIsNodeDeath,
         Bug::SuccessFromAnyNode,
         Bug::MarkDuringCopyCounts,
         Bug::RejoinedMarksStayInSync,
+        Bug::FailedWriteCountsAsWritten,
     ];
 }
 

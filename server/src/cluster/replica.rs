@@ -306,6 +306,27 @@ impl Replica {
         s.disk_failed = false;
     }
 
+    /// Seeds the log again from this replica, which froze when its view lost quorum (no
+    /// member has valid state now): every region out of sync, or in sync where the disk
+    /// log's `clean_bits` say clean. The marks, the nodes whose process died, the recovery
+    /// claim and the generations stay: kernels still hold those marks, the claimed region
+    /// may still be copied, and a generation taken again could be taken for written.
+    pub fn seed_again(&mut self, clean_bits: Option<&[u8]>) {
+        let s = &mut self.state;
+        match clean_bits {
+            Some(bits) => {
+                s.in_sync.copy_from_le_bytes(bits);
+            }
+            None => s.in_sync.fill(false),
+        }
+        s.sync_count = s.in_sync.count_ones();
+        s.priority.clear();
+        s.sync_search = 0;
+        s.importing.clear();
+        s.pending.clear();
+        s.changed = true;
+    }
+
     /// Seeds a disk log from the clean bitmap its leader read: in sync exactly where clean.
     pub fn seed_from_clean_bits(&mut self, bits: &[u8]) {
         self.seed(true);
@@ -678,7 +699,7 @@ impl Replica {
     pub fn written(&mut self, generation: u64, ok: bool) -> Output {
         let s = &mut self.state;
         s.disk_failed = !ok;
-        if ok {
+        if ok || planted(Bug::FailedWriteCountsAsWritten) {
             s.written = s.written.max(generation);
         }
         let mut out = Output::default();
@@ -821,6 +842,16 @@ impl Replica {
     /// Node `n` left the group: the regions it marked go out of sync, its marks and claim
     /// go, and FLUSHes it waited for are dropped. Returns what left sync.
     pub fn depart(&mut self, n: NodeId) -> Output {
+        self.forget(n);
+        Output {
+            left_sync: self.left_sync.take(),
+            write_disk: self.must_write(),
+            ..Output::default()
+        }
+    }
+
+    /// What [`Replica::depart`] does, its output left in `left_sync`.
+    fn forget(&mut self, n: NodeId) {
         self.state.orphans.remove(&n);
         self.state.nodes.remove(&n);
         self.state.importing.remove(&n);
@@ -837,15 +868,11 @@ impl Replica {
         }
         self.release_claim_of(n);
         self.state.pending.retain(|p| p.node != n);
-        Output {
-            left_sync: self.left_sync.take(),
-            write_disk: self.must_write(),
-            ..Output::default()
-        }
     }
 
     /// The cut of a join: from here on `members` all have state (`importing` get it as a
-    /// snapshot taken here, and hold it once they report it imported); rejoining nodes'
+    /// snapshot taken here, and hold it once they report it imported); what was kept for
+    /// `renewed` nodes (their kernel's log is new) goes, as at their death; rejoining nodes'
     /// kernels' marks count again, their regions out of sync ([`Replica::mark_back`]), and
     /// their suspend/resume state is theirs again (a departure, or a new seed, forgot it).
     /// Returns what left sync.
@@ -854,7 +881,14 @@ impl Replica {
         members: &[NodeId],
         importing: &[NodeId],
         rejoining: &[Rejoining],
+        renewed: &[NodeId],
     ) -> Output {
+        // Nodes whose kernel's log is new: what was kept for them died with the old one.
+        for &n in renewed {
+            if self.state.nodes.contains_key(&n) || self.state.orphans.contains_key(&n) {
+                self.forget(n);
+            }
+        }
         self.state.nodes.retain(|n, _| members.contains(n));
         self.state.importing = importing.iter().copied().collect();
         for &n in members {
@@ -866,6 +900,12 @@ impl Replica {
         for j in rejoining {
             if let Some(state) = self.state.nodes.get_mut(&j.node) {
                 *state = j.state;
+            }
+            // Its Hello says what its kernel holds now (a replica seeded again may know an
+            // older set).
+            let held: Vec<u64> = self.marks_of(j.node).collect();
+            for r in held {
+                self.unmark(j.node, r);
             }
             for &r in &j.marks {
                 if r < self.spec.regions {
@@ -1055,7 +1095,7 @@ mod tests {
     fn replica(me: NodeId, t: &str, nodes: &[NodeId]) -> Replica {
         let mut r = Replica::new(me, table::parse(t.as_bytes()).unwrap(), EXTENSIONS).unwrap();
         r.seed(false);
-        r.cut(nodes, &[], &[]);
+        r.cut(nodes, &[], &[], &[]);
         r
     }
 
@@ -1127,7 +1167,7 @@ mod tests {
         )
         .unwrap();
         plain.seed(false);
-        plain.cut(&[1], &[], &[]);
+        plain.cut(&[1], &[], &[], &[]);
         let out = plain.apply(1, 0, RequestType::Flush, &clear);
         assert!(matches!(
             out.replies[0].result,
@@ -1172,7 +1212,7 @@ mod tests {
             state: running,
             marks: vec![3],
         };
-        r.cut(&[1, 2], &[], &[back]);
+        r.cut(&[1, 2], &[], &[back], &[]);
         assert_eq!(r.node_state(2), Some(running));
         assert_eq!(r.marks_of(2).collect::<Vec<_>>(), [3]);
         assert_eq!(work(&mut r, 2), Some(0));
@@ -1200,7 +1240,7 @@ mod tests {
         let mut r = replica(1, "32 core 8", &[1, 2]);
         assert_eq!(work(&mut r, 2), Some(0));
         r.depart(2);
-        r.cut(&[1, 2], &[], &[]);
+        r.cut(&[1, 2], &[], &[], &[]);
         assert_eq!(work(&mut r, 1), Some(0), "the claim passed to node 1");
         let done = RegionSync {
             region: 0,
@@ -1245,7 +1285,7 @@ mod tests {
             },
             marks: vec![5],
         };
-        r.cut(&[1, 2, 3], &[], &[back]);
+        r.cut(&[1, 2, 3], &[], &[back], &[]);
         assert!(!r.in_sync(5).unwrap());
         assert_eq!(work(&mut r, 2), None, "still one recoverer");
         assert_eq!(work(&mut r, 1), Some(5), "the recoverer asking again");
@@ -1313,7 +1353,7 @@ mod tests {
         .unwrap();
         assert!(rr.is_recovering, "a write must wait for node 2's copy");
         // Back with its kernel: the copy it finished counts, its mark is cleared.
-        r.cut(&[1, 2], &[2], &[]);
+        r.cut(&[1, 2], &[2], &[], &[]);
         assert_eq!(r.node_state(2).map(|s| s.running), Some(true));
         set_sync(&mut r, 2, 5, true);
         assert!(r.in_sync(5).unwrap());
@@ -1356,7 +1396,7 @@ mod tests {
             !rr(&mut r, 1).is_recovering,
             "alone: the single-node answer"
         );
-        r.cut(&[1, 2], &[], &[]);
+        r.cut(&[1, 2], &[], &[], &[]);
         assert!(rr(&mut r, 1).is_recovering);
         ask(&mut r, 2, RequestType::Presuspend, b"");
         assert!(!rr(&mut r, 1).is_recovering, "the other node is suspended");
@@ -1397,7 +1437,7 @@ mod tests {
     #[test]
     fn a_joiner_leads_only_once_it_reports_the_state_imported() {
         let mut r = replica(2, "32 disk /dev/null 8 nosync", &[2, 3]);
-        r.cut(&[1, 2, 3], &[1], &[]);
+        r.cut(&[1, 2, 3], &[1], &[], &[]);
         assert_eq!(r.leader(), Some(2), "node 1 imports");
         let out = r.apply(3, 7, RequestType::Flush, &3u64.to_ne_bytes());
         assert_eq!(out.write_disk, Some(1), "this node leads");
@@ -1406,7 +1446,7 @@ mod tests {
         assert_eq!(r.leader(), Some(1));
         assert_eq!(r.must_write(), None);
         // Importing at the next cut again (it came back without state), it leads no more.
-        r.cut(&[1, 2, 3], &[1], &[]);
+        r.cut(&[1, 2, 3], &[1], &[], &[]);
         assert_eq!(r.leader(), Some(2));
         let mut a = Vec::new();
         r.snapshot(&mut a);

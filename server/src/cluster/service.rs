@@ -67,9 +67,6 @@ struct ClusterLog<G> {
     waiting: HashMap<u64, Header>,
     /// A `clustered-disk` log's device: every node opens it, the leader writes it.
     disk: Option<Rc<RefCell<DiskLog>>>,
-    /// The last generation this node wrote successfully (the member asks until the write is
-    /// delivered); a failed write is not recorded, so that it is tried again.
-    wrote: Option<u64>,
 }
 
 /// What a superseded instance gets for a request that could change the log: success, and for
@@ -230,6 +227,11 @@ impl<G: Group> ClusteredLogs<G> {
             let disk = Rc::clone(disk);
             member = member.with_disk_seed(Box::new(move || disk.borrow_mut().read_clean_bits()));
         }
+        // The kernel's first CTR of a log sends the string without a NUL; one that re-creates
+        // the log after dm-ulogd restarted sends it with one, as upstream's module does.
+        if data.last() != Some(&0) {
+            member = member.with_new_kernel();
+        }
         member
             .join(&mut group)
             .map_err(|e| LogError::Cluster(e.to_string()))?;
@@ -245,7 +247,6 @@ impl<G: Group> ClusteredLogs<G> {
                 group: Some(group),
                 waiting: HashMap::new(),
                 disk,
-                wrote: None,
             },
         );
         Ok(())
@@ -302,9 +303,6 @@ impl<G: Group> ClusteredLogs<G> {
                     let (Some(disk), Some(group)) = (&log.disk, log.group.as_mut()) else {
                         continue;
                     };
-                    if log.wrote == Some(generation) {
-                        continue;
-                    }
                     let mut bits = Vec::new();
                     log.member.replica().clean_bits(&mut bits);
                     let ok = match disk.borrow_mut().store(&bits) {
@@ -314,12 +312,8 @@ impl<G: Group> ClusteredLogs<G> {
                             false
                         }
                     };
-                    // Only a write that worked covers its generation: after a failed one,
-                    // the member asks again for the FLUSHes that come (they wait for this
-                    // generation), and they get a write of their own, not a wait forever.
-                    if ok {
-                        log.wrote = Some(generation);
-                    }
+                    // The member asks once per generation and view, and again after a failed
+                    // write (the FLUSHes that come wait for the same generation).
                     log.member.disk_written(group, generation, ok);
                 }
             }
@@ -907,6 +901,61 @@ mod tests {
         );
     }
 
+    /// A node that writes generation 1 of a disk log, loses corosync, and comes back as a
+    /// cluster of its own (seeded again, generations from 0): its next FLUSH takes
+    /// generation 1 again and must get a write. Before, the node took that generation for
+    /// written already and the FLUSH waited for good (attack finding: a reseed repeats
+    /// generations).
+    #[test]
+    fn a_flush_after_the_log_is_seeded_again_is_written() {
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        tmp.as_file().set_len(64 << 10).unwrap();
+        let table = format!("8192 clustered-disk {} 1024 nosync", tmp.path().display());
+        let sim = Rc::new(Sim::new(1, 9, 4096, 0.0));
+        let closed = Rc::new(Cell::new(false));
+        let mut a = Node::new(&sim, 1, Rc::clone(&closed));
+        a.send(1, RequestType::Ctr, table.as_bytes());
+        ask(&sim, &mut [&mut a], 0, RequestType::Resume, b"");
+        ask(
+            &sim,
+            &mut [&mut a],
+            0,
+            RequestType::MarkRegion,
+            &3u64.to_ne_bytes(),
+        );
+        assert_eq!(
+            ask(&sim, &mut [&mut a], 0, RequestType::Flush, b"").error,
+            0
+        );
+        closed.set(true);
+        a.poll();
+        closed.set(false);
+        sim.crash(1);
+        sim.restart(1, None);
+        let due = a.logs.deadline().expect("a reconnection is due");
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        a.poll();
+        settle(&sim, &mut [&mut a]);
+        ask(
+            &sim,
+            &mut [&mut a],
+            0,
+            RequestType::MarkRegion,
+            &4u64.to_ne_bytes(),
+        );
+        assert_eq!(
+            ask(&sim, &mut [&mut a], 0, RequestType::Flush, b"").error,
+            0
+        );
+        // Seeded again without another member to vouch for it, every region is out of sync;
+        // the device says so once the FLUSH's write is made (it said 7 clean before).
+        assert_eq!(
+            clean_on_disk(tmp.path()),
+            0,
+            "the FLUSH's write was not made"
+        );
+    }
+
     #[test]
     fn a_table_fails_to_load_without_corosync() {
         let connect: Connect<Closable> =
@@ -946,5 +995,61 @@ mod tests {
         let error = answered(&node.take().0, 7).map(|s| s.error);
         assert_eq!(error, Some(-(Errno::ENOMEM as i32)));
         assert!(!joined.get(), "a group was joined for a refused log");
+    }
+
+    /// A disk log: node 1 leads and writes generation 1 (its service
+    /// remembers `wrote = Some(1)`). A quorum flap follows with no member lost (five nodes
+    /// configured, the log on nodes 1 and 2, node 3 up without it, 4 and 5 down; node 3 goes
+    /// down and comes back): both members are stale, node 1 seeds the log again from the
+    /// device, and the seed starts the generations over. The next FLUSH takes generation 1
+    /// again; node 1 is told to write it, and its service skips the write as done already,
+    /// so no `Written` is multicast and the FLUSH is never answered (attack finding; the
+    /// member now asks once per generation and view, and the service writes when asked).
+    #[test]
+    fn a_flush_after_a_quorum_flap_is_written() {
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        tmp.as_file().set_len(64 << 10).unwrap();
+        let table = format!("8192 clustered-disk {} 1024 nosync", tmp.path().display());
+        let sim = Rc::new(Sim::new(5, 21, 4096, 0.0));
+        sim.crash(4);
+        sim.crash(5);
+        let mut a = Node::new(&sim, 1, Rc::default());
+        let mut b = Node::new(&sim, 2, Rc::default());
+        for n in [&mut a, &mut b] {
+            let ctr = n.send(1, RequestType::Ctr, table.as_bytes());
+            assert_eq!(answered(&n.take().0, ctr).map(|s| s.error), Some(0));
+        }
+        let nodes = &mut [&mut a, &mut b];
+        for n in 0..2 {
+            assert_eq!(ask(&sim, nodes, n, RequestType::Resume, b"").error, 0);
+        }
+        ask(&sim, nodes, 1, RequestType::MarkRegion, &3u64.to_ne_bytes());
+        assert_eq!(ask(&sim, nodes, 1, RequestType::Flush, b"").error, 0);
+        // Quorum lost and regained, every member still there.
+        sim.crash(3);
+        settle(&sim, nodes);
+        sim.restart(3, Some(1));
+        settle(&sim, nodes);
+        for n in nodes.iter_mut() {
+            n.take();
+        }
+        let flush = nodes[1].send(1, RequestType::Flush, b"");
+        let mut reply = None;
+        for _ in 0..3 {
+            // Past any EAGAIN pacing, resending as the kernel does.
+            std::thread::sleep(EAGAIN_PACE);
+            settle(&sim, nodes);
+            let (sent, _) = nodes[1].take();
+            if let Some(s) = answered(&sent, flush) {
+                reply = Some(s.error);
+                break;
+            }
+        }
+        assert_eq!(
+            reply,
+            Some(0),
+            "node 2's FLUSH after the re-seed was never answered: the leader (node 1) skipped \
+             the write of generation 1 as written already"
+        );
     }
 }
