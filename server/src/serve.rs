@@ -47,7 +47,8 @@ pub struct Config {
     /// `--max-log-memory`, in bytes: the most one log may take.
     pub max_log_memory: u64,
     /// Serve `clustered-*` logs with the other nodes of a corosync cluster (dm-ulogd without
-    /// `--single-node`); otherwise on this node alone, as `core` and `disk`.
+    /// `--single-node`; a build without corosync refuses them); otherwise on this node
+    /// alone, as `core` and `disk`.
     pub cluster: bool,
     /// `--kernel-socket PATH`: a fake kernel's socket instead of the kernel's connector.
     pub kernel_socket: Option<PathBuf>,
@@ -273,11 +274,10 @@ impl<R: Responder> LogService<R> {
         let logs = Logs::with_memory_limit(config.max_log_memory)
             .with_in_sync_map(config.uses_in_sync_map())
             .with_clears_in_flush(config.announce);
-        let clustered = config
-            .cluster
-            .then(|| crate::cluster::connect())
-            .flatten()
-            .map(|connect| ClusteredLogs::new(connect, logs.extensions(), config.max_log_memory));
+        let clustered = config.cluster.then(|| {
+            let connect = crate::cluster::connect();
+            ClusteredLogs::new(connect, logs.extensions(), config.max_log_memory)
+        });
         Ok(Self {
             logs,
             clustered,

@@ -227,6 +227,12 @@ impl Member {
         if route == Route::Lifecycle {
             return reply(Err(ReplyError::NotReplicated(kind)));
         }
+        // The table's own constants: answered even without quorum or state, as cmirrord
+        // does, so that a table load and `dmsetup table` do not wait on a minority node.
+        if matches!(kind, RequestType::GetRegionSize | RequestType::StatusTable) {
+            let mut out = Vec::new();
+            return reply(self.replica.read(kind, data, &mut out).map(|()| out));
+        }
         if let Some(node) = self.incompatible {
             return reply(Err(ReplyError::Incompatible(node)));
         }
@@ -925,6 +931,37 @@ mod tests {
         assert_eq!(write_disks(&mut ns), [1]);
         settle(&sim, &mut ns);
         assert_eq!(replies(&mut ns[2]), [(1, Ok(Vec::new()))]);
+    }
+
+    /// GET_REGION_SIZE and STATUS_TABLE come from the table: a node without quorum, or
+    /// without state yet, answers them at once (a table load and `dmsetup table` on a
+    /// minority node waited for quorum before).
+    #[test]
+    fn the_tables_constants_are_answered_without_quorum() {
+        let sim = Sim::new(3, 1, 1 << 10, 0.0);
+        sim.crash(2);
+        sim.crash(3);
+        let mut ns = nodes(&sim, 1, "64 clustered-core 8");
+        settle(&sim, &mut ns);
+        assert!(!ns[0].member.serving(), "one node of three: no quorum");
+        let n = &mut ns[0];
+        let size = n
+            .member
+            .request(&mut n.group, 1, RequestType::GetRegionSize, b"");
+        assert_eq!(
+            size,
+            [Action::Reply {
+                tag: 1,
+                result: Ok(8u64.to_ne_bytes().to_vec())
+            }]
+        );
+        let table = n
+            .member
+            .request(&mut n.group, 2, RequestType::StatusTable, b"");
+        assert!(
+            matches!(&table[..], [Action::Reply { tag: 2, result: Ok(t) }] if t == b"clustered-core 8"),
+            "{table:?}"
+        );
     }
 
     #[test]

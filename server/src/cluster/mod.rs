@@ -23,23 +23,45 @@ pub mod service;
 pub mod sim;
 pub mod transfer;
 
-/// How dm-ulogd opens a clustered log's group: corosync CPG, or `None` (with a warning) in
-/// a build without the `corosync` feature, which serves clustered logs on one node.
-pub fn connect() -> Option<service::Connect<Box<dyn group::Group>>> {
+/// How dm-ulogd opens a clustered log's group: corosync CPG, or, in a build without the
+/// `corosync` feature, a refusal (the table fails to load with a message): serving a
+/// clustered log alone while other nodes write the same mirror would be unsafe, and
+/// `--single-node` says the machine is alone.
+pub fn connect() -> service::Connect<Box<dyn group::Group>> {
     #[cfg(feature = "corosync")]
     {
-        Some(Box::new(|uuid: &str| {
+        Box::new(|uuid: &str| {
             corosync::CpgGroup::connect(uuid)
                 .map(|g| Box::new(g) as Box<dyn group::Group>)
                 .map_err(|e| e.to_string())
-        }))
+        })
     }
     #[cfg(not(feature = "corosync"))]
     {
-        tracing::warn!(
-            "built without corosync (cargo feature `corosync`): clustered logs are served on \
-             this node alone"
-        );
-        None
+        refuse_without_corosync()
+    }
+}
+
+/// The connection of a dm-ulogd built without corosync: none.
+#[cfg_attr(feature = "corosync", allow(dead_code))]
+fn refuse_without_corosync() -> service::Connect<Box<dyn group::Group>> {
+    Box::new(|_uuid: &str| {
+        Err(
+            "this dm-ulogd was built without corosync (cargo feature `corosync`), so it cannot \
+             serve a clustered log with the other nodes: run it with --single-node if this \
+             machine alone uses the mirror, or install a build with corosync"
+                .into(),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_build_without_corosync_refuses_clustered_logs_with_a_reason() {
+        let err = refuse_without_corosync()("CLUSTER-LOG-1").err().unwrap();
+        assert!(err.contains("--single-node"), "{err}");
     }
 }
