@@ -59,8 +59,9 @@ if [ "$what" = all ] || [ "$what" = host ]; then
 		cargo test -p dm-ulogd --features planted --test cluster the_checks_catch_every_planted_defect -- --nocapture
 	if [ "${LONG:-0}" = 1 ]; then
 		# New cases, not the fixed ones: 100,000 of them (record: tests/results/cluster-nemesis.md).
-		cargo_tests "cluster nemesis, 100,000 new cases" env DMLU_PROPTEST_RANDOM=1 PROPTEST_CASES=100000 \
-			cargo test --release -p dm-ulogd --test cluster replicas_agree_and_recovery_completes
+		cargo_tests "cluster nemesis, 100,000 new cases of each property" env DMLU_PROPTEST_RANDOM=1 \
+			PROPTEST_CASES=100000 cargo test --release -p dm-ulogd --test cluster -- \
+			replicas_agree_and_recovery_completes a_running_cluster_keeps_the_checks
 	fi
 fi
 

@@ -70,6 +70,44 @@ pub enum Action {
     },
 }
 
+/// What a round that has not finished waits for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RoundWait {
+    /// The Hellos of these members (the cut comes with the last).
+    Hellos {
+        /// The round's view.
+        view: ViewId,
+        /// Members whose last Hello has not been delivered.
+        missing: Vec<NodeId>,
+    },
+    /// The snapshot this member imports, from `from`.
+    Import {
+        /// The round's view.
+        view: ViewId,
+        /// The member that sends it.
+        from: NodeId,
+    },
+}
+
+impl std::fmt::Display for RoundWait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Hellos { view, missing } => {
+                write!(
+                    f,
+                    "the round of {view} waits for the Hellos of nodes {missing:?}"
+                )
+            }
+            Self::Import { view, from } => {
+                write!(
+                    f,
+                    "the round of {view} waits for the state from node {from}"
+                )
+            }
+        }
+    }
+}
+
 /// A kernel request waiting for this member to have state.
 #[derive(Debug)]
 struct Held {
@@ -197,6 +235,32 @@ impl Member {
     /// The last view delivered.
     pub fn view(&self) -> Option<&View> {
         self.view.as_ref()
+    }
+
+    /// Where the round of the current view is, if it has not reached its cut yet.
+    pub fn round(&self) -> Option<RoundWait> {
+        let r = self.round.as_ref()?;
+        if r.cut {
+            return r.import.as_ref().map(|i| RoundWait::Import {
+                view: r.view,
+                from: i.sender,
+            });
+        }
+        let missing = r
+            .members
+            .iter()
+            .copied()
+            .filter(|m| !r.hellos.contains_key(m))
+            .collect();
+        Some(RoundWait::Hellos {
+            view: r.view,
+            missing,
+        })
+    }
+
+    /// Messages the group refused that wait to be sent again.
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.len()
     }
 
     /// Whether it answers requests: valid state in a quorate view, every member readable.

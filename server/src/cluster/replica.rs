@@ -385,6 +385,11 @@ impl Replica {
             .map(|(&r, _)| r)
     }
 
+    /// FLUSHes (and POSTSUSPENDs) of a disk log waiting for the bitmap's write.
+    pub fn pending_flushes(&self) -> usize {
+        self.state.pending.len()
+    }
+
     /// The recovery claim, if a node holds one.
     pub fn claim(&self) -> Option<Claim> {
         self.state.claim

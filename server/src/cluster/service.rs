@@ -30,8 +30,8 @@ use dm_ulog_uapi::{Header, RequestType, Uuid, Withdrawal};
 use nix::errno::Errno;
 use tracing::{info, warn};
 
-use super::group::{Group, GroupEvent, View, ViewId};
-use super::member::{Action, Member};
+use super::group::{Group, GroupEvent, NodeId, View, ViewId};
+use super::member::{Action, Member, RoundWait};
 use super::replica::ReplyError;
 use crate::disk::DiskLog;
 use crate::link::Replier;
@@ -44,6 +44,8 @@ pub const EAGAIN_PACE: Duration = Duration::from_millis(50);
 pub const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 /// How soon a multicast the group refused (flow control) is tried again.
 const PUMP_AGAIN: Duration = Duration::from_millis(10);
+/// A round that has not reached its cut after this long is logged with what it waits for.
+pub const ROUND_STUCK: Duration = Duration::from_secs(5);
 
 /// Opens a log's group connection (not joined), from the log's UUID; the error is for the
 /// admin.
@@ -67,6 +69,33 @@ struct ClusterLog<G> {
     waiting: HashMap<u64, Header>,
     /// A `clustered-disk` log's device: every node opens it, the leader writes it.
     disk: Option<Rc<RefCell<DiskLog>>>,
+    /// The round under way, since when, and whether it was logged as stuck.
+    round: Option<(RoundWait, Instant, bool)>,
+}
+
+impl<G> ClusterLog<G> {
+    /// Notes the round under way, and logs it once if it has waited [`ROUND_STUCK`]: a
+    /// round needs a Hello from every member, and the kernel's requests wait meanwhile.
+    fn watch_round(&mut self) {
+        let now = Instant::now();
+        let Some(wait) = self.member.round() else {
+            self.round = None;
+            return;
+        };
+        match &mut self.round {
+            Some((seen, since, logged)) if *seen == wait => {
+                if !*logged && now.duration_since(*since) >= ROUND_STUCK {
+                    *logged = true;
+                    warn!(
+                        "{wait} since {:.1} s: check corosync on those nodes \
+                         (`corosync-cpgtool`), and their dm-ulogd",
+                        now.duration_since(*since).as_secs_f64()
+                    );
+                }
+            }
+            _ => self.round = Some((wait, now, false)),
+        }
+    }
 }
 
 /// What a superseded instance gets for a request that could change the log: success, and for
@@ -247,6 +276,7 @@ impl<G: Group> ClusteredLogs<G> {
                 group: Some(group),
                 waiting: HashMap::new(),
                 disk,
+                round: None,
             },
         );
         Ok(())
@@ -340,7 +370,14 @@ impl<G: Group> ClusteredLogs<G> {
             .values()
             .any(|l| l.member.has_outbox())
             .then(|| Instant::now() + PUMP_AGAIN);
-        [paced, pump, self.next_reconnect]
+        let stuck = self
+            .logs
+            .values()
+            .filter_map(|l| l.round.as_ref())
+            .filter(|(_, _, logged)| !logged)
+            .map(|&(_, since, _)| since + ROUND_STUCK)
+            .min();
+        [paced, pump, self.next_reconnect, stuck]
             .into_iter()
             .flatten()
             .min()
@@ -360,6 +397,9 @@ impl<G: Group> ClusteredLogs<G> {
         }
         for uuid in uuids {
             let actions = self.poll_log(uuid, reconnect);
+            if let Some(log) = self.logs.get_mut(&uuid) {
+                log.watch_round();
+            }
             self.act(uuid, actions, tx)?;
         }
         Ok(())
@@ -452,6 +492,37 @@ impl<G> fmt::Display for Summary<'_, G> {
         }
         if let Some(leader) = member.replica().leader() {
             write!(f, ", leader node {leader}")?;
+        }
+        if let Some(wait) = member.round() {
+            write!(f, ", {wait}")?;
+        }
+        let replica = member.replica();
+        if let Some(c) = replica.claim() {
+            write!(f, ", node {} recovers region {}", c.node, c.region)?;
+            if c.overlapped {
+                write!(f, " (written meanwhile: it will be recovered again)")?;
+            }
+        }
+        let orphans: Vec<NodeId> = replica.orphans().collect();
+        if !orphans.is_empty() {
+            write!(
+                f,
+                ", dm-ulogd stopped on nodes {orphans:?} (their marks stay)"
+            )?;
+        }
+        if replica.pending_flushes() > 0 {
+            write!(
+                f,
+                ", {} disk FLUSHes wait for a write",
+                replica.pending_flushes()
+            )?;
+        }
+        if member.outbox_len() > 0 {
+            write!(
+                f,
+                ", {} messages wait for flow control",
+                member.outbox_len()
+            )?;
         }
         write!(
             f,
@@ -953,6 +1024,24 @@ mod tests {
             clean_on_disk(tmp.path()),
             0,
             "the FLUSH's write was not made"
+        );
+    }
+
+    /// The status dump says what a round waits for (a member whose Hellos never come).
+    #[test]
+    fn the_status_dump_shows_a_round_waiting_for_a_hello() {
+        let sim = Rc::new(Sim::new(2, 3, 4096, 0.0));
+        let mut a = Node::new(&sim, 1, Rc::default());
+        let mut b = Node::new(&sim, 2, Rc::default());
+        a.send(1, RequestType::Ctr, TABLE);
+        b.send(1, RequestType::Ctr, TABLE);
+        // Node 2 joined, but its dm-ulogd never takes its events: no Hello from it.
+        settle(&sim, &mut [&mut a]);
+        let line = a.logs.summaries().next().unwrap().to_string();
+        assert!(line.contains("waits for the Hellos of nodes [2]"), "{line}");
+        assert!(
+            a.logs.deadline().is_some_and(|d| d > Instant::now()),
+            "a deadline to log the stuck round"
         );
     }
 
