@@ -588,18 +588,25 @@ impl Cluster {
         self.answers.insert((id, tag), result);
     }
 
-    /// A recovery that counts (node `id`'s report puts region `r` in sync, at point `now` of
-    /// the agreed order) must not have run beside a write: no other kernel of a node up in
-    /// its component, its dm-ulogd alive or not, holds a mark on `r` acknowledged before
-    /// that point. Nodes cut off in another component are taken as fenced.
-    fn check_recovery_counted(&mut self, id: NodeId, r: u64, now: (ViewId, u64)) {
+    /// A recovery that counts (`recoverer`'s report puts region `r` in sync at member `id`, at
+    /// point `now` of the agreed order) must not have run beside a write: no other kernel of
+    /// a node up in its component, its dm-ulogd alive or not, holds a mark on `r` whose
+    /// request `id` delivered before that point. Nodes cut off in another component are
+    /// taken as fenced.
+    fn check_recovery_counted(
+        &mut self,
+        id: NodeId,
+        recoverer: NodeId,
+        r: u64,
+        now: (ViewId, u64),
+    ) {
         let component = self
             .sim
             .components()
             .into_iter()
             .find(|c| c.contains(&id))
             .unwrap_or_default();
-        for &o in component.iter().filter(|&&o| o != id) {
+        for &o in component.iter().filter(|&&o| o != recoverer) {
             let other = &self.nodes[&o];
             // A mark acknowledged later in the order came after the copy: its write reaches
             // both legs of a region in sync. One of a node taken for dead since may hold a
@@ -616,8 +623,8 @@ impl Cluster {
                 });
             assert!(
                 !before,
-                "node {id}'s recovery of region {r} counted while node {o}'s kernel holds a mark \
-                 on it (its dm-ulogd {}): the legs may differ",
+                "node {id}: node {recoverer}'s recovery of region {r} counted while node {o}'s \
+                 kernel holds a mark on it (its dm-ulogd {}): the legs may differ",
                 if other.member.is_some() {
                     "alive"
                 } else {
@@ -626,7 +633,7 @@ impl Cluster {
             );
         }
         self.recoveries += 1;
-        self.recovered_at.insert(r, (now, id));
+        self.recovered_at.insert(r, (now, recoverer));
     }
 
     /// Takes one event at `id`; false if there was none.
@@ -680,9 +687,10 @@ impl Cluster {
                 self.seen.entry(id).or_default().insert((*from, tag));
             }
         }
-        // This node's own report of a recovery: whether it puts the region in sync here.
+        // A report of a recovery, delivered to a member with state: whether it puts the
+        // region in sync here (every such member sees it at the same point of the order).
         let report = match &event {
-            GroupEvent::Message { from, payload } if *from == id => {
+            GroupEvent::Message { from, payload } if member.standing() == Standing::Valid => {
                 match Message::decode(payload) {
                     Ok(Message::Request {
                         kind: RequestType::SetRegionSync,
@@ -690,7 +698,8 @@ impl Cluster {
                         ..
                     }) => RegionSync::decode(&data)
                         .ok()
-                        .filter(|s| s.in_sync && member.replica().in_sync(s.region) == Ok(false)),
+                        .filter(|s| s.in_sync && member.replica().in_sync(s.region) == Ok(false))
+                        .map(|s| (*from, s)),
                     _ => None,
                 }
             }
@@ -698,7 +707,7 @@ impl Cluster {
         };
         let at = (node.position.map_or(ViewId(0), |p| p.0), node.delivered);
         let actions = member.deliver(&mut node.group, event);
-        let counted = report.filter(|s| member.replica().in_sync(s.region) == Ok(true));
+        let counted = report.filter(|(_, s)| member.replica().in_sync(s.region) == Ok(true));
         for (l, marked) in departing {
             for r in marked {
                 let rep = member.replica();
@@ -735,8 +744,8 @@ impl Cluster {
                 c.1 = false;
             }
         }
-        if let Some(s) = counted {
-            self.check_recovery_counted(id, s.region, at);
+        if let Some((recoverer, s)) = counted {
+            self.check_recovery_counted(id, recoverer, s.region, at);
         }
         self.act(id, actions);
         self.resend(id);
