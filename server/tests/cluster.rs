@@ -252,6 +252,14 @@ impl Cluster {
         node.kernel = Kernel::default();
         node.position = None;
         self.writes.retain(|w| w.0 != id);
+        self.forget_kernel(id);
+    }
+
+    /// Node `id`'s kernel is gone: its next one numbers its requests from 1 again.
+    fn forget_kernel(&mut self, id: NodeId) {
+        for seen in self.seen.values_mut() {
+            seen.retain(|&(n, _)| n != id);
+        }
     }
 
     /// dm-ulogd dies on node `id`, which stays up: its kernel keeps its marks and its
@@ -350,6 +358,7 @@ impl Cluster {
                     node.kernel = Kernel::default();
                     node.position = None;
                     self.fenced += 1;
+                    self.forget_kernel(id);
                 }
             }
         }
