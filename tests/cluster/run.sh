@@ -18,7 +18,7 @@ command -v python3 >/dev/null || die "python3 not found (scripts/host-deps.sh in
 cargo build --release --quiet -p dm-ulogd --bins --example cpg_probe
 probe="$TOP/target/release/examples/cpg_probe"
 fakekernel="$TOP/target/release/dm-ulog-fakekernel"
-dmulogd="$TOP/target/release/dm-ulogd"
+dmulogd="${DMLU_TEST_DMULOGD:-$TOP/target/release/dm-ulogd}"
 
 . "$here/lib.sh"
 . "$here/group.sh"

@@ -8,7 +8,7 @@
 # run.sh; needs $fakekernel and $dmulogd.
 
 SERVER_TESTS="cluster_three_nodes_serve_one_log cluster_rapid_suspend_resume \
-cluster_leader_killed_under_load cluster_rejoin_with_state_transfer \
+cluster_leader_killed_under_load cluster_daemon_killed_node_lives cluster_rejoin_with_state_transfer \
 cluster_minority_partition cluster_disk_log_leader_killed cluster_node_lost"
 
 # 64 regions of 512 KiB.
@@ -103,8 +103,8 @@ cluster_rapid_suspend_resume() {
 }
 
 # The leader (node 1, the lowest) has its dm-ulogd killed under load and started again: the
-# others go on, node 1's marked regions are recovered, and node 1 rejoins with a state
-# transfer while its kernel resends.
+# others go on (node 2 leads), node 1's marks and claim stay while its kernel may write, and
+# node 1 rejoins with a state transfer while its kernel resends.
 cluster_leader_killed_under_load() {
 	local ok=ok n
 	for n in 1 2 3; do start_node "$n" leader --duration 5; done
@@ -117,6 +117,29 @@ cluster_leader_killed_under_load() {
 	grep -q "log state received" "$work/leader.1.server.log" || ok="not ok"
 	# shellcheck disable=SC2046
 	result "$ok" "${FUNCNAME[0]}" $(server_files leader)
+}
+
+# dm-ulogd dies on node 3, whose corosync and kernel live on: CPG reports the process down,
+# not the node, so the others keep node 3's marks and claim (they log it) and recover none
+# of its regions while its kernel writes; started again, node 3 rejoins and every region
+# ends in sync. The checker fails any grant of a region another kernel holds marked.
+cluster_daemon_killed_node_lives() {
+	local ok=ok n
+	for n in 1 2 3; do start_node "$n" procdown --duration 6; done
+	sleep 1.5
+	kill_server procdown 3
+	sleep 3
+	for n in 1 2; do
+		grep -q "dm-ulogd stopped on node 3, which is still up" "$work/procdown.$n.server.log" ||
+			ok="not ok"
+		! grep -q "node 3 left holding marks" "$work/procdown.$n.server.log" || ok="not ok"
+	done
+	start_server 3 procdown
+	wait_kernels procdown 1 2 3 || ok="not ok"
+	check procdown || ok="not ok"
+	grep -q "log state received" "$work/procdown.3.server.log" || ok="not ok"
+	# shellcheck disable=SC2046
+	result "$ok" "${FUNCNAME[0]}" $(server_files procdown)
 }
 
 # A node that joins a log the others are writing gets its state from them mid-load.
