@@ -461,7 +461,9 @@ impl Member {
             }
         }
         // What was asked in the last view may never be reported (the writer was cut off).
-        self.write_asked = None;
+        if !planted(Bug::WriteAskedOnceEver) {
+            self.write_asked = None;
+        }
         let quorate = v.quorate;
         let id = v.id;
         let members = v.members.clone();
@@ -770,7 +772,9 @@ impl Member {
             Message::Written { generation, ok } => {
                 // A failed write leaves the FLUSHes that come waiting for this generation:
                 // they ask again.
-                self.write_asked = None;
+                if !planted(Bug::WriteAskedOnceEver) {
+                    self.write_asked = None;
+                }
                 self.replica.written(generation, ok)
             }
             Message::Imported { .. } => self.replica.imported(from),

@@ -18,16 +18,20 @@ pub enum Bug {
     /// A failed write of the disk log counts as written: the FLUSHes after it are answered
     /// although the device holds an older bitmap.
     FailedWriteCountsAsWritten,
+    /// A disk write is asked for once per generation, ever: after a failed write, or in a
+    /// later view, nobody writes and the FLUSHes wait.
+    WriteAskedOnceEver,
 }
 
 impl Bug {
     /// Every planted defect.
-    pub const ALL: [Bug; 5] = [
+    pub const ALL: [Bug; 6] = [
         Bug::ProcessDeathIsNodeDeath,
         Bug::SuccessFromAnyNode,
         Bug::MarkDuringCopyCounts,
         Bug::RejoinedMarksStayInSync,
         Bug::FailedWriteCountsAsWritten,
+        Bug::WriteAskedOnceEver,
     ];
 }
 

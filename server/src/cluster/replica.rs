@@ -1371,6 +1371,21 @@ mod tests {
         assert_eq!(r.orphans().count(), 0);
     }
 
+    /// A node whose dm-ulogd died rejoins with a new kernel (its first CTR: it rebooted
+    /// unseen, say in a minority): the marks and claim kept for it died with the old kernel,
+    /// so they go, out of sync, as at its death; left, nobody would ever clear them.
+    #[test]
+    fn a_node_back_with_a_new_kernel_drops_what_was_kept_for_it() {
+        let mut r = replica(1, "64 core 8 nosync", &[1, 2]);
+        ask(&mut r, 2, RequestType::MarkRegion, &3u64.to_ne_bytes());
+        r.orphan(2);
+        let out = r.cut(&[1, 2], &[2], &[], &[2]);
+        assert_eq!(out.left_sync, Some((3, 1)), "region 3 out of sync");
+        assert_eq!(r.holders(3).count(), 0);
+        assert_eq!(r.orphans().count(), 0);
+        assert_eq!(r.node_state(2), Some(NodeState::default()));
+    }
+
     #[test]
     fn regions_another_node_writes_are_not_recovered_until_it_clears() {
         let mut r = replica(1, "32 core 8", &[1, 2]);
