@@ -65,7 +65,7 @@ pub struct Views {
     me: NodeId,
     /// Joined: views are installed (CPG sends nothing else before).
     joined: bool,
-    /// The last view's members (with process ids), quorum and ring.
+    /// The last view's members (with process ids) and quorum.
     current: Option<Current>,
     /// Members reported PROCDOWN since the last view.
     process_down: Vec<NodeId>,
@@ -253,9 +253,16 @@ impl Views {
                     return Ok(false);
                 }
                 if latest != Some(quorate) {
-                    // The loss, now; the gain that superseded it follows.
-                    if let Some((members, true)) = self.current.clone() {
-                        self.install(members, false);
+                    // The loss, now (unless it is an older ring's, read late); the gain that
+                    // superseded it follows.
+                    let newest = self
+                        .awaiting
+                        .as_ref()
+                        .map_or(self.ring, |a| a.0.max(self.ring));
+                    if seq >= newest {
+                        if let Some((members, true)) = self.current.clone() {
+                            self.install(members, false);
+                        }
                     }
                     return Ok(false);
                 }
@@ -628,6 +635,19 @@ mod tests {
             "node 1 is gone from the ring"
         );
         assert_ne!(views[1].id, views[2].id);
+    }
+
+    /// An older ring's loss and gain, read late in one batch after a later ring's report,
+    /// change nothing: the later ring's view stands.
+    #[test]
+    fn an_older_rings_flap_read_late_changes_nothing() {
+        let q = |quorate, seq| Raw::Quorum { quorate, seq };
+        let batches = vec![
+            vec![members(&ALL, false)],
+            vec![Raw::Ring(30, Vec::new()), q(true, 30)],
+            vec![q(false, 20), q(true, 20)],
+        ];
+        assert_eq!(summary(&views_of(batches, true)), ["view [1, 2, 3] true"]);
     }
 
     /// A loss of quorum is taken at once, before CPG reports the ring.

@@ -894,6 +894,21 @@ impl Replica {
                 self.forget(n);
             }
         }
+        // Marks and a claim of nodes neither here nor kept for a dead process (a replica
+        // seeded again may know nodes that left while it had no quorum): departed, as at a
+        // departure this replica did not see. Kept, nobody would clear them.
+        let s = &self.state;
+        let gone: BTreeSet<NodeId> = s
+            .marks
+            .values()
+            .flatten()
+            .copied()
+            .chain(s.claim.map(|c| c.node))
+            .filter(|n| !members.contains(n) && !s.orphans.contains_key(n))
+            .collect();
+        for n in gone {
+            self.forget(n);
+        }
         self.state.nodes.retain(|n, _| members.contains(n));
         self.state.importing = importing.iter().copied().collect();
         for &n in members {
@@ -1384,6 +1399,22 @@ mod tests {
         assert_eq!(r.holders(3).count(), 0);
         assert_eq!(r.orphans().count(), 0);
         assert_eq!(r.node_state(2), Some(NodeState::default()));
+    }
+
+    /// A stale replica seeds the log again knowing a node that left while it had no quorum
+    /// (its marks and claim): at the cut that node is neither a member nor a dead process,
+    /// so what it held goes as at a departure; kept, nobody would clear it, and recovery
+    /// would wait for good.
+    #[test]
+    fn a_seed_again_drops_what_nodes_no_longer_here_held() {
+        let mut r = replica(1, "64 core 8", &[1, 2, 3]);
+        ask(&mut r, 3, RequestType::MarkRegion, &4u64.to_ne_bytes());
+        assert_eq!(work(&mut r, 3), Some(0));
+        r.seed_again(None);
+        r.cut(&[1, 2], &[2], &[], &[]);
+        assert_eq!(r.holders(4).count(), 0, "node 3's mark");
+        assert_eq!(r.claim(), None, "node 3's claim");
+        assert_eq!(work(&mut r, 1), Some(0));
     }
 
     #[test]
