@@ -4,7 +4,8 @@
 //! Checked throughout: members with valid state hold identical replicas at every point of
 //! the agreed order they reach (so a joiner's imported state is the others'); every request
 //! gets exactly one reply; a node's IS_CLEAN never says clean where its own kernel holds a
-//! mark; a departed node's marked regions are out of sync and its marks gone. Checked when
+//! mark; a node a quorate view saw depart has its marked regions out of sync and its marks
+//! gone. Checked when
 //! the system has settled: every member of a quorate component has valid state; no region
 //! is clean while a node of the component holds a mark on it; at most one kernel recovers,
 //! and it holds the replicas' claim. At the end, with the network healed and every mark
@@ -669,7 +670,8 @@ impl Cluster {
                     self.deaths.push((v.id, n));
                 }
             }
-            if member.standing() == Standing::Valid {
+            // A quorate view takes them for dead; without quorum, what they hold stays.
+            if member.standing() == Standing::Valid && v.quorate {
                 for &l in v.left.iter().filter(|l| !v.process_down.contains(l)) {
                     let marked: Vec<u64> = (0..self.regions)
                         .filter(|&r| member.replica().holders(r).any(|h| h == l))

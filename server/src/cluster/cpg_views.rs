@@ -261,7 +261,7 @@ impl Views {
                         .map_or(self.ring, |a| a.0.max(self.ring));
                     if seq >= newest {
                         if let Some((members, true)) = self.current.clone() {
-                            self.install(members, false);
+                            self.requorum(members, false);
                         }
                     }
                     return Ok(false);
@@ -293,11 +293,11 @@ impl Views {
                     // A change within the ring CPG reported last (expected votes changed);
                     // nothing if the view has that quorum already.
                     Some((members, _)) if seq == self.ring && self.pending.is_none() => {
-                        self.install(members, quorate);
+                        self.requorum(members, quorate);
                     }
                     // A loss is taken at once, for this ring or a later one; a gain for a
                     // ring CPG has not reported yet waits for that report.
-                    Some((members, true)) if !quorate => self.install(members, false),
+                    Some((members, true)) if !quorate => self.requorum(members, false),
                     _ => {}
                 }
             }
@@ -314,10 +314,26 @@ impl Views {
     /// instead could give a later ring's, which a node still alone in a minority would take
     /// for its own (seen in the `cluster_group_minority_partition` test). A loss is taken at
     /// once. Deliveries kept without quorum follow a quorate view of the same members.
-    fn install(&mut self, mut members: Vec<(NodeId, u32)>, quorate: bool) {
-        members.sort_unstable();
+    fn install(&mut self, members: Vec<(NodeId, u32)>, quorate: bool) {
         let ring = self.ring_nodes.take();
         let process_down = std::mem::take(&mut self.process_down);
+        self.install_view(members, quorate, ring, process_down);
+    }
+
+    /// Queues a view of the current members with `quorate` (a quorum change within the
+    /// view), leaving a pending change's PROCDOWNs and ring to the view that change makes.
+    fn requorum(&mut self, members: Vec<(NodeId, u32)>, quorate: bool) {
+        self.install_view(members, quorate, None, Vec::new());
+    }
+
+    fn install_view(
+        &mut self,
+        mut members: Vec<(NodeId, u32)>,
+        quorate: bool,
+        ring: Option<(u64, Vec<NodeId>)>,
+        process_down: Vec<NodeId>,
+    ) {
+        members.sort_unstable();
         if !self.joined || !members.iter().any(|&(n, _)| n == self.me) {
             return;
         }
@@ -411,7 +427,7 @@ mod tests {
 
     /// Node 3's views for `batches` of what corosync said, the quorum service answering
     /// `asked` when asked.
-    fn views_of(batches: Vec<Vec<Raw>>, asked: bool) -> Vec<GroupEvent> {
+    pub(super) fn views_of(batches: Vec<Vec<Raw>>, asked: bool) -> Vec<GroupEvent> {
         let mut v = Views::new(3);
         v.set_joined(true);
         let mut out = Vec::new();
@@ -424,7 +440,7 @@ mod tests {
         out
     }
 
-    fn summary(events: &[GroupEvent]) -> Vec<String> {
+    pub(super) fn summary(events: &[GroupEvent]) -> Vec<String> {
         events
             .iter()
             .map(|e| match e {
@@ -919,5 +935,66 @@ mod dispatch_tests {
              request is held for good",
             m3.view().map(|v| (v.id, v.quorate))
         );
+    }
+
+    /// Attack finding: a PROCDOWN consumed by a quorum loss read before its ring's report. Node 3's
+    /// view is {1, 2, 3}, quorate, in ring 10. A ring change comes in which node 2's dm-ulogd
+    /// is reported PROCDOWN (node 2 stays in the ring) while other nodes go down, and the
+    /// quorum service's loss notice for the new ring 11 is read before CPG's report of the
+    /// ring (notices are on their own connection: before or after). The loss is installed at
+    /// once as a view of the old members, which takes the pending PROCDOWN with it although
+    /// nobody left in that view; the ring's view then has node 2 in `left` without
+    /// `process_down`: every member took a process death for a node death and dropped node
+    /// 2's marks while its kernel went on writing. Now a quorum change within the view
+    /// leaves a pending change's PROCDOWNs and ring to that change's view.
+    #[test]
+    fn a_loss_read_before_its_ring_keeps_the_process_death() {
+        const ALL3: [(NodeId, u32); 3] = [(1, 10), (2, 20), (3, 30)];
+        let events = super::tests::views_of(
+            vec![
+                vec![
+                    Raw::Members {
+                        members: ALL3.to_vec(),
+                        ring_change: false,
+                        process_down: Vec::new(),
+                    },
+                    Raw::Ring(10, vec![1, 2, 3, 4, 5]),
+                    Raw::Quorum {
+                        quorate: true,
+                        seq: 10,
+                    },
+                ],
+                vec![
+                    Raw::Members {
+                        members: vec![(1, 10), (3, 30)],
+                        ring_change: true,
+                        process_down: vec![2],
+                    },
+                    Raw::Quorum {
+                        quorate: false,
+                        seq: 11,
+                    },
+                ],
+                vec![Raw::Ring(11, vec![1, 2, 3])],
+            ],
+            true,
+        );
+        let left_2: Vec<&View> = events
+            .iter()
+            .filter_map(|e| match e {
+                GroupEvent::View(v) if v.left.contains(&2) => Some(v),
+                _ => None,
+            })
+            .collect();
+        assert!(!left_2.is_empty(), "{:?}", super::tests::summary(&events));
+        for v in left_2 {
+            assert_eq!(
+                v.process_down,
+                [2],
+                "node 2 (PROCDOWN, its node in ring 11) left as a dead node: the quorum \
+                 loss installed before the ring's report swallowed its PROCDOWN ({:?})",
+                super::tests::summary(&events)
+            );
+        }
     }
 }

@@ -442,7 +442,16 @@ impl Member {
                 None => Vec::new(),
             };
             let departed = v.left.iter().filter(|n| !process_down.contains(n));
-            for n in departed.copied().chain(dead) {
+            // Only a quorate view takes a node for dead (fencing then stops it). Without
+            // quorum, one that left may be alive on the other side with nobody to fence it:
+            // what it holds stays, as for a dead process, in case this replica seeds the
+            // log again.
+            let (departed, unreachable): (Vec<NodeId>, Vec<NodeId>) =
+                departed.copied().partition(|_| v.quorate);
+            for n in unreachable {
+                self.replica.orphan(n);
+            }
+            for n in departed.into_iter().chain(dead) {
                 let out = self.replica.depart(n);
                 if valid {
                     if let Some((first, count)) = out.left_sync {
@@ -1368,5 +1377,66 @@ mod tests {
             "two recoverers: node 2 granted region 0 while node 1's kernel still copies it \
              (node 1 was granted it before the quorum flap and never reported)"
         );
+    }
+
+    /// Attack finding: a process death in a minority. Three nodes, the log on all; node 3's kernel
+    /// holds an acknowledged mark on region 5. A three-way split leaves no quorate
+    /// component, so no node is taken for dead by a quorate component (none is fenced).
+    /// Nodes 1 and 2 see node 3 leave (not PROCDOWN: it is on the other side) and their
+    /// stale replicas drop its marks at once. Node 3's dm-ulogd then dies while its node and
+    /// kernel stay up. The network heals: the quorate view {1, 2} has node 3 in its ring,
+    /// so node 3 is alive and unfenced, and its kernel may write region 5. Node 1 seeded
+    /// again from its replica, which had forgotten node 3's mark: region 5 was handed out.
+    /// Now only a quorate view takes a node that left for dead; without quorum, what it
+    /// holds stays.
+    #[test]
+    fn a_process_death_in_a_minority_keeps_its_marks() {
+        let sim = Sim::new(3, 31, 1 << 10, 0.0);
+        let mut ns = nodes(&sim, 3, "64 clustered-core 8 nosync");
+        settle(&sim, &mut ns);
+        assert!(ns.iter().all(|n| n.member.serving()));
+        let mark = 5u64.to_ne_bytes();
+        assert_eq!(
+            ask_of(&sim, &mut ns, 2, 1, RequestType::MarkRegion, &mark),
+            Ok(Vec::new())
+        );
+        // No component is quorate: nobody can be fenced.
+        sim.partition(&[vec![1], vec![2]]);
+        settle(&sim, &mut ns);
+        assert!(ns.iter().all(|n| !n.member.serving()));
+        // dm-ulogd dies on node 3; the node and its kernel stay up.
+        sim.kill_process(3);
+        sim.heal();
+        settle(&sim, &mut ns[..2]);
+        assert!(ns[..2].iter().all(|n| n.member.serving()));
+        let ring = ns[0].member.view().unwrap().ring.clone().unwrap();
+        assert!(ring.contains(&3), "node 3 is alive in the quorate ring");
+        for tag in 10..40 {
+            let work = ask_of(&sim, &mut ns[..2], 0, tag, RequestType::GetResyncWork, b"");
+            let work = ResyncWork::decode(&work.unwrap()).unwrap();
+            if !work.available {
+                break;
+            }
+            assert_ne!(
+                work.region, 5,
+                "region 5 granted for recovery while node 3's kernel (alive, in the quorate \
+                 ring, never taken for dead by a quorate component) holds an acknowledged \
+                 mark on it: the minority's stale replica dropped node 3's marks at the split"
+            );
+            let done = RegionSync {
+                region: work.region,
+                in_sync: true,
+            }
+            .encode();
+            ask_of(
+                &sim,
+                &mut ns[..2],
+                0,
+                tag + 100,
+                RequestType::SetRegionSync,
+                &done,
+            )
+            .unwrap();
+        }
     }
 }
