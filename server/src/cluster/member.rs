@@ -1222,6 +1222,25 @@ mod tests {
         assert_eq!(ns[0].member.replica().holders(9).collect::<Vec<_>>(), [3]);
     }
 
+    /// Node 1 (`ns[0]`) asks for resync work and reports each region in sync until none is
+    /// left; `never` must not be granted (`why` says what that would mean).
+    fn recover_all_but(sim: &Sim, ns: &mut [Node], never: u64, why: &str) {
+        for tag in 10..50 {
+            let work = ask_of(sim, ns, 0, tag, RequestType::GetResyncWork, b"");
+            let work = ResyncWork::decode(&work.unwrap()).unwrap();
+            if !work.available {
+                return;
+            }
+            assert_ne!(work.region, never, "{why}");
+            let done = RegionSync {
+                region: work.region,
+                in_sync: true,
+            }
+            .encode();
+            ask_of(sim, ns, 0, tag + 100, RequestType::SetRegionSync, &done).unwrap();
+        }
+    }
+
     /// Runs one request of node `i`'s kernel through the group; returns its reply.
     fn ask_of(
         sim: &Sim,
@@ -1274,33 +1293,14 @@ mod tests {
         settle(&sim, &mut ns[..2]);
         assert!(ns[..2].iter().all(|n| n.member.serving()));
         // Node 1 recovers what it is given.
-        for tag in 10..30 {
-            let work = ask_of(&sim, &mut ns[..2], 0, tag, RequestType::GetResyncWork, b"");
-            let work = ResyncWork::decode(&work.unwrap()).unwrap();
-            if !work.available {
-                break;
-            }
-            assert_ne!(
-                work.region, 5,
-                "region 5 granted for recovery to node 1 while node 3's kernel (dm-ulogd dead, \
-                 node up in the quorate component, never fenced) holds an acknowledged mark on \
-                 it and may be writing there"
-            );
-            let done = RegionSync {
-                region: work.region,
-                in_sync: true,
-            }
-            .encode();
-            ask_of(
-                &sim,
-                &mut ns[..2],
-                0,
-                tag + 100,
-                RequestType::SetRegionSync,
-                &done,
-            )
-            .unwrap();
-        }
+        recover_all_but(
+            &sim,
+            &mut ns[..2],
+            5,
+            "region 5 granted for recovery to node 1 while node 3's kernel (dm-ulogd dead, node \
+             up in the quorate component, never fenced) holds an acknowledged mark on it and \
+             may be writing there",
+        );
     }
 
     /// Every node's dm-ulogd is restarted (nodes up, kernels keep their marks; the module
@@ -1411,32 +1411,13 @@ mod tests {
         assert!(ns[..2].iter().all(|n| n.member.serving()));
         let ring = ns[0].member.view().unwrap().ring.clone().unwrap();
         assert!(ring.contains(&3), "node 3 is alive in the quorate ring");
-        for tag in 10..40 {
-            let work = ask_of(&sim, &mut ns[..2], 0, tag, RequestType::GetResyncWork, b"");
-            let work = ResyncWork::decode(&work.unwrap()).unwrap();
-            if !work.available {
-                break;
-            }
-            assert_ne!(
-                work.region, 5,
-                "region 5 granted for recovery while node 3's kernel (alive, in the quorate \
-                 ring, never taken for dead by a quorate component) holds an acknowledged \
-                 mark on it: the minority's stale replica dropped node 3's marks at the split"
-            );
-            let done = RegionSync {
-                region: work.region,
-                in_sync: true,
-            }
-            .encode();
-            ask_of(
-                &sim,
-                &mut ns[..2],
-                0,
-                tag + 100,
-                RequestType::SetRegionSync,
-                &done,
-            )
-            .unwrap();
-        }
+        recover_all_but(
+            &sim,
+            &mut ns[..2],
+            5,
+            "region 5 granted for recovery while node 3's kernel (alive, in the quorate ring, \
+             never taken for dead by a quorate component) holds an acknowledged mark on it: \
+             the minority's stale replica dropped node 3's marks at the split",
+        );
     }
 }

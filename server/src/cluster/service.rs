@@ -855,6 +855,21 @@ mod tests {
             .unwrap_or_else(|| panic!("{kind:?} not answered"))
     }
 
+    /// Nodes 1 and 2 with table `table` loaded (CTR) and resumed.
+    fn resumed_pair(sim: &Rc<Sim>, table: &str) -> (Node, Node) {
+        let mut a = Node::new(sim, 1, Rc::default());
+        let mut b = Node::new(sim, 2, Rc::default());
+        for n in [&mut a, &mut b] {
+            let ctr = n.send(1, RequestType::Ctr, table.as_bytes());
+            assert_eq!(answered(&n.take().0, ctr).map(|s| s.error), Some(0));
+        }
+        for n in 0..2 {
+            let nodes = &mut [&mut a, &mut b];
+            assert_eq!(ask(sim, nodes, n, RequestType::Resume, b"").error, 0);
+        }
+        (a, b)
+    }
+
     fn clean_on_disk(path: &std::path::Path) -> u64 {
         let device = LogDevice::open_read_only(path.to_str().unwrap()).unwrap();
         let summary = crate::disk::summarize(&device, Some(8))
@@ -873,16 +888,8 @@ mod tests {
         tmp.as_file().set_len(64 << 10).unwrap();
         let table = format!("8192 clustered-disk {} 1024", tmp.path().display());
         let sim = Rc::new(Sim::new(2, 5, 4096, 0.0));
-        let mut a = Node::new(&sim, 1, Rc::default());
-        let mut b = Node::new(&sim, 2, Rc::default());
-        for n in [&mut a, &mut b] {
-            let ctr = n.send(1, RequestType::Ctr, table.as_bytes());
-            assert_eq!(answered(&n.take().0, ctr).map(|s| s.error), Some(0));
-        }
+        let (mut a, mut b) = resumed_pair(&sim, &table);
         let nodes = &mut [&mut a, &mut b];
-        for n in 0..2 {
-            assert_eq!(ask(&sim, nodes, n, RequestType::Resume, b"").error, 0);
-        }
         // Node 2 recovers every region; the FLUSH after it makes the bitmap durable.
         loop {
             let work = ask(&sim, nodes, 1, RequestType::GetResyncWork, b"");
@@ -1047,16 +1054,8 @@ mod tests {
         let sim = Rc::new(Sim::new(5, 21, 4096, 0.0));
         sim.crash(4);
         sim.crash(5);
-        let mut a = Node::new(&sim, 1, Rc::default());
-        let mut b = Node::new(&sim, 2, Rc::default());
-        for n in [&mut a, &mut b] {
-            let ctr = n.send(1, RequestType::Ctr, table.as_bytes());
-            assert_eq!(answered(&n.take().0, ctr).map(|s| s.error), Some(0));
-        }
+        let (mut a, mut b) = resumed_pair(&sim, &table);
         let nodes = &mut [&mut a, &mut b];
-        for n in 0..2 {
-            assert_eq!(ask(&sim, nodes, n, RequestType::Resume, b"").error, 0);
-        }
         ask(&sim, nodes, 1, RequestType::MarkRegion, &3u64.to_ne_bytes());
         assert_eq!(ask(&sim, nodes, 1, RequestType::Flush, b"").error, 0);
         // Quorum lost and regained, every member still there.
