@@ -1527,4 +1527,38 @@ mod tests {
         c.snapshot(&mut again);
         assert_eq!(again, snapshot);
     }
+
+    /// Attack 29: IS_REMOTE_RECOVERING answers no while the only other node is suspended.
+    /// dm-raid1 then writes the out-of-sync region to the default leg only, unmarked (a
+    /// NOSYNC region's write takes no mark). The suspended node resumes and is granted that
+    /// region, and copies it while the write may be in flight (the copy reads the default
+    /// leg, then writes the others): its success puts the region in sync with the legs
+    /// different. Nothing in the log knows of that write; answering yes (the asker, running,
+    /// recovers the region itself, from the priority set) would keep it back.
+    #[test]
+    #[ignore = "attack: IS_REMOTE_RECOVERING says no while the other node is suspended; it resumes and copies under the unmarked write"]
+    fn a_node_told_nobody_recovers_is_not_copied_under_by_one_resuming() {
+        let mut r = replica(1, "64 core 8", &[1, 2]);
+        ask(&mut r, 1, RequestType::Resume, b"");
+        ask(&mut r, 2, RequestType::Resume, b"");
+        ask(&mut r, 2, RequestType::Presuspend, b"");
+        let rr = RemoteRecovering::decode(&ask(
+            &mut r,
+            1,
+            RequestType::IsRemoteRecovering,
+            &0u64.to_ne_bytes(),
+        ))
+        .unwrap();
+        if !rr.is_recovering {
+            // Node 1's write to region 0 goes to the default leg, unmarked, now.
+            ask(&mut r, 2, RequestType::Resume, b"");
+            let given = work(&mut r, 2);
+            assert_ne!(
+                given,
+                Some(0),
+                "node 2 granted region 0 right after node 1 was told nobody recovers it: \
+                 node 2's copy runs under node 1's unmarked write to the default leg"
+            );
+        }
+    }
 }
