@@ -1131,7 +1131,14 @@ mod attack29_tests {
         for (g, m) in [(&mut g1, &mut m1), (&mut g2, &mut m2), (&mut g3, &mut m3)] {
             dispatch(g, m, vec![first()], vec![]);
         }
-        run(&mut [(1, &mut g1, &mut m1), (2, &mut g2, &mut m2), (3, &mut g3, &mut m3)], &mut a);
+        run(
+            &mut [
+                (1, &mut g1, &mut m1),
+                (2, &mut g2, &mut m2),
+                (3, &mut g3, &mut m3),
+            ],
+            &mut a,
+        );
         assert!(m1.serving() && m2.serving() && m3.serving());
         // Node 2's kernel asks for resync work.
         let now = m2.request(&mut g2, 1, RequestType::GetResyncWork, b"");
@@ -1142,15 +1149,34 @@ mod attack29_tests {
             .map(|payload| Raw::Deliver { from: 2, payload })
             .collect();
         // Node 1 reads the loss first; nodes 2 and 3 read the grant, then the loss.
-        a[0].extend(dispatch_acts(&mut g1, &mut m1, vec![], vec![quorum(40, false)]));
+        a[0].extend(dispatch_acts(
+            &mut g1,
+            &mut m1,
+            vec![],
+            vec![quorum(40, false)],
+        ));
         a[0].extend(dispatch_acts(&mut g1, &mut m1, grant.clone(), vec![]));
-        a[1].extend(dispatch_acts(&mut g2, &mut m2, grant.clone(), vec![quorum(40, false)]));
-        a[2].extend(dispatch_acts(&mut g3, &mut m3, grant, vec![quorum(40, false)]));
+        a[1].extend(dispatch_acts(
+            &mut g2,
+            &mut m2,
+            grant.clone(),
+            vec![quorum(40, false)],
+        ));
+        a[2].extend(dispatch_acts(
+            &mut g3,
+            &mut m3,
+            grant,
+            vec![quorum(40, false)],
+        ));
         let granted = Action::Reply {
             tag: 1,
             result: Ok(ResyncWork::from(Some(0)).encode().to_vec()),
         };
-        assert!(a[1].contains(&granted), "node 2 granted region 0: {:?}", a[1]);
+        assert!(
+            a[1].contains(&granted),
+            "node 2 granted region 0: {:?}",
+            a[1]
+        );
         // Node 2's kernel copies region 0 (kcopyd) and reports only when done.
         for (i, (g, m)) in [(&mut g1, &mut m1), (&mut g2, &mut m2), (&mut g3, &mut m3)]
             .into_iter()
@@ -1158,12 +1184,26 @@ mod attack29_tests {
         {
             a[i].extend(dispatch_acts(g, m, vec![], vec![quorum(40, true)]));
         }
-        run(&mut [(1, &mut g1, &mut m1), (2, &mut g2, &mut m2), (3, &mut g3, &mut m3)], &mut a);
+        run(
+            &mut [
+                (1, &mut g1, &mut m1),
+                (2, &mut g2, &mut m2),
+                (3, &mut g3, &mut m3),
+            ],
+            &mut a,
+        );
         assert!(m1.serving() && m2.serving() && m3.serving(), "quorum back");
         // Node 3's kernel asks for work.
         let now = m3.request(&mut g3, 1, RequestType::GetResyncWork, b"");
         a[2].extend(now);
-        run(&mut [(1, &mut g1, &mut m1), (2, &mut g2, &mut m2), (3, &mut g3, &mut m3)], &mut a);
+        run(
+            &mut [
+                (1, &mut g1, &mut m1),
+                (2, &mut g2, &mut m2),
+                (3, &mut g3, &mut m3),
+            ],
+            &mut a,
+        );
         let given = a[2]
             .iter()
             .find_map(|x| match x {
@@ -1175,16 +1215,54 @@ mod attack29_tests {
         if work.available && work.region == 0 {
             // Node 3 copies region 0 and reports it; node 1 marks it and writes, during
             // node 2's copy; node 2 reports its copy.
-            let done = RegionSync { region: 0, in_sync: true }.encode();
+            let done = RegionSync {
+                region: 0,
+                in_sync: true,
+            }
+            .encode();
             m3.request(&mut g3, 2, RequestType::SetRegionSync, &done);
-            run(&mut [(1, &mut g1, &mut m1), (2, &mut g2, &mut m2), (3, &mut g3, &mut m3)], &mut a);
+            run(
+                &mut [
+                    (1, &mut g1, &mut m1),
+                    (2, &mut g2, &mut m2),
+                    (3, &mut g3, &mut m3),
+                ],
+                &mut a,
+            );
             m1.request(&mut g1, 1, RequestType::MarkRegion, &0u64.to_ne_bytes());
-            run(&mut [(1, &mut g1, &mut m1), (2, &mut g2, &mut m2), (3, &mut g3, &mut m3)], &mut a);
-            assert!(a[0].contains(&Action::Reply { tag: 1, result: Ok(Vec::new()) }), "node 1's mark answered");
+            run(
+                &mut [
+                    (1, &mut g1, &mut m1),
+                    (2, &mut g2, &mut m2),
+                    (3, &mut g3, &mut m3),
+                ],
+                &mut a,
+            );
+            assert!(
+                a[0].contains(&Action::Reply {
+                    tag: 1,
+                    result: Ok(Vec::new())
+                }),
+                "node 1's mark answered"
+            );
             m2.request(&mut g2, 2, RequestType::SetRegionSync, &done);
-            run(&mut [(1, &mut g1, &mut m1), (2, &mut g2, &mut m2), (3, &mut g3, &mut m3)], &mut a);
+            run(
+                &mut [
+                    (1, &mut g1, &mut m1),
+                    (2, &mut g2, &mut m2),
+                    (3, &mut g3, &mut m3),
+                ],
+                &mut a,
+            );
             m1.request(&mut g1, 2, RequestType::ClearRegion, &0u64.to_ne_bytes());
-            run(&mut [(1, &mut g1, &mut m1), (2, &mut g2, &mut m2), (3, &mut g3, &mut m3)], &mut a);
+            run(
+                &mut [
+                    (1, &mut g1, &mut m1),
+                    (2, &mut g2, &mut m2),
+                    (3, &mut g3, &mut m3),
+                ],
+                &mut a,
+            );
         }
         for m in [&m1, &m2, &m3] {
             let rep = m.replica();
@@ -1227,7 +1305,11 @@ mod attack29_tests {
         // The Hellos of V's round, in CPG's order.
         let mut hellos = Vec::new();
         for (id, g) in [(1, &mut g1), (2, &mut g2), (3, &mut g3)] {
-            hellos.extend(g.sent.drain(..).map(|payload| Raw::Deliver { from: id, payload }));
+            hellos.extend(
+                g.sent
+                    .drain(..)
+                    .map(|payload| Raw::Deliver { from: id, payload }),
+            );
         }
         // Node 1 reads the loss before them; nodes 2 and 3 after them.
         dispatch(&mut g1, &mut m1, vec![], vec![quorum(40, false)]);
@@ -1239,7 +1321,14 @@ mod attack29_tests {
             dispatch(g, m, vec![], vec![quorum(40, true)]);
         }
         let regained = m1.view().unwrap().id;
-        run(&mut [(1, &mut g1, &mut m1), (2, &mut g2, &mut m2), (3, &mut g3, &mut m3)], &mut a);
+        run(
+            &mut [
+                (1, &mut g1, &mut m1),
+                (2, &mut g2, &mut m2),
+                (3, &mut g3, &mut m3),
+            ],
+            &mut a,
+        );
         assert!(
             m1.serving() && m2.serving() && m3.serving(),
             "quorate and stable, yet not every member has state: {:?} {:?} {:?} (rounds \

@@ -1442,9 +1442,12 @@ mod tests {
         }
         settle(&sim, &mut ns);
         let n = &mut ns[2];
-        let now = n
-            .member
-            .request(&mut n.group, 1, RequestType::MarkRegion, &5u64.to_ne_bytes());
+        let now = n.member.request(
+            &mut n.group,
+            1,
+            RequestType::MarkRegion,
+            &5u64.to_ne_bytes(),
+        );
         n.actions.extend(now);
         settle(&sim, &mut ns);
         assert!(ns[0].member.serving(), "node 1 serves its own table");
