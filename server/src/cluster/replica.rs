@@ -784,7 +784,11 @@ impl Replica {
     fn remote_recovering(&mut self, from: NodeId, r: u64) -> RemoteRecovering {
         let s = &self.state;
         let asker_suspended = s.nodes.get(&from).is_some_and(|n| n.suspended);
-        let other = s.nodes.iter().any(|(&n, st)| n != from && !st.suspended);
+        // Any other node, suspended ones too: told no, the asker writes the region to its
+        // default leg only and unmarked, and a node resuming later could be handed the
+        // region and copy under that write. Told yes, the asker holds the write back and
+        // recovers the region itself (from the priority set) when no one else does.
+        let other = s.nodes.keys().any(|&n| n != from);
         // A node whose process stopped may still be copying the region it claimed.
         let copied_elsewhere = s.claim.is_some_and(|c| c.region == r && c.node != from);
         let is_recovering = r < self.spec.regions
@@ -1432,7 +1436,7 @@ mod tests {
     }
 
     #[test]
-    fn remote_recovering_only_with_another_node_that_may_recover() {
+    fn remote_recovering_with_any_other_node() {
         let mut r = replica(1, "32 core 8", &[1]);
         let rr = |r: &mut Replica, from| {
             let reply = ask(
@@ -1450,7 +1454,14 @@ mod tests {
         r.cut(&[1, 2], &[], &[], &[]);
         assert!(rr(&mut r, 1).is_recovering);
         ask(&mut r, 2, RequestType::Presuspend, b"");
-        assert!(!rr(&mut r, 1).is_recovering, "the other node is suspended");
+        assert!(
+            rr(&mut r, 1).is_recovering,
+            "the other node is suspended, and may resume and copy the region"
+        );
+        assert!(
+            !rr(&mut r, 2).is_recovering,
+            "a suspended asker writes nothing"
+        );
         ask(&mut r, 2, RequestType::Resume, b"");
         assert!(rr(&mut r, 1).is_recovering);
         assert_eq!(
@@ -1528,15 +1539,12 @@ mod tests {
         assert_eq!(again, snapshot);
     }
 
-    /// Attack 29: IS_REMOTE_RECOVERING answers no while the only other node is suspended.
-    /// dm-raid1 then writes the out-of-sync region to the default leg only, unmarked (a
-    /// NOSYNC region's write takes no mark). The suspended node resumes and is granted that
-    /// region, and copies it while the write may be in flight (the copy reads the default
-    /// leg, then writes the others): its success puts the region in sync with the legs
-    /// different. Nothing in the log knows of that write; answering yes (the asker, running,
-    /// recovers the region itself, from the priority set) would keep it back.
+    /// IS_REMOTE_RECOVERING said no while the only other node was suspended (found by an
+    /// attack): dm-raid1 then writes the out-of-sync region to the default leg only,
+    /// unmarked (a NOSYNC region's write takes no mark), and the suspended node, resumed, was
+    /// granted that region and copied it under the write: its success put the region in
+    /// sync with the legs different. Now the asker is told yes and holds the write back.
     #[test]
-    #[ignore = "attack: IS_REMOTE_RECOVERING says no while the other node is suspended; it resumes and copies under the unmarked write"]
     fn a_node_told_nobody_recovers_is_not_copied_under_by_one_resuming() {
         let mut r = replica(1, "64 core 8", &[1, 2]);
         ask(&mut r, 1, RequestType::Resume, b"");
