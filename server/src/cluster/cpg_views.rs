@@ -763,6 +763,7 @@ mod dispatch_tests {
             view,
             standing: Standing::Valid,
             state: NodeState::default(),
+            applied: 0,
             marks: Vec::new(),
             last: true,
         }
@@ -1110,14 +1111,12 @@ mod attack29_tests {
     /// A quorum blip within the ring (a qdevice vote lost and regained). Node 2's kernel is
     /// granted region 0 (it applied the grant, then read the loss); node 1 read the loss
     /// notice before the grant's delivery (notices come on their own connection), so its
-    /// replica never applied it. At the regain nobody is valid: node 1, the lowest stale
-    /// member, seeds the log again from its replica, which has no claim, and a stale Hello
-    /// carries no claim. Node 3 is then granted region 0 while node 2's kernel copies it;
-    /// node 3's copy ends, region 0 is in sync, node 1 marks and writes it while node 2's
-    /// copy still runs (it may put the old data on the other leg after node 1's write), and
-    /// node 2's report changes nothing: region 0 stays in sync with its legs different.
+    /// replica never applied it. At the regain nobody is valid. Found by an attack: node 1,
+    /// the lowest stale member, seeded the log again from its replica, which had no claim;
+    /// node 3 was then granted region 0 while node 2's kernel copied it, region 0 went in
+    /// sync, and node 1 wrote it during node 2's copy. Now the stale member whose replica
+    /// applied most (node 2, its Hello says) seeds, with the claim.
     #[test]
-    #[ignore = "attack: a quorum loss read by the seeder before a grant loses the recovery claim (two recoverers, a copy under a write counted in sync)"]
     fn a_loss_read_before_a_grant_by_the_seeder_keeps_the_claim() {
         let (mut g1, mut m1) = node(1, true);
         let (mut g2, mut m2) = node(2, true);

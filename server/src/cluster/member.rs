@@ -11,9 +11,9 @@
 //! after, import the snapshot at its last chunk, apply the queue and multicast `Imported`
 //! (until then no replica lets them lead: an import can fail). No timers: the
 //! order alone says what the snapshot covers, so no stale snapshot can be taken for a newer
-//! one (cmirrord sleeps 3 s for that). If no member has valid state, the lowest seeds the
-//! log: from the table if every member is fresh, with every region out of sync if one held
-//! the log before.
+//! one (cmirrord sleeps 3 s for that). If no member has valid state, one seeds the log: the
+//! stale member whose replica applied most, from that replica with every region out of
+//! sync; else the lowest, from the table.
 //!
 //! **Process deaths.** A member that leaves the view because its process stopped (the node
 //! stays in the ring) keeps its marks and claim in every replica: its kernel may still be
@@ -125,14 +125,23 @@ struct Import {
     queued: Vec<(NodeId, Message)>,
 }
 
+/// What a member's Hellos said: its standing, and a stale one's suspend/resume state, how
+/// far its replica got, and the marks its kernel holds.
+#[derive(Debug)]
+struct Greeting {
+    standing: Standing,
+    state: NodeState,
+    applied: u64,
+    marks: Vec<u64>,
+}
+
 /// The round of one quorate view.
 #[derive(Debug)]
 struct Round {
     view: ViewId,
     members: Vec<NodeId>,
-    /// Members whose last Hello arrived: their standing, and a stale one's suspend/resume
-    /// state and marks.
-    hellos: BTreeMap<NodeId, (Standing, NodeState, Vec<u64>)>,
+    /// Members whose last Hello arrived, and what it said.
+    hellos: BTreeMap<NodeId, Greeting>,
     /// Marks of Hellos still to be continued.
     partial: BTreeMap<NodeId, Vec<u64>>,
     /// Set at the cut for a member that imports.
@@ -512,7 +521,7 @@ impl Member {
             import: None,
             cut: false,
         });
-        let (state, marks) = match self.standing {
+        let (state, applied, marks) = match self.standing {
             // Its replica as of its last quorate view: what its kernel's requests applied
             // there made (the kernel heard EAGAIN for the others, and sends them again, in
             // its order, after this cut). Not what the kernel was answered: a FLUSH marks
@@ -520,18 +529,29 @@ impl Member {
             // applied if it was answered EAGAIN.
             Standing::Stale => (
                 self.replica.node_state(self.me()).unwrap_or_default(),
+                self.replica.applied(),
                 self.replica.marks_of(self.me()).collect(),
             ),
-            _ => (NodeState::default(), Vec::new()),
+            _ => (NodeState::default(), 0, Vec::new()),
+        };
+        let greeting = |marks: &[u64]| Greeting {
+            standing: self.standing,
+            state,
+            applied,
+            marks: marks.to_vec(),
         };
         let per_hello = ((group.max_message_size() - HELLO_OVERHEAD) / 8).max(1);
         let mut parts = marks.chunks(per_hello).peekable();
+        let mut hellos = Vec::new();
         if parts.peek().is_none() {
-            self.send(group, hello(id, self.standing, state, &[], true));
+            hellos.push(greeting(&[]).hello(id, true));
         }
         while let Some(part) = parts.next() {
             let last = parts.peek().is_none();
-            self.send(group, hello(id, self.standing, state, part, last));
+            hellos.push(greeting(part).hello(id, last));
+        }
+        for h in hellos {
+            self.send(group, h);
         }
         if valid {
             self.leader_writes(actions);
@@ -550,6 +570,7 @@ impl Member {
                 view,
                 standing,
                 state,
+                applied,
                 marks,
                 last,
             } => {
@@ -562,7 +583,13 @@ impl Member {
                     round.partial.insert(from, all);
                     return;
                 }
-                round.hellos.insert(from, (standing, state, all));
+                let greeting = Greeting {
+                    standing,
+                    state,
+                    applied,
+                    marks: all,
+                };
+                round.hellos.insert(from, greeting);
                 if round.members.iter().all(|m| round.hellos.contains_key(m)) {
                     self.cut(group, actions);
                 }
@@ -589,40 +616,34 @@ impl Member {
         let me = self.me();
         let round = self.round.as_mut().expect("a round");
         round.cut = true;
-        let valid: Vec<NodeId> = round
-            .hellos
-            .iter()
-            .filter(|(_, (s, _, _))| *s == Standing::Valid)
-            .map(|(&n, _)| n)
-            .collect();
-        // Without a valid member, the lowest stale one seeds the log from its replica: it
-        // knows the marks and claims of nodes whose process died, and the recovery claim.
-        let stale_members = round
-            .hellos
-            .iter()
-            .filter(|(_, (s, _, _))| *s == Standing::Stale)
+        let with = |standing| {
+            round
+                .hellos
+                .iter()
+                .filter(move |(_, g)| g.standing == standing)
+        };
+        let valid: Vec<NodeId> = with(Standing::Valid).map(|(&n, _)| n).collect();
+        // Without a valid member, the stale one whose replica got furthest in the log's
+        // history (the lowest of those) seeds the log from its replica: it knows the marks
+        // and claims of nodes whose process died, and the recovery claim. Members read the
+        // loss of quorum at different points of the agreed order, so the lowest may have
+        // missed a grant the others applied (and its kernel is copying).
+        let furthest = with(Standing::Stale)
+            .min_by_key(|&(&n, g)| (std::cmp::Reverse(g.applied), n))
             .map(|(&n, _)| n);
         let sender = valid
             .first()
             .copied()
-            .or(stale_members.min())
+            .or(furthest)
             .unwrap_or(round.members[0]);
-        let rejoining: Vec<Rejoining> = round
-            .hellos
-            .iter()
-            .filter(|(_, (s, _, _))| *s == Standing::Stale)
-            .map(|(&node, &(_, state, ref marks))| Rejoining {
+        let rejoining: Vec<Rejoining> = with(Standing::Stale)
+            .map(|(&node, g)| Rejoining {
                 node,
-                state,
-                marks: marks.clone(),
+                state: g.state,
+                marks: g.marks.clone(),
             })
             .collect();
-        let renewed: Vec<NodeId> = round
-            .hellos
-            .iter()
-            .filter(|(_, (s, _, _))| *s == Standing::New)
-            .map(|(&n, _)| n)
-            .collect();
+        let renewed: Vec<NodeId> = with(Standing::New).map(|(&n, _)| n).collect();
         let members = round.members.clone();
         let view = round.view;
         // Members that import the snapshot: they hold the state (and may lead) once their
@@ -811,13 +832,17 @@ impl Member {
     }
 }
 
-fn hello(view: ViewId, standing: Standing, state: NodeState, marks: &[u64], last: bool) -> Message {
-    Message::Hello {
-        view,
-        standing,
-        state,
-        marks: marks.to_vec(),
-        last,
+impl Greeting {
+    /// One Hello of `view` saying this (`last`: the member's last Hello of the view).
+    fn hello(self, view: ViewId, last: bool) -> Message {
+        Message::Hello {
+            view,
+            standing: self.standing,
+            state: self.state,
+            applied: self.applied,
+            marks: self.marks,
+            last,
+        }
     }
 }
 
@@ -1046,9 +1071,9 @@ mod tests {
         let sim = Sim::new(3, 1, 1 << 10, 0.0);
         let mut ns = nodes(&sim, 3, "64 clustered-core 8");
         settle(&sim, &mut ns);
-        // Node 3 speaks as a later dm-ulogd would (version byte 4), just before node 1's
-        // kernel marks a region: the mark waits for its delivery when every member stops.
-        ns[2].group.multicast(&[4, 1, 0, 0]).unwrap();
+        // Node 3 speaks as a much later dm-ulogd would (version byte 200), just before node
+        // 1's kernel marks a region: the mark waits for its delivery when every member stops.
+        ns[2].group.multicast(&[200, 1, 0, 0]).unwrap();
         sim.order(usize::MAX);
         let n = &mut ns[0];
         let mark = 5u64.to_ne_bytes();

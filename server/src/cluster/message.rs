@@ -15,7 +15,7 @@ use super::transfer::{Reader, TransferError};
 
 /// The version of these messages (2: [`Message::Imported`]; 3: a process death keeps the
 /// node's marks, so replicas of version 2 would part from these).
-const VERSION: u8 = 3;
+const VERSION: u8 = 4;
 
 const REQUEST: u8 = 1;
 const HELLO: u8 = 2;
@@ -26,7 +26,7 @@ const IMPORTED: u8 = 5;
 /// Bytes of a [`Message::Chunk`] besides the chunk.
 pub const CHUNK_OVERHEAD: usize = 2 + 8 + 4 + 4;
 /// Bytes of a [`Message::Hello`] besides its marks.
-pub const HELLO_OVERHEAD: usize = 2 + 8 + 1 + 1 + 1 + 8;
+pub const HELLO_OVERHEAD: usize = 2 + 8 + 1 + 1 + 8 + 1 + 8;
 
 /// What a member knows of its own copy when a view begins.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +66,9 @@ pub enum Message {
         standing: Standing,
         /// Its suspend/resume state when it lost quorum (a stale member only).
         state: NodeState,
+        /// How many replicated messages its replica had applied when it lost quorum (a
+        /// stale member only): the furthest on seeds the log again.
+        applied: u64,
         /// Regions its kernel holds marks on (a stale member only).
         marks: Vec<u64>,
         /// The member's last Hello of this view.
@@ -115,6 +118,7 @@ impl Message {
                 view,
                 standing,
                 state,
+                applied,
                 marks,
                 last,
             } => {
@@ -127,6 +131,7 @@ impl Message {
                     Standing::New => 3,
                 });
                 out.push(state.to_bits());
+                put64(&mut out, *applied);
                 out.push(u8::from(*last));
                 put64(&mut out, marks.len() as u64);
                 for &r in marks {
@@ -180,6 +185,7 @@ impl Message {
                     _ => return Err(TransferError::Corrupt),
                 };
                 let state = NodeState::from_bits(r.u8()?);
+                let applied = r.u64()?;
                 let last = r.u8()? != 0;
                 let n = r.count()?;
                 let marks = (0..n).map(|_| r.u64()).collect::<Result<_, _>>()?;
@@ -187,6 +193,7 @@ impl Message {
                     view,
                     standing,
                     state,
+                    applied,
                     marks,
                     last,
                 }
@@ -228,6 +235,7 @@ mod tests {
                     suspended: false,
                     running: true,
                 },
+                applied: 1 << 40,
                 marks: vec![1, 99],
                 last: true,
             },
@@ -259,6 +267,7 @@ mod tests {
             view: ViewId(1),
             standing: Standing::Fresh,
             state: NodeState::default(),
+            applied: 0,
             marks: vec![5],
             last: true,
         };

@@ -236,6 +236,10 @@ struct State {
     pending: Vec<PendingFlush>,
     /// The last write failed.
     disk_failed: bool,
+    /// Replicated messages applied since the log was first seeded: a position in the log's
+    /// one history. Members that lost quorum at different points of it tell, in their
+    /// Hellos, how far they got; the one furthest on seeds the log again.
+    applied: u64,
 }
 
 /// One node's copy of a clustered log.
@@ -251,7 +255,7 @@ pub struct Replica {
 }
 
 const SNAPSHOT_MAGIC: u32 = u32::from_le_bytes(*b"ULCS");
-const SNAPSHOT_VERSION: u32 = 3;
+const SNAPSHOT_VERSION: u32 = 4;
 
 impl Replica {
     /// Node `me`'s copy of the log `spec` describes, without state yet: it gets state by
@@ -279,6 +283,7 @@ impl Replica {
                 written: 0,
                 pending: Vec::new(),
                 disk_failed: false,
+                applied: 0,
             },
             left_sync: LeftSync::default(),
         })
@@ -348,6 +353,11 @@ impl Replica {
     pub fn leader(&self) -> Option<NodeId> {
         let s = &self.state;
         s.nodes.keys().copied().find(|n| !s.importing.contains(n))
+    }
+
+    /// How many replicated messages this state has applied since the log was first seeded.
+    pub fn applied(&self) -> u64 {
+        self.state.applied
     }
 
     /// The nodes with state.
@@ -460,6 +470,7 @@ impl Replica {
 
     /// Applies a [`Route::Replicated`] request of node `from`, delivered in agreed order.
     pub fn apply(&mut self, from: NodeId, tag: u64, kind: RequestType, data: &[u8]) -> Output {
+        self.state.applied += 1;
         let mut out = Output::default();
         let mut payload = Vec::new();
         let answered = self.answer(from, tag, kind, data, &mut payload, &mut out);
@@ -703,6 +714,7 @@ impl Replica {
     /// FLUSHes it covers, with EIO if it failed.
     pub fn written(&mut self, generation: u64, ok: bool) -> Output {
         let s = &mut self.state;
+        s.applied += 1;
         s.disk_failed = !ok;
         if ok || planted(Bug::FailedWriteCountsAsWritten) {
             s.written = s.written.max(generation);
@@ -948,6 +960,7 @@ impl Replica {
     /// (two writers at once could leave an older bitmap on the device), so this node is
     /// told to write only if no node led.
     pub fn imported(&mut self, n: NodeId) -> Output {
+        self.state.applied += 1;
         let led = self.leader().is_some();
         self.state.importing.remove(&n);
         Output {
@@ -966,6 +979,7 @@ impl Replica {
         put64(out, self.spec.regions);
         put64(out, self.spec.region_size);
         out.push(u8::from(matches!(self.spec.storage, Storage::Disk(_))));
+        put64(out, s.applied);
         put64(out, s.sync_search);
         put64(out, s.generation);
         put64(out, s.written);
@@ -1038,6 +1052,7 @@ impl Replica {
             let v = r.u64()?;
             (v < regions).then_some(v).ok_or(TransferError::Corrupt)
         };
+        let applied = r.u64()?;
         let sync_search = r.u64()?;
         let generation = r.u64()?;
         let written = r.u64()?;
@@ -1102,6 +1117,7 @@ impl Replica {
         s.written = written;
         s.pending = pending;
         s.disk_failed = disk_failed;
+        s.applied = applied;
         Ok(())
     }
 }
