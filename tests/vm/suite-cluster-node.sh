@@ -3,22 +3,37 @@
 # over the guests' own network, dm-ulogd serving clustered logs through corosync, the Rust
 # module, and two mirrors whose legs (/dev/vda, /dev/vdb) every guest shares: one with a
 # clustered-core log, one with a clustered-disk log on /dev/vdc. Each node writes its own
-# part of both mirrors; the victim node (dmlu.victim) asks the host to kill it mid-write
-# (standing in for fencing) and the survivors must recover what it had marked. The host then
-# compares the legs and reads the disk log. Node parameters come from the kernel command
-# line: dmlu.node=N dmlu.nodes=COUNT dmlu.victim=N (tests/vm/init exports them).
+# part of both mirrors. Node parameters come from the kernel command line: dmlu.node=N
+# dmlu.nodes=COUNT dmlu.victim=N dmlu.plan=pair|trio (tests/vm/init exports them).
+# - pair: the victim node asks the host to kill it mid-write (standing in for fencing) and
+#   the survivors must recover what it had marked.
+# - trio: three nodes write throughout while the last one's dm-ulogd is killed and started
+#   again (its guest lives), then while the host cuts node 2 off the network and joins it
+#   again; every node ends with both mirrors in sync.
+# The host then compares the legs and reads the disk log.
 
-TESTS="setup cluster_node_quorate cluster_node_mirrors_active cluster_node_writes
+PLAN=${DMLU_PLAN:-pair}
+if [ "$PLAN" = trio ]; then
+	TESTS="setup cluster_node_quorate cluster_node_mirrors_active cluster_node_daemon_killed
+cluster_node_partitioned cluster_node_clustered_core_recovered
+cluster_node_clustered_disk_recovered teardown kmemleak_reports_nothing"
+else
+	TESTS="setup cluster_node_quorate cluster_node_mirrors_active cluster_node_writes
 cluster_node_clustered_core_recovered cluster_node_clustered_disk_recovered teardown
 kmemleak_reports_nothing"
+fi
 
 [ -n "${DMLU_NODE:-}" ] && [ -n "${DMLU_NODES:-}" ] && [ -n "${DMLU_VICTIM:-}" ] ||
 	ktap_skip_all "not a cluster guest: dmlu.node=, dmlu.nodes= and dmlu.victim= on the kernel command line"
 NODE=$DMLU_NODE
 NODES=$DMLU_NODES
+# The node the host kills (pair; 0: none), the node whose dm-ulogd is killed and the node
+# the host cuts off (trio).
 VICTIM=$DMLU_VICTIM
+DAEMON_VICTIM=$NODES
+PARTITIONED=2
 # The other guest boots a debug kernel under TCG beside this one: each step's own limits
-# (below) stay under this watchdog of every test's, and it under the host's 1800 s.
+# (below) stay under this watchdog of every test's, and it under the host's limit.
 TEST_TIMEOUT=${TEST_TIMEOUT:-1500}
 # Each mirror: 8 MiB of 512 KiB regions; the core one at the start of the legs, the disk
 # one after it.
@@ -33,8 +48,9 @@ write_corosync_conf() {
 	echo "    cluster_name: dmlu-guests"
 	echo "    transport: udpu"
 	echo "    ip_version: ipv4"
-	# Guests under TCG share two cores: a token corosync's default would time out.
-	echo "    token: 5000"
+	# Guests under TCG share two cores: a token corosync's default would time out (three
+	# guests, one core and a half each: longer still).
+	echo "    token: $((NODES > 2 ? 10000 : 5000))"
 	echo "    crypto_cipher: none"
 	echo "    crypto_hash: none"
 	echo "}"
@@ -70,18 +86,23 @@ quorate() { corosync-quorumtool -s 2>/dev/null | grep -q "^Quorate: *Yes"; }
 votes() { corosync-quorumtool -s 2>/dev/null | awk '/^Total votes:/ { print $3 }'; }
 only_me_left() { [ "$(votes)" = $((NODES - 1)) ]; }
 
-# barrier NAME SECONDS: this node has reached NAME (its block on the shared disk says so);
-# waits until every node's block says NAME. A whole page per node: a smaller write would
-# read-modify-write the other nodes' blocks from this guest's cache.
+# barrier NAME SECONDS: this node has reached NAME; waits until every node has. Each node's
+# block on the shared disk lists every barrier it reached, so that a node that moves on to
+# the next barrier does not hide this one from a slower node. A whole page per node: a
+# smaller write would read-modify-write the other nodes' blocks from this guest's cache.
 barrier() {
-	printf '%-4095s\n' "$1" | dd of="$BARRIER_DEV" bs=4096 seek="$NODE" count=1 iflag=fullblock conv=notrunc,fsync 2>/dev/null ||
+	echo "$1" >>/tmp/barriers
+	{
+		cat /tmp/barriers
+		head -c 4096 /dev/zero
+	} | dd of="$BARRIER_DEV" bs=4096 seek="$NODE" count=1 iflag=fullblock conv=notrunc,fsync 2>/dev/null ||
 		fail "cannot write the barrier disk"
 	deadline=$(($(now_ms) + $2 * 1000))
 	while [ "$(now_ms)" -lt "$deadline" ]; do
 		all=1
 		n=1
 		while [ "$n" -le "$NODES" ]; do
-			dd if="$BARRIER_DEV" bs=4096 skip="$n" count=1 iflag=direct 2>/dev/null | head -c ${#1} | grep -qx "$1" || all=0
+			block_says "$n" "$1" || all=0
 			n=$((n + 1))
 		done
 		[ "$all" = 1 ] && return 0
@@ -89,9 +110,14 @@ barrier() {
 	done
 	fail "not every node reached '$1' within $2 s"
 }
+# block_says N NAME: block N of the shared disk (node N's, or the host's: 0) lists NAME.
+block_says() {
+	dd if="$BARRIER_DEV" bs=4096 skip="$1" count=1 iflag=direct 2>/dev/null | tr -d '\0' | grep -qx "$2"
+}
 
-# This node's part of a mirror: fio's offset and size for node NODE of NODES.
-part_size() { echo $((SECTORS * 512 / NODES)); }
+# This node's part of a mirror: fio's offset and size for node NODE of NODES, whole
+# regions (three nodes leave the last region unwritten).
+part_size() { echo $((SECTORS / NODES / REGION * REGION * 512)); }
 part_offset() { echo $(((NODE - 1) * $(part_size))); }
 
 setup() {
@@ -203,9 +229,84 @@ cluster_node_writes() {
 	grep -h "WRITE:" /tmp/fio-gcore.out /tmp/fio-gdisk.out
 }
 
-# recovered NAME UUID: the mirror is in sync again and dm-ulogd took the victim's marked
-# regions out of sync (the kill came mid-write, so it held marks: nothing recovered would
-# mean they were lost).
+# Both mirrors, this node's part, for SECONDS in the background (write_both_wait waits).
+write_both_for() {
+	write_part gcore --time_based --runtime="$1" &
+	core=$!
+	write_part gdisk --time_based --runtime="$1" &
+	disk=$!
+}
+write_both_wait() {
+	wait "$core" || { cat /tmp/fio-gcore.out; fail "fio on gcore failed"; }
+	wait "$disk" || { cat /tmp/fio-gdisk.out; fail "fio on gdisk failed"; }
+	grep -h "WRITE:" /tmp/fio-gcore.out /tmp/fio-gdisk.out
+}
+
+# trio: node DAEMON_VICTIM's dm-ulogd is killed under writes and started again 10 s later.
+# The others must take it for a process death (CPG's PROCDOWN: its node lives, so its
+# kernel may still write what it marked), not a node's: its marks stay and nothing it
+# marked is recovered meanwhile.
+cluster_node_daemon_killed() {
+	write_both_for 45
+	barrier daemon-writing 300
+	if [ "$NODE" = "$DAEMON_VICTIM" ]; then
+		sleep 5
+		kill_server
+		echo "node $NODE: dm-ulogd killed under writes"
+		sleep 10
+		start_server || fail "dm-ulogd did not start again"
+		echo "node $NODE: dm-ulogd started again"
+	else
+		wait_for 300 grep -q "dm-ulogd stopped on node $DAEMON_VICTIM" /tmp/dm-ulogd.log ||
+			fail "dm-ulogd here did not see node $DAEMON_VICTIM's dm-ulogd stop"
+		grep "dm-ulogd stopped on node $DAEMON_VICTIM" /tmp/dm-ulogd.log | tail -n 2
+	fi
+	write_both_wait
+	if grep "node $DAEMON_VICTIM left holding marks" /tmp/dm-ulogd.log; then
+		fail "node $DAEMON_VICTIM's dm-ulogd death was taken for its node's"
+	fi
+	barrier daemon-back 600
+}
+
+# host_said NAME SECONDS: the host's block of the barrier disk lists NAME.
+host_said() {
+	wait_for "$2" block_says 0 "$1" || fail "the host did not say '$1' within $2 s"
+}
+not_quorate() { ! quorate; }
+votes_are() { quorate && [ "$(votes)" = "$1" ]; }
+
+# trio: while every node writes, the host cuts node PARTITIONED off the network; the other
+# two go on with quorum (and recover what it held), it waits without; the host joins it
+# again once all saw the cut, and its writes go on.
+cluster_node_partitioned() {
+	write_both_for 60
+	barrier partition-me 300
+	host_said partition-me-done 300
+	if [ "$NODE" = "$PARTITIONED" ]; then
+		wait_for 300 not_quorate || fail "still quorate 300 s after the cut"
+	else
+		wait_for 300 votes_are $((NODES - 1)) || fail "node $PARTITIONED still counted 300 s after the cut"
+	fi
+	echo "node $NODE: saw the cut ($(votes) votes)"
+	# The majority writes on meanwhile.
+	sleep 10
+	barrier heal-me 300
+	host_said heal-me-done 300
+	wait_for 600 votes_are "$NODES" || fail "not every node back 600 s after the heal"
+	echo "node $NODE: healed ($(votes) votes)"
+	write_both_wait
+	# What dm-ulogd made of it: the cut-off node stopped serving; the others took the marks
+	# it held out of sync; at the heal it took the state again.
+	grep -E "no quorum|left holding marks|back holding marks|no member has the log's state|seeded" /tmp/dm-ulogd.log | tail -n 12
+	if [ "$NODE" = "$PARTITIONED" ]; then
+		grep -q "no quorum, not serving the log" /tmp/dm-ulogd.log || fail "dm-ulogd here went on serving without quorum"
+	fi
+	barrier partition-done 600
+}
+
+# recovered NAME UUID: the mirror is in sync again and (pair) dm-ulogd took the victim's
+# marked regions out of sync (the kill came mid-write, so it held marks: nothing recovered
+# would mean they were lost).
 recovered() {
 	# dm-raid1 asks for resync work when it has I/O to do: one write of this node's part
 	# wakes it, should fio have finished before the departure took regions out of sync.
@@ -213,6 +314,7 @@ recovered() {
 		fail "cannot write to $1"
 	wait_in_sync "$1" 300 || fail "$1 not in sync again"
 	dm status "$1"
+	[ "$VICTIM" = 0 ] && return 0
 	grep "node $VICTIM left holding marks" /tmp/dm-ulogd.log | grep "$2" ||
 		fail "dm-ulogd did not take node $VICTIM's marked regions of $2 out of sync"
 }
@@ -221,6 +323,8 @@ cluster_node_clustered_core_recovered() { recovered gcore DMLU-GUESTS-CORE; }
 cluster_node_clustered_disk_recovered() { recovered gdisk DMLU-GUESTS-DISK; }
 
 teardown() {
+	# trio: nobody leaves before every node has both mirrors in sync.
+	[ "$PLAN" = trio ] && barrier teardown 900
 	dm remove gcore || fail "cannot remove gcore"
 	dm remove gdisk || fail "cannot remove gdisk"
 	sync
