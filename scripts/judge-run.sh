@@ -2,13 +2,13 @@
 # Judges one finished guest run of scripts/vm-run.sh from what it left in RUN_DIR: the suite's
 # KTAP (ktap.log, the guest's second serial port, CRLF line ends) and the console
 # (console.log). Prints one "# ..." line per problem and exits non-zero when QEMU did not exit
-# cleanly (124: timed out), a test failed, the suite bailed out, could not run at all
-# ("1..0 # SKIP") or did not finish, the plan and the results differ, the suite's
-# "# Totals:" line or exit code (kselftest's, printed on the KTAP port) disagrees with its
-# results, or the console shows a kernel report (oops, BUG, WARNING, KASAN, lockdep, kmemleak,
-# ...). A suite that skips every test passes. A detector suite (detect-*) passes only if the
-# report of the bug it plants appears. A separate script so that planted bad runs can prove it
-# fails them (tests/judge/run.sh), without a guest.
+# cleanly (124: timed out), a test failed, the suite bailed out, planned no test ("1..0"),
+# could not run at all ("1..0 # SKIP") or did not finish, the plan and the results differ,
+# the suite's "# Totals:" line or exit code (kselftest's, printed on the KTAP port) disagrees
+# with its results, or the console shows a kernel report (oops, BUG, WARNING, KASAN, lockdep,
+# kmemleak, ...). A suite that skips every test passes. A detector suite (detect-*) passes only
+# if the report of the bug it plants appears. A separate script so that planted bad runs can
+# prove it fails them (tests/judge/run.sh), without a guest.
 # Usage: judge-run.sh RUN_DIR SUITE QEMU_RC [CUT_NOTE]
 # CUT_NOTE: set for a run whose QEMU was killed on purpose (DMLU_CUT=1, a power cut): the
 # suite ends early, and only the console and the tests before the cut are judged.
@@ -96,6 +96,11 @@ else
 	# here (its environment checks skipped it) means the guest or the kernel config broke.
 	if grep -q "^1\.\.0 # SKIP" <<<"$ktap"; then
 		echo "# the suite could not run in the project's guest: $(grep -m1 "^1\.\.0 # SKIP" <<<"$ktap")"
+		problems=1
+	elif [ "$planned" = 0 ]; then
+		# A plan of no test, without a reason, tested nothing (an empty TESTS list, or a
+		# selection that matched none), though every count below agrees with it.
+		echo "# the suite planned no test (plan 1..0 without # SKIP)"
 		problems=1
 	fi
 	counted="# Totals: pass:$passed fail:$failed xfail:$xfailed xpass:0 skip:$skipped error:0"

@@ -2,10 +2,10 @@
 # Boots a test kernel flavour and runs an in-guest suite against one log module (rust or
 # c; the guest holds both, for suites that compare them) under QEMU, with a hard timeout. The
 # console goes to out/vm/<run>/console.log, the suite's KTAP to ktap.log. scripts/judge-run.sh
-# then judges the run: it fails when any test fails, the suite bails out or does not finish,
-# its "# Totals:" line or exit code (kselftest's, printed on the KTAP port) disagrees with its
-# results, or the console shows a kernel report (oops, BUG, WARNING, KASAN, lockdep, kmemleak,
-# ...). A suite that skips every test passes.
+# then judges the run: it fails when any test fails, the suite bails out, plans no test or does
+# not finish, its "# Totals:" line or exit code (kselftest's, printed on the KTAP port)
+# disagrees with its results, or the console shows a kernel report (oops, BUG, WARNING, KASAN,
+# lockdep, kmemleak, ...). A suite that skips every test passes.
 # Usage: vm-run.sh perf|debug|stock rust|c SUITE [TIMEOUT_SECONDS]
 # stock: Debian's own kernel and modules (trixie-backports), the Rust module built for it by
 # DKMS with Debian's rustc, and Debian's dm-log-userspace.ko as the C reference
