@@ -67,7 +67,7 @@ fi
 
 # lint NAME CMD...: a check that passes when CMD succeeds and prints no warning.
 lint() {
-	local name=$1 out
+	local name=$1 out shown
 	shift
 	if out=$("$@" 2>&1) && ! grep -qE "^(warning|error)" <<<"$out"; then
 		passed=$((passed + 1))
@@ -75,7 +75,12 @@ lint() {
 	else
 		failed=$((failed + 1))
 		failures+=("lint: $name")
-		grep -E -A6 "^(warning|error)|^Diff" <<<"$out" | head -40 | sed 's/^/    /'
+		# Why: its warnings, errors and diffs; for a check that prints KTAP instead, its failed
+		# cases with the lines before them (their diagnostics), else its last lines. A grep
+		# that finds nothing must not end check.sh here (set -e, pipefail).
+		shown=$(grep -E -A6 "^(warning|error)|^Diff" <<<"$out" || true)
+		[ -n "$shown" ] || shown=$(grep -E -B6 "^not ok" <<<"$out" || tail -n 20 <<<"$out")
+		if [ -n "$shown" ]; then head -n 40 <<<"$shown" | sed 's/^/    /'; fi
 		echo "    not ok $name"
 	fi
 }
