@@ -98,6 +98,9 @@ if [ "$what" = all ] || [ "$what" = lint ]; then
 	lint "packages: dpkg-buildpackage in the Debian 13 root, lintian without errors or warnings" "$TOP/scripts/build-packages.sh"
 	lint "dkms: Debian's stock kernel headers, Debian's rustc 1.85 (make stock)" "$TOP/scripts/build-stock.sh"
 	lint "rust-version 1.85: the workspace builds with Debian's cargo" "$TOP/scripts/build-stock.sh" workspace
+	# The judge of every VM run below proves it can fail: fake run directories (no guest), a
+	# planted bad run of each kind it must fail, naming why (tests/judge/run.sh prints which).
+	lint "judge: scripts/judge-run.sh passes good runs and fails every planted bad one" "$TOP/tests/judge/run.sh"
 fi
 
 # ktap_script NAME COMMAND...: runs a script that prints KTAP and counts its tests; a run that
