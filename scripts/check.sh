@@ -67,7 +67,7 @@ fi
 
 # lint NAME CMD...: a check that passes when CMD succeeds and prints no warning.
 lint() {
-	local name=$1 out
+	local name=$1 out shown
 	shift
 	if out=$("$@" 2>&1) && ! grep -qE "^(warning|error)" <<<"$out"; then
 		passed=$((passed + 1))
@@ -75,7 +75,12 @@ lint() {
 	else
 		failed=$((failed + 1))
 		failures+=("lint: $name")
-		grep -E -A6 "^(warning|error)|^Diff" <<<"$out" | head -40 | sed 's/^/    /'
+		# Why: its warnings, errors and diffs; for a check that prints KTAP instead, its failed
+		# cases with the lines before them (their diagnostics), else its last lines. A grep
+		# that finds nothing must not end check.sh here (set -e, pipefail).
+		shown=$(grep -E -A6 "^(warning|error)|^Diff" <<<"$out" || true)
+		[ -n "$shown" ] || shown=$(grep -E -B6 "^not ok" <<<"$out" || tail -n 20 <<<"$out")
+		if [ -n "$shown" ]; then head -n 40 <<<"$shown" | sed 's/^/    /'; fi
 		echo "    not ok $name"
 	fi
 }
@@ -93,6 +98,9 @@ if [ "$what" = all ] || [ "$what" = lint ]; then
 	lint "packages: dpkg-buildpackage in the Debian 13 root, lintian without errors or warnings" "$TOP/scripts/build-packages.sh"
 	lint "dkms: Debian's stock kernel headers, Debian's rustc 1.85 (make stock)" "$TOP/scripts/build-stock.sh"
 	lint "rust-version 1.85: the workspace builds with Debian's cargo" "$TOP/scripts/build-stock.sh" workspace
+	# The judge of every VM run below proves it can fail: fake run directories (no guest), a
+	# planted bad run of each kind it must fail, naming why (tests/judge/run.sh prints which).
+	lint "judge: scripts/judge-run.sh passes good runs and fails every planted bad one" "$TOP/tests/judge/run.sh"
 fi
 
 # ktap_script NAME COMMAND...: runs a script that prints KTAP and counts its tests; a run that
