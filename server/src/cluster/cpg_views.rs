@@ -764,6 +764,9 @@ mod dispatch_tests {
             standing: Standing::Valid,
             state: NodeState::default(),
             applied: 0,
+            table: Replica::new(2, table::parse(TABLE).unwrap(), Extensions::default())
+                .unwrap()
+                .table(),
             marks: Vec::new(),
             last: true,
         }

@@ -37,7 +37,7 @@ use dm_ulog_uapi::RequestType;
 use tracing::{error, info, warn};
 
 use super::group::{Group, GroupError, GroupEvent, NodeId, View, ViewId};
-use super::message::{Message, Standing, CHUNK_OVERHEAD, HELLO_OVERHEAD};
+use super::message::{Message, Standing, Table, CHUNK_OVERHEAD, HELLO_OVERHEAD};
 use super::planted::{planted, Bug};
 use super::replica::{route, NodeState, Output, Rejoining, Replica, ReplyError, Route};
 use super::transfer::{Assembly, TransferError};
@@ -125,13 +125,14 @@ struct Import {
     queued: Vec<(NodeId, Message)>,
 }
 
-/// What a member's Hellos said: its standing, and a stale one's suspend/resume state, how
-/// far its replica got, and the marks its kernel holds.
+/// What a member's Hellos said: its standing and table, and a stale one's suspend/resume
+/// state, how far its replica got, and the marks its kernel holds.
 #[derive(Debug)]
 struct Greeting {
     standing: Standing,
     state: NodeState,
     applied: u64,
+    table: Table,
     marks: Vec<u64>,
 }
 
@@ -172,6 +173,9 @@ pub struct Member {
     /// A member whose messages this one cannot read (another dm-ulogd release): from then on
     /// this member cannot follow the log's agreed order, so it answers nothing but errors.
     incompatible: Option<NodeId>,
+    /// This member's table differs from the log's, whose state the node named holds: until
+    /// the next view its kernel is told so (held requests too) rather than kept waiting.
+    other_table: Option<(Table, NodeId)>,
 }
 
 impl std::fmt::Debug for Member {
@@ -187,6 +191,7 @@ impl std::fmt::Debug for Member {
             .field("disk_seed", &self.disk_seed.is_some())
             .field("write_asked", &self.write_asked)
             .field("incompatible", &self.incompatible)
+            .field("other_table", &self.other_table)
             .finish()
     }
 }
@@ -207,6 +212,7 @@ impl Member {
             disk_seed: None,
             write_asked: None,
             incompatible: None,
+            other_table: None,
         })
     }
 
@@ -308,6 +314,9 @@ impl Member {
         }
         if let Some(node) = self.incompatible {
             return reply(Err(ReplyError::Incompatible(node)));
+        }
+        if let Some((theirs, node)) = self.other_table {
+            return reply(Err(self.other_table_error(theirs, node)));
         }
         if self.view.is_some() && !self.quorate() {
             return reply(Err(ReplyError::NotQuorate));
@@ -418,6 +427,8 @@ impl Member {
     }
 
     fn on_view(&mut self, group: &mut impl Group, v: View, actions: &mut Vec<Action>) {
+        // Another table may have the cluster's state to itself no longer: the round says.
+        self.other_table = None;
         let valid = self.standing == Standing::Valid;
         if matches!(self.standing, Standing::Valid | Standing::Stale) {
             let process_down = if planted(Bug::ProcessDeathIsNodeDeath) {
@@ -534,10 +545,12 @@ impl Member {
             ),
             _ => (NodeState::default(), 0, Vec::new()),
         };
+        let table = self.replica.table();
         let greeting = |marks: &[u64]| Greeting {
             standing: self.standing,
             state,
             applied,
+            table,
             marks: marks.to_vec(),
         };
         let per_hello = ((group.max_message_size() - HELLO_OVERHEAD) / 8).max(1);
@@ -571,6 +584,7 @@ impl Member {
                 standing,
                 state,
                 applied,
+                table,
                 marks,
                 last,
             } => {
@@ -587,6 +601,7 @@ impl Member {
                     standing,
                     state,
                     applied,
+                    table,
                     marks: all,
                 };
                 round.hellos.insert(from, greeting);
@@ -631,11 +646,26 @@ impl Member {
         let furthest = with(Standing::Stale)
             .min_by_key(|&(&n, g)| (std::cmp::Reverse(g.applied), n))
             .map(|(&n, _)| n);
+        // With every member fresh, the log is new: its table is the one most members loaded
+        // (ties: the lowest member's), and the lowest of those seeds it. The lowest member
+        // alone with another table would leave the others unable to take its state.
+        let mut loaded: BTreeMap<Table, usize> = BTreeMap::new();
+        for g in round.hellos.values() {
+            *loaded.entry(g.table).or_default() += 1;
+        }
+        let most = loaded.values().copied().max().unwrap_or(0);
+        let first_of_most = round
+            .hellos
+            .iter()
+            .find(|(_, g)| loaded[&g.table] == most)
+            .map(|(&n, _)| n);
         let sender = valid
             .first()
             .copied()
             .or(furthest)
+            .or(first_of_most)
             .unwrap_or(round.members[0]);
+        let log_table = round.hellos.get(&sender).map(|g| g.table);
         let rejoining: Vec<Rejoining> = with(Standing::Stale)
             .map(|(&node, g)| Rejoining {
                 node,
@@ -681,6 +711,9 @@ impl Member {
             self.standing = Standing::Valid;
         }
         if self.standing != Standing::Valid {
+            if let Some(theirs) = log_table.filter(|t| *t != self.replica.table()) {
+                return self.refuse_other_table(theirs, sender, actions);
+            }
             round.import = Some(Import {
                 sender,
                 assembly: Assembly::default(),
@@ -762,6 +795,31 @@ impl Member {
         self.leader_writes(actions);
     }
 
+    /// The log's state, which `node` holds, is of another table than this member's: its
+    /// kernel is told (its held requests now), until the next view.
+    fn refuse_other_table(&mut self, theirs: Table, node: NodeId, actions: &mut Vec<Action>) {
+        let why = self.other_table_error(theirs, node);
+        error!(node = self.me(), "{why}");
+        self.other_table = Some((theirs, node));
+        if let Some(r) = self.round.as_mut() {
+            r.import = None;
+        }
+        for h in std::mem::take(&mut self.held) {
+            actions.push(Action::Reply {
+                tag: h.tag,
+                result: Err(why.clone()),
+            });
+        }
+    }
+
+    fn other_table_error(&self, theirs: Table, node: NodeId) -> ReplyError {
+        ReplyError::OtherTable {
+            ours: self.replica.table(),
+            theirs,
+            node,
+        }
+    }
+
     fn transfer_failed(&mut self, view: ViewId, e: TransferError) {
         warn!(
             node = self.me(),
@@ -840,6 +898,7 @@ impl Greeting {
             standing: self.standing,
             state: self.state,
             applied: self.applied,
+            table: self.table,
             marks: self.marks,
             last,
         }
@@ -1446,15 +1505,13 @@ mod tests {
         );
     }
 
-    /// Attack 29: a table mismatch on the lowest node. Nodes 1, 2 and 3 load the log at
-    /// once, node 1 with another table (128 regions, the others 64). Nobody holds state, so
-    /// node 1, the lowest, seeds the log from its table and sends it; nodes 2 and 3, a
-    /// quorate majority with the same table, refuse it and stay without state for good: their
-    /// kernels' requests are never answered (no error, no EAGAIN) while node 1 serves alone.
-    /// The doc says one whose import fails stays fresh "and the others go on without it";
-    /// here the others are the majority and nobody goes on.
+    /// A table mismatch on the lowest node (found by an attack). Nodes 1, 2 and 3 load a
+    /// new log at once, node 1 with another table. Node 1, the lowest, used to seed the log
+    /// from its table; nodes 2 and 3 refused its snapshot and stayed without state, and the
+    /// majority's requests waited for good. Now the table most members loaded is the log's:
+    /// node 2 seeds it, and node 1's kernel is told its table differs (EINVAL), its requests
+    /// held until then too.
     #[test]
-    #[ignore = "attack: a lowest node with another table seeds the log and the majority never gets state (its requests hang)"]
     fn a_lowest_node_with_another_table_does_not_stall_the_majority() {
         let sim = Sim::new(3, 1, 1 << 10, 0.0);
         let mut ns = vec![
@@ -1465,6 +1522,15 @@ mod tests {
         for n in &mut ns {
             n.member.join(&mut n.group).unwrap();
         }
+        // Node 1's kernel asks before the cut: held, then told.
+        let n = &mut ns[0];
+        let held = n.member.request(
+            &mut n.group,
+            7,
+            RequestType::MarkRegion,
+            &100u64.to_ne_bytes(),
+        );
+        assert!(held.is_empty());
         settle(&sim, &mut ns);
         let n = &mut ns[2];
         let now = n.member.request(
@@ -1475,14 +1541,34 @@ mod tests {
         );
         n.actions.extend(now);
         settle(&sim, &mut ns);
-        assert!(ns[0].member.serving(), "node 1 serves its own table");
         assert_eq!(
             replies(&mut ns[2]),
             [(1, Ok(Vec::new()))],
-            "node 3's MARK is never answered: nodes 2 and 3 (a quorate majority with one \
-             table) have no state ({:?}, {:?}), the log seeded by node 1 from another table",
+            "node 3's MARK is answered: nodes 2 and 3 ({:?}, {:?}) serve the table both loaded",
             ns[1].member.standing(),
             ns[2].member.standing()
+        );
+        assert!(
+            !ns[0].member.serving(),
+            "node 1 does not serve another table"
+        );
+        let other = ReplyError::OtherTable {
+            ours: ns[0].member.replica().table(),
+            theirs: ns[1].member.replica().table(),
+            node: 2,
+        };
+        assert_eq!(other.errno(), nix::errno::Errno::EINVAL);
+        assert_eq!(replies(&mut ns[0]), [(7, Err(other.clone()))]);
+        let n = &mut ns[0];
+        let now = n
+            .member
+            .request(&mut n.group, 8, RequestType::GetSyncCount, b"");
+        assert_eq!(
+            now,
+            [Action::Reply {
+                tag: 8,
+                result: Err(other)
+            }]
         );
     }
 }

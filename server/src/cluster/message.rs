@@ -14,7 +14,8 @@ use super::replica::NodeState;
 use super::transfer::{Reader, TransferError};
 
 /// The version of these messages (2: [`Message::Imported`]; 3: a process death keeps the
-/// node's marks, so replicas of version 2 would part from these).
+/// node's marks, so replicas of version 2 would part from these; 4: Hellos say how far a
+/// stale replica got, and the member's table).
 const VERSION: u8 = 4;
 
 const REQUEST: u8 = 1;
@@ -26,7 +27,30 @@ const IMPORTED: u8 = 5;
 /// Bytes of a [`Message::Chunk`] besides the chunk.
 pub const CHUNK_OVERHEAD: usize = 2 + 8 + 4 + 4;
 /// Bytes of a [`Message::Hello`] besides its marks.
-pub const HELLO_OVERHEAD: usize = 2 + 8 + 1 + 1 + 8 + 1 + 8;
+pub const HELLO_OVERHEAD: usize = 2 + 8 + 1 + 1 + 8 + 17 + 1 + 8;
+
+/// What of a member's table the log's state depends on: members whose tables differ in it
+/// cannot share the state (a snapshot of one does not fit the other).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Table {
+    /// Regions.
+    pub regions: u64,
+    /// Sectors per region.
+    pub region_size: u64,
+    /// A disk log (else core).
+    pub disk: bool,
+}
+
+impl std::fmt::Display for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = if self.disk { "disk" } else { "core" };
+        write!(
+            f,
+            "{} regions of {} sectors, {kind} log",
+            self.regions, self.region_size
+        )
+    }
+}
 
 /// What a member knows of its own copy when a view begins.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +93,9 @@ pub enum Message {
         /// How many replicated messages its replica had applied when it lost quorum (a
         /// stale member only): the furthest on seeds the log again.
         applied: u64,
+        /// Its table: with no member holding state, the table most members loaded is the
+        /// log's.
+        table: Table,
         /// Regions its kernel holds marks on (a stale member only).
         marks: Vec<u64>,
         /// The member's last Hello of this view.
@@ -119,6 +146,7 @@ impl Message {
                 standing,
                 state,
                 applied,
+                table,
                 marks,
                 last,
             } => {
@@ -132,6 +160,9 @@ impl Message {
                 });
                 out.push(state.to_bits());
                 put64(&mut out, *applied);
+                put64(&mut out, table.regions);
+                put64(&mut out, table.region_size);
+                out.push(u8::from(table.disk));
                 out.push(u8::from(*last));
                 put64(&mut out, marks.len() as u64);
                 for &r in marks {
@@ -186,6 +217,11 @@ impl Message {
                 };
                 let state = NodeState::from_bits(r.u8()?);
                 let applied = r.u64()?;
+                let table = Table {
+                    regions: r.u64()?,
+                    region_size: r.u64()?,
+                    disk: r.u8()? != 0,
+                };
                 let last = r.u8()? != 0;
                 let n = r.count()?;
                 let marks = (0..n).map(|_| r.u64()).collect::<Result<_, _>>()?;
@@ -194,6 +230,7 @@ impl Message {
                     standing,
                     state,
                     applied,
+                    table,
                     marks,
                     last,
                 }
@@ -236,6 +273,11 @@ mod tests {
                     running: true,
                 },
                 applied: 1 << 40,
+                table: Table {
+                    regions: 1 << 33,
+                    region_size: 1024,
+                    disk: true,
+                },
                 marks: vec![1, 99],
                 last: true,
             },
@@ -268,6 +310,11 @@ mod tests {
             standing: Standing::Fresh,
             state: NodeState::default(),
             applied: 0,
+            table: Table {
+                regions: 64,
+                region_size: 8,
+                disk: false,
+            },
             marks: vec![5],
             last: true,
         };

@@ -36,6 +36,7 @@ use dm_ulog_uapi::{
 use nix::errno::Errno;
 
 use super::group::NodeId;
+use super::message::Table;
 use super::planted::{planted, Bug};
 use super::transfer::{Reader, TransferError};
 use crate::bitset::{AllocError, Bitset};
@@ -97,6 +98,20 @@ pub enum ReplyError {
          every node, then restart dm-ulogd here"
     )]
     Incompatible(NodeId),
+    /// This node's table of the log differs from the one the cluster's log has.
+    #[error(
+        "this node's table for the log ({ours}) differs from the cluster's ({theirs}, node \
+         {node}'s): this node does not serve the log (the mirror sees it fail); load the same \
+         table on every node"
+    )]
+    OtherTable {
+        /// This node's.
+        ours: Table,
+        /// The log's.
+        theirs: Table,
+        /// The node whose state the others have.
+        node: NodeId,
+    },
     /// The leader failed to write the disk log.
     #[error(
         "the cluster's leader could not write the disk log: the mirror sees the log fail \
@@ -115,6 +130,7 @@ impl ReplyError {
             Self::NotQuorate => Errno::EAGAIN,
             Self::DiskWrite => Errno::EIO,
             Self::Incompatible(_) => Errno::EPROTO,
+            Self::OtherTable { .. } => Errno::EINVAL,
         }
     }
 }
@@ -347,6 +363,15 @@ impl Replica {
     /// The log's table.
     pub fn spec(&self) -> &LogSpec {
         &self.spec
+    }
+
+    /// What of the table the state depends on.
+    pub fn table(&self) -> Table {
+        Table {
+            regions: self.spec.regions,
+            region_size: self.spec.region_size,
+            disk: matches!(self.spec.storage, Storage::Disk(_)),
+        }
     }
 
     /// The node that writes the disk log: the lowest node that holds the state.
