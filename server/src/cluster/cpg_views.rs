@@ -377,7 +377,11 @@ impl Views {
 /// The id of the view of `members` (sorted), `quorate` and the `ring` it comes with (its seq
 /// and nodes): FNV-1a over their bytes (a view without a ring report hashes as before rings
 /// counted).
-fn view_id(members: &[(NodeId, u32)], quorate: bool, ring: Option<&(u64, Vec<NodeId>)>) -> ViewId {
+pub(super) fn view_id(
+    members: &[(NodeId, u32)],
+    quorate: bool,
+    ring: Option<&(u64, Vec<NodeId>)>,
+) -> ViewId {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |bytes: &[u8]| {
         for &b in bytes {
