@@ -1426,7 +1426,8 @@ fn the_checks_meet_their_cases() {
 
 /// Defects only the batches can show: they are in `cpg_views`, which direct views skip.
 #[cfg(feature = "planted")]
-const BATCHES_ONLY: [dm_ulogd::cluster::planted::Bug; 0] = [];
+const BATCHES_ONLY: [dm_ulogd::cluster::planted::Bug; 1] =
+    [dm_ulogd::cluster::planted::Bug::OlderRingsNoticeCounts];
 
 /// Each defect of [`Bug::ALL`], planted alone, fails the checks within 256 fixed running
 /// cases; one in `cpg_views` only in batches, and never with direct views
