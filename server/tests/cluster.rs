@@ -13,6 +13,12 @@
 //! node's requests get the single-node server's replies. Both with and without clears in a
 //! FLUSH (this project's extension).
 //!
+//! Each property runs twice: with the simulator's ready-made views, and with its nodes
+//! reading what corosync would say in batches, as `CpgGroup::dispatch` reads it, through
+//! dm-ulogd's own `cpg_views::Views` ([`Mode::Batches`]; quorum notices after the rings and
+//! deliveries they belong with, several rings in one batch, quorum lost and regained within
+//! a ring).
+//!
 //! A default run generates the same cases every time (a fixed seed, so CI does not go red
 //! on a case nobody has seen): `PROPTEST_CASES` of them, 256 unless set. To explore new
 //! ones, set `DMLU_PROPTEST_RANDOM=1`, for instance
@@ -33,7 +39,7 @@ use dm_ulogd::cluster::{
     member::{Action, Member},
     message::{Message, Standing},
     replica::ReplyError,
-    sim::{Sim, SimGroup},
+    sim::{BatchStats, Sim, SimGroup},
 };
 use dm_ulogd::logs::{Extensions, Logs};
 use dm_ulogd::table;
@@ -112,6 +118,15 @@ impl Kernel {
     }
 }
 
+/// How the nodes hear the group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// The simulator's views and deliveries.
+    Direct,
+    /// Corosync's reports, read in batches through `Views` ([`Sim::with_batches`]).
+    Batches,
+}
+
 struct Cluster {
     sim: Sim,
     nodes: BTreeMap<NodeId, Node>,
@@ -184,8 +199,12 @@ impl Cluster {
         max_message: usize,
         try_again: f64,
         extensions: Extensions,
+        mode: Mode,
     ) -> Self {
-        let sim = Sim::new(nodes, seed, max_message, try_again);
+        let mut sim = Sim::new(nodes, seed, max_message, try_again);
+        if mode == Mode::Batches {
+            sim = sim.with_batches();
+        }
         let regions = table::parse(table.as_bytes()).unwrap().regions;
         let nodes = (1..=nodes)
             .map(|n| {
@@ -656,9 +675,13 @@ impl Cluster {
         let Some(event) = node.group.next_event() else {
             return false;
         };
+        // The checker's id of a view: in batches, views' own ids neither grow nor stay
+        // unique.
+        let instance = node.group.view_instance();
         // What each departing node had marked, at a member with valid state.
         let mut departing = Vec::new();
         if let GroupEvent::View(v) = &event {
+            let instance = instance.expect("a view taken");
             // Nodes a quorate component takes for dead from here on: fencing stops them.
             let gone = v.left.iter().filter(|l| !v.process_down.contains(l));
             let off_ring = all
@@ -667,7 +690,7 @@ impl Cluster {
                 .filter(|n| v.ring.as_ref().is_some_and(|ring| !ring.contains(n)));
             if v.quorate {
                 for n in gone.copied().chain(off_ring) {
-                    self.deaths.push((v.id, n));
+                    self.deaths.push((instance, n));
                 }
             }
             // A quorate view takes them for dead; without quorum, what they hold stays.
@@ -685,7 +708,7 @@ impl Cluster {
             GroupEvent::Message { .. } => node.delivered += 1,
         }
         node.position = match (&event, node.position) {
-            (GroupEvent::View(v), _) => Some((v.id, 0)),
+            (GroupEvent::View(_), _) => Some((instance.expect("a view taken"), 0)),
             (GroupEvent::Message { from, payload }, Some((v, chain))) => {
                 let mut h = DefaultHasher::new();
                 (chain, from, payload).hash(&mut h);
@@ -856,7 +879,9 @@ impl Cluster {
                 assert_eq!(
                     m.standing(),
                     Standing::Valid,
-                    "node {id}: no state in a quorate view"
+                    "node {id}: no state in a quorate view: {:?} {:?}",
+                    m.round(),
+                    m.view()
                 );
                 let rep = m.replica();
                 if let Some(c) = rep.claim() {
@@ -1044,6 +1069,8 @@ enum Op {
     Join(usize),
     Partition(Vec<bool>),
     Heal,
+    /// Quorum lost and regained within the ring of this node's component (batches only).
+    QuorumFlap(usize),
 }
 
 fn op(nodes: usize, regions: u64) -> impl Strategy<Value = Op> {
@@ -1071,8 +1098,9 @@ fn run(
     max_message: usize,
     extensions: Extensions,
     ops: &[Op],
+    mode: Mode,
 ) -> Cluster {
-    let mut c = Cluster::new(nodes, seed, table, max_message, 0.1, extensions);
+    let mut c = Cluster::new(nodes, seed, table, max_message, 0.1, extensions, mode);
     c.join(1);
     c.settle();
     let id = |i: usize| i as NodeId + 1;
@@ -1111,6 +1139,9 @@ fn run(
                 c.sim.partition(&[a]);
             }
             Op::Heal => c.sim.heal(),
+            Op::QuorumFlap(i) => {
+                c.sim.quorum_flap(id(*i));
+            }
         }
         c.fence_orphans();
     }
@@ -1145,7 +1176,7 @@ fn case_of(regions: u64) -> impl Strategy<Value = Case> {
 /// A case of a cluster running from the start (every node joined, every mirror resumed), on
 /// a log of fewer than 6 regions, so that nodes meet on regions often: what the planted
 /// defects need to show.
-fn running_case() -> impl Strategy<Value = Case> {
+fn running_case(flaps: bool) -> impl Strategy<Value = Case> {
     (
         3u32..=5,
         any::<u64>(),
@@ -1153,7 +1184,7 @@ fn running_case() -> impl Strategy<Value = Case> {
         any::<bool>(),
         any::<bool>(),
         prop_oneof![Just(64usize), Just(1 << 20)],
-        prop::collection::vec(nemesis_op(5, 6), 1..80),
+        prop::collection::vec(with_flaps(nemesis_op(5, 6), flaps), 1..80),
         any::<bool>(),
     )
         .prop_map(|mut c| {
@@ -1191,8 +1222,18 @@ fn nemesis_op(nodes: usize, regions: u64) -> impl Strategy<Value = Op> {
     ]
 }
 
-/// Runs `case` to its end; panics where a check fails.
-fn run_case(case: Case) -> Cluster {
+/// The nemesis's operations, with `flaps` also quorum flaps (1 in 34): without, the cases
+/// stay as they were.
+fn with_flaps(ops: impl Strategy<Value = Op> + 'static, flaps: bool) -> BoxedStrategy<Op> {
+    if flaps {
+        prop_oneof![66 => ops, 2 => (0..5usize).prop_map(Op::QuorumFlap)].boxed()
+    } else {
+        ops.boxed()
+    }
+}
+
+/// Runs `case` to its end in `mode`; panics where a check fails.
+fn run_case(case: Case, mode: Mode) -> Cluster {
     let (nodes, seed, regions, disk, nosync, max_message, ops, clears_in_flush) = case;
     let ops: Vec<Op> = ops
         .into_iter()
@@ -1212,7 +1253,7 @@ fn run_case(case: Case) -> Cluster {
         in_sync_map: true,
         clears_in_flush,
     };
-    run(nodes, seed, &table, max_message, extensions, &ops)
+    run(nodes, seed, &table, max_message, extensions, &ops, mode)
 }
 
 proptest! {
@@ -1222,79 +1263,205 @@ proptest! {
     /// header hold throughout.
     #[test]
     fn replicas_agree_and_recovery_completes(case in case()) {
-        let c = run_case(case);
+        let c = run_case(case, Mode::Direct);
         prop_assert!(!c.states.is_empty());
     }
 
     /// The same on a cluster running from the start, on a log of few regions.
     #[test]
-    fn a_running_cluster_keeps_the_checks(case in running_case()) {
-        run_case(case);
+    fn a_running_cluster_keeps_the_checks(case in running_case(false)) {
+        run_case(case, Mode::Direct);
+    }
+
+    /// The first property, the nodes reading corosync's reports in batches.
+    #[test]
+    fn replicas_agree_and_recovery_completes_in_batches(case in case()) {
+        let c = run_case(case, Mode::Batches);
+        prop_assert!(!c.states.is_empty());
+    }
+
+    /// The second, in batches.
+    #[test]
+    fn a_running_cluster_keeps_the_checks_in_batches(case in running_case(false)) {
+        run_case(case, Mode::Batches);
+    }
+}
+
+proptest! {
+    #![proptest_config(common::proptest_seed::config(256))]
+
+    /// The second in batches, with quorum lost and regained within a ring now and then. Open:
+    /// quorum is not in the group's agreed order, so the members' rounds around a flap do
+    /// not meet (`cpg_views::dispatch_tests`, docs/cluster.md); about 1 case in 8 fails.
+    #[test]
+    #[ignore = "open: rounds across a quorum flap within a ring (docs/cluster.md)"]
+    fn quorum_flaps_keep_the_checks_in_batches(case in running_case(true)) {
+        run_case(case, Mode::Batches);
+    }
+}
+
+/// What the checks met in some cases.
+#[derive(Debug, Default)]
+struct Met {
+    killed: u64,
+    fenced: u64,
+    compared: u64,
+    flushed: u64,
+    recovered: u64,
+    stale: u64,
+}
+
+impl Met {
+    fn add(&mut self, c: &Cluster) {
+        self.killed += c.killed;
+        self.fenced += c.fenced;
+        self.compared += c.compared;
+        self.flushed += c.flushed;
+        self.recovered += c.recoveries;
+        self.stale += c.stale_marks_checked;
+    }
+
+    /// Fails below the floors that make a mode's 256 fixed cases worth running.
+    fn check(&self, mode: Mode) {
+        let Met {
+            killed,
+            fenced,
+            compared,
+            flushed,
+            recovered,
+            stale,
+        } = *self;
+        eprintln!(
+            "256 cases, {mode:?}: {killed} daemons killed, {fenced} fenced, {recovered} \
+             recoveries and {flushed} disk FLUSHes checked against the kernels' marks, {stale} \
+             regions of marks older than their recovery checked out of sync, {compared} replica \
+             comparisons"
+        );
+        assert!(
+            recovered >= 200,
+            "{mode:?}: only {recovered} recoveries checked"
+        );
+        // The fixed cases in batches meet none (their timing differs): the direct ones do.
+        assert!(
+            stale >= 1 || mode == Mode::Batches,
+            "{mode:?}: no mark older than its region's recovery came back"
+        );
+        assert!(killed >= 80, "{mode:?}: only {killed} daemons killed");
+        assert!(
+            flushed >= 200,
+            "{mode:?}: only {flushed} disk FLUSHes checked"
+        );
+        assert!(compared >= 20_000, "{mode:?}: only {compared} comparisons");
+    }
+}
+
+/// Cases in batches in which a node read each order of corosync's reports at least once.
+#[derive(Debug, Default)]
+struct BatchCases {
+    after_deliveries: u64,
+    lagged: u64,
+    before_ring: u64,
+    rings_in_one_batch: u64,
+}
+
+impl BatchCases {
+    fn add(&mut self, s: BatchStats) {
+        self.after_deliveries += u64::from(s.notices_after_deliveries > 0);
+        self.lagged += u64::from(s.notices_lagged > 0);
+        self.before_ring += u64::from(s.notices_before_ring > 0);
+        self.rings_in_one_batch += u64::from(s.rings_in_one_batch > 0);
     }
 }
 
 /// The fixed cases do exercise what the checks are for: daemons killed on live nodes (and
 /// fenced when nobody with state is left to vouch for them), and points of the order where
-/// replicas were compared. A checker that never met the case proves nothing; the planted
-/// defects (below) show that the checks fail on each.
+/// replicas were compared; in batches, quorum notices read after the deliveries of their
+/// ring, in a later batch, or before it, and several rings in one batch. A checker that
+/// never met the case proves nothing; the planted defects (below) show that the checks fail
+/// on each.
 #[test]
 fn the_checks_meet_their_cases() {
-    let (mut killed, mut fenced, mut compared, mut flushed, mut recovered, mut stale) =
-        (0, 0, 0, 0, 0, 0);
-    for (name, strategy) in [
-        ("random", case().boxed()),
-        ("running", running_case().boxed()),
-    ] {
-        let config = common::proptest_seed::config(128);
-        let mut runner = proptest::test_runner::TestRunner::new(config);
-        for _ in 0..128 {
-            let case = strategy.new_tree(&mut runner).unwrap().current();
-            let c = std::panic::catch_unwind(|| run_case(case.clone()))
-                .unwrap_or_else(|_| panic!("a {name} case failed: {case:?}"));
-            killed += c.killed;
-            fenced += c.fenced;
-            compared += c.compared;
-            flushed += c.flushed;
-            recovered += c.recoveries;
-            stale += c.stale_marks_checked;
+    let mut batches = BatchCases::default();
+    for mode in [Mode::Direct, Mode::Batches] {
+        let mut met = Met::default();
+        for (name, strategy) in [
+            ("random", case().boxed()),
+            ("running", running_case(false).boxed()),
+        ] {
+            let config = common::proptest_seed::config(128);
+            let mut runner = proptest::test_runner::TestRunner::new(config);
+            for _ in 0..128 {
+                let case = strategy.new_tree(&mut runner).unwrap().current();
+                let c = std::panic::catch_unwind(|| run_case(case.clone(), mode))
+                    .unwrap_or_else(|_| panic!("a {name} case failed in {mode:?}: {case:?}"));
+                met.add(&c);
+                if mode == Mode::Batches {
+                    batches.add(c.sim.batch_stats());
+                }
+            }
         }
+        met.check(mode);
     }
+    let BatchCases {
+        after_deliveries,
+        lagged,
+        before_ring,
+        rings_in_one_batch,
+    } = batches;
     eprintln!(
-        "256 cases: {killed} daemons killed, {fenced} fenced, {recovered} recoveries and \
-         {flushed} disk FLUSHes checked against the kernels' marks, {stale} regions of \
-         marks older than their recovery checked out of sync, {compared} replica comparisons"
+        "256 cases in batches, where a node read: a quorum notice after the deliveries of its \
+         ring in {after_deliveries}, in a later batch than its ring in {lagged}, before its \
+         ring in {before_ring}; several rings in one batch in {rings_in_one_batch}"
     );
-    assert!(recovered >= 200, "only {recovered} recoveries checked");
-    assert!(
-        stale >= 1,
-        "no mark older than its region's recovery came back"
-    );
-    assert!(killed >= 80, "only {killed} daemons killed");
-    assert!(flushed >= 200, "only {flushed} disk FLUSHes checked");
-    assert!(compared >= 20_000, "only {compared} comparisons");
+    // About 60% of what the fixed cases meet (103, 81, 122 and 81).
+    for (what, cases, floor) in [
+        ("a notice after its ring's deliveries", after_deliveries, 60),
+        ("a notice in a later batch than its ring", lagged, 50),
+        ("a notice before its ring", before_ring, 75),
+        ("several rings in one batch", rings_in_one_batch, 50),
+    ] {
+        assert!(cases >= floor, "only {cases} cases in batches read {what}");
+    }
 }
 
-/// Each defect of [`Bug::ALL`], planted alone, fails the checks within 1024 fixed running
-/// cases
+/// Defects only the batches can show: they are in `cpg_views`, which direct views skip.
+#[cfg(feature = "planted")]
+const BATCHES_ONLY: [dm_ulogd::cluster::planted::Bug; 1] =
+    [dm_ulogd::cluster::planted::Bug::OlderRingsNoticeCounts];
+
+/// Each defect of [`Bug::ALL`], planted alone, fails the checks within 256 fixed running
+/// cases; one in `cpg_views` only in batches, and never with direct views
 /// (`cargo test --features planted`; `make check` runs it).
 #[cfg(feature = "planted")]
 #[test]
 fn the_checks_catch_every_planted_defect() {
     use dm_ulogd::cluster::planted::{plant, Bug};
-    let mut missed = Vec::new();
-    for bug in Bug::ALL {
+    let caught_in = |bug: Bug, mode: Mode| {
         let mut runner = proptest::test_runner::TestRunner::new(common::proptest_seed::config(256));
         plant(Some(bug));
         let mut caught = 0;
         for _ in 0..256 {
-            let case = running_case().new_tree(&mut runner).unwrap().current();
-            if std::panic::catch_unwind(|| run_case(case)).is_err() {
+            let case = running_case(false).new_tree(&mut runner).unwrap().current();
+            if std::panic::catch_unwind(|| run_case(case, mode)).is_err() {
                 caught += 1;
             }
         }
         plant(None);
-        eprintln!("planted {bug:?}: caught in {caught} of 1024 cases");
-        if caught == 0 {
+        eprintln!("planted {bug:?}: caught in {caught} of 256 cases, {mode:?}");
+        caught
+    };
+    let mut missed = Vec::new();
+    for bug in Bug::ALL {
+        let direct = caught_in(bug, Mode::Direct);
+        if BATCHES_ONLY.contains(&bug) {
+            assert_eq!(
+                direct, 0,
+                "{bug:?} caught with direct views, which never show it"
+            );
+            if caught_in(bug, Mode::Batches) == 0 {
+                missed.push(bug);
+            }
+        } else if direct == 0 {
             missed.push(bug);
         }
     }
@@ -1322,6 +1489,7 @@ fn clamp(o: Op, nodes: usize, regions: u64) -> Op {
         Op::Restart(i, j) => Op::Restart(n(i), n(j)),
         Op::Join(i) => Op::Join(n(i)),
         Op::Partition(side) => Op::Partition(side.into_iter().take(nodes).collect()),
+        Op::QuorumFlap(i) => Op::QuorumFlap(n(i)),
         o => o,
     }
 }
@@ -1334,7 +1502,7 @@ fn single_node_equivalence(nodes: u32, seed: u64, table: &str, clears: bool, req
         in_sync_map: true,
         clears_in_flush: clears,
     };
-    let mut c = Cluster::new(nodes, seed, table, 256, 0.2, extensions);
+    let mut c = Cluster::new(nodes, seed, table, 256, 0.2, extensions, Mode::Direct);
     for id in c.ids() {
         c.join(id);
     }

@@ -21,17 +21,23 @@ pub enum Bug {
     /// A disk write is asked for once per generation, ever: after a failed write, or in a
     /// later view, nobody writes and the FLUSHes wait.
     WriteAskedOnceEver,
+    /// A CPG batch read before its quorum notices: a notice for a ring older than the one
+    /// CPG reported last, read after that report, counts for the view. A node that reads
+    /// `[ring 17, ring 25, Hellos, quorum(17) lost, quorum(25)]` leaves the healed view and
+    /// waits for Hellos already spent. Only the batches show it (`cpg_views`).
+    OlderRingsNoticeCounts,
 }
 
 impl Bug {
     /// Every planted defect.
-    pub const ALL: [Bug; 6] = [
+    pub const ALL: [Bug; 7] = [
         Bug::ProcessDeathIsNodeDeath,
         Bug::SuccessFromAnyNode,
         Bug::MarkDuringCopyCounts,
         Bug::RejoinedMarksStayInSync,
         Bug::FailedWriteCountsAsWritten,
         Bug::WriteAskedOnceEver,
+        Bug::OlderRingsNoticeCounts,
     ];
 }
 

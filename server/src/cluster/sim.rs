@@ -9,14 +9,24 @@
 //! stay in a component reach all its members that were in the old view; of the messages of
 //! a sender that crashed or is cut off, each new component gets the same seeded prefix for
 //! all its members. Then every component whose membership or quorum changed installs a view.
+//!
+//! **Batches** ([`Sim::with_batches`]). Corosync hands dm-ulogd no views: CPG reports group
+//! changes, rings and deliveries, and the quorum service its notices on a connection of its
+//! own, and `CpgGroup::dispatch` reads a CPG batch first and the notices after it. In this
+//! mode each node's connection queues what corosync would say ([`Raw`]) and reads it as
+//! `dispatch` does, in seeded batches (a part of what CPG has, then the notices queued by
+//! then, some left for a later batch), through its own [`Views`], the code dm-ulogd runs. So
+//! notices come after the rings and deliveries they belong with, several rings come in one
+//! batch, and quorum may be lost and regained within one ring ([`Sim::quorum_flap`]).
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::cpg_views::{view_id, Raw, Views};
 use super::group::{Group, GroupError, GroupEvent, NodeId, View, ViewId};
 
 /// One node as the network sees it.
@@ -31,6 +41,59 @@ struct Slot {
     killed: bool,
     /// Members, quorum and ring of the last view installed here.
     last: Option<(Vec<NodeId>, bool, Vec<NodeId>)>,
+    /// The nodes of its ring after the last change, and the ring's seq.
+    ring: Vec<NodeId>,
+    seq: u64,
+    /// The checker's id of the last view taken here ([`SimGroup::view_instance`]).
+    instance: Option<ViewId>,
+    /// What corosync says to its connection, in batches.
+    corosync: Connection,
+}
+
+/// One node's connection to corosync, in batches: what it has not read yet, and its views.
+#[derive(Debug, Default)]
+struct Connection {
+    /// Its dm-ulogd's process id (a new one at each join).
+    pid: u32,
+    /// The members CPG last reported to it.
+    reported: Vec<(NodeId, u32)>,
+    /// What CPG queued, in order.
+    cpg: VecDeque<Raw>,
+    /// The quorum service's notices, on their own connection.
+    notices: VecDeque<Raw>,
+    /// Its dm-ulogd's [`Views`].
+    views: Views,
+    /// Batches read.
+    batches: u64,
+    /// The latest ring reported to it (or the one it joined in).
+    ring_read: u64,
+    /// Rings reported whose notice it has not read: the batch of the report, and whether a
+    /// delivery was read after it.
+    unnoticed: BTreeMap<u64, (u64, bool)>,
+    /// A loss it read last in a batch, for a ring whose gain may follow.
+    loss_read: Option<u64>,
+}
+
+/// How often the batches met what `CpgGroup::dispatch` meets: the checker's floors count
+/// them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchStats {
+    /// Batches read.
+    pub dispatches: u64,
+    /// Batches whose CPG part held the reports of two rings or more.
+    pub rings_in_one_batch: u64,
+    /// Quorum notices read after a delivery that came after their ring's report.
+    pub notices_after_deliveries: u64,
+    /// Quorum notices read in a later batch than their ring's report.
+    pub notices_lagged: u64,
+    /// Quorum notices read before their ring's report.
+    pub notices_before_ring: u64,
+    /// Quorum flaps within a ring made.
+    pub flaps: u64,
+    /// Flaps whose loss and gain a node read in one batch.
+    pub flaps_in_one_batch: u64,
+    /// Flaps whose loss and gain a node read in different batches.
+    pub flaps_apart: u64,
 }
 
 #[derive(Debug)]
@@ -47,6 +110,14 @@ struct Net {
     components: usize,
     /// Per component, per sender: messages not ordered yet.
     pending: Vec<BTreeMap<NodeId, VecDeque<Vec<u8>>>>,
+    /// Nodes hear corosync's reports in batches rather than views.
+    batches: bool,
+    next_seq: u64,
+    next_pid: u32,
+    /// In batches: the checker's id of each view id a report may make, numbered in the order
+    /// of the reports ([`SimGroup::view_instance`]).
+    born: BTreeMap<ViewId, ViewId>,
+    stats: BatchStats,
 }
 
 /// The simulated network; clone-free handles to it are [`SimGroup`]s.
@@ -66,10 +137,13 @@ impl Sim {
     /// Nodes `1..=nodes`, all up in one component, none joined. Multicasts larger than
     /// `max_message` are refused; with `try_again` chance one is refused for flow control.
     pub fn new(nodes: u32, seed: u64, max_message: usize, try_again: f64) -> Self {
+        // Ring 1, of every node: the one the first joiners join in.
         let slots = (1..=nodes)
             .map(|n| {
                 let slot = Slot {
                     up: true,
+                    ring: (1..=nodes).collect(),
+                    seq: 1,
                     ..Slot::default()
                 };
                 (n, slot)
@@ -85,8 +159,58 @@ impl Sim {
                 slots,
                 components: 1,
                 pending: vec![BTreeMap::new()],
+                batches: false,
+                next_seq: 1,
+                next_pid: 100,
+                born: BTreeMap::new(),
+                stats: BatchStats::default(),
             })),
         }
+    }
+
+    /// The same network, but each node hears what corosync would say, read in batches as
+    /// `CpgGroup::dispatch` reads it, through its own [`Views`]: see the module's doc. Before
+    /// any node joins.
+    pub fn with_batches(self) -> Self {
+        self.net.borrow_mut().batches = true;
+        self
+    }
+
+    /// What the batches met so far.
+    pub fn batch_stats(&self) -> BatchStats {
+        self.net.borrow().stats
+    }
+
+    /// Quorum is lost and regained within the ring of `node`'s component, as votequorum may
+    /// report it (expected votes changed, a quorum device's vote lost and back): each member
+    /// there gets both notices for the ring. Only in batches (a view cannot say it), and
+    /// only in a quorate component; false if nothing happened.
+    pub fn quorum_flap(&self, node: NodeId) -> bool {
+        let mut net = self.net.borrow_mut();
+        let Some(&Slot { component, seq, .. }) = net.slots.get(&node).filter(|s| s.up) else {
+            return false;
+        };
+        if !net.batches || !net.quorate(component) {
+            return false;
+        }
+        let members: Vec<(NodeId, u32)> = net
+            .members(component)
+            .into_iter()
+            .map(|n| (n, net.slots[&n].corosync.pid))
+            .collect();
+        net.born(&members, None, &[false, true]);
+        let here = |s: &&mut Slot| s.up && s.joined && s.component == component;
+        for s in net.slots.values_mut().filter(here) {
+            s.corosync.notices.extend([
+                Raw::Quorum {
+                    quorate: false,
+                    seq,
+                },
+                Raw::Quorum { quorate: true, seq },
+            ]);
+        }
+        net.stats.flaps += 1;
+        true
     }
 
     /// Node `node`'s group handle.
@@ -112,13 +236,13 @@ impl Sim {
             .any(|c| c.values().any(|q| !q.is_empty()))
     }
 
-    /// Whether `node` has events to take.
+    /// Whether `node` has events to take (in batches: or reports to read).
     pub fn has_events(&self, node: NodeId) -> bool {
         self.net
             .borrow()
             .slots
             .get(&node)
-            .is_some_and(|s| !s.inbox.is_empty())
+            .is_some_and(|s| !s.inbox.is_empty() || s.corosync.unread())
     }
 
     /// Whether the node is up.
@@ -159,6 +283,7 @@ impl Sim {
                 s.joined = false;
                 s.killed = true;
                 s.inbox.clear();
+                s.corosync = Connection::default();
             }
         });
     }
@@ -259,15 +384,13 @@ impl Net {
     /// Puts a message from `from` into the inbox of each of `recipients`.
     fn deliver(&mut self, recipients: &[NodeId], from: NodeId, payload: &[u8]) {
         for m in recipients {
-            let event = GroupEvent::Message {
-                from,
-                payload: payload.to_vec(),
-            };
-            self.slots
-                .get_mut(m)
-                .expect("a member")
-                .inbox
-                .push_back(event);
+            let payload = payload.to_vec();
+            let slot = self.slots.get_mut(m).expect("a member");
+            if self.batches {
+                slot.corosync.cpg.push_back(Raw::Deliver { from, payload });
+            } else {
+                slot.inbox.push_back(GroupEvent::Message { from, payload });
+            }
         }
     }
 
@@ -322,6 +445,13 @@ impl Net {
             if !s.up {
                 s.inbox.clear();
             }
+            if self.batches {
+                s.corosync = Connection::default();
+            }
+        }
+        if self.batches {
+            self.report();
+            return;
         }
         for c in 0..self.components {
             let members = self.members(c);
@@ -352,6 +482,160 @@ impl Net {
                 slot.last = Some(now.clone());
             }
         }
+    }
+
+    /// What corosync says after a change, in batches: to each member whose group changed,
+    /// CPG's confchg (why members left or joined, as CPG tells: a node down or up is a ring
+    /// change, a process down on a live node is `PROCDOWN`); to each member whose ring
+    /// changed, CPG's report of the ring after it, and the quorum service's notice for it.
+    fn report(&mut self) {
+        for c in 0..self.components {
+            let ring = self.ring(c);
+            if ring.is_empty() {
+                continue;
+            }
+            let quorate = self.quorate(c);
+            let seq = ring.iter().any(|n| self.slots[n].ring != ring).then(|| {
+                self.next_seq += 1;
+                self.next_seq
+            });
+            let members: Vec<(NodeId, u32)> = self
+                .members(c)
+                .into_iter()
+                .map(|n| (n, self.slots[&n].corosync.pid))
+                .collect();
+            let mut reports = Vec::new();
+            let mut born = Vec::new();
+            for &(m, _) in &members {
+                let slot = &self.slots[&m];
+                let before = &slot.corosync.reported;
+                let mut raws = Vec::new();
+                // A loss read before the ring's report makes a view of the members before.
+                if seq.is_some() && !quorate && !before.is_empty() {
+                    born.push((before.clone(), None, false));
+                }
+                if *before != members {
+                    let left: Vec<NodeId> = before
+                        .iter()
+                        .filter(|a| !members.contains(a))
+                        .map(|a| a.0)
+                        .collect();
+                    let mut joined = members.iter().filter(|a| !before.contains(a));
+                    let process_down = left
+                        .iter()
+                        .copied()
+                        .filter(|l| self.slots[l].killed && ring.contains(l))
+                        .collect();
+                    // A joiner's first confchg is its own JOIN.
+                    let ring_change = !before.is_empty()
+                        && (left.iter().any(|l| !ring.contains(l))
+                            || joined.any(|j| !slot.ring.contains(&j.0)));
+                    raws.push(Raw::Members {
+                        members: members.clone(),
+                        ring_change,
+                        process_down,
+                    });
+                    if !ring_change {
+                        born.push((members.clone(), None, false));
+                        born.push((members.clone(), None, true));
+                    }
+                }
+                if let Some(seq) = seq {
+                    raws.push(Raw::Ring(seq, ring.clone()));
+                    // Not quorate either, if its notice was skipped for a later ring's.
+                    let with = Some((seq, ring.clone()));
+                    born.push((members.clone(), with.clone(), false));
+                    born.push((members.clone(), with, quorate));
+                }
+                reports.push((m, raws));
+            }
+            for (members, ring, quorate) in born {
+                self.born(&members, ring.as_ref(), &[quorate]);
+            }
+            for (m, raws) in reports {
+                let corosync = &mut self.slots.get_mut(&m).expect("a member").corosync;
+                corosync.cpg.extend(raws);
+                corosync.reported.clone_from(&members);
+                if let Some(seq) = seq {
+                    corosync.notices.push_back(Raw::Quorum { quorate, seq });
+                }
+            }
+            for n in &ring {
+                let s = self.slots.get_mut(n).expect("a node");
+                s.ring.clone_from(&ring);
+                s.seq = seq.unwrap_or(s.seq);
+            }
+        }
+    }
+
+    /// Reads one batch at `node` as `CpgGroup::dispatch` does: a seeded part of what CPG has
+    /// (often all of it), then the quorum notices (often all of them, else the first ones:
+    /// the others lag into a later batch), at least one thing in all; its [`Views`] turn
+    /// them into events, asking for quorum as it is now.
+    fn dispatch(&mut self, node: NodeId) {
+        let quorate = self.quorate(self.slots[&node].component);
+        let rng = &mut self.rng;
+        let c = &mut self.slots.get_mut(&node).expect("a node").corosync;
+        let mut some = |len: usize, all: f64| {
+            if rng.random_bool(all) {
+                len
+            } else {
+                rng.random_range(0..=len)
+            }
+        };
+        let mut cpg = some(c.cpg.len(), 0.5);
+        let mut notices = some(c.notices.len(), 0.75);
+        if cpg + notices == 0 {
+            if c.cpg.is_empty() {
+                notices = 1;
+            } else {
+                cpg = 1;
+            }
+        }
+        let raws: Vec<Raw> = c
+            .cpg
+            .drain(..cpg)
+            .chain(c.notices.drain(..notices))
+            .collect();
+        c.count(&raws, &mut self.stats);
+        c.views
+            .feed(raws, &mut || Ok(quorate))
+            .expect("the simulation answers for quorum");
+        let slot = self.slots.get_mut(&node).expect("a node");
+        while let Some(event) = slot.corosync.views.next_event() {
+            slot.inbox.push_back(event);
+        }
+    }
+
+    /// Numbers the views of `members` (with process ids) with each quorum of `quorum`, and
+    /// with `ring` if they come with its report, as [`Views`] would id them: the checker's
+    /// ids, in the order the reports were made.
+    fn born(
+        &mut self,
+        members: &[(NodeId, u32)],
+        ring: Option<&(u64, Vec<NodeId>)>,
+        quorum: &[bool],
+    ) {
+        for &quorate in quorum {
+            self.born
+                .insert(view_id(members, quorate, ring), ViewId(self.next_view));
+            self.next_view += 1;
+        }
+    }
+
+    /// The checker's id of `view`, taken now: its own id, except in batches, where ids are
+    /// hashes, which neither grow nor stay unique (a quorum flap repeats them): there, the
+    /// number of the last report that could make it. Any other view gets a new number: one
+    /// without quorum made by a loss read before its ring's report (of members older than
+    /// those reported last), or one `Views` should not have made.
+    fn instance(&mut self, view: &View) -> ViewId {
+        if !self.batches {
+            return view.id;
+        }
+        self.born.get(&view.id).copied().unwrap_or_else(|| {
+            self.next_view += 1;
+            ViewId(self.next_view - 1)
+        })
     }
 
     /// Numbers the components `0..n` again, keeping their grouping.
@@ -385,9 +669,19 @@ impl Group for SimGroup {
         }
         let node = self.node;
         net.reconfigure(|net| {
+            net.next_pid += 1;
+            let pid = net.next_pid;
             let s = net.slots.get_mut(&node).expect("a node");
             s.joined = true;
             s.killed = false;
+            let mut views = Views::new(node);
+            views.set_joined(true);
+            s.corosync = Connection {
+                pid,
+                views,
+                ring_read: s.seq,
+                ..Connection::default()
+            };
         });
         Ok(())
     }
@@ -432,10 +726,82 @@ impl Group for SimGroup {
 
     fn next_event(&mut self) -> Option<GroupEvent> {
         let mut net = self.net.borrow_mut();
-        let slot = net.slots.get_mut(&self.node)?;
+        let slot = net.slots.get(&self.node)?;
         if !slot.up {
             return None;
         }
-        slot.inbox.pop_front()
+        while net.batches
+            && net.slots[&self.node].inbox.is_empty()
+            && net.slots[&self.node].corosync.unread()
+        {
+            net.dispatch(self.node);
+        }
+        let event = net.slots.get_mut(&self.node)?.inbox.pop_front()?;
+        if let GroupEvent::View(v) = &event {
+            let instance = net.instance(v);
+            net.slots.get_mut(&self.node)?.instance = Some(instance);
+        }
+        Some(event)
+    }
+}
+
+impl SimGroup {
+    /// The checker's id of the last view this node took: the view's id, except in batches,
+    /// where it numbers the views in the order of the reports that made them (their own
+    /// ids are hashes, repeated by a quorum flap).
+    pub fn view_instance(&self) -> Option<ViewId> {
+        self.net.borrow().slots.get(&self.node)?.instance
+    }
+}
+
+impl Connection {
+    /// Whether corosync said something it has not read.
+    fn unread(&self) -> bool {
+        !(self.cpg.is_empty() && self.notices.is_empty())
+    }
+
+    /// Counts what one batch holds against what was read before.
+    fn count(&mut self, raws: &[Raw], stats: &mut BatchStats) {
+        self.batches += 1;
+        stats.dispatches += 1;
+        let mut rings = 0;
+        let mut losses = BTreeSet::new();
+        for raw in raws {
+            match *raw {
+                Raw::Ring(seq, _) => {
+                    rings += 1;
+                    self.ring_read = self.ring_read.max(seq);
+                    self.unnoticed.insert(seq, (self.batches, false));
+                }
+                Raw::Deliver { .. } => {
+                    for (_, delivered) in self.unnoticed.values_mut() {
+                        *delivered = true;
+                    }
+                }
+                Raw::Members { .. } => {}
+                Raw::Quorum { quorate, seq } => {
+                    match self.unnoticed.remove(&seq) {
+                        Some((batch, delivered)) => {
+                            stats.notices_after_deliveries += u64::from(delivered);
+                            stats.notices_lagged += u64::from(batch < self.batches);
+                        }
+                        None if seq > self.ring_read => stats.notices_before_ring += 1,
+                        None => {}
+                    }
+                    if !quorate {
+                        losses.insert(seq);
+                        self.loss_read = Some(seq);
+                    } else {
+                        if losses.contains(&seq) {
+                            stats.flaps_in_one_batch += 1;
+                        } else if self.loss_read == Some(seq) {
+                            stats.flaps_apart += 1;
+                        }
+                        self.loss_read = None;
+                    }
+                }
+            }
+        }
+        stats.rings_in_one_batch += u64::from(rings >= 2);
     }
 }
