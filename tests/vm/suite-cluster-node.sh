@@ -150,9 +150,9 @@ cluster_node_quorate() {
 cluster_node_mirrors_active() {
 	leg0=/dev/vda
 	leg1=/dev/vdb
-	if [ "$NODE" = "$VICTIM" ]; then
+	if [ "$NODE" = "$VICTIM" ] || { [ "$PLAN" = trio ] && [ "$NODE" = "$PARTITIONED" ]; }; then
 		# The victim's legs pass through linear devices that it suspends before its kill
-		# (cluster_node_writes).
+		# (cluster_node_writes), the cut-off node's before its cut (cluster_node_partitioned).
 		dm create vleg0 --table "0 $((2 * SECTORS)) linear /dev/vda 0" || fail "no linear device over /dev/vda"
 		dm create vleg1 --table "0 $((2 * SECTORS)) linear /dev/vdb 0" || fail "no linear device over /dev/vdb"
 		dm mknodes
@@ -189,6 +189,23 @@ mark_count() {
 }
 marked_since() { [ "$(mark_count "$1")" -gt "$2" ]; }
 
+# hold_marked_writes: one write to the last region of this node's part of each mirror (which
+# fio leaves alone), held in flight below the mirror (its legs suspended) once the log has
+# granted its mark. (With only random writes in flight a node may hold no mark at a given
+# moment: seen once on each mirror.) The writes' pids are in $held.
+hold_marked_writes() {
+	dm suspend --noflush vleg0 && dm suspend --noflush vleg1 || fail "cannot suspend the legs"
+	last_block=$((($(part_offset) + $(part_size)) / 4096 - 1))
+	held=""
+	for m in gcore:DMLU-GUESTS-CORE gdisk:DMLU-GUESTS-DISK; do
+		before=$(mark_count "${m#*:}")
+		[ -n "$before" ] || fail "no debugfs counters for ${m#*:}"
+		dd if=/dev/urandom of="/dev/mapper/${m%%:*}" bs=4096 count=1 seek="$last_block" oflag=direct 2>/dev/null &
+		held="$held $!"
+		wait_for 120 marked_since "${m#*:}" "$before" || fail "no mark granted for the write to ${m%%:*}"
+	done
+}
+
 cluster_node_writes() {
 	if [ "$NODE" = "$VICTIM" ]; then
 		# Under load with the survivors, on all of its part but the last region.
@@ -200,18 +217,8 @@ cluster_node_writes() {
 		sleep 5
 		killall -9 fio
 		wait "$core" "$disk"
-		# Then one write to that last region of each mirror, held in flight below the mirror
-		# (its legs suspended) once the log has granted its mark: killed, this node leaves a
-		# mark on each for the survivors to recover. (With only random writes in flight it
-		# may hold none at the kill: seen once on each mirror.)
-		dm suspend --noflush vleg0 && dm suspend --noflush vleg1 || fail "cannot suspend the legs"
-		last_block=$((($(part_offset) + $(part_size)) / 4096 - 1))
-		for m in gcore:DMLU-GUESTS-CORE gdisk:DMLU-GUESTS-DISK; do
-			before=$(mark_count "${m#*:}")
-			[ -n "$before" ] || fail "no debugfs counters for ${m#*:}"
-			dd if=/dev/urandom of="/dev/mapper/${m%%:*}" bs=4096 count=1 seek="$last_block" oflag=direct 2>/dev/null &
-			wait_for 120 marked_since "${m#*:}" "$before" || fail "no mark granted for the write to ${m%%:*}"
-		done
+		# Killed, this node leaves a mark on each mirror for the survivors to recover.
+		hold_marked_writes
 		echo "node $NODE: asking the host to kill this guest"
 		echo "dmlu: cut me" >/dev/ttyS1
 		sleep 600
@@ -275,11 +282,22 @@ host_said() {
 not_quorate() { ! quorate; }
 votes_are() { quorate && [ "$(votes)" = "$1" ]; }
 
-# trio: while every node writes, the host cuts node PARTITIONED off the network; the other
-# two go on with quorum (and recover what it held), it waits without; the host joins it
-# again once all saw the cut, and its writes go on.
+# trio: while every node writes, the host cuts node PARTITIONED off the network, a write to
+# each mirror held in flight there under its mark (its legs suspended); the other two go on
+# with quorum and take the regions it marked out of sync, it waits without; the host joins
+# it again once all saw the cut, it comes back holding those marks, lets the held writes go
+# and its other writes go on.
 cluster_node_partitioned() {
-	write_both_for 60
+	if [ "$NODE" = "$PARTITIONED" ]; then
+		# All of its part but the last region, which hold_marked_writes writes.
+		WRITE_SIZE=$(($(part_size) - REGION * 512))
+		write_both_for 60
+		unset WRITE_SIZE
+		sleep 5
+		hold_marked_writes
+	else
+		write_both_for 60
+	fi
 	barrier partition-me 300
 	host_said partition-me-done 300
 	if [ "$NODE" = "$PARTITIONED" ]; then
@@ -294,12 +312,22 @@ cluster_node_partitioned() {
 	host_said heal-me-done 300
 	wait_for 600 votes_are "$NODES" || fail "not every node back 600 s after the heal"
 	echo "node $NODE: healed ($(votes) votes)"
+	if [ "$NODE" = "$PARTITIONED" ]; then
+		dm resume vleg0 && dm resume vleg1 || fail "cannot resume the legs"
+		# shellcheck disable=SC2086
+		wait $held || fail "a write held across the cut failed"
+	fi
 	write_both_wait
 	# What dm-ulogd made of it: the cut-off node stopped serving; the others took the marks
 	# it held out of sync; at the heal it took the state again.
 	grep -E "no quorum|left holding marks|back holding marks|no member has the log's state|seeded" /tmp/dm-ulogd.log | tail -n 12
 	if [ "$NODE" = "$PARTITIONED" ]; then
 		grep -q "no quorum, not serving the log" /tmp/dm-ulogd.log || fail "dm-ulogd here went on serving without quorum"
+	else
+		for uuid in DMLU-GUESTS-CORE DMLU-GUESTS-DISK; do
+			grep "$uuid" /tmp/dm-ulogd.log | grep -q "node $PARTITIONED left holding marks" ||
+				fail "dm-ulogd here did not take node $PARTITIONED's marked regions of $uuid out of sync"
+		done
 	fi
 	barrier partition-done 600
 }
@@ -327,6 +355,10 @@ teardown() {
 	[ "$PLAN" = trio ] && barrier teardown 900
 	dm remove gcore || fail "cannot remove gcore"
 	dm remove gdisk || fail "cannot remove gdisk"
+	# The linear devices under a cut-off node's legs (trio).
+	if [ -e /dev/mapper/vleg0 ]; then
+		dm remove vleg0 && dm remove vleg1 || fail "cannot remove the linear devices under the legs"
+	fi
 	sync
 	stop_server
 	unload_module || fail "rmmod failed"
