@@ -58,7 +58,8 @@ if [ "$what" = all ] || [ "$what" = host ]; then
 	cargo_tests "cluster checker, planted defects" \
 		cargo test -p dm-ulogd --features planted --test cluster the_checks_catch_every_planted_defect -- --nocapture
 	if [ "${LONG:-0}" = 1 ]; then
-		# New cases, not the fixed ones: 100,000 of them (record: tests/results/cluster-nemesis.md).
+		# New cases, not the fixed ones: 100,000 of them, of each property in both modes (views,
+		# and corosync's reports in batches; record: tests/results/cluster-nemesis.md).
 		cargo_tests "cluster nemesis, 100,000 new cases of each property" env DMLU_PROPTEST_RANDOM=1 \
 			PROPTEST_CASES=100000 cargo test --release -p dm-ulogd --test cluster -- \
 			replicas_agree_and_recovery_completes a_running_cluster_keeps_the_checks
