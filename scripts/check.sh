@@ -178,7 +178,7 @@ if [ "$what" = all ] || [ "$what" = cluster-guests ]; then
 	say "cluster guests: two QEMU guests (debug kernel, Rust module) with corosync between them"
 	ktap_script cluster-guests "$TOP/tests/cluster/guests.sh" pair
 	if [ "${LONG:-0}" = 1 ]; then
-		# About 20 minutes: past make check's budget (record: tests/results/cluster-trio.md).
+		# About 10 minutes: past make check's budget (record: tests/results/cluster-trio.md).
 		say "cluster guests: three QEMU guests, a dm-ulogd killed, a guest cut off and joined again"
 		ktap_script cluster-guests-trio "$TOP/tests/cluster/guests.sh" trio
 	fi
