@@ -1610,4 +1610,79 @@ mod tests {
             );
         }
     }
+
+    /// Attack finding (attack2). dm core calls PRESUSPEND before it freezes the filesystem
+    /// (`lock_fs`) and before it waits for the I/O already mapped: writes go through
+    /// dm-raid1's `do_writes` after PRESUSPEND, and ask IS_REMOTE_RECOVERING. A suspended
+    /// asker is told no, so its write to an out-of-sync region goes to the default leg
+    /// only, unmarked. Nothing stops another, running node from being granted that region
+    /// and copying it under the write; its success puts the region in sync while the legs
+    /// may differ. Only the asker's POSTSUSPEND says its writes are done.
+    #[test]
+    #[ignore = "attack2: a suspending node told no writes unmarked while a running node is granted and copies the region"]
+    fn a_suspending_writer_told_no_is_not_copied_under() {
+        let mut r = replica(1, "64 core 8", &[1, 2]);
+        ask(&mut r, 1, RequestType::Resume, b"");
+        ask(&mut r, 2, RequestType::Resume, b"");
+        // Node 1 suspends (say, `lvchange --refresh` there); its filesystem's last writes
+        // reach the mirror after PRESUSPEND.
+        ask(&mut r, 1, RequestType::Presuspend, b"");
+        let rr = RemoteRecovering::decode(&ask(
+            &mut r,
+            1,
+            RequestType::IsRemoteRecovering,
+            &0u64.to_ne_bytes(),
+        ))
+        .unwrap();
+        if !rr.is_recovering {
+            // Node 1's write to region 0 is on its way to the default leg, unmarked; node 1
+            // has not reached POSTSUSPEND.
+            let given = work(&mut r, 2);
+            assert_ne!(
+                given,
+                Some(0),
+                "node 2 granted region 0 while node 1 (between PRESUSPEND and POSTSUSPEND) was \
+                 just told nobody recovers it and writes it, unmarked, to the default leg: \
+                 node 2's copy runs under that write"
+            );
+        }
+    }
+
+    /// Attack finding (attack2). The rule that IS_REMOTE_RECOVERING says yes while any other
+    /// node has the log counts `nodes` only, not a node whose dm-ulogd died (an orphan):
+    /// its kernel still has the log and resumes recovery as soon as its dm-ulogd is back.
+    /// Node 1 is told no for out-of-sync region 0 and writes it to the default leg,
+    /// unmarked; node 2's dm-ulogd comes back and node 2 is granted region 0 and copies it
+    /// under that write (the same holds for a node that joins after a lone node was told
+    /// no: the single-node answer is safe only while no other node can ever recover).
+    #[test]
+    #[ignore = "attack2: told no while the only other node is an orphan, a write goes unmarked and the orphan's node copies under it once back"]
+    fn a_writer_told_no_beside_an_orphan_is_not_copied_under() {
+        let mut r = replica(1, "64 core 8", &[1, 2]);
+        ask(&mut r, 1, RequestType::Resume, b"");
+        ask(&mut r, 2, RequestType::Resume, b"");
+        // dm-ulogd dies on node 2; the node, its kernel and its mirror stay.
+        r.orphan(2);
+        let rr = RemoteRecovering::decode(&ask(
+            &mut r,
+            1,
+            RequestType::IsRemoteRecovering,
+            &0u64.to_ne_bytes(),
+        ))
+        .unwrap();
+        if !rr.is_recovering {
+            // Node 1's write to region 0 goes to the default leg, unmarked, now. Node 2's
+            // dm-ulogd is restarted; its kernel re-creates the log and asks for work.
+            r.cut(&[1, 2], &[2], &[], &[]);
+            r.imported(2);
+            let given = work(&mut r, 2);
+            assert_ne!(
+                given,
+                Some(0),
+                "node 2 (back from a dm-ulogd restart) granted region 0 right after node 1 \
+                 was told nobody recovers it: node 2's copy runs under node 1's unmarked \
+                 write to the default leg"
+            );
+        }
+    }
 }
