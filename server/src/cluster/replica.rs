@@ -1685,4 +1685,51 @@ mod tests {
             );
         }
     }
+
+    /// Attack finding (attack2). IS_REMOTE_RECOVERING says yes while any other node has the
+    /// log, and the asker is to recover the region itself; but a region marked by another
+    /// node is never handed to it. Node 2 suspends (PRESUSPEND, POSTSUSPEND) still holding a
+    /// mark on region 3 (the module drops clears after POSTSUSPEND, and holds lazy ones
+    /// until RESUME); node 3, which marked region 3 too, dies, and region 3 leaves sync.
+    /// Node 1's write to region 3 is told yes, again and again: nobody may recover the
+    /// region (node 2 is suspended and gets no work; node 1 is kept off by node 2's mark),
+    /// so the write waits for as long as node 2 stays suspended, though node 2 writes
+    /// nothing after POSTSUSPEND.
+    #[test]
+    #[ignore = "attack2: a write is held for as long as a suspended node holds a stale mark on its out-of-sync region"]
+    fn a_suspended_nodes_mark_does_not_hold_writes_back_for_good() {
+        let mut r = replica(1, "64 core 8 nosync", &[1, 2, 3]);
+        for n in 1..=3 {
+            ask(&mut r, n, RequestType::Resume, b"");
+        }
+        let region = 3u64.to_ne_bytes();
+        ask(&mut r, 2, RequestType::MarkRegion, &region);
+        ask(&mut r, 3, RequestType::MarkRegion, &region);
+        ask(&mut r, 2, RequestType::Presuspend, b"");
+        ask(&mut r, 2, RequestType::Postsuspend, b"");
+        assert_eq!(r.depart(3).left_sync, Some((3, 1)));
+        // Node 1's kernel: the write waits while told yes, and recovers what it is given.
+        let mut held = true;
+        for _ in 0..20 {
+            let rr =
+                RemoteRecovering::decode(&ask(&mut r, 1, RequestType::IsRemoteRecovering, &region))
+                    .unwrap();
+            if !rr.is_recovering {
+                held = false;
+                break;
+            }
+            if let Some(w) = work(&mut r, 1) {
+                set_sync(&mut r, 1, w, true);
+            }
+        }
+        assert!(
+            !held,
+            "node 1's write to region 3 is held back (IS_REMOTE_RECOVERING yes) for as long as \
+             node 2 stays suspended: nobody may recover region 3 (claim {:?}, holders {:?}, in \
+             sync {:?})",
+            r.claim(),
+            r.holders(3).collect::<Vec<_>>(),
+            r.in_sync(3)
+        );
+    }
 }
