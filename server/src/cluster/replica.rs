@@ -1732,4 +1732,35 @@ mod tests {
             r.in_sync(3)
         );
     }
+
+    /// Attack finding (attack2), the join variant of
+    /// `a_writer_told_no_beside_an_orphan_is_not_copied_under`. Node 1 has the log alone:
+    /// IS_REMOTE_RECOVERING gives the single-node answer, no, and node 1 writes out-of-sync
+    /// region 0 to the default leg only, unmarked. Node 2 activates the mirror: at its cut
+    /// it is granted region 0 and copies it under node 1's write, which no message of node
+    /// 1's ever says is done.
+    #[test]
+    #[ignore = "attack2: a lone node told no writes unmarked, and a node joining next is granted the region and copies under the write"]
+    fn a_lone_writer_told_no_is_not_copied_under_by_a_joiner() {
+        let mut r = replica(1, "64 core 8", &[1]);
+        ask(&mut r, 1, RequestType::Resume, b"");
+        let rr = RemoteRecovering::decode(&ask(
+            &mut r,
+            1,
+            RequestType::IsRemoteRecovering,
+            &0u64.to_ne_bytes(),
+        ))
+        .unwrap();
+        if !rr.is_recovering {
+            r.cut(&[1, 2], &[2], &[], &[2]);
+            r.imported(2);
+            ask(&mut r, 2, RequestType::Resume, b"");
+            assert_ne!(
+                work(&mut r, 2),
+                Some(0),
+                "node 2 (just joined) granted region 0 while node 1, told nobody recovers it, \
+                 may be writing it unmarked to the default leg: node 2's copy runs under it"
+            );
+        }
+    }
 }
