@@ -185,6 +185,12 @@ pub struct NodeState {
 }
 
 impl NodeState {
+    /// Suspended through POSTSUSPEND since its last RESUME: its writes have drained, and
+    /// it writes nothing until it resumes.
+    pub fn drained(self) -> bool {
+        self.suspended && !self.running
+    }
+
     /// As one byte (snapshots and Hellos).
     pub fn to_bits(self) -> u8 {
         u8::from(self.suspended) | u8::from(self.running) << 1
@@ -776,7 +782,7 @@ impl Replica {
             s.nodes
                 .get(n)
                 .or_else(|| s.orphans.get(n))
-                .is_none_or(|st| !(st.suspended && !st.running))
+                .is_none_or(|st| !st.drained())
         };
         s.marks
             .get(&r)
