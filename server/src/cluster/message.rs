@@ -15,7 +15,7 @@ use super::transfer::{Reader, TransferError};
 
 /// The version of these messages (2: [`Message::Imported`]; 3: a process death keeps the
 /// node's marks, so replicas of version 2 would part from these; 4: Hellos say how far a
-/// stale replica got, and the member's table).
+/// stale replica got, and the member's table, and [`Message::Quorum`]).
 const VERSION: u8 = 4;
 
 const REQUEST: u8 = 1;
@@ -23,6 +23,7 @@ const HELLO: u8 = 2;
 const CHUNK: u8 = 3;
 const WRITTEN: u8 = 4;
 const IMPORTED: u8 = 5;
+const QUORUM: u8 = 6;
 
 /// Bytes of a [`Message::Chunk`] besides the chunk.
 pub const CHUNK_OVERHEAD: usize = 2 + 8 + 4 + 4;
@@ -126,6 +127,17 @@ pub enum Message {
         /// The view whose snapshot it imported.
         view: ViewId,
     },
+    /// The sender read that its ring's quorum changed to `quorate` after `view` (a
+    /// quorum change within a ring). Quorum notices come on a connection of their own,
+    /// which members read at different points of the agreed order: every member takes the
+    /// change at the first such message instead, so its views meet the others'. The group
+    /// layer ([`super::cpg_views`]) takes these; members never see them.
+    Quorum {
+        /// The view the change comes after.
+        view: ViewId,
+        /// Whether the ring is quorate now.
+        quorate: bool,
+    },
 }
 
 impl Message {
@@ -190,8 +202,25 @@ impl Message {
                 out.push(IMPORTED);
                 put64(&mut out, view.0);
             }
+            Self::Quorum { view, quorate } => {
+                out.push(QUORUM);
+                put64(&mut out, view.0);
+                out.push(u8::from(*quorate));
+            }
         }
         out
+    }
+
+    /// The quorum change `bytes` say, if they are a [`Message::Quorum`] of this version
+    /// (without decoding anything else).
+    pub fn quorum(bytes: &[u8]) -> Option<(ViewId, bool)> {
+        match bytes {
+            [VERSION, QUORUM, ..] => match Self::decode(bytes) {
+                Ok(Self::Quorum { view, quorate }) => Some((view, quorate)),
+                _ => None,
+            },
+            _ => None,
+        }
     }
 
     /// Reads a message another member sent.
@@ -248,6 +277,10 @@ impl Message {
             IMPORTED => Self::Imported {
                 view: ViewId(r.u64()?),
             },
+            QUORUM => Self::Quorum {
+                view: ViewId(r.u64()?),
+                quorate: r.u8()? != 0,
+            },
             _ => return Err(TransferError::Corrupt),
         })
     }
@@ -292,6 +325,10 @@ mod tests {
                 ok: false,
             },
             Message::Imported { view: ViewId(5) },
+            Message::Quorum {
+                view: ViewId(6),
+                quorate: true,
+            },
         ];
         for m in all {
             let bytes = m.encode();
