@@ -213,9 +213,8 @@ impl Views {
         ask: &mut dyn FnMut() -> Result<bool, GroupError>,
     ) -> Result<(), GroupError> {
         // Quorum notices are on their own connection: those read now may be for rings that
-        // CPG reported earlier in this batch.
-        // A ring's view has the first quorum the ring had: the changes after it go through
-        // the agreed order, as every member reads them.
+        // CPG reported earlier in this batch. A ring's view has the first quorum the ring
+        // had: the changes after it go through the agreed order.
         for raw in &raws {
             if let Raw::Quorum { quorate, seq } = *raw {
                 self.quorum_of_ring.entry(seq).or_insert(quorate);
@@ -254,15 +253,13 @@ impl Views {
         ask: &mut dyn FnMut() -> Result<bool, GroupError>,
     ) -> Result<bool, GroupError> {
         match raw {
-            Raw::Deliver { from, payload } if Message::quorum(&payload).is_some() => {
-                if let Some((view, quorate)) = Message::quorum(&payload) {
-                    self.agree(from, view, quorate);
+            Raw::Deliver { from, payload } => match (Message::quorum(&payload), &self.current) {
+                (Some((view, quorate)), _) => self.agree(from, view, quorate),
+                (None, Some((_, true))) => {
+                    self.events.push_back(GroupEvent::Message { from, payload });
                 }
-            }
-            Raw::Deliver { from, payload } => match self.current {
-                Some((_, true)) => self.events.push_back(GroupEvent::Message { from, payload }),
-                Some((_, false)) => self.unquorate.keep(from, payload),
-                None => {}
+                (None, Some((_, false))) => self.unquorate.keep(from, payload),
+                (None, None) => {}
             },
             // Nodes came or went: CPG's report of the ring ends the ring's group changes.
             Raw::Members {
@@ -720,7 +717,7 @@ mod tests {
     /// before the change in the agreed order (node 3's own message telling it), so it
     /// belongs to no quorate view and is dropped; a membership change drops it too.
     #[test]
-    fn deliveries_without_quorum_wait_for_it_in_the_same_view() {
+    fn deliveries_without_quorum_do_not_follow_a_flap_or_a_change() {
         let msg = Raw::Deliver {
             from: 1,
             payload: b"hello".to_vec(),

@@ -752,7 +752,7 @@ impl Group for SimGroup {
 impl SimGroup {
     /// The checker's id of the last view this node took: the view's id, except in batches,
     /// where it numbers the views in the order of the reports that made them (their own
-    /// ids are hashes, repeated by a quorum flap).
+    /// ids are hashes, which do not grow).
     pub fn view_instance(&self) -> Option<ViewId> {
         self.net.borrow().slots.get(&self.node)?.instance
     }
