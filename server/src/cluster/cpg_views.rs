@@ -112,10 +112,13 @@ struct Flaps {
     history: Vec<ViewId>,
     /// Where this node's own notices lead, and their quorum.
     read: (ViewId, bool),
-    /// This node joined in this view, with quorum as it asked for it: the others may have
-    /// taken a change of it that this node never read. The first change another member tells
-    /// for this view is the agreed one.
+    /// Processes joining or leaving made this view: a joiner asked corosync for quorum, and
+    /// the others may have agreed on a change of it that it never read. Every member tells
+    /// the quorum it has, and the first word delivered is the view's ([`Views::told`]);
+    /// until then what is delivered waits in `early`.
     unsure: bool,
+    /// What was delivered while `unsure`.
+    early: Vec<(NodeId, Vec<u8>)>,
 }
 
 impl Flaps {
@@ -125,6 +128,7 @@ impl Flaps {
             history: vec![id],
             read: (id, quorate),
             unsure: false,
+            early: Vec::new(),
         }
     }
 }
@@ -252,15 +256,54 @@ impl Views {
         raw: Raw,
         ask: &mut dyn FnMut() -> Result<bool, GroupError>,
     ) -> Result<bool, GroupError> {
-        match raw {
-            Raw::Deliver { from, payload } => match (Message::quorum(&payload), &self.current) {
-                (Some((view, quorate)), _) => self.agree(from, view, quorate),
-                (None, Some((_, true))) => {
-                    self.events.push_back(GroupEvent::Message { from, payload });
+        if matches!(raw, Raw::Members { .. } | Raw::Ring(..)) {
+            if let Some(flaps) = self.flaps.as_mut().filter(|f| f.unsure) {
+                // The group changed before a joiner got word of its quorum: what waited is
+                // taken first, with the quorum it asked for.
+                flaps.unsure = false;
+                let early = std::mem::take(&mut flaps.early);
+                self.backlog.push_front(raw);
+                for (from, payload) in early.into_iter().rev() {
+                    self.backlog.push_front(Raw::Deliver { from, payload });
                 }
-                (None, Some((_, false))) => self.unquorate.keep(from, payload),
-                (None, None) => {}
-            },
+                return Ok(false);
+            }
+        }
+        match raw {
+            Raw::Deliver { from, payload } => {
+                let told = Message::quorum(&payload);
+                if let Some(flaps) = self.flaps.as_mut().filter(|f| f.unsure) {
+                    // A joiner waits for the others' word of the quorum they agreed on.
+                    if let Some(Message::Quorum {
+                        view,
+                        quorate,
+                        told: true,
+                    }) = told
+                    {
+                        if view == flaps.agreed.0 {
+                            self.told(quorate);
+                        }
+                    } else {
+                        flaps.early.push((from, payload));
+                    }
+                    return Ok(false);
+                }
+                match (told, &self.current) {
+                    (
+                        Some(Message::Quorum {
+                            view,
+                            quorate,
+                            told: false,
+                        }),
+                        _,
+                    ) => self.agree(view, quorate),
+                    (Some(_), _) | (None, None) => {}
+                    (None, Some((_, true))) => {
+                        self.events.push_back(GroupEvent::Message { from, payload });
+                    }
+                    (None, Some((_, false))) => self.unquorate.keep(from, payload),
+                }
+            }
             // Nodes came or went: CPG's report of the ring ends the ring's group changes.
             Raw::Members {
                 members,
@@ -283,12 +326,17 @@ impl Views {
                             (quorate, quorate)
                         }
                     };
-                    let joining = self.current.is_none() && members.len() > 1;
                     let process_down = std::mem::take(&mut self.process_down);
                     let ring = self.ring_nodes.take();
-                    self.install_view(members, quorate, ring, process_down, true);
-                    if let Some(flaps) = self.flaps.as_mut().filter(|_| joining) {
+                    let made = self.install_view(members, quorate, ring, process_down, true);
+                    if let Some(flaps) = self.flaps.as_mut().filter(|_| made) {
                         flaps.unsure = true;
+                        let told = Message::Quorum {
+                            view: flaps.agreed.0,
+                            quorate,
+                            told: true,
+                        };
+                        self.outbox.push(told.encode());
                     }
                     self.read_flap(read);
                 }
@@ -399,6 +447,7 @@ impl Views {
             Message::Quorum {
                 view: from,
                 quorate,
+                told: false,
             }
             .encode(),
         );
@@ -412,16 +461,11 @@ impl Views {
     /// A member's [`Message::Quorum`], delivered in the agreed order: the first one for the
     /// agreed view makes the change for every member, at this point of the order; any other
     /// (a duplicate, or one sent before a view it did not know) changes nothing.
-    fn agree(&mut self, from: NodeId, view: ViewId, quorate: bool) {
+    fn agree(&mut self, view: ViewId, quorate: bool) {
         let Some(flaps) = self.flaps.as_mut() else {
             return;
         };
-        if flaps.unsure {
-            if from == self.me || view != flaps.agreed.0 {
-                return;
-            }
-            flaps.unsure = false;
-        } else if flaps.agreed != (view, !quorate) {
+        if flaps.agreed != (view, !quorate) {
             return;
         }
         let id = flap_id(view, quorate);
@@ -433,6 +477,31 @@ impl Views {
         // A loss this node read already stopped it, under this id.
         if quorate || self.current.as_ref().is_some_and(|c| c.1) {
             self.flap_view(quorate, id);
+        }
+    }
+
+    /// The first word of the view's quorum a member told ([`Flaps::unsure`]): every member
+    /// takes it at this point of the order, before any change of it (each member tells
+    /// before it tells a change). The view is shown again if its quorum differs, though not
+    /// as quorate to a node that read a loss since the view began (its own word of the loss
+    /// follows); what was delivered meanwhile is taken now, in order.
+    fn told(&mut self, quorate: bool) {
+        let Some(flaps) = self.flaps.as_mut() else {
+            return;
+        };
+        flaps.unsure = false;
+        let view = flaps.agreed.0;
+        flaps.agreed.1 = quorate;
+        if flaps.read.0 == view {
+            flaps.read.1 = quorate;
+        }
+        let show = !quorate || flaps.read.1;
+        let early = std::mem::take(&mut flaps.early);
+        if show && self.current.as_ref().is_some_and(|c| c.1 != quorate) {
+            self.flap_view(quorate, view);
+        }
+        for (from, payload) in early.into_iter().rev() {
+            self.backlog.push_front(Raw::Deliver { from, payload });
         }
     }
 
@@ -457,16 +526,16 @@ impl Views {
         ring: Option<(u64, Vec<NodeId>)>,
         process_down: Vec<NodeId>,
         by_members: bool,
-    ) {
+    ) -> bool {
         members.sort_unstable();
         if !self.joined || !members.iter().any(|&(n, _)| n == self.me) {
-            return;
+            return false;
         }
         let previous = self.current.replace((members.clone(), quorate));
         // A ring's report makes a view even if the members stayed: it may be the news that
         // a node whose process had stopped is gone. Every member hears every report.
         if ring.is_none() && previous.as_ref() == Some(&(members.clone(), quorate)) {
-            return;
+            return false;
         }
         let regained = quorate && previous.as_ref().is_some_and(|(m, _)| *m == members);
         let before: Vec<NodeId> = previous
@@ -499,6 +568,7 @@ impl Views {
         if regained {
             self.events.extend(kept);
         }
+        true
     }
 }
 
@@ -984,7 +1054,13 @@ mod dispatch_tests {
             .drain(..)
             .map(|payload| Raw::Deliver { from: 1, payload })
             .collect();
-        let hellos = mine.len();
+        let hellos = mine
+            .iter()
+            .filter(|raw| {
+                matches!(raw, Raw::Deliver { payload, .. }
+                    if matches!(Message::decode(payload), Ok(Message::Hello { .. })))
+            })
+            .count();
         let chunk = deliver(2, &snapshot(2, 1, healed));
         dispatch(
             &mut g,
@@ -1021,6 +1097,7 @@ mod dispatch_tests {
             &Message::Quorum {
                 view: before,
                 quorate: true,
+                told: false,
             },
         );
         let hello_1 = deliver(1, &valid_hello(view));
@@ -1188,6 +1265,50 @@ mod dispatch_tests {
             m1.serving() && m3.serving(),
             "after the flap: node 1 {:?}, node 3 {:?}",
             m1.round(),
+            m3.round()
+        );
+    }
+
+    /// A node joins within the ring while the others are between a flap's loss and its gain:
+    /// it asks for quorum (back already) and cannot know the loss the others agreed on. Its
+    /// first view must have the others' id, and it takes their word of the gain, so all
+    /// three meet in one round (the batch nemesis found the joiner in a round of its own).
+    #[test]
+    fn a_node_joining_within_a_flap_takes_the_others_word_for_it() {
+        const TWO: [(NodeId, u32); 2] = [(1, 10), (2, 20)];
+        let (mut g1, mut m1) = node(1, true);
+        let (mut g2, mut m2) = node(2, true);
+        let members = |m: &[(NodeId, u32)]| Raw::Members {
+            members: m.to_vec(),
+            ring_change: false,
+            process_down: Vec::new(),
+        };
+        dispatch(&mut g1, &mut m1, vec![members(&TWO)], vec![]);
+        dispatch(&mut g2, &mut m2, vec![members(&TWO)], vec![]);
+        exchange(&mut [(1, &mut g1, &mut m1), (2, &mut g2, &mut m2)]);
+        assert!(m1.serving() && m2.serving(), "the log is served");
+        dispatch(&mut g1, &mut m1, vec![], vec![quorum(40, false)]);
+        dispatch(&mut g2, &mut m2, vec![], vec![quorum(40, false)]);
+        exchange(&mut [(1, &mut g1, &mut m1), (2, &mut g2, &mut m2)]);
+        assert!(!m1.serving() && !m2.serving());
+        let (mut g3, mut m3) = node(3, true);
+        for (g, m) in [(&mut g1, &mut m1), (&mut g2, &mut m2), (&mut g3, &mut m3)] {
+            dispatch(g, m, vec![members(&ALL)], vec![]);
+        }
+        let ids = [&m1, &m2, &m3].map(|m| m.view().map(|v| v.id));
+        assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+        dispatch(&mut g1, &mut m1, vec![], vec![quorum(40, true)]);
+        dispatch(&mut g2, &mut m2, vec![], vec![quorum(40, true)]);
+        exchange(&mut [
+            (1, &mut g1, &mut m1),
+            (2, &mut g2, &mut m2),
+            (3, &mut g3, &mut m3),
+        ]);
+        assert!(
+            m1.serving() && m2.serving() && m3.serving(),
+            "after the join within the flap: {:?} {:?} {:?}",
+            m1.round(),
+            m2.round(),
             m3.round()
         );
     }

@@ -137,6 +137,9 @@ pub enum Message {
         view: ViewId,
         /// Whether the ring is quorate now.
         quorate: bool,
+        /// Not a change: the quorum the group agreed on when `view` began, told by a member
+        /// that was there to one that joined in it (which asked corosync, and cannot know).
+        told: bool,
     },
 }
 
@@ -202,23 +205,25 @@ impl Message {
                 out.push(IMPORTED);
                 put64(&mut out, view.0);
             }
-            Self::Quorum { view, quorate } => {
+            Self::Quorum {
+                view,
+                quorate,
+                told,
+            } => {
                 out.push(QUORUM);
                 put64(&mut out, view.0);
                 out.push(u8::from(*quorate));
+                out.push(u8::from(*told));
             }
         }
         out
     }
 
-    /// The quorum change `bytes` say, if they are a [`Message::Quorum`] of this version
-    /// (without decoding anything else).
-    pub fn quorum(bytes: &[u8]) -> Option<(ViewId, bool)> {
+    /// The [`Message::Quorum`] `bytes` are, if they are one of this version (without
+    /// decoding anything else).
+    pub fn quorum(bytes: &[u8]) -> Option<Self> {
         match bytes {
-            [VERSION, QUORUM, ..] => match Self::decode(bytes) {
-                Ok(Self::Quorum { view, quorate }) => Some((view, quorate)),
-                _ => None,
-            },
+            [VERSION, QUORUM, ..] => Self::decode(bytes).ok(),
             _ => None,
         }
     }
@@ -280,6 +285,7 @@ impl Message {
             QUORUM => Self::Quorum {
                 view: ViewId(r.u64()?),
                 quorate: r.u8()? != 0,
+                told: r.u8()? != 0,
             },
             _ => return Err(TransferError::Corrupt),
         })
@@ -328,6 +334,7 @@ mod tests {
             Message::Quorum {
                 view: ViewId(6),
                 quorate: true,
+                told: false,
             },
         ];
         for m in all {
