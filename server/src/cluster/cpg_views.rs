@@ -18,7 +18,9 @@
 //!   member that reads one multicasts it ([`Message::Quorum`]), and every member takes it at
 //!   the first such message delivered, under an id chained from the view's, so a flap
 //!   never repeats an id and every member's rounds meet. A loss stops this node at once,
-//!   before its message comes back.
+//!   before its message comes back. A view that processes joining or leaving make starts
+//!   with the first word of quorum a member tells for it ([`Flaps::unsure`]): a joiner
+//!   cannot know a change the others agreed on.
 //! - **Deliveries without quorum** are kept ([`Unquorate`]): when a ring's quorum comes,
 //!   the other members' Hellos for the quorate view may be read before this node's notice.
 
