@@ -7,7 +7,7 @@
 //! connection's context. [`CpgGroup::next_event`] dispatches, and [`Views`] turns the queue
 //! into [`GroupEvent`]s (view ids, quorum: `cpg_views.rs`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -151,6 +151,8 @@ pub struct CpgGroup {
     closed: bool,
     /// Corosync's reports turned into views and deliveries.
     views: Views,
+    /// What `views` asked to multicast that flow control held back.
+    unsent: VecDeque<Vec<u8>>,
 }
 
 impl std::fmt::Debug for CpgGroup {
@@ -217,6 +219,7 @@ impl CpgGroup {
             joined: false,
             closed: false,
             views: Views::new(me),
+            unsent: VecDeque::new(),
         })
     }
 
@@ -270,7 +273,26 @@ impl CpgGroup {
                 *closed = true;
                 GroupError::Closed
             })
-        })
+        })?;
+        self.unsent.extend(self.views.take_outbox());
+        self.send_unsent();
+        Ok(())
+    }
+
+    /// Multicasts the quorum changes `views` read (see `cpg_views`) until flow control holds
+    /// them back. One that fails otherwise is dropped: the other members tell the same
+    /// change, or a membership change starts over.
+    fn send_unsent(&mut self) {
+        while let Some(payload) = self.unsent.pop_front() {
+            match self.multicast(&payload) {
+                Ok(()) => {}
+                Err(GroupError::TryAgain) => {
+                    self.unsent.push_front(payload);
+                    return;
+                }
+                Err(e) => warn!(group = self.name, "telling a quorum change failed: {e}"),
+            }
+        }
     }
 }
 
@@ -334,6 +356,7 @@ impl Group for CpgGroup {
         cpg::leave(&self.cpg, &self.name).map_err(group_error)?;
         self.joined = false;
         self.views.set_joined(false);
+        self.unsent.clear();
         Ok(())
     }
 
@@ -346,6 +369,7 @@ impl Group for CpgGroup {
     }
 
     fn next_event(&mut self) -> Option<GroupEvent> {
+        self.send_unsent();
         if let Some(event) = self.views.next_event() {
             return Some(event);
         }

@@ -9,23 +9,27 @@
 //!   at every member, a merged view included, and differs from the view before it. It
 //!   repeats only if the same processes form the same group again in one totem ring, which
 //!   takes a member's log leaving and joining again; a message of the earlier view would
-//!   have to wait in corosync's queue all that time to be taken for one of the later. Or if
-//!   quorum is lost and regained within the ring: then a Hello kept while not quorate can
-//!   be taken for one of the later view's (open: docs/cluster.md, "Known limits").
+//!   have to wait in corosync's queue all that time to be taken for one of the later.
 //! - **Quorum** comes with the rings: see [`Views::install`]. `CpgGroup::dispatch` reads a
 //!   whole CPG batch and then the quorum notices, so [`Views::feed`] takes notices in any
-//!   order against the rings: a ring's view is installed once, with the latest quorum known
-//!   for that ring; a notice for an older ring, or one a later notice for its ring
-//!   supersedes, changes nothing.
-//! - **Deliveries without quorum** are kept ([`Unquorate`]): when quorum comes back within
-//!   a ring, the other members' Hellos for the quorate view may be read before this node's
-//!   notice.
+//!   order against the rings: a ring's view is installed once, with the first quorum known
+//!   for that ring; a notice for an older ring changes nothing.
+//! - **Quorum changes within a ring** ([`Flaps`]) go through the group's agreed order: a
+//!   member that reads one multicasts it ([`Message::Quorum`]), and every member takes it at
+//!   the first such message delivered, under an id chained from the view's, so a flap
+//!   never repeats an id and every member's rounds meet. A loss stops this node at once,
+//!   before its message comes back. A view that processes joining or leaving make starts
+//!   with the first word of quorum a member tells for it ([`Flaps::unsure`]): a joiner
+//!   cannot know a change the others agreed on.
+//! - **Deliveries without quorum** are kept ([`Unquorate`]): when a ring's quorum comes,
+//!   the other members' Hellos for the quorate view may be read before this node's notice.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use tracing::warn;
 
 use super::group::{GroupError, GroupEvent, NodeId, View, ViewId};
+use super::message::Message;
 use super::planted::{planted, Bug};
 
 /// What corosync said, in the order its callbacks said it.
@@ -84,11 +88,51 @@ pub struct Views {
     awaiting: Option<(u64, Vec<(NodeId, u32)>)>,
     /// What came after a ring that awaits its quorum.
     backlog: VecDeque<Raw>,
-    /// Quorum of the latest rings, as the quorum service reported it.
+    /// Quorum of the latest rings, as the quorum service reported it first.
     quorum_of_ring: BTreeMap<u64, bool>,
+    /// Quorum of the latest rings, as the last notice taken for each said.
+    read_of_ring: BTreeMap<u64, bool>,
     /// Deliveries while the current view is not quorate.
     unquorate: Unquorate,
+    /// Quorum changes within the current view's ring.
+    flaps: Option<Flaps>,
+    /// [`Message::Quorum`]s to multicast ([`Views::take_outbox`]).
+    outbox: Vec<Vec<u8>>,
     events: VecDeque<GroupEvent>,
+}
+
+/// Quorum changes within a ring, as the group agreed on them and as this node read them,
+/// since the last view a membership change (or a ring's quorum) made. Each change chains a
+/// new view id from the one before ([`flap_id`]): every member that reads the same notices
+/// from the same view computes the same chain, so their [`Message::Quorum`]s name the same
+/// changes, and the first one delivered is taken by all, duplicates and late ones ignored.
+#[derive(Debug)]
+struct Flaps {
+    /// The view the agreed order is in, and its quorum.
+    agreed: (ViewId, bool),
+    /// Views the agreed order went through since the chain began.
+    history: Vec<ViewId>,
+    /// Where this node's own notices lead, and their quorum.
+    read: (ViewId, bool),
+    /// Processes joining or leaving made this view: a joiner asked corosync for quorum, and
+    /// the others may have agreed on a change of it that it never read. Every member tells
+    /// the quorum it has, and the first word delivered is the view's ([`Views::told`]);
+    /// until then what is delivered waits in `early`.
+    unsure: bool,
+    /// What was delivered while `unsure`.
+    early: Vec<(NodeId, Vec<u8>)>,
+}
+
+impl Flaps {
+    fn new(id: ViewId, quorate: bool) -> Self {
+        Self {
+            agreed: (id, quorate),
+            history: vec![id],
+            read: (id, quorate),
+            unsure: false,
+            early: Vec::new(),
+        }
+    }
 }
 
 /// The last view installed: its members with process ids, and quorum.
@@ -161,6 +205,12 @@ impl Views {
         self.events.pop_front()
     }
 
+    /// What to multicast to the group for these views (quorum changes this node read), in
+    /// order: the caller sends it ahead of anything else it has to send.
+    pub fn take_outbox(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.outbox)
+    }
+
     /// Takes what the callbacks said since the last call, in order; `ask` asks the quorum
     /// service for quorum now (only for the view that joining brings).
     pub fn feed(
@@ -169,14 +219,18 @@ impl Views {
         ask: &mut dyn FnMut() -> Result<bool, GroupError>,
     ) -> Result<(), GroupError> {
         // Quorum notices are on their own connection: those read now may be for rings that
-        // CPG reported earlier in this batch.
+        // CPG reported earlier in this batch. A ring's view has the first quorum the ring
+        // had: the changes after it go through the agreed order.
         for raw in &raws {
             if let Raw::Quorum { quorate, seq } = *raw {
-                self.quorum_of_ring.insert(seq, quorate);
+                self.quorum_of_ring.entry(seq).or_insert(quorate);
             }
         }
         while self.quorum_of_ring.len() > 16 {
             self.quorum_of_ring.pop_first();
+        }
+        while self.read_of_ring.len() > 16 {
+            self.read_of_ring.pop_first();
         }
         self.backlog.extend(raws);
         let mut deferred = VecDeque::new();
@@ -204,12 +258,54 @@ impl Views {
         raw: Raw,
         ask: &mut dyn FnMut() -> Result<bool, GroupError>,
     ) -> Result<bool, GroupError> {
+        if matches!(raw, Raw::Members { .. } | Raw::Ring(..)) {
+            if let Some(flaps) = self.flaps.as_mut().filter(|f| f.unsure) {
+                // The group changed before a joiner got word of its quorum: what waited is
+                // taken first, with the quorum it asked for.
+                flaps.unsure = false;
+                let early = std::mem::take(&mut flaps.early);
+                self.backlog.push_front(raw);
+                for (from, payload) in early.into_iter().rev() {
+                    self.backlog.push_front(Raw::Deliver { from, payload });
+                }
+                return Ok(false);
+            }
+        }
         match raw {
-            Raw::Deliver { from, payload } => match self.current {
-                Some((_, true)) => self.events.push_back(GroupEvent::Message { from, payload }),
-                Some((_, false)) => self.unquorate.keep(from, payload),
-                None => {}
-            },
+            Raw::Deliver { from, payload } => {
+                let told = Message::quorum(&payload);
+                if let Some(flaps) = self.flaps.as_mut().filter(|f| f.unsure) {
+                    // A joiner waits for the others' word of the quorum they agreed on.
+                    if let Some(Message::Quorum {
+                        view,
+                        quorate,
+                        told: true,
+                    }) = told
+                    {
+                        if view == flaps.agreed.0 {
+                            self.told(quorate);
+                        }
+                    } else {
+                        flaps.early.push((from, payload));
+                    }
+                    return Ok(false);
+                }
+                match (told, &self.current) {
+                    (
+                        Some(Message::Quorum {
+                            view,
+                            quorate,
+                            told: false,
+                        }),
+                        _,
+                    ) => self.agree(view, quorate),
+                    (Some(_), _) | (None, None) => {}
+                    (None, Some((_, true))) => {
+                        self.events.push_back(GroupEvent::Message { from, payload });
+                    }
+                    (None, Some((_, false))) => self.unquorate.keep(from, payload),
+                }
+            }
             // Nodes came or went: CPG's report of the ring ends the ring's group changes.
             Raw::Members {
                 members,
@@ -220,13 +316,31 @@ impl Views {
                 if ring_change || self.pending.is_some() {
                     self.pending = Some(members);
                 } else {
-                    // Processes joined or left: the same ring, quorum as it was (asked for
-                    // the first view, joining).
-                    let quorate = match &self.current {
-                        Some((_, quorate)) => *quorate,
-                        None => ask()?,
+                    // Processes joined or left: the same ring, quorum as the group agreed
+                    // (asked for the first view, joining). A change this node read that the
+                    // group has not taken yet follows at once, and is told again for the new
+                    // view.
+                    let (quorate, read) = match (&self.flaps, &self.current) {
+                        (Some(f), _) => (f.agreed.1, f.read.1),
+                        (None, Some((_, quorate))) => (*quorate, *quorate),
+                        (None, None) => {
+                            let quorate = ask()?;
+                            (quorate, quorate)
+                        }
                     };
-                    self.install(members, quorate);
+                    let process_down = std::mem::take(&mut self.process_down);
+                    let ring = self.ring_nodes.take();
+                    let made = self.install_view(members, quorate, ring, process_down, true);
+                    if let Some(flaps) = self.flaps.as_mut().filter(|_| made) {
+                        flaps.unsure = true;
+                        let told = Message::Quorum {
+                            view: flaps.agreed.0,
+                            quorate,
+                            told: true,
+                        };
+                        self.outbox.push(told.encode());
+                    }
+                    self.read_flap(read);
                 }
             }
             Raw::Ring(seq, nodes) => {
@@ -240,44 +354,23 @@ impl Views {
                     .or_else(|| self.current.as_ref().map(|(m, _)| m.clone()));
                 if let Some(members) = members {
                     match self.quorum_of_ring.get(&seq) {
-                        Some(&quorate) => self.install(members, quorate),
+                        Some(&quorate) => self.install_ring(members, quorate, seq),
                         None => self.awaiting = Some((seq, members)),
                     }
                 }
             }
             Raw::Quorum { quorate, seq } => {
-                // `feed` noted every notice of the batch: a later one for this ring, read
-                // with it, supersedes a gain (the ring's view has its quorum). Not a loss:
-                // a member that read the loss and the gain apart went stale and starts a new
-                // round, which every member must take part in, so every member goes through
-                // the loss, however the notices were batched.
-                let latest = self.quorum_of_ring.get(&seq).copied();
-                if latest != Some(quorate) && quorate {
-                    return Ok(false);
-                }
-                if latest != Some(quorate) {
-                    // The loss, now (unless it is an older ring's, read late); the gain that
-                    // superseded it follows.
-                    let newest = self
-                        .awaiting
-                        .as_ref()
-                        .map_or(self.ring, |a| a.0.max(self.ring));
-                    if seq >= newest {
-                        if let Some((members, true)) = self.current.clone() {
-                            self.requorum(members, false);
-                        }
-                    }
-                    return Ok(false);
-                }
+                self.read_of_ring.insert(seq, quorate);
                 if let Some((ring, members)) = self.awaiting.take() {
                     if seq < ring {
                         // An older ring's notice, read late.
                         self.awaiting = Some((ring, members));
                         return Ok(false);
                     }
-                    // A notice for a later ring: the awaited one's was skipped; not quorate
-                    // then (the later ring's report follows).
-                    self.install(members, quorate && seq == ring);
+                    // The ring's first notice gives its view's quorum. A notice for a later
+                    // ring: the awaited one's was skipped; not quorate then (the later
+                    // ring's report follows).
+                    self.install_ring(members, quorate && seq == ring, ring);
                     return Ok(true);
                 }
                 if seq < self.ring && !planted(Bug::OlderRingsNoticeCounts) {
@@ -293,13 +386,12 @@ impl Views {
                     self.ring = seq;
                 }
                 match self.current.clone() {
-                    // A change within the ring CPG reported last (expected votes changed);
-                    // nothing if the view has that quorum already.
-                    Some((members, _)) if seq == self.ring && self.pending.is_none() => {
-                        self.requorum(members, quorate);
+                    // A change within the ring CPG reported last (expected votes changed).
+                    Some(_) if seq == self.ring && self.pending.is_none() => {
+                        self.read_flap(quorate)
                     }
-                    // A loss is taken at once, for this ring or a later one; a gain for a
-                    // ring CPG has not reported yet waits for that report.
+                    // A loss is taken at once, for a ring CPG has not reported yet; a gain
+                    // waits for that report.
                     Some((members, true)) if !quorate => self.requorum(members, false),
                     _ => {}
                 }
@@ -320,13 +412,113 @@ impl Views {
     fn install(&mut self, members: Vec<(NodeId, u32)>, quorate: bool) {
         let ring = self.ring_nodes.take();
         let process_down = std::mem::take(&mut self.process_down);
-        self.install_view(members, quorate, ring, process_down);
+        self.install_view(members, quorate, ring, process_down, false);
     }
 
-    /// Queues a view of the current members with `quorate` (a quorum change within the
-    /// view), leaving a pending change's PROCDOWNs and ring to the view that change makes.
+    /// Queues the view of ring `seq`, with the first quorum known for it; if this node read
+    /// a change of it since (before the ring's report), the change follows, as
+    /// [`Views::read_flap`].
+    fn install_ring(&mut self, members: Vec<(NodeId, u32)>, quorate: bool, seq: u64) {
+        self.install(members, quorate);
+        if let Some(&read) = self.read_of_ring.get(&seq) {
+            self.read_flap(read);
+        }
+    }
+
+    /// Queues a view of the current members with `quorate` (a loss read before its ring's
+    /// report), leaving a pending change's PROCDOWNs and ring to the view that change makes.
     fn requorum(&mut self, members: Vec<(NodeId, u32)>, quorate: bool) {
-        self.install_view(members, quorate, None, Vec::new());
+        self.install_view(members, quorate, None, Vec::new(), false);
+    }
+
+    /// This node read that quorum within its view's ring changed to `quorate`: it tells the
+    /// group, which takes the change at the first such message ([`Views::agree`]). A loss
+    /// stops this node at once (the member stops answering its kernel), under the id the
+    /// agreed loss will have; a gain waits for the agreed order.
+    fn read_flap(&mut self, quorate: bool) {
+        let Some(flaps) = self.flaps.as_mut() else {
+            return;
+        };
+        let (from, was) = flaps.read;
+        if was == quorate {
+            return;
+        }
+        let id = flap_id(from, quorate);
+        flaps.read = (id, quorate);
+        self.outbox.push(
+            Message::Quorum {
+                view: from,
+                quorate,
+                told: false,
+            }
+            .encode(),
+        );
+        // The agreed order went through this change already (another member told first).
+        let known = flaps.history.contains(&id);
+        if !known && !quorate && self.current.as_ref().is_some_and(|c| c.1) {
+            self.flap_view(false, id);
+        }
+    }
+
+    /// A member's [`Message::Quorum`], delivered in the agreed order: the first one for the
+    /// agreed view makes the change for every member, at this point of the order; any other
+    /// (a duplicate, or one sent before a view it did not know) changes nothing.
+    fn agree(&mut self, view: ViewId, quorate: bool) {
+        let Some(flaps) = self.flaps.as_mut() else {
+            return;
+        };
+        if flaps.agreed != (view, !quorate) {
+            return;
+        }
+        let id = flap_id(view, quorate);
+        flaps.agreed = (id, quorate);
+        flaps.history.push(id);
+        if flaps.history.len() > 64 {
+            flaps.history.remove(0);
+        }
+        // A loss this node read already stopped it, under this id.
+        if quorate || self.current.as_ref().is_some_and(|c| c.1) {
+            self.flap_view(quorate, id);
+        }
+    }
+
+    /// The first word of the view's quorum a member told ([`Flaps::unsure`]): every member
+    /// takes it at this point of the order, before any change of it (each member tells
+    /// before it tells a change). The view is shown again if its quorum differs, though not
+    /// as quorate to a node that read a loss since the view began (its own word of the loss
+    /// follows); what was delivered meanwhile is taken now, in order.
+    fn told(&mut self, quorate: bool) {
+        let Some(flaps) = self.flaps.as_mut() else {
+            return;
+        };
+        flaps.unsure = false;
+        let view = flaps.agreed.0;
+        flaps.agreed.1 = quorate;
+        if flaps.read.0 == view {
+            flaps.read.1 = quorate;
+        }
+        let show = !quorate || flaps.read.1;
+        let early = std::mem::take(&mut flaps.early);
+        if show && self.current.as_ref().is_some_and(|c| c.1 != quorate) {
+            self.flap_view(quorate, view);
+        }
+        for (from, payload) in early.into_iter().rev() {
+            self.backlog.push_front(Raw::Deliver { from, payload });
+        }
+    }
+
+    /// Queues view `id` of the current members, a quorum change within the view's ring (the
+    /// same at every member). What was delivered without quorum came before the change in
+    /// the agreed order: it belongs to views before this one.
+    fn flap_view(&mut self, quorate: bool, id: ViewId) {
+        let Some((members, now)) = self.current.as_mut() else {
+            return;
+        };
+        *now = quorate;
+        let nodes: Vec<NodeId> = members.iter().map(|&(n, _)| n).collect();
+        drop(self.unquorate.take());
+        let view = View::after(id, &nodes, nodes.clone(), quorate);
+        self.events.push_back(GroupEvent::View(view));
     }
 
     fn install_view(
@@ -335,16 +527,17 @@ impl Views {
         quorate: bool,
         ring: Option<(u64, Vec<NodeId>)>,
         process_down: Vec<NodeId>,
-    ) {
+        by_members: bool,
+    ) -> bool {
         members.sort_unstable();
         if !self.joined || !members.iter().any(|&(n, _)| n == self.me) {
-            return;
+            return false;
         }
         let previous = self.current.replace((members.clone(), quorate));
         // A ring's report makes a view even if the members stayed: it may be the news that
         // a node whose process had stopped is gone. Every member hears every report.
         if ring.is_none() && previous.as_ref() == Some(&(members.clone(), quorate)) {
-            return;
+            return false;
         }
         let regained = quorate && previous.as_ref().is_some_and(|(m, _)| *m == members);
         let before: Vec<NodeId> = previous
@@ -358,7 +551,10 @@ impl Views {
                 "two processes of one node are in the group: one dm-ulogd per node serves a log"
             );
         }
-        let id = view_id(&members, quorate, ring.as_ref());
+        // Processes joining or leaving make a view with the id of its members alone: one
+        // joining cannot know whether the others took a quorum change of the ring yet.
+        let id = view_id(&members, quorate || by_members, ring.as_ref());
+        self.flaps = Some(Flaps::new(id, quorate));
         let mut view = View::after(id, &before, nodes, quorate);
         // A node CPG reported PROCDOWN is alive then; a later ring without it died.
         view.process_down = view
@@ -374,7 +570,19 @@ impl Views {
         if regained {
             self.events.extend(kept);
         }
+        true
     }
+}
+
+/// The id of the view quorum changes to `quorate` after `view`, within its ring: FNV-1a,
+/// as [`view_id`].
+pub(super) fn flap_id(view: ViewId, quorate: bool) -> ViewId {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in b"flap".iter().chain(&view.0.to_le_bytes()) {
+        hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    hash = (hash ^ u64::from(u8::from(quorate))).wrapping_mul(0x0100_0000_01b3);
+    ViewId(hash)
 }
 
 /// The id of the view of `members` (sorted), `quorate` and the `ring` it comes with (its seq
@@ -440,6 +648,14 @@ mod tests {
         let mut out = Vec::new();
         for batch in batches {
             v.feed(batch, &mut || Ok(asked)).unwrap();
+            // The quorum changes node 3 tells come back in a batch of their own, as node 1
+            // (which reads the same notices) tells them first.
+            let back = v
+                .take_outbox()
+                .into_iter()
+                .map(|payload| Raw::Deliver { from: 1, payload })
+                .collect();
+            v.feed(back, &mut || Ok(asked)).unwrap();
             while let Some(e) = v.next_event() {
                 out.push(e);
             }
@@ -569,10 +785,11 @@ mod tests {
         );
     }
 
-    /// Quorum back within a ring: what was delivered while the view was not quorate comes
-    /// after the quorate view, not before it; a membership change drops it instead.
+    /// Quorum back within a ring: what was delivered while the view was not quorate came
+    /// before the change in the agreed order (node 3's own message telling it), so it
+    /// belongs to no quorate view and is dropped; a membership change drops it too.
     #[test]
-    fn deliveries_without_quorum_wait_for_it_in_the_same_view() {
+    fn deliveries_without_quorum_do_not_follow_a_flap_or_a_change() {
         let msg = Raw::Deliver {
             from: 1,
             payload: b"hello".to_vec(),
@@ -586,7 +803,7 @@ mod tests {
         regained.push(vec![msg.clone(), q(true, 30)]);
         assert_eq!(
             summary(&views_of(regained, false)),
-            ["view [1, 2, 3] false", "view [1, 2, 3] true", "msg 1"]
+            ["view [1, 2, 3] false", "view [1, 2, 3] true"]
         );
         let mut changed = start;
         changed.push(vec![
@@ -753,6 +970,7 @@ mod dispatch_tests {
         let quorate = g.quorate;
         let raws = cpg.into_iter().chain(quorum).collect();
         g.views.feed(raws, &mut || Ok(quorate)).unwrap();
+        g.sent.extend(g.views.take_outbox());
         while let Some(e) = g.views.next_event() {
             m.deliver(g, e);
         }
@@ -838,7 +1056,13 @@ mod dispatch_tests {
             .drain(..)
             .map(|payload| Raw::Deliver { from: 1, payload })
             .collect();
-        let hellos = mine.len();
+        let hellos = mine
+            .iter()
+            .filter(|raw| {
+                matches!(raw, Raw::Deliver { payload, .. }
+                    if matches!(Message::decode(payload), Ok(Message::Hello { .. })))
+            })
+            .count();
         let chunk = deliver(2, &snapshot(2, 1, healed));
         dispatch(
             &mut g,
@@ -851,8 +1075,10 @@ mod dispatch_tests {
         assert_eq!(hellos, 1, "one round for one view");
     }
 
-    /// Quorum comes back without a ring change: node 3 reads node 1's Hello for the quorate
-    /// view in the same dispatch as the notice. The Hello must count in its round.
+    /// Quorum comes back without a ring change: node 1 read it first and told the group;
+    /// node 3 reads node 1's word and its Hello for the quorate view before its own notice.
+    /// The view comes at node 1's word, the Hello counts in its round, and node 3's notice,
+    /// read later, changes nothing.
     #[test]
     fn a_hello_read_with_the_quorum_that_makes_its_view_is_kept() {
         let (mut g, mut m) = node(3, false);
@@ -866,9 +1092,20 @@ mod dispatch_tests {
         ];
         dispatch(&mut g, &mut m, ring, vec![quorum(30, false)]);
         assert_eq!(m.view().map(|v| v.quorate), Some(false));
-        let view = view_id(&ALL, true, None);
+        let before = view_id(&ALL, false, None);
+        let view = flap_id(before, true);
+        let told = deliver(
+            1,
+            &Message::Quorum {
+                view: before,
+                quorate: true,
+                told: false,
+            },
+        );
         let hello_1 = deliver(1, &valid_hello(view));
-        dispatch(&mut g, &mut m, vec![hello_1], vec![quorum(30, true)]);
+        dispatch(&mut g, &mut m, vec![told, hello_1], vec![]);
+        assert_eq!(m.view().map(|v| (v.id, v.quorate)), Some((view, true)));
+        dispatch(&mut g, &mut m, vec![], vec![quorum(30, true)]);
         assert_eq!(m.view().map(|v| (v.id, v.quorate)), Some((view, true)));
         let mut rest = vec![deliver(2, &valid_hello(view))];
         rest.extend(
@@ -948,16 +1185,15 @@ mod dispatch_tests {
         );
     }
 
-    /// Open (batch nemesis finding): a quorum flap within a ring repeats view ids. A view's
-    /// id without a ring report hashes its members and quorum alone, so the view quorum
-    /// comes back to has the id of the view before the loss, and a Hello of the earlier
-    /// round, kept while the view was not quorate, counts in the later one. Node 1 serves;
-    /// node 2 joins (view h); node 1 reads the flap's loss before both Hellos for h, then
-    /// the Hellos with the gain: its round of the second h cuts at once on them, takes its
-    /// own earlier Hello (valid) for the sender's, and node 1, stale since the loss, waits
-    /// for a snapshot from itself.
+    /// Batch nemesis finding: a quorum flap within a ring repeated view ids. A view's id
+    /// without a ring report hashed its members and quorum alone, so the view quorum came
+    /// back to had the id of the view before the loss, and a Hello of the earlier round,
+    /// kept while the view was not quorate, counted in the later one. Node 1 serves; node 2
+    /// joins (view h); node 1 reads the flap's loss before both Hellos for h, then the
+    /// Hellos with the gain: its round of the second h cut at once on them, took its own
+    /// earlier Hello (valid) for the sender's, and node 1, stale since the loss, waited for
+    /// a snapshot from itself. Now the regained view's id chains from h and the flap.
     #[test]
-    #[ignore = "open: a quorum flap within a ring repeats view ids (docs/cluster.md)"]
     fn a_hello_of_the_round_before_a_quorum_flap_does_not_count_after_it() {
         let members = |m: &[(NodeId, u32)]| Raw::Members {
             members: m.to_vec(),
@@ -996,14 +1232,14 @@ mod dispatch_tests {
         );
     }
 
-    /// Open (batch nemesis finding): quorum is not in the group's agreed order, so a member
-    /// can read the Hello another member sent for the view after a flap while it is still
-    /// in the quorate view before it (its notices come after the CPG batch that holds the
-    /// Hello). The Hello belongs to no round there and is spent; the round of the view
-    /// after the flap waits for it for good. Node 3 reads the loss and the gain, and sends
-    /// its Hello; node 1 reads that Hello in the batch before its own notices.
+    /// Batch nemesis finding: quorum was not in the group's agreed order, so a member could
+    /// read the Hello another member sent for the view after a flap while it was still in
+    /// the quorate view before it (its notices come after the CPG batch that holds the
+    /// Hello): the Hello belonged to no round there, and the round of the view after the
+    /// flap waited for it for good. Node 3 reads the loss and the gain; node 1 reads what
+    /// node 3 sent in the batch before its own notices. Now node 3 sends word of the flap
+    /// first, and node 1 takes the flap there, as node 3 does.
     #[test]
-    #[ignore = "open: rounds across a quorum flap within a ring (docs/cluster.md)"]
     fn a_hello_read_before_this_nodes_flap_still_counts_after_it() {
         const TWO: [(NodeId, u32); 2] = [(1, 10), (3, 30)];
         let (mut g1, mut m1) = node(1, true);
@@ -1031,6 +1267,50 @@ mod dispatch_tests {
             m1.serving() && m3.serving(),
             "after the flap: node 1 {:?}, node 3 {:?}",
             m1.round(),
+            m3.round()
+        );
+    }
+
+    /// A node joins within the ring while the others are between a flap's loss and its gain:
+    /// it asks for quorum (back already) and cannot know the loss the others agreed on. Its
+    /// first view must have the others' id, and it takes their word of the gain, so all
+    /// three meet in one round (the batch nemesis found the joiner in a round of its own).
+    #[test]
+    fn a_node_joining_within_a_flap_takes_the_others_word_for_it() {
+        const TWO: [(NodeId, u32); 2] = [(1, 10), (2, 20)];
+        let (mut g1, mut m1) = node(1, true);
+        let (mut g2, mut m2) = node(2, true);
+        let members = |m: &[(NodeId, u32)]| Raw::Members {
+            members: m.to_vec(),
+            ring_change: false,
+            process_down: Vec::new(),
+        };
+        dispatch(&mut g1, &mut m1, vec![members(&TWO)], vec![]);
+        dispatch(&mut g2, &mut m2, vec![members(&TWO)], vec![]);
+        exchange(&mut [(1, &mut g1, &mut m1), (2, &mut g2, &mut m2)]);
+        assert!(m1.serving() && m2.serving(), "the log is served");
+        dispatch(&mut g1, &mut m1, vec![], vec![quorum(40, false)]);
+        dispatch(&mut g2, &mut m2, vec![], vec![quorum(40, false)]);
+        exchange(&mut [(1, &mut g1, &mut m1), (2, &mut g2, &mut m2)]);
+        assert!(!m1.serving() && !m2.serving());
+        let (mut g3, mut m3) = node(3, true);
+        for (g, m) in [(&mut g1, &mut m1), (&mut g2, &mut m2), (&mut g3, &mut m3)] {
+            dispatch(g, m, vec![members(&ALL)], vec![]);
+        }
+        let ids = [&m1, &m2, &m3].map(|m| m.view().map(|v| v.id));
+        assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+        dispatch(&mut g1, &mut m1, vec![], vec![quorum(40, true)]);
+        dispatch(&mut g2, &mut m2, vec![], vec![quorum(40, true)]);
+        exchange(&mut [
+            (1, &mut g1, &mut m1),
+            (2, &mut g2, &mut m2),
+            (3, &mut g3, &mut m3),
+        ]);
+        assert!(
+            m1.serving() && m2.serving() && m3.serving(),
+            "after the join within the flap: {:?} {:?} {:?}",
+            m1.round(),
+            m2.round(),
             m3.round()
         );
     }
@@ -1168,6 +1448,7 @@ mod attack29_tests {
         let quorate = g.quorate;
         let raws = cpg.into_iter().chain(quorum).collect();
         g.views.feed(raws, &mut || Ok(quorate)).unwrap();
+        g.sent.extend(g.views.take_outbox());
         let mut out = Vec::new();
         while let Some(e) = g.views.next_event() {
             out.extend(m.deliver(g, e));
@@ -1375,15 +1656,15 @@ mod attack29_tests {
 
     /// A quorum blip within the ring while the log's first round runs. The first view V
     /// (every node joined, no ring report) has the id of its members and quorum; the view
-    /// that the regained quorum installs has the same members and quorum, so the same id.
+    /// that the regained quorum installed had the same members and quorum, so the same id.
     /// Node 1 reads the loss notice right after V, before the Hellos of V's round are
-    /// delivered: they are kept, and replayed after the regained view, where their view id
-    /// matches the new round's. Node 1 counts the old Hellos, cuts at once, seeds the log and
-    /// sends its snapshot before the others have their new round's cut: they ignore it, and
-    /// at their cut wait for node 1's snapshot, which never comes again. Nodes 2 and 3, in
-    /// a quorate and stable cluster, never get state: every request of their kernels waits.
+    /// delivered: they were kept, and replayed after the regained view, where their view id
+    /// matched the new round's. Node 1 counted the old Hellos, cut at once, seeded the log
+    /// and sent its snapshot before the others had their new round's cut: they ignored it,
+    /// and at their cut waited for node 1's snapshot, which never came again (attack
+    /// finding). Now the regained view has an id of its own, which every node takes at the
+    /// same point of the order.
     #[test]
-    #[ignore = "attack: a regained view repeats the lost view's id, so Hellos of the old round kept without quorum count in the new one (the round never completes)"]
     fn hellos_of_the_view_before_a_blip_do_not_count_after_it() {
         let (mut g1, mut m1) = node(1, true);
         let (mut g2, mut m2) = node(2, true);

@@ -615,6 +615,8 @@ impl Member {
                 total,
                 bytes,
             } => self.on_chunk(group, from, view, index, total, &bytes, actions),
+            // The group's views took it (`cpg_views`).
+            Message::Quorum { .. } => {}
             Message::Request { .. } | Message::Written { .. } | Message::Imported { .. } => {
                 if self.standing == Standing::Valid {
                     self.apply(from, msg, actions);
@@ -866,7 +868,7 @@ impl Member {
                 self.replica.written(generation, ok)
             }
             Message::Imported { .. } => self.replica.imported(from),
-            Message::Hello { .. } | Message::Chunk { .. } => return,
+            Message::Hello { .. } | Message::Chunk { .. } | Message::Quorum { .. } => return,
         };
         self.act(out, actions);
     }

@@ -15,7 +15,7 @@ use super::transfer::{Reader, TransferError};
 
 /// The version of these messages (2: [`Message::Imported`]; 3: a process death keeps the
 /// node's marks, so replicas of version 2 would part from these; 4: Hellos say how far a
-/// stale replica got, and the member's table).
+/// stale replica got, and the member's table, and [`Message::Quorum`]).
 const VERSION: u8 = 4;
 
 const REQUEST: u8 = 1;
@@ -23,6 +23,7 @@ const HELLO: u8 = 2;
 const CHUNK: u8 = 3;
 const WRITTEN: u8 = 4;
 const IMPORTED: u8 = 5;
+const QUORUM: u8 = 6;
 
 /// Bytes of a [`Message::Chunk`] besides the chunk.
 pub const CHUNK_OVERHEAD: usize = 2 + 8 + 4 + 4;
@@ -126,6 +127,20 @@ pub enum Message {
         /// The view whose snapshot it imported.
         view: ViewId,
     },
+    /// The sender read that its ring's quorum changed to `quorate` after `view` (a
+    /// quorum change within a ring). Quorum notices come on a connection of their own,
+    /// which members read at different points of the agreed order: every member takes the
+    /// change at the first such message instead, so its views meet the others'. The group
+    /// layer ([`super::cpg_views`]) takes these; members never see them.
+    Quorum {
+        /// The view the change comes after.
+        view: ViewId,
+        /// Whether the ring is quorate now.
+        quorate: bool,
+        /// Not a change: the quorum the group agreed on when `view` began, told by a member
+        /// that was there to one that joined in it (which asked corosync, and cannot know).
+        told: bool,
+    },
 }
 
 impl Message {
@@ -190,8 +205,27 @@ impl Message {
                 out.push(IMPORTED);
                 put64(&mut out, view.0);
             }
+            Self::Quorum {
+                view,
+                quorate,
+                told,
+            } => {
+                out.push(QUORUM);
+                put64(&mut out, view.0);
+                out.push(u8::from(*quorate));
+                out.push(u8::from(*told));
+            }
         }
         out
+    }
+
+    /// The [`Message::Quorum`] `bytes` are, if they are one of this version (without
+    /// decoding anything else).
+    pub fn quorum(bytes: &[u8]) -> Option<Self> {
+        match bytes {
+            [VERSION, QUORUM, ..] => Self::decode(bytes).ok(),
+            _ => None,
+        }
     }
 
     /// Reads a message another member sent.
@@ -248,6 +282,11 @@ impl Message {
             IMPORTED => Self::Imported {
                 view: ViewId(r.u64()?),
             },
+            QUORUM => Self::Quorum {
+                view: ViewId(r.u64()?),
+                quorate: r.u8()? != 0,
+                told: r.u8()? != 0,
+            },
             _ => return Err(TransferError::Corrupt),
         })
     }
@@ -292,6 +331,11 @@ mod tests {
                 ok: false,
             },
             Message::Imported { view: ViewId(5) },
+            Message::Quorum {
+                view: ViewId(6),
+                quorate: true,
+                told: false,
+            },
         ];
         for m in all {
             let bytes = m.encode();

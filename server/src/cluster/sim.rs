@@ -193,12 +193,6 @@ impl Sim {
         if !net.batches || !net.quorate(component) {
             return false;
         }
-        let members: Vec<(NodeId, u32)> = net
-            .members(component)
-            .into_iter()
-            .map(|n| (n, net.slots[&n].corosync.pid))
-            .collect();
-        net.born(&members, None, &[false, true]);
         let here = |s: &&mut Slot| s.up && s.joined && s.component == component;
         for s in net.slots.values_mut().filter(here) {
             s.corosync.notices.extend([
@@ -601,6 +595,13 @@ impl Net {
         c.views
             .feed(raws, &mut || Ok(quorate))
             .expect("the simulation answers for quorum");
+        // What the views multicast (quorum changes read), as `CpgGroup` sends it.
+        let outbox = c.views.take_outbox();
+        let component = self.slots[&node].component;
+        self.pending[component]
+            .entry(node)
+            .or_default()
+            .extend(outbox);
         let slot = self.slots.get_mut(&node).expect("a node");
         while let Some(event) = slot.corosync.views.next_event() {
             slot.inbox.push_back(event);
@@ -624,17 +625,20 @@ impl Net {
     }
 
     /// The checker's id of `view`, taken now: its own id, except in batches, where ids are
-    /// hashes, which neither grow nor stay unique (a quorum flap repeats them): there, the
-    /// number of the last report that could make it. Any other view gets a new number: one
-    /// without quorum made by a loss read before its ring's report (of members older than
-    /// those reported last), or one `Views` should not have made.
+    /// hashes, which do not grow (and repeat if the same processes form a group again in
+    /// one ring): there, the number of the last report that could make it. Any other view
+    /// gets a new number the first time a node takes it: one a quorum change within a ring
+    /// made (the group agrees on its id), one without quorum made by a loss read before its
+    /// ring's report (of members older than those reported last), or one `Views` should not
+    /// have made.
     fn instance(&mut self, view: &View) -> ViewId {
         if !self.batches {
             return view.id;
         }
-        self.born.get(&view.id).copied().unwrap_or_else(|| {
-            self.next_view += 1;
-            ViewId(self.next_view - 1)
+        let next = &mut self.next_view;
+        *self.born.entry(view.id).or_insert_with(|| {
+            *next += 1;
+            ViewId(*next - 1)
         })
     }
 
@@ -748,7 +752,7 @@ impl Group for SimGroup {
 impl SimGroup {
     /// The checker's id of the last view this node took: the view's id, except in batches,
     /// where it numbers the views in the order of the reports that made them (their own
-    /// ids are hashes, repeated by a quorum flap).
+    /// ids are hashes, which do not grow).
     pub fn view_instance(&self) -> Option<ViewId> {
         self.net.borrow().slots.get(&self.node)?.instance
     }
