@@ -62,7 +62,7 @@ if [ "$what" = all ] || [ "$what" = host ]; then
 		# and corosync's reports in batches; record: tests/results/cluster-nemesis.md).
 		cargo_tests "cluster nemesis, 100,000 new cases of each property" env DMLU_PROPTEST_RANDOM=1 \
 			PROPTEST_CASES=100000 cargo test --release -p dm-ulogd --test cluster -- \
-			replicas_agree_and_recovery_completes a_running_cluster_keeps_the_checks
+			replicas_agree_and_recovery_completes a_running_cluster_keeps_the_checks quorum_flaps
 	fi
 fi
 
