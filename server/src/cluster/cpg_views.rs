@@ -924,10 +924,10 @@ mod dispatch_tests {
 
     /// One node's corosync connection: what it reads goes through [`Views`]; what its member
     /// multicasts is kept for the test to deliver.
-    struct Corosync {
-        views: Views,
-        sent: Vec<Vec<u8>>,
-        quorate: bool,
+    pub(super) struct Corosync {
+        pub(super) views: Views,
+        pub(super) sent: Vec<Vec<u8>>,
+        pub(super) quorate: bool,
     }
 
     impl Group for Corosync {
@@ -1381,8 +1381,8 @@ mod dispatch_tests {
 /// nodes, and the replicas of the stale members differ when nobody is valid.
 #[cfg(test)]
 mod attack29_tests {
+    use super::dispatch_tests::Corosync;
     use super::*;
-    use crate::cluster::group::Group;
     use crate::cluster::member::{Action, Member};
     use crate::logs::Extensions;
     use crate::table;
@@ -1391,36 +1391,6 @@ mod attack29_tests {
 
     const ALL: [(NodeId, u32); 3] = [(1, 10), (2, 20), (3, 30)];
     const TABLE: &[u8] = b"64 clustered-core 8";
-
-    /// One node's corosync connection, as in `dispatch_tests`.
-    struct Corosync {
-        views: Views,
-        sent: Vec<Vec<u8>>,
-        quorate: bool,
-    }
-
-    impl Group for Corosync {
-        fn local_node(&self) -> NodeId {
-            self.views.me
-        }
-        fn max_message_size(&self) -> usize {
-            1 << 20
-        }
-        fn join(&mut self) -> Result<(), GroupError> {
-            self.views.set_joined(true);
-            Ok(())
-        }
-        fn multicast(&mut self, payload: &[u8]) -> Result<(), GroupError> {
-            self.sent.push(payload.to_vec());
-            Ok(())
-        }
-        fn leave(&mut self) -> Result<(), GroupError> {
-            Ok(())
-        }
-        fn next_event(&mut self) -> Option<GroupEvent> {
-            self.views.next_event()
-        }
-    }
 
     fn node_with(me: NodeId, quorate: bool, t: &[u8]) -> (Corosync, Member) {
         let mut g = Corosync {
