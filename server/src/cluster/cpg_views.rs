@@ -930,6 +930,17 @@ mod dispatch_tests {
         pub(super) quorate: bool,
     }
 
+    impl Corosync {
+        /// What its member multicast since, as CPG delivers it (from this node).
+        pub(super) fn take_sent(&mut self) -> Vec<Raw> {
+            let from = self.views.me;
+            self.sent
+                .drain(..)
+                .map(|payload| Raw::Deliver { from, payload })
+                .collect()
+        }
+    }
+
     impl Group for Corosync {
         fn local_node(&self) -> NodeId {
             self.views.me
@@ -1051,11 +1062,7 @@ mod dispatch_tests {
         let view = m.view().expect("a view");
         assert!(view.quorate && view.id == healed, "{view:?}");
         // Node 1's own Hello comes back, then node 2's snapshot.
-        let mine: Vec<Raw> = g
-            .sent
-            .drain(..)
-            .map(|payload| Raw::Deliver { from: 1, payload })
-            .collect();
+        let mine: Vec<Raw> = g.take_sent();
         let hellos = mine
             .iter()
             .filter(|raw| {
@@ -1108,11 +1115,7 @@ mod dispatch_tests {
         dispatch(&mut g, &mut m, vec![], vec![quorum(30, true)]);
         assert_eq!(m.view().map(|v| (v.id, v.quorate)), Some((view, true)));
         let mut rest = vec![deliver(2, &valid_hello(view))];
-        rest.extend(
-            g.sent
-                .drain(..)
-                .map(|payload| Raw::Deliver { from: 3, payload }),
-        );
+        rest.extend(g.take_sent());
         rest.push(deliver(1, &snapshot(1, 3, view)));
         dispatch(&mut g, &mut m, rest, vec![]);
         assert_eq!(m.standing(), Standing::Valid, "node 1's Hello was dropped");
@@ -1124,12 +1127,8 @@ mod dispatch_tests {
     fn exchange(nodes: &mut [(NodeId, &mut Corosync, &mut Member)]) {
         for _ in 0..100 {
             let mut order = Vec::new();
-            for (id, g, _) in nodes.iter_mut() {
-                order.extend(
-                    g.sent
-                        .drain(..)
-                        .map(|payload| Raw::Deliver { from: *id, payload }),
-                );
+            for (_, g, _) in nodes.iter_mut() {
+                order.extend(g.take_sent());
             }
             if order.is_empty() {
                 return;
@@ -1207,14 +1206,7 @@ mod dispatch_tests {
         let (mut g2, mut m2) = node(2, true);
         dispatch(&mut g1, &mut m1, vec![members(&ALL[..2])], vec![]);
         dispatch(&mut g2, &mut m2, vec![members(&ALL[..2])], vec![]);
-        let hellos: Vec<Raw> = [(1, &mut g1), (2, &mut g2)]
-            .into_iter()
-            .flat_map(|(from, g)| {
-                g.sent
-                    .drain(..)
-                    .map(move |payload| Raw::Deliver { from, payload })
-            })
-            .collect();
+        let hellos: Vec<Raw> = [g1.take_sent(), g2.take_sent()].concat();
         dispatch(&mut g1, &mut m1, vec![], vec![quorum(1, false)]);
         dispatch(&mut g1, &mut m1, hellos.clone(), vec![quorum(1, true)]);
         dispatch(
@@ -1255,11 +1247,7 @@ mod dispatch_tests {
         assert!(m1.serving() && m3.serving(), "the log is served");
         let flap = || vec![quorum(40, false), quorum(40, true)];
         dispatch(&mut g3, &mut m3, vec![], flap());
-        let hello_3: Vec<Raw> = g3
-            .sent
-            .drain(..)
-            .map(|payload| Raw::Deliver { from: 3, payload })
-            .collect();
+        let hello_3: Vec<Raw> = g3.take_sent();
         dispatch(&mut g1, &mut m1, hello_3.clone(), flap());
         dispatch(&mut g3, &mut m3, hello_3, vec![]);
         exchange(&mut [(1, &mut g1, &mut m1), (3, &mut g3, &mut m3)]);
@@ -1439,12 +1427,8 @@ mod attack29_tests {
     fn run(nodes: &mut [(NodeId, &mut Corosync, &mut Member)], acts: &mut [Vec<Action>]) {
         for _ in 0..100 {
             let mut order = Vec::new();
-            for (id, g, _) in nodes.iter_mut() {
-                order.extend(
-                    g.sent
-                        .drain(..)
-                        .map(|payload| Raw::Deliver { from: *id, payload }),
-                );
+            for (_, g, _) in nodes.iter_mut() {
+                order.extend(g.take_sent());
             }
             if order.is_empty() {
                 return;
@@ -1490,11 +1474,7 @@ mod attack29_tests {
         // Node 2's kernel asks for resync work.
         let now = m2.request(&mut g2, 1, RequestType::GetResyncWork, b"");
         assert!(now.is_empty());
-        let grant: Vec<Raw> = g2
-            .sent
-            .drain(..)
-            .map(|payload| Raw::Deliver { from: 2, payload })
-            .collect();
+        let grant: Vec<Raw> = g2.take_sent();
         // Node 1 reads the loss first; nodes 2 and 3 read the grant, then the loss.
         a[0].extend(dispatch_acts(
             &mut g1,
@@ -1650,14 +1630,7 @@ mod attack29_tests {
         }
         let v = m1.view().unwrap().id;
         // The Hellos of V's round, in CPG's order.
-        let mut hellos = Vec::new();
-        for (id, g) in [(1, &mut g1), (2, &mut g2), (3, &mut g3)] {
-            hellos.extend(
-                g.sent
-                    .drain(..)
-                    .map(|payload| Raw::Deliver { from: id, payload }),
-            );
-        }
+        let hellos = [g1.take_sent(), g2.take_sent(), g3.take_sent()].concat();
         // Node 1 reads the loss before them; nodes 2 and 3 after them.
         dispatch(&mut g1, &mut m1, vec![], vec![quorum(40, false)]);
         dispatch(&mut g1, &mut m1, hellos.clone(), vec![]);
