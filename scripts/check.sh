@@ -102,6 +102,7 @@ if [ "$what" = all ] || [ "$what" = lint ]; then
 	# The judge of every VM run below proves it can fail: fake run directories (no guest), a
 	# planted bad run of each kind it must fail, naming why (tests/judge/run.sh prints which).
 	lint "judge: scripts/judge-run.sh passes good runs and fails every planted bad one" "$TOP/tests/judge/run.sh"
+	lint "judge: the diff suite's comparison, on recorded streams and planted differences" "$TOP/tests/judge/diff-streams.sh"
 fi
 
 # ktap_script NAME COMMAND...: runs a script that prints KTAP and counts its tests; a run that
