@@ -23,6 +23,9 @@ use crate::{
     uapi::{ctr, payload, RequestType, DEVICE_NAME_SIZE, MAX_REQUEST_PAYLOAD},
 };
 
+/// The longest idle time a held clear may wait for (the `clear_idle_ms` parameter): an hour.
+const MAX_CLEAR_IDLE_MS: u32 = 3_600_000;
+
 /// Source of `luid`s: unique per log instance on this machine, never 0 (a wildcard to
 /// cmirrord), and unlike upstream's pointer value it reveals no kernel address.
 static NEXT_LUID: Atomic<u64> = Atomic::new(1);
@@ -88,6 +91,12 @@ fn construct_inner(
     let batch = FlushBatch::new(
         crate::module_parameters::hold_clears.value(),
         crate::module_parameters::clears_in_flush.value(),
+        Delta::from_millis(
+            crate::module_parameters::clear_idle_ms
+                .value()
+                .min(MAX_CLEAR_IDLE_MS)
+                .into(),
+        ),
     )?;
     let luid = NEXT_LUID.fetch_add(1, Relaxed);
     let stats = LogStats::new(&uuid, luid)?;
