@@ -88,6 +88,13 @@ fn construct_inner(
     let transport = transport.clone();
     // Allocate everything before the server learns of the log.
     let slot = UniqueArc::new_uninit(GFP_KERNEL)?;
+    // A clustered log sends every mark (see `FlushBatch::new`) and asks IN_SYNC twice: another
+    // node may take a region out of sync between the mirror's two questions, and a server
+    // that withdraws voids kept answers, cmirrord does not withdraw.
+    let clustered = parsed
+        .server_args
+        .first()
+        .is_some_and(|t| t.starts_with(b"clustered-"));
     let batch = FlushBatch::new(
         crate::module_parameters::hold_clears.value(),
         crate::module_parameters::clears_in_flush.value(),
@@ -97,6 +104,7 @@ fn construct_inner(
                 .min(MAX_CLEAR_IDLE_MS)
                 .into(),
         ),
+        clustered,
     )?;
     let luid = NEXT_LUID.fetch_add(1, Relaxed);
     let stats = LogStats::new(&uuid, luid)?;
@@ -197,12 +205,6 @@ fn construct_inner(
     let (region_size, region_count, log_dev) = finish().inspect_err(|_| {
         let _ = transport.request(to, RequestType::Dtr, &[], &mut []);
     })?;
-    // In a cluster another node may take a region out of sync between the mirror's two
-    // questions; a server that withdraws voids kept answers, cmirrord does not withdraw.
-    let clustered = parsed
-        .server_args
-        .first()
-        .is_some_and(|t| t.starts_with(b"clustered-"));
     let reuse_in_sync = crate::module_parameters::reuse_in_sync.value() && !clustered;
     let map_wanted = crate::module_parameters::in_sync_map.value();
     let in_sync_map = InSyncMap::new(region_count, map_wanted);

@@ -60,8 +60,13 @@ const LAZY_FLUSH_DELAY: Delta = Delta::from_millis(3000);
 const RESERVED: usize = 256;
 
 /// Held clears kept waiting for their idle time at most: a mark scans them all to cancel its
-/// region's, under a spinlock. A clear beyond them is due at once.
+/// region's, under a spinlock. A clear beyond them is due at once, and the mirror's worker
+/// sends it with its next flush.
 const MAX_IDLE_HELD: usize = 1024;
+
+/// Clears due within this much of a flush go with it: with an idle time, regions going idle
+/// one after the other cost a leg flush and a FLUSH a second, not one each.
+const CLEAR_BATCH: Delta = Delta::from_millis(1000);
 
 /// A clear recorded, and when it falls due: once its region has been idle for the idle time.
 #[derive(Clone, Copy)]
@@ -128,6 +133,12 @@ pub(crate) struct FlushBatch {
     clears_in_flush: bool,
     /// How long a held clear's region must go without a write before the clear is due.
     idle: Delta,
+    /// How early a clear may go with a flush: the lesser of `idle` and [`CLEAR_BATCH`].
+    slack: Delta,
+    /// A mark that cancels a held clear backed by a durable mark is not sent. Not for a
+    /// clustered log: there a minority node's MARK waits for quorum, which must hold its
+    /// writes back while the majority may recover its regions.
+    spare_marks: bool,
     #[pin]
     pending: SpinLock<Pending>,
 }
@@ -172,13 +183,20 @@ impl FlushBatch {
     /// Empty lists with their reserve allocated; clears held if `hold_clears`, each until
     /// its region has been `idle` without a write, and then sent inside the FLUSH if
     /// `clears_in_flush` (and the server takes them).
+    /// Marks that cancel such a clear are sent anyway when `clustered`.
     pub(crate) fn new(
         hold_clears: bool,
         clears_in_flush: bool,
         idle: Delta,
+        clustered: bool,
     ) -> Result<Pin<KBox<Self>>> {
         let clears_in_flush = hold_clears && clears_in_flush;
         let idle = if hold_clears { idle } else { Delta::ZERO };
+        let slack = if idle < CLEAR_BATCH {
+            idle
+        } else {
+            CLEAR_BATCH
+        };
         let pending = Pending {
             marks: KVec::with_capacity(RESERVED, GFP_KERNEL)?,
             sent: 0,
@@ -191,6 +209,8 @@ impl FlushBatch {
                 hold_clears,
                 clears_in_flush,
                 idle,
+                slack,
+                spare_marks: !clustered,
                 pending <- new_spinlock!(pending, "FlushBatch::pending"),
             }),
             GFP_KERNEL,
@@ -216,7 +236,7 @@ impl FlushBatch {
                 backed = false;
             }
         }
-        if cancelled && backed {
+        if cancelled && backed && self.spare_marks {
             // The clear never left: the server holds the region marked, durably (the writes
             // that cleared it waited for its mark's FLUSH). No MARK, no FLUSH. A mark of this
             // log not yet durable is still in `marks`, and the next flush makes it so.
@@ -262,6 +282,12 @@ impl FlushBatch {
         }
     }
 
+    /// Whether the held clears fill their list: then some are due at once, and the mirror's
+    /// worker sends them without waiting for marks.
+    pub(crate) fn crowded(&self) -> bool {
+        self.pending.lock().clears.len() >= MAX_IDLE_HELD
+    }
+
     /// When the lazy work should send held clears, if any are held: when the first falls
     /// due, and no sooner than `LAZY_FLUSH_DELAY` after it was recorded (until then, a FLUSH
     /// that carries marks may take it along for free).
@@ -303,7 +329,8 @@ impl FlushBatch {
 
     /// A leg flush is about to begin: every clear recorded so far is for a write that has
     /// completed, so the flush covers it and it may be sent once the flush succeeded. Takes
-    /// the clears that are due (with `all`, every one) as the ones to send, and returns how
+    /// the clears that are due, or due within the slack (with `all`, every one), as the ones
+    /// to send, and returns how
     /// many there are. The others, and clears recorded from now on, wait for a later leg flush.
     ///
     /// Called under the log's `flushing` lock, whose holder sends or drops every ready clear
@@ -317,7 +344,7 @@ impl FlushBatch {
         for at in 0..p.clears.len() {
             let c = p.clears[at];
             // One that finds no memory stays held, for a later flush.
-            if !((all || c.due - now <= Delta::ZERO) && push_atomic(&mut p.ready, c.region)) {
+            if !((all || c.due - now <= self.slack) && push_atomic(&mut p.ready, c.region)) {
                 p.clears[kept] = c;
                 kept += 1;
             }
@@ -609,16 +636,33 @@ impl UserspaceLog {
             );
             return Err(e);
         }
-        let _flushing = self.flushing.lock();
-        if self.batch.holds_clears() && !self.batch.has_marks() {
+        let holds = self.batch.holds_clears();
+        // Marks come from the mirror's worker alone, which is the caller: none comes meanwhile.
+        // Not under `flushing`, so that a lazy run in progress does not hold the write back.
+        if holds && !self.batch.has_marks() && !self.batch.crowded() {
             self.queue_lazy_flush_for_held();
             return Ok(());
         }
-        self.flush_legs_for_clears(false);
-        if self.clears_ride() {
-            let sent = self.flush_with_clears(true);
+        let sent = {
+            let _flushing = self.flushing.lock();
+            self.send_marks_and_clears()
+        };
+        // Held clears not due yet, also after a failure: the lazy work sends them.
+        if holds {
             self.queue_lazy_flush_for_held();
-            return sent;
+        }
+        sent
+    }
+
+    /// The body of [`Self::flush_pending`], under `flushing`.
+    fn send_marks_and_clears(self: ArcBorrow<'_, Self>) -> Result {
+        let armed = self.flush_legs_for_clears(false);
+        if self.batch.holds_clears() && armed == 0 && !self.batch.has_marks() {
+            // Crowded, but nothing due.
+            return Ok(());
+        }
+        if self.clears_ride() {
+            return self.flush_with_clears(true);
         }
         let sent_clears =
             self.send_pending(RequestType::ClearRegion, |g| self.batch.take_clears(g))?;
@@ -632,19 +676,21 @@ impl UserspaceLog {
             // Marks that an earlier, failed FLUSH left behind need one too.
             if sent_clears || self.batch.sent_marks() > 0 {
                 self.flush_marks(&[], self.batch.sent_marks())?;
-                if self.batch.holds_clears() {
-                    // It made every clear sent so far durable; the lazy work waits for the
-                    // held ones not due yet.
-                    self.queue_lazy_flush_for_held();
-                }
             }
         } else if sent_marks {
-            // That FLUSH made the earlier clears durable as well; the lazy work waits for the
-            // held ones not due yet.
-            self.queue_lazy_flush_for_held();
-        } else if sent_clears && !self.lazy_flush_due.is_set() {
-            // Flushes come from the mirror's one worker, so nothing races with this.
-            self.lazy_flush_due.set(Instant::now() + LAZY_FLUSH_DELAY);
+            // That FLUSH made the earlier clears durable as well (held ones: flush_pending
+            // arms the lazy work for those not due yet).
+            if !self.batch.holds_clears() {
+                self.lazy_flush_due.take();
+            }
+        } else if sent_clears && self.batch.holds_clears() {
+            // Held clears go with their FLUSH (the lazy work keeps no deadline for them).
+            self.flush_marks(&[], 0)?;
+        } else if sent_clears
+            && self
+                .lazy_flush_due
+                .set_if_unset(Instant::now() + LAZY_FLUSH_DELAY)
+        {
             self.queue_lazy_flush();
         }
         Ok(())
@@ -758,7 +804,8 @@ impl UserspaceLog {
     /// Sets the lazy work's deadline for the held clears (see [`FlushBatch::lazy_deadline`]),
     /// unless one is set; returns whether it set one, which the caller then queues. With held
     /// clears and none left, clears the deadline (without, a deadline stands for the FLUSH
-    /// that clears sent already wait for). Called under `flushing`.
+    /// that clears sent already wait for). Called under `flushing`, or by the mirror's worker
+    /// (the lazy work then does nothing it would not have done).
     fn arm_lazy_flush(&self) -> bool {
         let Some(at) = self.batch.lazy_deadline() else {
             if self.batch.holds_clears() {
