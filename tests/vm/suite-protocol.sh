@@ -865,8 +865,12 @@ clears_wait_for_their_regions_idle_time() {
 	echo "then: $stream; clears cancelled: $cancelled"
 	[ "$took" -lt 4000 ] || fail "the writes took ${took} ms: region 2 was idle long enough between them"
 	[ "$busy" = "M:$r2 F: M:$r4 F: " ] || fail "a region written again within its idle time was marked again, or a clear went early"
-	# Region 4's clear falls due 0.5 s after region 2's: within the second, both in one FLUSH.
-	[ "$stream" = "M:$r2 F: M:$r4 F: F:$c2$c4 " ] || fail "the clears did not come together once their regions were idle"
+	# Region 4's clear falls due about 0.5 s after region 2's: within the second, both in one
+	# FLUSH (a slow guest may push it past the second: then a FLUSH each).
+	case $stream in
+	"M:$r2 F: M:$r4 F: F:$c2$c4 " | "M:$r2 F: M:$r4 F: F:$c2 F:$c4 ") ;;
+	*) fail "the clears did not come once their regions were idle" ;;
+	esac
 	# Region 6's, then two of each region's.
 	[ "$cancelled" = 5 ] || fail "$cancelled clears cancelled, want 5"
 }
