@@ -58,6 +58,12 @@ module! {
                 their own FLUSH 3 s later, and cancel one when its region is marked again \
                 (0: send them at every flush, as upstream); read when a table is loaded",
         },
+        clear_idle_ms: u32 {
+            default: 0,
+            description: "with held clears, send a clear only once its region has gone this \
+                many milliseconds without a write, as md's bitmap waits daemon_sleep (0: at the \
+                next flush; at most 3600000); read when a table is loaded",
+        },
         clears_in_flush: bool {
             default: true,
             description: "with held clears and a server that announces it, send the clears \

@@ -419,6 +419,8 @@ impl DirtyLog for UserspaceLog {
     }
 
     fn set_region_sync(&self, region: u64, in_sync: bool) {
+        // A held clear of a recovered region may stand for no mark: a write after it marks.
+        self.batch.unback(region);
         self.in_sync_answers.forget();
         if !in_sync {
             self.in_sync_map.withdraw(region);

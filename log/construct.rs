@@ -23,6 +23,9 @@ use crate::{
     uapi::{ctr, payload, RequestType, DEVICE_NAME_SIZE, MAX_REQUEST_PAYLOAD},
 };
 
+/// The longest idle time a held clear may wait for (the `clear_idle_ms` parameter): an hour.
+const MAX_CLEAR_IDLE_MS: u32 = 3_600_000;
+
 /// Source of `luid`s: unique per log instance on this machine, never 0 (a wildcard to
 /// cmirrord), and unlike upstream's pointer value it reveals no kernel address.
 static NEXT_LUID: Atomic<u64> = Atomic::new(1);
@@ -85,9 +88,23 @@ fn construct_inner(
     let transport = transport.clone();
     // Allocate everything before the server learns of the log.
     let slot = UniqueArc::new_uninit(GFP_KERNEL)?;
+    // A clustered log sends every mark (see `FlushBatch::new`) and asks IN_SYNC twice: another
+    // node may take a region out of sync between the mirror's two questions, and a server
+    // that withdraws voids kept answers, cmirrord does not withdraw.
+    let clustered = parsed
+        .server_args
+        .first()
+        .is_some_and(|t| t.starts_with(b"clustered-"));
     let batch = FlushBatch::new(
         crate::module_parameters::hold_clears.value(),
         crate::module_parameters::clears_in_flush.value(),
+        Delta::from_millis(
+            crate::module_parameters::clear_idle_ms
+                .value()
+                .min(MAX_CLEAR_IDLE_MS)
+                .into(),
+        ),
+        clustered,
     )?;
     let luid = NEXT_LUID.fetch_add(1, Relaxed);
     let stats = LogStats::new(&uuid, luid)?;
@@ -188,12 +205,6 @@ fn construct_inner(
     let (region_size, region_count, log_dev) = finish().inspect_err(|_| {
         let _ = transport.request(to, RequestType::Dtr, &[], &mut []);
     })?;
-    // In a cluster another node may take a region out of sync between the mirror's two
-    // questions; a server that withdraws voids kept answers, cmirrord does not withdraw.
-    let clustered = parsed
-        .server_args
-        .first()
-        .is_some_and(|t| t.starts_with(b"clustered-"));
     let reuse_in_sync = crate::module_parameters::reuse_in_sync.value() && !clustered;
     let map_wanted = crate::module_parameters::in_sync_map.value();
     let in_sync_map = InSyncMap::new(region_count, map_wanted);

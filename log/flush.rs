@@ -25,7 +25,11 @@
 //! marks sends nothing. The clears go out with the next flush that carries marks (whose FLUSH
 //! makes them durable too) or, at the latest, 3 s later with a FLUSH of their own from the
 //! lazy work. A new mark of a region whose clear is held cancels the clear: the server still
-//! has the region marked, which is the safe side. Held clears are dropped when the log is
+//! has the region marked, which is the safe side. With an idle time (module parameter
+//! `clear_idle_ms`), as md's write-intent bitmap waits `daemon_sleep` before it clears a bit,
+//! a clear is due only once its region has gone that long without a write: a region written
+//! again within it needs no MARK and no FLUSH, and a crash leaves dirty only the regions
+//! written within the last idle time. Held clears are dropped when the log is
 //! re-created on a new server (the regions stay marked there). The lazy work and the worker
 //! flush under one mutex, so a clear the lazy work sends cannot reach the server after a later
 //! mark of its region. With a server that takes them (this project's extension,
@@ -55,14 +59,33 @@ const LAZY_FLUSH_DELAY: Delta = Delta::from_millis(3000);
 /// Entries each list holds without allocating.
 const RESERVED: usize = 256;
 
+/// Held clears kept waiting for their idle time at most: a mark scans them all to cancel its
+/// region's, under a spinlock. A clear beyond them is due at once, and the mirror's worker
+/// sends it with its next flush.
+const MAX_IDLE_HELD: usize = 1024;
+
+/// Clears due within this much of a flush go with it: with an idle time, regions going idle
+/// one after the other cost a leg flush and a FLUSH a second, not one each.
+const CLEAR_BATCH: Delta = Delta::from_millis(1000);
+
+/// A clear recorded, and when it falls due: once its region has been idle for the idle time.
+#[derive(Clone, Copy)]
+struct HeldClear {
+    region: u64,
+    due: Instant<Monotonic>,
+    /// The clear follows writes, whose mark this log made durable: the server holds the
+    /// region marked until the clear reaches it. Not so for a recovered region's clear.
+    backed: bool,
+}
+
 /// The lock-protected lists.
 struct Pending {
     /// Marks not yet made durable; the first `sent` of them have been sent.
     marks: KVec<u64>,
     sent: usize,
-    /// Clears recorded since the last leg flush began: their writes may still sit in a
-    /// leg's volatile cache, so they are not sent yet.
-    clears: KVec<u64>,
+    /// Clears recorded and not yet due or not yet covered by a leg flush (their writes may
+    /// still sit in a leg's volatile cache), in the order recorded: not sent yet.
+    clears: KVec<HeldClear>,
     /// Clears whose writes a leg flush covers (see [`FlushBatch::arm_clears`]): the only
     /// ones sent.
     ready: KVec<u64>,
@@ -82,6 +105,25 @@ fn remove_unordered(list: &mut KVec<u64>, region: u64) -> bool {
     true
 }
 
+/// Removes every held clear of `region`, keeping the others in order; returns whether there
+/// was one, and whether every one removed was backed by a durable mark.
+fn remove_held(list: &mut KVec<HeldClear>, region: u64) -> (bool, bool) {
+    let before = list.len();
+    let mut kept = 0;
+    let mut backed = true;
+    for at in 0..before {
+        let c = list[at];
+        if c.region != region {
+            list[kept] = c;
+            kept += 1;
+        } else {
+            backed &= c.backed;
+        }
+    }
+    list.truncate(kept);
+    (kept < before, backed)
+}
+
 /// Regions waiting to be sent at the next flush.
 #[pin_data]
 pub(crate) struct FlushBatch {
@@ -89,15 +131,23 @@ pub(crate) struct FlushBatch {
     hold_clears: bool,
     /// Held clears may ride in the FLUSH, with a server that takes them there.
     clears_in_flush: bool,
+    /// How long a held clear's region must go without a write before the clear is due.
+    idle: Delta,
+    /// How early a clear may go with a flush: the lesser of `idle` and [`CLEAR_BATCH`].
+    slack: Delta,
+    /// A mark that cancels a held clear backed by a durable mark is not sent. Not for a
+    /// clustered log: there a minority node's MARK waits for quorum, which must hold its
+    /// writes back while the majority may recover its regions.
+    spare_marks: bool,
     #[pin]
     pending: SpinLock<Pending>,
 }
 
 /// Appends without sleeping: within the reserve, else a `GFP_NOWAIT` growth.
-fn push_atomic(list: &mut KVec<u64>, region: u64) -> bool {
-    match list.push_within_capacity(region) {
+fn push_atomic<T>(list: &mut KVec<T>, entry: T) -> bool {
+    match list.push_within_capacity(entry) {
         Ok(()) => true,
-        Err(_) => list.push(region, GFP_NOWAIT).is_ok(),
+        Err(full) => list.push(full.0, GFP_NOWAIT).is_ok(),
     }
 }
 
@@ -130,10 +180,23 @@ fn take_into(list: &mut KVec<u64>, out: &mut [u64]) -> usize {
 }
 
 impl FlushBatch {
-    /// Empty lists with their reserve allocated; clears held if `hold_clears`, and then sent
-    /// inside the FLUSH if `clears_in_flush` (and the server takes them).
-    pub(crate) fn new(hold_clears: bool, clears_in_flush: bool) -> Result<Pin<KBox<Self>>> {
+    /// Empty lists with their reserve allocated; clears held if `hold_clears`, each until
+    /// its region has been `idle` without a write, and then sent inside the FLUSH if
+    /// `clears_in_flush` (and the server takes them).
+    /// Marks that cancel such a clear are sent anyway when `clustered`.
+    pub(crate) fn new(
+        hold_clears: bool,
+        clears_in_flush: bool,
+        idle: Delta,
+        clustered: bool,
+    ) -> Result<Pin<KBox<Self>>> {
         let clears_in_flush = hold_clears && clears_in_flush;
+        let idle = if hold_clears { idle } else { Delta::ZERO };
+        let slack = if idle < CLEAR_BATCH {
+            idle
+        } else {
+            CLEAR_BATCH
+        };
         let pending = Pending {
             marks: KVec::with_capacity(RESERVED, GFP_KERNEL)?,
             sent: 0,
@@ -145,26 +208,39 @@ impl FlushBatch {
             pin_init!(Self {
                 hold_clears,
                 clears_in_flush,
+                idle,
+                slack,
+                spare_marks: !clustered,
                 pending <- new_spinlock!(pending, "FlushBatch::pending"),
             }),
             GFP_KERNEL,
         )
     }
 
-    /// Records a mark; returns whether it cancelled a held clear. Never sleeps.
+    /// Records a mark; returns whether it cancelled a held clear instead. Never sleeps.
     ///
     /// A mark waiting to be sent already covers the region; one sent earlier does not (a
-    /// clear may have followed it), so the region is recorded again.
+    /// clear may have followed it), so the region is recorded again, unless its clear is
+    /// still held here.
     pub(crate) fn mark(&self, region: u64) -> bool {
         let mut p = self.pending.lock();
         let mut cancelled = false;
+        let mut backed = false;
         if self.hold_clears {
             let p = &mut *p;
             // Every copy: a clear left behind would be sent after this mark.
-            while remove_unordered(&mut p.clears, region) || remove_unordered(&mut p.ready, region)
-            {
+            (cancelled, backed) = remove_held(&mut p.clears, region);
+            // A clear a flush is sending now: its mark is recorded again, whatever its origin.
+            while remove_unordered(&mut p.ready, region) {
                 cancelled = true;
+                backed = false;
             }
+        }
+        if cancelled && backed && self.spare_marks {
+            // The clear never left: the server holds the region marked, durably (the writes
+            // that cleared it waited for its mark's FLUSH). No MARK, no FLUSH. A mark of this
+            // log not yet durable is still in `marks`, and the next flush makes it so.
+            return true;
         }
         let sent = p.sent;
         if !p.marks[sent..].contains(&region) && !push_atomic(&mut p.marks, region) {
@@ -178,7 +254,52 @@ impl FlushBatch {
 
     /// Records a clear; returns false if it had to be dropped. Never sleeps.
     pub(crate) fn clear(&self, region: u64) -> bool {
-        push_atomic(&mut self.pending.lock().clears, region)
+        let now = Instant::now();
+        let mut p = self.pending.lock();
+        // Beyond that many, due at once: the list stays short enough to scan.
+        let due = if p.clears.len() < MAX_IDLE_HELD {
+            now + self.idle
+        } else {
+            now
+        };
+        push_atomic(
+            &mut p.clears,
+            HeldClear {
+                region,
+                due,
+                backed: true,
+            },
+        )
+    }
+
+    /// The mirror reports `region` recovered (or out of sync): dm-region-hash clears a
+    /// recovered region, which this log may never have marked, before it says so. Such a
+    /// clear does not stand for a mark the server holds.
+    pub(crate) fn unback(&self, region: u64) {
+        let mut p = self.pending.lock();
+        for c in p.clears.iter_mut().filter(|c| c.region == region) {
+            c.backed = false;
+        }
+    }
+
+    /// Whether the held clears fill their list: then some are due at once, and the mirror's
+    /// worker sends them without waiting for marks.
+    pub(crate) fn crowded(&self) -> bool {
+        self.pending.lock().clears.len() >= MAX_IDLE_HELD
+    }
+
+    /// When the lazy work should send held clears, if any are held: when the first falls
+    /// due, and no sooner than `LAZY_FLUSH_DELAY` after it was recorded (until then, a FLUSH
+    /// that carries marks may take it along for free).
+    pub(crate) fn lazy_deadline(&self) -> Option<Instant<Monotonic>> {
+        let p = self.pending.lock();
+        // (`Instant` is not `Ord` for every clock: compared by their difference.)
+        let first =
+            p.clears
+                .iter()
+                .map(|c| c.due)
+                .reduce(|a, b| if b - a < Delta::ZERO { b } else { a })?;
+        Some(first + (LAZY_FLUSH_DELAY - self.idle).max(Delta::ZERO))
     }
 
     /// Whether clears wait for a FLUSH that carries marks (or the lazy deadline).
@@ -189,12 +310,6 @@ impl FlushBatch {
     /// Whether marks wait to be sent or made durable.
     pub(crate) fn has_marks(&self) -> bool {
         !self.pending.lock().marks.is_empty()
-    }
-
-    /// Whether clears wait to be sent.
-    pub(crate) fn has_clears(&self) -> bool {
-        let p = self.pending.lock();
-        !p.clears.is_empty() || !p.ready.is_empty()
     }
 
     /// How many clears a leg flush covers and wait to be sent.
@@ -213,17 +328,28 @@ impl FlushBatch {
     }
 
     /// A leg flush is about to begin: every clear recorded so far is for a write that has
-    /// completed, so the flush covers it and it may be sent once the flush succeeded. Returns
-    /// how many there are. Clears recorded from now on wait for the next leg flush.
+    /// completed, so the flush covers it and it may be sent once the flush succeeded. Takes
+    /// the clears that are due, or due within the slack (with `all`, every one), as the ones
+    /// to send, and returns how
+    /// many there are. The others, and clears recorded from now on, wait for a later leg flush.
     ///
     /// Called under the log's `flushing` lock, whose holder sends or drops every ready clear
     /// before it lets go; any left over (a failed send) are dropped here, the safe side.
-    pub(crate) fn arm_clears(&self) -> usize {
+    pub(crate) fn arm_clears(&self, all: bool) -> usize {
+        let now = Instant::now();
         let mut p = self.pending.lock();
         let p = &mut *p;
         p.ready.clear();
-        // Both keep their reserve: no allocation.
-        core::mem::swap(&mut p.clears, &mut p.ready);
+        let mut kept = 0;
+        for at in 0..p.clears.len() {
+            let c = p.clears[at];
+            // One that finds no memory stays held, for a later flush.
+            if !((all || c.due - now <= self.slack) && push_atomic(&mut p.ready, c.region)) {
+                p.clears[kept] = c;
+                kept += 1;
+            }
+        }
+        p.clears.truncate(kept);
         p.ready.len()
     }
 
@@ -344,9 +470,13 @@ impl WorkItem for UserspaceLog {
         }
         let _flushing = this.flushing.lock();
         if this.lazy_flush_due.take().is_some() {
-            if let Err(e) = this.flush_clears() {
+            if let Err(e) = this.flush_clears(false) {
                 this.clears_not_flushed(e);
                 this.target.table_event();
+            }
+            // Clears whose regions have not been idle long enough yet.
+            if this.arm_lazy_flush() {
+                this.as_arc_borrow().queue_lazy_flush();
             }
         }
     }
@@ -411,11 +541,15 @@ impl UserspaceLog {
         }
     }
 
-    /// Flushes the legs, sends held clears, then a FLUSH that makes every clear sent so far
-    /// durable: for the lazy work, and at postsuspend (dtr drops its clears instead). Called
-    /// under `flushing`.
-    fn flush_clears(&self) -> Result {
-        self.flush_legs_for_clears();
+    /// Flushes the legs, sends the held clears that are due (with `all`, every one), then a
+    /// FLUSH that makes every clear sent so far durable: for the lazy work, and at
+    /// postsuspend (dtr drops its clears instead). Called under `flushing`.
+    fn flush_clears(&self, all: bool) -> Result {
+        let armed = self.flush_legs_for_clears(all);
+        if armed == 0 && self.batch.holds_clears() {
+            // Held clears go with their FLUSH: none was sent that waits for one.
+            return Ok(());
+        }
         if self.clears_ride() {
             return self.flush_with_clears(false);
         }
@@ -464,10 +598,9 @@ impl UserspaceLog {
             Ok(())
         })();
         match sent {
-            // Every clear went out and is durable: none is held.
-            Ok(()) => {
-                self.lazy_flush_due.take();
-            }
+            // Every due clear went out and is durable; the caller arms the lazy work for the
+            // others.
+            Ok(()) => {}
             // The server may lack any of the marks: send them all again with the next flush.
             Err(_) => self.batch.unsend_marks(),
         }
@@ -503,15 +636,31 @@ impl UserspaceLog {
             );
             return Err(e);
         }
-        let _flushing = self.flushing.lock();
-        if self.batch.holds_clears() && !self.batch.has_marks() {
-            if self.batch.has_clears() && !self.lazy_flush_due.is_set() {
-                self.lazy_flush_due.set(Instant::now() + LAZY_FLUSH_DELAY);
-                self.queue_lazy_flush();
-            }
+        let holds = self.batch.holds_clears();
+        // Marks come from the mirror's worker alone, which is the caller: none comes meanwhile.
+        // Not under `flushing`, so that a lazy run in progress does not hold the write back.
+        if holds && !self.batch.has_marks() && !self.batch.crowded() {
+            self.queue_lazy_flush_for_held();
             return Ok(());
         }
-        self.flush_legs_for_clears();
+        let sent = {
+            let _flushing = self.flushing.lock();
+            self.send_marks_and_clears()
+        };
+        // Held clears not due yet, also after a failure: the lazy work sends them.
+        if holds {
+            self.queue_lazy_flush_for_held();
+        }
+        sent
+    }
+
+    /// The body of [`Self::flush_pending`], under `flushing`.
+    fn send_marks_and_clears(self: ArcBorrow<'_, Self>) -> Result {
+        let armed = self.flush_legs_for_clears(false);
+        if self.batch.holds_clears() && armed == 0 && !self.batch.has_marks() {
+            // Crowded, but nothing due.
+            return Ok(());
+        }
         if self.clears_ride() {
             return self.flush_with_clears(true);
         }
@@ -527,17 +676,21 @@ impl UserspaceLog {
             // Marks that an earlier, failed FLUSH left behind need one too.
             if sent_clears || self.batch.sent_marks() > 0 {
                 self.flush_marks(&[], self.batch.sent_marks())?;
-                if self.batch.holds_clears() {
-                    // It made every clear sent so far durable; none is held.
-                    self.lazy_flush_due.take();
-                }
             }
         } else if sent_marks {
-            // That FLUSH made the earlier clears durable as well.
-            self.lazy_flush_due.take();
-        } else if sent_clears && !self.lazy_flush_due.is_set() {
-            // Flushes come from the mirror's one worker, so nothing races with this.
-            self.lazy_flush_due.set(Instant::now() + LAZY_FLUSH_DELAY);
+            // That FLUSH made the earlier clears durable as well (held ones: flush_pending
+            // arms the lazy work for those not due yet).
+            if !self.batch.holds_clears() {
+                self.lazy_flush_due.take();
+            }
+        } else if sent_clears && self.batch.holds_clears() {
+            // Held clears go with their FLUSH (the lazy work keeps no deadline for them).
+            self.flush_marks(&[], 0)?;
+        } else if sent_clears
+            && self
+                .lazy_flush_due
+                .set_if_unset(Instant::now() + LAZY_FLUSH_DELAY)
+        {
             self.queue_lazy_flush();
         }
         Ok(())
@@ -557,8 +710,9 @@ impl UserspaceLog {
         cancel_delayed_sync(this);
         let _flushing = this.flushing.lock();
         if this.lazy_flush_due.take().is_some() {
-            // With `stopping` set, a request does not wait for a missing server.
-            if let Err(e) = this.flush_clears() {
+            // With `stopping` set, a request does not wait for a missing server. The mirror
+            // is quiet: every held clear goes, idle or not.
+            if let Err(e) = this.flush_clears(true) {
                 this.clears_not_flushed(e);
             }
         }
@@ -578,14 +732,18 @@ impl UserspaceLog {
     ///
     /// Once postsuspend has closed the leg flush, clears are dropped: a reloaded table's
     /// instance may resume and mark their regions before this one is destroyed.
-    fn flush_legs_for_clears(&self) {
+    ///
+    /// Covers the held clears that are due (with `all`, every one); returns how many may be
+    /// sent.
+    fn flush_legs_for_clears(&self, all: bool) -> usize {
         if !self.leg_flush.is_open() || self.legs_failed.load(Relaxed) {
             let dropped = self.batch.drop_clears();
             self.stats.clears_dropped(dropped);
-            return;
+            return 0;
         }
-        if self.batch.arm_clears() == 0 {
-            return;
+        let armed = self.batch.arm_clears(all);
+        if armed == 0 {
+            return 0;
         }
         self.stats.leg_flush();
         // A bug planted for the crash checker's self-test (scripts/build-module.sh,
@@ -604,7 +762,9 @@ impl UserspaceLog {
                 uuid_tail(&self.uuid),
                 e.to_errno()
             );
+            return 0;
         }
+        armed
     }
 
     /// Makes a finished recovery's copy durable on the legs before the server hears the
@@ -630,10 +790,36 @@ impl UserspaceLog {
         );
     }
 
-    /// Queues the lazy FLUSH work; if still queued for an earlier deadline, the queued run
-    /// waits on.
+    /// Queues the lazy FLUSH work for its deadline; if still queued for an earlier one, the
+    /// queued run waits on.
     pub(super) fn queue_lazy_flush(self: ArcBorrow<'_, Self>) {
+        let wait = self
+            .lazy_flush_due
+            .get()
+            .map_or(LAZY_FLUSH_DELAY, |due| due - Instant::<Monotonic>::now());
         let _ = workqueue::system_long()
-            .enqueue_delayed(Arc::from(self), timeout::jiffies(LAZY_FLUSH_DELAY));
+            .enqueue_delayed(Arc::from(self), timeout::jiffies(wait.max(Delta::ZERO)));
+    }
+
+    /// Sets the lazy work's deadline for the held clears (see [`FlushBatch::lazy_deadline`]),
+    /// unless one is set; returns whether it set one, which the caller then queues. With held
+    /// clears and none left, clears the deadline (without, a deadline stands for the FLUSH
+    /// that clears sent already wait for). Called under `flushing`, or by the mirror's worker
+    /// (the lazy work then does nothing it would not have done).
+    fn arm_lazy_flush(&self) -> bool {
+        let Some(at) = self.batch.lazy_deadline() else {
+            if self.batch.holds_clears() {
+                self.lazy_flush_due.take();
+            }
+            return false;
+        };
+        self.lazy_flush_due.set_if_unset(at)
+    }
+
+    /// [`Self::arm_lazy_flush`], queueing the work if it set a deadline.
+    fn queue_lazy_flush_for_held(self: ArcBorrow<'_, Self>) {
+        if self.arm_lazy_flush() {
+            self.queue_lazy_flush();
+        }
     }
 }
