@@ -30,8 +30,11 @@ fi
 FLOOR=${FLOOR:-1000}
 # The least clean-dirty-clean cycles of regions' durable bits per replay (the least seen: 299).
 MIN_CYCLES=${MIN_CYCLES:-50}
-# The MARK_REGION requests the dying server answers before the one it dies after.
-DIE_AFTER=${DIE_AFTER:-25}
+# The MARK_REGION requests the dying server answers before the one it dies after. Since a
+# write to a region whose clear is still held sends no mark, the workload sends far fewer of
+# them (several regions a request): 25 was once not reached (detect-powercut, the planted
+# module forgetting unflushed marks, in make check), so the server dies early on.
+DIE_AFTER=${DIE_AFTER:-8}
 # What each of fio's two jobs writes.
 IO_SIZE=${IO_SIZE:-1M}
 TRACEFS=/sys/kernel/tracing
