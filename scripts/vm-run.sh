@@ -155,8 +155,11 @@ if [ "${DMLU_CUT:-0}" = 1 ]; then
 	[ -n "$cut" ] || qemu_rc=1
 else
 	# Not under `set -e`: a guest that times out still gets its KTAP and console judged below.
-	qemu_rc=0
-	timeout --foreground -k 5 "$limit" "${qemu[@]}" </dev/null || qemu_rc=$?
+	boot() {
+		qemu_rc=0
+		timeout --foreground -k 5 "$limit" "${qemu[@]}" </dev/null || qemu_rc=$?
+	}
+	boot
 	# A kernel that dies while it boots, before it runs /init, ran nothing of the project's
 	# (seen once: the stock kernel's int3 oops in run_timer_softirq 1.8 s into a TCG boot,
 	# while it patched its own text): boot it again, once, and say so. The judge below sees
@@ -166,8 +169,7 @@ else
 		echo "# the kernel died while booting, before /init (console-boot-failed.log):" \
 			"$(grep -m1 -E "Oops|BUG|panic" "$run/console-boot-failed.log" | tr -d '\r')"
 		echo "# booting it again, once"
-		qemu_rc=0
-		timeout --foreground -k 5 "$limit" "${qemu[@]}" </dev/null || qemu_rc=$?
+		boot
 	fi
 fi
 
