@@ -59,10 +59,11 @@ module! {
                 (0: send them at every flush, as upstream); read when a table is loaded",
         },
         clear_idle_ms: u32 {
-            default: 0,
+            default: 3000,
             description: "with held clears, send a clear only once its region has gone this \
-                many milliseconds without a write, as md's bitmap waits daemon_sleep (0: at the \
-                next flush; at most 3600000); read when a table is loaded",
+                many milliseconds without a write, as md's bitmap waits daemon_sleep (default \
+                3000, upstream's lazy FLUSH period; 0: at the next flush; at most 3600000); \
+                read when a table is loaded",
         },
         clears_in_flush: bool {
             default: true,
