@@ -78,6 +78,11 @@ pub struct CommonArgs {
     /// Append one line per request received to FILE, before handling it (see README).
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
+    /// On SIGUSR1, also replace FILE with one line of request counts: the dump's number, the
+    /// total, then `TYPE=N` for each request type seen (for scripts, which must not parse
+    /// the log: `make bench` reads its windows from it).
+    #[arg(long, value_name = "FILE")]
+    pub counters: Option<PathBuf>,
     /// Do not announce the server to the kernel at start. The Rust module then finds it only
     /// when it resends (after 15 s) or retries (every 2 s), as with upstream's module.
     #[arg(long)]
@@ -113,6 +118,7 @@ impl CommonArgs {
     pub fn config(&self, force_exit: bool) -> Config {
         Config {
             record: self.record.clone(),
+            counters: self.counters.clone(),
             force_exit,
             announce: !self.no_announce,
             in_sync_map: !self.no_in_sync_map,

@@ -38,6 +38,8 @@ const BATCH: usize = 16 * RECEIVE_BATCH;
 pub struct Config {
     /// `--record FILE`.
     pub record: Option<PathBuf>,
+    /// `--counters FILE`: the request counts, written on SIGUSR1.
+    pub counters: Option<PathBuf>,
     /// `--force-exit`: SIGTERM/SIGINT exit even while logs exist.
     pub force_exit: bool,
     /// Announce the server to the kernel at start (not `--no-announce`).
@@ -58,6 +60,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             record: None,
+            counters: None,
             force_exit: false,
             announce: true,
             in_sync_map: true,
@@ -254,6 +257,20 @@ pub trait Handler {
     fn exit(&mut self) {}
 }
 
+/// Replaces `path` with one line, `DUMP TOTAL TYPE=N ...`, through a temporary file renamed
+/// over it, so that a reader never sees half a line.
+fn write_counters(path: &std::path::Path, dump: u64, stats: &Stats) -> std::io::Result<()> {
+    let mut line = format!("{dump} {}", stats.total());
+    for (name, count) in stats.counts() {
+        line.push_str(&format!(" {name}={count}"));
+    }
+    line.push('\n');
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, line)?;
+    std::fs::rename(&tmp, path)
+}
+
 /// The log servers' handler: parses each request, records it, lets the [`Responder`] answer
 /// it from the logs, and counts it.
 pub struct LogService<R> {
@@ -262,6 +279,8 @@ pub struct LogService<R> {
     clustered: Option<ClusteredLogs<Box<dyn Group>>>,
     stats: Stats,
     recorder: Option<Recorder>,
+    /// `--counters FILE`, and the status dumps written to it so far.
+    counters: Option<(PathBuf, u64)>,
     payload: Vec<u8>,
     responder: R,
     force_exit: bool,
@@ -283,6 +302,7 @@ impl<R: Responder> LogService<R> {
             clustered,
             stats: Stats::default(),
             recorder,
+            counters: config.counters.clone().map(|path| (path, 0)),
             payload: Vec::with_capacity(4096),
             responder,
             force_exit: config.force_exit,
@@ -363,6 +383,12 @@ impl<R: Responder> Handler for LogService<R> {
         }
         for line in self.stats.lines() {
             info!("{line}");
+        }
+        if let Some((path, dumps)) = &mut self.counters {
+            *dumps += 1;
+            if let Err(e) = write_counters(path, *dumps, &self.stats) {
+                warn!("cannot write the counters to {}: {e}", path.display());
+            }
         }
         self.responder.status();
     }
@@ -640,6 +666,7 @@ impl<H: Handler, E: Endpoint + AsFd> Server<H, E> {
 mod tests {
     use super::*;
     use dm_ulog_uapi::Header;
+    use std::time::Duration;
 
     #[test]
     fn exit_is_refused_while_logs_exist_unless_forced() {
@@ -655,5 +682,23 @@ mod tests {
         );
         assert!(msg.contains("--force-exit"), "{msg}");
         assert!(exit_decision(&logs, true).0);
+    }
+
+    #[test]
+    fn counters_file_is_replaced_by_each_dump() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("counters");
+        let mut stats = Stats::default();
+        write_counters(&path, 1, &stats).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "1 0\n");
+        stats.record(Some(RequestType::MarkRegion), Duration::ZERO);
+        stats.record(Some(RequestType::Flush), Duration::ZERO);
+        stats.record(Some(RequestType::Flush), Duration::ZERO);
+        write_counters(&path, 2, &stats).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "2 3 FLUSH=2 MARK_REGION=1\n"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

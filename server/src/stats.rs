@@ -117,6 +117,19 @@ impl Stats {
         &self.by_type[kind.index()]
     }
 
+    /// Requests answered, of every known type.
+    pub fn total(&self) -> u64 {
+        self.by_type.iter().map(Histogram::count).sum()
+    }
+
+    /// The name and count of each request type seen.
+    pub fn counts(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        RequestType::ALL
+            .iter()
+            .map(|k| (k.name(), self.of(*k).count()))
+            .filter(|(_, n)| *n > 0)
+    }
+
     /// One line per request type seen, then the unknown and malformed counts.
     pub fn lines(&self) -> impl Iterator<Item = String> + '_ {
         RequestType::ALL
@@ -184,6 +197,13 @@ mod tests {
                 "requests FLUSH count=1 p50=7us p99=7us max=7us",
                 "requests unknown=1 malformed=1"
             ]
+        );
+        s.record(Some(RequestType::MarkRegion), Duration::ZERO);
+        s.record(Some(RequestType::Flush), Duration::ZERO);
+        assert_eq!(s.total(), 3);
+        assert_eq!(
+            s.counts().collect::<Vec<_>>(),
+            [("FLUSH", 2), ("MARK_REGION", 1)]
         );
     }
 

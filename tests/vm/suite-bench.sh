@@ -55,8 +55,10 @@ FIO_RUNTIME=10
 FIO_RAMP=2
 WARMUP_S=2
 # rust and rust_if: the Rust module with its request stream the C module's; rust_fast: with
-# its request-saving features, and integrated_flush, compared with c_if.
-CONFIGS="core c c_if rust rust_if rust_fast"
+# its defaults (every request-saving feature), and integrated_flush, compared with c_if;
+# rust_fast_v3: the same module served by a dm-ulogd that announces no extension
+# (--no-announce), as a server that speaks only protocol v3 would.
+CONFIGS="core c c_if rust rust_if rust_fast rust_fast_v3"
 CASES="rand_qd1_j1 rand_qd8_j1 rand_qd1_j4 rand_qd8_j4"
 # The kernel's core log, the baseline, in the case its target compares at (QD8, 4 jobs).
 CORE_CASES="rand_qd8_j4"
@@ -74,9 +76,12 @@ MEM_LOGS=256
 MEM_SECTORS=256
 
 if [ "$CLOCK" = icount ]; then
-	# Virtual seconds: 10^9 instructions each.
-	CONFIGS="core c c_if rust rust_fast"
-	CASES="rand_qd1_j1"
+	# Virtual seconds: 10^9 instructions each. QD1 (whose requests per write the wall
+	# boot's must match) and QD8 with 4 jobs (the core log's target case), for the split of
+	# each write's instructions into the log's requests and the rest.
+	CONFIGS="core c c_if rust rust_if rust_fast"
+	CASES="rand_qd1_j1 rand_qd8_j4"
+	CORE_CASES=$CASES
 	FIO_RUNTIME=3
 	FIO_RAMP=1
 	WARMUP_S=1
@@ -136,13 +141,27 @@ round_order() {
 }
 
 # load_as NAME: loads the module NAME stands for: c, rust (every request-saving feature off,
-# so that its request stream is the C module's) or rust_fast (the Rust module's defaults).
+# so that its request stream is the C module's) or rust_fast and rust_fast_v3 (the Rust
+# module's defaults).
 load_as() {
-	use_variant "${1%_fast}"
+	use_variant "${1%%_*}"
 	case $1 in
 	rust) insmod "$MODULE" $RUST_AS_C ;;
 	*) load_module ;;
 	esac
+}
+
+# The request counts dm-ulogd writes on SIGUSR1 (server_counts).
+COUNTERS=/tmp/dm-ulogd.counters
+
+# bench_server NAME: dm-ulogd for the module NAME stands for (load_as), keeping its counters in
+# $COUNTERS; for rust_fast_v3 it announces no extension.
+bench_server() {
+	if [ "$1" = rust_fast_v3 ]; then
+		start_server dm-ulogd --counters "$COUNTERS" --no-announce
+	else
+		start_server dm-ulogd --counters "$COUNTERS"
+	fi
 }
 # The Rust module's parameters that turn off every request-saving feature.
 RUST_AS_C="reuse_in_sync=0 in_sync_map=0 hold_clears=0 clears_in_flush=0"
@@ -166,29 +185,65 @@ ensure_module() {
 		echo none >/tmp/bench.loaded
 	fi
 	load_as "$1" || return 1
-	start_server || return 1
+	bench_server "$1" || return 1
 	echo "$1" >/tmp/bench.loaded
 }
 
-# server_counts: the requests dm-ulogd has answered so far, "TOTAL TYPE=N TYPE=N ...", from a
-# fresh SIGUSR1 status dump (one "requests TYPE count=N ..." line per type seen).
+# server_counts: the requests dm-ulogd has answered so far, "TOTAL TYPE=N TYPE=N ...": the
+# counters file it writes on SIGUSR1 (--counters), one short line, read with shell builtins
+# alone, so that reading it costs the same at the end of a long boot as at its start (its
+# log, which grows with every dump, was once grepped here: by the tenth round a window
+# opened seconds late).
 server_counts() {
 	[ -f /tmp/dm-ulogd.pid ] || { echo 0; return; }
-	n=$(grep -c "requests unknown=" /tmp/dm-ulogd.log)
+	rm -f "$COUNTERS"
 	kill -USR1 "$(cat /tmp/dm-ulogd.pid)"
-	for _ in $(seq 1000); do
-		[ "$(grep -c "requests unknown=" /tmp/dm-ulogd.log)" -gt "$n" ] && break
-		sleep 0.01
+	i=0
+	while [ ! -f "$COUNTERS" ] && [ "$i" -lt 1000 ]; do
+		sleep 0.005
+		i=$((i + 1))
 	done
-	[ "$(grep -c "requests unknown=" /tmp/dm-ulogd.log)" -gt "$n" ] || { echo "no status dump from dm-ulogd"; return 1; }
-	awk '/status: [0-9]+ logs/ { total = 0; line = "" }
-		/ requests [A-Z_]+ count=/ {
-			for (i = 1; i < NF; i++) if ($i == "requests") t = $(i + 1)
-			for (i = 1; i <= NF; i++) if ($i ~ /^count=/) c = substr($i, 7)
-			total += c
-			line = line " " t "=" c
-		}
-		END { print total + 0 line }' /tmp/dm-ulogd.log
+	[ -f "$COUNTERS" ] || { echo "no counters from dm-ulogd (--counters $COUNTERS)"; return 1; }
+	read -r _ counts <"$COUNTERS"
+	echo "$counts"
+}
+
+# uptime_ms: the boot clock in ms (10 ms steps), without starting a process.
+uptime_ms() {
+	read -r up _ </proc/uptime
+	echo $((${up%.*} * 1000 + 1${up#*.}0 - 1000))
+}
+
+# snapshot STAT...: the block devices' completed writes (field 5 of each STAT file, summed) and
+# dm-ulogd's request counts, read one right after the other: "T0 T1 WRITES TOTAL TYPE=N ...",
+# where T0 and T1 (uptime_ms) enclose both readings: T1 - T0 is how far the counts may lie
+# from the window's edge.
+snapshot() {
+	t0=$(uptime_ms)
+	w=0
+	for f in "$@"; do
+		read -r _ _ _ _ n _ <"$f"
+		w=$((w + n))
+	done
+	c=$(server_counts) || { echo "$c"; return 1; }
+	echo "$t0 $(uptime_ms) $w $c"
+}
+
+# window A B: what two snapshots enclose: "TOTAL TYPE:N,... WINDOW_MS WRITES OVERSHOOT_MS",
+# the window from the middle of A's readings to the middle of B's, the overshoot the larger of
+# the two readings' spans.
+window() {
+	set -- $1 '|' $2
+	a0=$1 a1=$2 aw=$3
+	shift 3
+	ac=
+	while [ "$1" != '|' ]; do ac="$ac $1"; shift; done
+	shift
+	b0=$1 b1=$2 bw=$3
+	shift 3
+	over=$((a1 - a0))
+	[ $((b1 - b0)) -gt "$over" ] && over=$((b1 - b0))
+	echo "$(counts_delta "${ac# }" "$*") $(((b0 + b1 - a0 - a1) / 2)) $((bw - aw)) $over"
 }
 
 # counts_delta BEFORE AFTER: "TOTAL TYPE:N,TYPE:N" of the requests between two server_counts.
@@ -236,27 +291,28 @@ ensure_for() {
 	[ "$1" = core ] || ensure_module "$(module_of "$1")"
 }
 
-# fio_windowed ARGS...: runs fio (terse output to /tmp/fio.out) for $ramp + $runtime seconds
-# (which ARGS set as fio's ramp_time and runtime) and counts the log requests dm-ulogd
-# answers in a window inside fio's own, from half a second after the ramp to half a second
-# before the end, where the I/O runs steadily: prints "TOTAL TYPE:N,... WINDOW_MS". Requests
-# per write are then (TOTAL / WINDOW_MS) / fio's IOPS, both rates of the same steady run.
+# fio_windowed STAT ARGS...: runs fio (terse output to /tmp/fio.out) for $ramp + $runtime
+# seconds (which ARGS set as fio's ramp_time and runtime) and counts, in a window inside fio's
+# own (from half a second after the ramp to half a second before the end, where the I/O runs
+# steadily), the log requests dm-ulogd answers and the writes the mirror's block device STAT
+# completes: prints window's "TOTAL TYPE:N,... WINDOW_MS WRITES OVERSHOOT_MS". Requests per
+# write are TOTAL / WRITES, both counted between the same two instants.
 fio_windowed() {
+	stat=$1
+	shift
 	fio --output-format=terse --terse-version=3 "$@" >/tmp/fio.out 2>&1 &
 	fpid=$!
 	sleep "$ramp"
 	sleep 0.5
-	ta=$(now_ms)
-	a=$(server_counts) || { echo "$a"; kill "$fpid"; return 1; }
+	a=$(snapshot "$stat") || { echo "$a"; kill "$fpid"; return 1; }
 	sleep "$((runtime - 1))"
-	tb=$(now_ms)
-	b=$(server_counts) || { echo "$b"; kill "$fpid"; return 1; }
+	b=$(snapshot "$stat") || { echo "$b"; kill "$fpid"; return 1; }
 	wait "$fpid" || { cat /tmp/fio.out; return 1; }
-	echo "$(counts_delta "$a" "$b") $((tb - ta))"
+	window "$a" "$b"
 }
 
 # fio_case DEVICE CASE: one fio run after its ramp; prints "iops ios clat_mean_us clat_p50_us
-# clat_p99_us reqs by_type window_ms".
+# clat_p99_us reqs by_type window_ms writes overshoot_ms".
 fio_case() {
 	case $2 in
 	rand_qd1_j1) rw=randwrite qd=1 jobs=1 ;;
@@ -268,7 +324,7 @@ fio_case() {
 	ramp=$FIO_RAMP
 	runtime=$FIO_RUNTIME
 	[ "$2" = warmup ] && ramp=0 runtime=$WARMUP_S
-	reqs=$(fio_windowed --name=b --filename="/dev/mapper/$1" --rw=$rw --bs=4k --direct=1 --ioengine=libaio \
+	reqs=$(fio_windowed "/sys/block/$(basename "$(readlink -f "/dev/mapper/$1")")/stat" --name=b --filename="/dev/mapper/$1" --rw=$rw --bs=4k --direct=1 --ioengine=libaio \
 		--iodepth=$qd --numjobs=$jobs --thread --group_reporting --norandommap --randrepeat=0 \
 		--time_based --ramp_time=$ramp --runtime=$runtime) || { echo "$reqs"; return 1; }
 	# terse v3, write side: 47 KiB, 49 IOPS, 57 clat mean, 65 and 71 clat p50 and p99 (us).
@@ -303,17 +359,23 @@ setup() {
 	echo none >/tmp/bench.loaded
 	for v in c rust; do
 		# What the module takes once: slab before and after loading it, with no log and
-		# no server (whose start and stop would blur the figure).
+		# no server (whose start and stop would blur the figure); the median of three loads,
+		# as a few hundred bytes come and go in other caches meanwhile.
 		stop_server
-		if module_loaded; then unload_module || fail "rmmod failed"; fi
 		echo none >/tmp/bench.loaded
 		use_variant "$v"
-		m0=$(slab_bytes)
-		load_as "$v" || fail "cannot load the $v module"
-		m1=$(slab_bytes)
-		start_server || fail "dm-ulogd did not start"
+		loads=
+		for _ in 1 2 3; do
+			if module_loaded; then unload_module || fail "rmmod failed"; fi
+			m0=$(slab_bytes)
+			load_as "$v" || fail "cannot load the $v module"
+			m1=$(slab_bytes)
+			loads="$loads $((m1 - m0))"
+		done
+		bench_server "$v" || fail "dm-ulogd did not start"
 		echo "$v" >/tmp/bench.loaded
-		bench "kind=module cfg=$v size=$(awk '$1 == "dm_log_userspace" { print $2 }' /proc/modules) load_slab_bytes=$((m1 - m0))"
+		bench "kind=module cfg=$v size=$(awk '$1 == "dm_log_userspace" { print $2 }' /proc/modules)" \
+			"load_slab_bytes=$(echo $loads | tr ' ' '\n' | sort -n | sed -n 2p) load_slab_samples=$(echo $loads | tr ' ' ,)"
 	done
 	progress "setup done (clock: $CLOCK, seed $SEED); $ROUNDS rounds of: round trip; fio ($CONFIGS x $CASES," \
 		"${FIO_RAMP}+${FIO_RUNTIME}s each)$([ "$CLOCK" = wall ] && echo "; core log at $CORE_CASES; scaling $SCALE_COUNTS mirrors in $CURVE_ROUNDS rounds, 64 in the others; $MEMORY_ROUNDS of memory ($MEM_LOGS logs)")"
@@ -368,7 +430,7 @@ request_roundtrip() {
 	stop_server
 	pingpong_run "round_$1" || fail "the ping-pong failed"
 	have=$(cat /tmp/bench.loaded)
-	[ "$have" = none ] || start_server || fail "dm-ulogd did not restart"
+	[ "$have" = none ] || bench_server "$have" || fail "dm-ulogd did not restart"
 	order=$(ordered roundtrip "$1" "core c rust")
 	for cfg in $order; do status_round "$cfg" "$1"; done
 }
@@ -383,14 +445,14 @@ randwrite_round() {
 		dm mknodes bm
 		r=$(fio_case bm warmup) || fail "fio failed: $cfg warm-up: $r"
 		cases=$CASES
-		[ "$cfg" = core ] && [ "$CLOCK" = wall ] && cases=$CORE_CASES
+		[ "$cfg" = core ] && cases=$CORE_CASES
 		for c in $(round_order "case_$cfg" "$1" "$cases"); do
 			r=$(fio_case bm "$c") || fail "fio failed: $cfg $c: $r"
 			set -- "$1" $r
 			reqs=$7
 			[ "$cfg" = core ] && reqs=0
-			bench "kind=fio cfg=$cfg case=$c round=$1 iops=$2 ios=$3 clat_mean_us=$4 clat_p50_us=$5 clat_p99_us=$6 reqs=$reqs by_type=$8 window_ms=$9"
-			progress "round $1/$ROUNDS: $cfg $c: $2 IOPS, clat p50 $5 us, $(awk -v r="$reqs" -v i="$2" -v w="$9" 'BEGIN { printf "%.2f", i && w ? r * 1000 / w / i : 0 }') log requests per write"
+			bench "kind=fio cfg=$cfg case=$c round=$1 iops=$2 ios=$3 clat_mean_us=$4 clat_p50_us=$5 clat_p99_us=$6 reqs=$reqs by_type=$8 window_ms=$9 writes=${10} overshoot_ms=${11} per_write_from=writes"
+			progress "round $1/$ROUNDS: $cfg $c: $2 IOPS, clat p50 $5 us, $(awk -v r="$reqs" -v w="${10}" 'BEGIN { printf "%.4f", w ? r / w : 0 }') log requests per write (window overshoot ${11} ms)"
 			set -- "$1"
 		done
 		dm remove bm || fail "cannot remove the $cfg mirror"
@@ -457,7 +519,8 @@ memory_round() {
 # in flight). Everything comes from one window, opened $SCALE_RAMP s after every mirror has
 # written (64 fio threads take seconds to start under TCG) and $SCALE_RUNTIME s long: the
 # writes each mirror's block device completed (the block layer's count) and the requests
-# dm-ulogd counted. Prints "reqs by_type window_ms iops_total iops_min iops_max writes". A
+# dm-ulogd counted. Prints "reqs by_type window_ms iops_total iops_min iops_max writes
+# overshoot_ms". A
 # window without writes or requests fails; fio is stopped after it.
 scale_run() {
 	{
@@ -502,22 +565,29 @@ scale_run() {
 		return 1
 	fi
 	sleep "$SCALE_RAMP"
-	ta=$(now_ms)
+	# Each edge of the window: the block devices' counts, then dm-ulogd's, enclosed by two
+	# clock readings (as snapshot does).
+	ta0=$(uptime_ms)
 	writes_now >/tmp/writes.a
 	a=$(server_counts) || { echo "$a"; kill "$fpid"; return 1; }
+	ta1=$(uptime_ms)
 	sleep "$SCALE_RUNTIME"
-	tb=$(now_ms)
+	tb0=$(uptime_ms)
 	writes_now >/tmp/writes.b
 	b=$(server_counts) || { echo "$b"; kill "$fpid"; return 1; }
+	tb1=$(uptime_ms)
 	kill -INT "$fpid"
 	wait "$fpid"
 	reqs=$(counts_delta "$a" "$b")
-	writes=$(awk -v ms=$((tb - ta)) 'NR == 1 { for (i = 1; i <= NF; i++) a[i] = $i; next }
+	ms=$(((tb0 + tb1 - ta0 - ta1) / 2))
+	over=$((ta1 - ta0))
+	[ $((tb1 - tb0)) -gt "$over" ] && over=$((tb1 - tb0))
+	writes=$(awk -v ms="$ms" 'NR == 1 { for (i = 1; i <= NF; i++) a[i] = $i; next }
 		{ for (i = 1; i <= NF; i++) { d = $i - a[i]; t += d; if (min == "" || d < min) min = d; if (d > max) max = d } }
 		END { printf "%.1f %.1f %.1f %d", t * 1000 / ms, min * 1000 / ms, max * 1000 / ms, t }' /tmp/writes.a /tmp/writes.b)
 	[ "${reqs%% *}" -gt 0 ] && [ "${writes##* }" -gt 0 ] ||
 		{ echo "no I/O in the window: ${reqs%% *} requests, ${writes##* } writes"; return 1; }
-	echo "$reqs $((tb - ta)) $writes"
+	echo "$reqs $ms $writes $over"
 }
 
 # 64 mirrors s0..s63 over 1 MiB slices of ram2/ram3.
@@ -546,7 +616,7 @@ scaling_round() {
 		for n in $(round_order "scale_$v" "$1" "$counts"); do
 			r=$(scale_run "$n") || fail "fio failed on $n $v mirrors: $r"
 			set -- "$1" $r
-			bench "kind=scale cfg=$v round=$1 mirrors=$n reqs=$2 by_type=$3 window_ms=$4 iops=$5 iops_min=$6 iops_max=$7 writes=$8 iops_from=window"
+			bench "kind=scale cfg=$v round=$1 mirrors=$n reqs=$2 by_type=$3 window_ms=$4 iops=$5 iops_min=$6 iops_max=$7 writes=$8 overshoot_ms=$9 iops_from=window"
 			progress "round $1/$ROUNDS: $n mirrors, $v: $5 IOPS (per mirror $6-$7), $(($2 * 1000 / $4)) log requests/s"
 			set -- "$1"
 		done

@@ -37,6 +37,11 @@ MIN_CYCLES=${MIN_CYCLES:-50}
 DIE_AFTER=${DIE_AFTER:-8}
 # What each of fio's two jobs writes.
 IO_SIZE=${IO_SIZE:-1M}
+# The cold job pauses this long after every 64 writes: longer than the module's default idle
+# time for clears (clear_idle_ms, 3 s) and the second by which a clear may go early, so its
+# regions are cleaned between bursts and written again (clean-dirty-clean cycles, which a
+# workload shorter than the idle time never shows: none were seen before the pauses).
+COLD_PAUSE=${COLD_PAUSE:-5s}
 TRACEFS=/sys/kernel/tracing
 BACKING=/dev/ram5
 RECDEV=/dev/ram6
@@ -108,7 +113,8 @@ unrecord() {
 }
 
 # workload: while the mirror resyncs, fio writes a hot area (4 regions, rewritten over and
-# over) and a cold one (random, verified, fsync every 32 writes), four writes in flight each;
+# over) and a cold one (random, verified, fsync every 32 writes, a pause of $COLD_PAUSE after
+# every 64), four writes in flight each;
 # the mirror is suspended and resumed, then reloaded (a new log instance), under the writes;
 # with $kill `kill`, the server is SIGKILLed and restarted twice as well; with `dies`, the
 # server (started dying) is replaced by dm-ulogd as soon as it is gone.
@@ -123,6 +129,7 @@ workload() {
 	fio --ioengine=libaio --iodepth=4 --direct=1 --bs=4k --rw=randwrite \
 		--name=hot --filename=/dev/mapper/pm --offset=0 --size=256k --io_size="$IO_SIZE" --norandommap \
 		--name=cold --filename=/dev/mapper/pm --offset=1M --size=3M --io_size="$IO_SIZE" --fsync=32 \
+		--thinktime="$COLD_PAUSE" --thinktime_blocks=64 \
 		--verify=crc32c --verify_fatal=1 >/tmp/fio.out 2>&1 &
 	fpid=$!
 	sleep 1
