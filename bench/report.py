@@ -596,7 +596,7 @@ def main():
         if text.lstrip().startswith("{"):
             prior = json.loads(text)
             records += prior["records"]
-            tests += prior["tests"]
+            tests += prior.get("tests", [])
         else:
             rec, tst = parse_ktap(text)
             records += rec

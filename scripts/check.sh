@@ -103,6 +103,7 @@ if [ "$what" = all ] || [ "$what" = lint ]; then
 	# planted bad run of each kind it must fail, naming why (tests/judge/run.sh prints which).
 	lint "judge: scripts/judge-run.sh passes good runs and fails every planted bad one" "$TOP/tests/judge/run.sh"
 	lint "judge: the diff suite's comparison, on recorded streams and planted differences" "$TOP/tests/judge/diff-streams.sh"
+	lint "judge: make bench's QD1 check fails the late windows of 58f013e and a planted round" "$TOP/tests/judge/bench-report.sh"
 fi
 
 # ktap_script NAME COMMAND...: runs a script that prints KTAP and counts its tests; a run that

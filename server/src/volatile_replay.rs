@@ -107,6 +107,9 @@ pub struct Report {
     pub exercised: u64,
     /// Times a region's durable log bit went from clean to dirty and back to clean.
     pub cycles: u64,
+    /// The most regions the durable log called dirty at one crash point: what a power cut
+    /// there would resync at most (clears that wait for an idle time make it larger).
+    pub dirty_max: u64,
     /// Crash points at which some region may differ and be called clean.
     pub bad_points: usize,
     /// (crash point, region) pairs where the legs may differ and the log may call it clean.
@@ -121,13 +124,15 @@ impl fmt::Display for Report {
         write!(
             f,
             "entries={} flushes=leg0:{l0},leg1:{l1},log:{log} crash_points={} \
-             points_legs_may_differ={} points_log_valid={} exercised={} cycles={} bad_points={}",
+             points_legs_may_differ={} points_log_valid={} exercised={} cycles={} dirty_max={} \
+             bad_points={}",
             self.entries,
             self.crash_points,
             self.points_legs_may_differ,
             self.points_log_valid,
             self.exercised,
             self.cycles,
+            self.dirty_max,
             self.bad_points
         )?;
         if let Some((entry, region)) = self.first {
@@ -370,6 +375,12 @@ fn check(state: &State<'_>, at: Option<usize>, report: &mut Report) {
     }
     let mut may_differ_here = false;
     let mut bad_here = 0;
+    if state.durable_log.valid {
+        let dirty = (0..state.regions)
+            .filter(|&r| !state.durable_log.says_clean(r))
+            .count() as u64;
+        report.dirty_max = report.dirty_max.max(dirty);
+    }
     for r in 0..state.regions {
         let i = r as usize;
         let may_differ =
@@ -460,6 +471,7 @@ mod tests {
         // From the first leg write to the second leg's flush, region 1 may differ.
         assert_eq!(r.exercised, 3, "{r}");
         assert_eq!(r.cycles, 1, "{r}");
+        assert_eq!(r.dirty_max, 1, "{r}");
         assert_eq!(r.crash_points, e.len() + 1);
     }
 
