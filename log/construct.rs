@@ -70,23 +70,22 @@ fn construct_inner(
         pr_warn!("{}\n", Shown(&e));
         EINVAL
     })?;
-    let mut ctr_string = KVec::from_elem(0u8, MAX_REQUEST_PAYLOAD + 1, GFP_KERNEL)?;
-    let len = ctr::ctr_string(
-        target.len(),
-        parsed.server_args,
-        &mut ctr_string[..MAX_REQUEST_PAYLOAD],
-    )
-    .map_err(|e| {
+    // Built at its largest, kept at its length (the log keeps it for as long as it lives).
+    let mut built = KVec::from_elem(0u8, MAX_REQUEST_PAYLOAD, GFP_KERNEL)?;
+    let len = ctr::ctr_string(target.len(), parsed.server_args, &mut built).map_err(|e| {
         pr_warn!("{}\n", Shown(&e));
         EINVAL
     })?;
-    // Keep the NUL that the reconnecting CTR sends.
-    ctr_string.truncate(len + 1);
-    ctr_string[len] = 0;
+    // With the NUL that the reconnecting CTR sends.
+    let mut ctr_string = KVec::with_capacity(len + 1, GFP_KERNEL)?;
+    ctr_string.extend_from_slice(&built[..len], GFP_KERNEL)?;
+    ctr_string.push(0, GFP_KERNEL)?;
+    drop(built);
     let mut uuid = KVec::with_capacity(parsed.uuid.len(), GFP_KERNEL)?;
     uuid.extend_from_slice(parsed.uuid, GFP_KERNEL)?;
     let transport = transport.clone();
-    // Allocate everything before the server learns of the log.
+    // Allocate what does not depend on the server's answers before the server learns of
+    // the log.
     let slot = UniqueArc::new_uninit(GFP_KERNEL)?;
     // A clustered log sends every mark (see `FlushBatch::new`) and asks IN_SYNC twice: another
     // node may take a region out of sync between the mirror's two questions, and a server
@@ -95,17 +94,6 @@ fn construct_inner(
         .server_args
         .first()
         .is_some_and(|t| t.starts_with(b"clustered-"));
-    let batch = FlushBatch::new(
-        crate::module_parameters::hold_clears.value(),
-        crate::module_parameters::clears_in_flush.value(),
-        Delta::from_millis(
-            crate::module_parameters::clear_idle_ms
-                .value()
-                .min(MAX_CLEAR_IDLE_MS)
-                .into(),
-        ),
-        clustered,
-    )?;
     let luid = NEXT_LUID.fetch_add(1, Relaxed);
     let stats = LogStats::new(&uuid, luid)?;
     let stats_file = transport.diagnostics.log_file(stats.clone())?;
@@ -203,6 +191,23 @@ fn construct_inner(
         Ok((region_size, region_count, log_dev))
     };
     let (region_size, region_count, log_dev) = finish().inspect_err(|_| {
+        let _ = transport.request(to, RequestType::Dtr, &[], &mut []);
+    })?;
+    // Sized by the region count, which the server's answer gave: a failure destroys the log
+    // there too.
+    let batch = FlushBatch::new(
+        crate::module_parameters::hold_clears.value(),
+        crate::module_parameters::clears_in_flush.value(),
+        Delta::from_millis(
+            crate::module_parameters::clear_idle_ms
+                .value()
+                .min(MAX_CLEAR_IDLE_MS)
+                .into(),
+        ),
+        clustered,
+        region_count,
+    )
+    .inspect_err(|_| {
         let _ = transport.request(to, RequestType::Dtr, &[], &mut []);
     })?;
     let reuse_in_sync = crate::module_parameters::reuse_in_sync.value() && !clustered;

@@ -56,7 +56,10 @@ use crate::{
 /// With `integrated_flush`, how long clears may wait for a FLUSH (as upstream).
 const LAZY_FLUSH_DELAY: Delta = Delta::from_millis(3000);
 
-/// Entries each list holds without allocating.
+/// Entries each list holds without allocating, at most: a log of fewer regions reserves one
+/// entry a region (a mark of a region already waiting is not recorded twice, and a mark
+/// removes its region's held clear, so the lists rarely outgrow that; when they do, they grow
+/// with `GFP_NOWAIT`, and a mark that still finds no room is kept as a lost one).
 const RESERVED: usize = 256;
 
 /// Held clears kept waiting for their idle time at most: a mark scans them all to cancel its
@@ -183,13 +186,16 @@ impl FlushBatch {
     /// Empty lists with their reserve allocated; clears held if `hold_clears`, each until
     /// its region has been `idle` without a write, and then sent inside the FLUSH if
     /// `clears_in_flush` (and the server takes them).
-    /// Marks that cancel such a clear are sent anyway when `clustered`.
+    /// Marks that cancel such a clear are sent anyway when `clustered`. The lists' reserves
+    /// are sized for a log of `regions`.
     pub(crate) fn new(
         hold_clears: bool,
         clears_in_flush: bool,
         idle: Delta,
         clustered: bool,
+        regions: u64,
     ) -> Result<Pin<KBox<Self>>> {
+        let reserve = usize::try_from(regions).map_or(RESERVED, |n| n.clamp(1, RESERVED));
         let clears_in_flush = hold_clears && clears_in_flush;
         let idle = if hold_clears { idle } else { Delta::ZERO };
         let slack = if idle < CLEAR_BATCH {
@@ -198,10 +204,10 @@ impl FlushBatch {
             CLEAR_BATCH
         };
         let pending = Pending {
-            marks: KVec::with_capacity(RESERVED, GFP_KERNEL)?,
+            marks: KVec::with_capacity(reserve, GFP_KERNEL)?,
             sent: 0,
-            clears: KVec::with_capacity(RESERVED, GFP_KERNEL)?,
-            ready: KVec::with_capacity(RESERVED, GFP_KERNEL)?,
+            clears: KVec::with_capacity(reserve, GFP_KERNEL)?,
+            ready: KVec::with_capacity(reserve, GFP_KERNEL)?,
             lost: None,
         };
         KBox::pin_init(

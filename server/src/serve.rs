@@ -602,16 +602,28 @@ impl<H: Handler, E: Endpoint + AsFd> Server<H, E> {
     /// `Break` when the server is to exit.
     pub fn turn(&mut self) -> Result<ControlFlow<()>> {
         let (link_ready, signalled, other_ready) = {
-            let mut fds = vec![
+            let own = [
                 PollFd::new(self.link.as_fd(), PollFlags::POLLIN),
                 PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
             ];
-            fds.extend(
-                self.handler
-                    .fds()
+            let extra = self.handler.fds();
+            // A turn per request: without the handler's descriptors (single-node logs) the
+            // set stays on the stack, no allocation in the round trip.
+            let (mut on_stack, mut grown);
+            let fds: &mut [PollFd<'_>] = if extra.is_empty() {
+                on_stack = own;
+                &mut on_stack
+            } else {
+                grown = own
                     .into_iter()
-                    .map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
-            );
+                    .chain(
+                        extra
+                            .into_iter()
+                            .map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
+                    )
+                    .collect::<Vec<_>>();
+                &mut grown
+            };
             // Wake up to report drops held back by the rate limit, if any are, and for the
             // handler's own work.
             let due = [self.drops.due(), self.handler.deadline()]
@@ -623,7 +635,7 @@ impl<H: Handler, E: Endpoint + AsFd> Server<H, E> {
                 // Rounded up: waking before it is due would spin.
                 PollTimeout::try_from(wait.as_millis() + 1).unwrap_or(PollTimeout::MAX)
             });
-            match poll(&mut fds, timeout) {
+            match poll(fds, timeout) {
                 Ok(_) => {}
                 Err(Errno::EINTR) => return Ok(ControlFlow::Continue(())),
                 Err(e) => return Err(e).context("waiting for requests"),
