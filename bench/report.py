@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0
 """Writes latest.json and latest.md from the BENCH lines of a `make bench` run.
 
 The input is the KTAP logs of tests/vm/suite-bench.sh's boots, where each figure is a diagnostic

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
 # make bench: boots the perf kernel once and measures every configuration in that one boot
 # (tests/vm/suite-bench.sh), showing the guest's progress, then writes bench/results/latest.json
 # and latest.md with bench/report.py (see bench/README.md).

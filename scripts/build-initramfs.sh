@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
 # Builds a test guest's initramfs: busybox, dmsetup, fio, the project's userspace binaries,
 # the in-guest suites and both log modules (the Rust one and upstream's C one, as
 # /modules/{rust,c}/dm_log_userspace.ko); VARIANT names the one the suites use. Helper modules

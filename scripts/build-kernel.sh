@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
 # Builds a Rust-enabled test kernel of one flavour (perf or debug) from Debian's kernel source
 # and the config fragments beside this script, in the cache, keyed by kernel version, rustc
 # version and config hash: a second run with the same key rebuilds nothing.

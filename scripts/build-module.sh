@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
 # Builds dm_log_userspace.ko for one test kernel flavour, in a copy of the sources under out/,
 # so that the perf and debug builds never share stale objects (Kbuild does not rebuild an
 # out-of-tree module when the kernel tree changes). Prints the .ko path.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
 # Builds the Debian packages (debian/): dm-log-userspace-dkms (the module's DKMS source) and
 # dm-ulogd (the server and its systemd unit), with dpkg-buildpackage in the Debian 13 root of
 # scripts/stock-root.sh, from the repository's files and crates vendored on the host; then

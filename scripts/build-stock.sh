@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
 # Builds the module for Debian's stock kernel ($STOCK_KREL, trixie-backports) the way a Debian
 # user's machine does: in the Debian 13 root of scripts/stock-root.sh, the project's
 # dm-log-userspace-dkms package installed with apt, as the README says, then `dkms build` (scripts/dkms-build.sh prepares the kernel's Rust metadata from

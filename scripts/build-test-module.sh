@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
 # Builds a small helper module of the test suites or benchmarks (tests/detectors: planted bugs;
 # bench/pingpong: the bare connector round trip) for one kernel flavour, in a copy under out/.
 # Prints the .ko path.

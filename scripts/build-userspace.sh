@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
 # Builds the workspace's programs and examples for the guest (release) and prints their paths.
 . "$(dirname "$0")/lib.sh"
 cd "$TOP"

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
 # Every test of the project: host unit tests of the workspace, the lints, then the in-VM suites
 # on both kernel flavours, against the Rust module and against upstream's C module. Builds
 # whatever is missing first. Ends with one line "N passed, N failed[, N skipped][, N known

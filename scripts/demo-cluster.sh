@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
 # A mirror served by two nodes: the cluster guests test (tests/cluster/guests.sh: two QEMU
 # guests with corosync between them, sharing a mirror's disks, the leader killed mid-write),
 # told as a story: what each node saw, then the host's verdict. About 5 minutes under TCG

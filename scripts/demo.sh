@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
 # The main job, end to end: builds what is missing (host tools, the perf test kernel, the
 # module; vm-run.sh adds the userspace programs and the initramfs), boots a VM, and runs the
 # demo suite there with the Rust module.

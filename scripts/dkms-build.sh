@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
 # DKMS's build step (dkms.conf MAKE[0]); shipped in the module's DKMS source and standalone.
 #
 # A Rust module is built against the kernel crate's compiled metadata (rust/libkernel.rmeta and

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
 # Builds the module with DKMS against a test kernel, the way a user's `dkms install` would,
 # but with every DKMS tree in a temporary directory (nothing under /usr/src, /var/lib/dkms or
 # /lib/modules is touched): `make dkms-source` stages the sources, then dkms add, build and

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
 # Fetches, from Debian's archive, the kernel source (linux-source-$KVER) and the Rust standard
 # library source (rust-src) that matches the installed rustc, and unpacks both into the cache.
 # It reaches trixie-backports through private apt lists: the system's apt setup is not touched

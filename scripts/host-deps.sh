@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
 # Installs the host tools the build and the VM tests need: Debian packages of this release,
 # and bindgen-cli from crates.io into the project cache. Safe to run again: it only installs
 # what is missing.

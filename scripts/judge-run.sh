@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
 # Judges one finished guest run of scripts/vm-run.sh from what it left in RUN_DIR: the suite's
 # KTAP (ktap.log, the guest's second serial port, CRLF line ends) and the console
 # (console.log). Prints one "# ..." line per problem and exits non-zero when QEMU did not exit

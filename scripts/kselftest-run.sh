@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
 # Runs the suites the kselftest way in a guest: `make -C tests install` builds a kselftest tree
 # (the kernel's run_kselftest.sh and runner, kselftest-list.txt, the project's programs and the
 # Rust module), which is added to the guest as /kselftest; the `kselftest` suite runs a suite

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
 # Tells (yes/no) whether QEMU with KVM boots a guest on this machine. On nested software
 # virtualisers KVM may hang instead of failing, so the probe runs once under a short timeout
 # and its answer is cached per machine.

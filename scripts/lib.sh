@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# SPDX-License-Identifier: GPL-2.0
 # Shared paths and helpers for the project's scripts. Source it; do not run it.
 
 set -euo pipefail

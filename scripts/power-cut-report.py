@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0
 """Writes tests/results/power-cut.md from the power-cut runs' output.
 
 Reads the `power-cut replay ...` and `power-cut cut ...` lines that

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
 # Power cuts for real: boots the perf kernel again and again with three virtio disks (image
 # files in out/powercut-VARIANT: leg 0, leg 1, log) and kills QEMU while the guest writes
 # (tests/vm/suite-powercut-coarse.sh). Each boot first checks what the last cut left, against

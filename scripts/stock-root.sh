@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
 # A Debian 13 (trixie) root in the cache, with trixie-backports enabled, holding what a Debian
 # user's machine holds to build this module for Debian's stock kernel: the distribution's own
 # rustc, bindgen and gcc-14 (the kernel's Rust symbols carry a hash of the exact compiler

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
 # Boots a test kernel flavour and runs an in-guest suite against one log module (rust or
 # c; the guest holds both, for suites that compare them) under QEMU, with a hard timeout. The
 # console goes to out/vm/<run>/console.log, the suite's KTAP to ktap.log. scripts/judge-run.sh

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
 # Checks server/dm-ulogd.service with systemd-analyze, offline (no running systemd needed):
 #   - `verify` must accept it without a word (it only warns about unknown keys and the like,
 #     so any output fails the check);

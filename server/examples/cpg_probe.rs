@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! Joins a log's corosync group through dm-ulogd's [`CpgGroup`] and writes every event it
 //! delivers, one line each, so that a test can compare what the nodes saw:
 //!

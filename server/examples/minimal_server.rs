@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! A minimal userspace log server, built from the `dm_ulogd` library's parts: the connector
 //! link, the wire crate's request parser and the log state.
 //!

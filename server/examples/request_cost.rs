@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! What one request costs the receive loop, on the host, without a kernel: requests replayed
 //! from memory through `dm-ulogd`'s handling (parse, answer from the logs, reply, count),
 //! replies dropped. Not a test: it prints figures (run it with `--release`).

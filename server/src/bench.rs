@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! Tools for `make bench`: the userspace half of the bare connector ping-pong, and a timed
 //! loop of device-mapper status ioctls (each costs a userspace log two requests).
 //!

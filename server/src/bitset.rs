@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! A fixed-size bitset whose memory is reserved fallibly.
 //!
 //! The region count of a log comes from the kernel (a table's length over its region size,

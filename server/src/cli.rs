@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! Start-up both programs share: common flags, logging, the capability check, exit status.
 
 use std::io::IsTerminal;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! Every state a power cut could leave a mirror in, from a dm-log-writes record, and the
 //! mirror log's one promise checked in each.
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! Writes whose acknowledgement outlives a power cut, and the check that they survived it.
 //!
 //! For the power-cut test that kills the whole VM: a writer writes 4 KiB blocks to a mirror

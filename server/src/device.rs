@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! The device a disk log lives on: found from the table's `<dev>` argument and opened for
 //! durable, uncached I/O.
 //!

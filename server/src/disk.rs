@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! dm-log.c's `disk` log format, and a log kept in it.
 //!
 //! The format, byte for byte as the kernel's own disk log writes it (drivers/md/dm-log.c):

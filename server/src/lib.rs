@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! The parts of a device-mapper userspace log server, and what the programs built on them
 //! share: the log server `dm-ulogd`, the misbehaving test server `dm-ulog-hostile`, and the
 //! benchmark and crash-check tools.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! The server's end of the connector: a netlink socket in group `CN_IDX_DM` (or, for tests,
 //! a fake kernel's socket: [`seqpacket`]).
 

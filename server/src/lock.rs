@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! One log server per host: an exclusive `flock` on a lock file, held for the server's life.
 //!
 //! Two servers in connector group 7 would both answer every request (the kernel takes one

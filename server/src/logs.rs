@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! The logs this server keeps, keyed by (uuid, luid), and the answer to every request.
 //!
 //! A live and an inactive table may share one UUID (a table reload), so the kernel's `luid`

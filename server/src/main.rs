@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! dm-ulogd: serves device-mapper "userspace" dirty logs over the netlink connector.
 
 use std::process::ExitCode;

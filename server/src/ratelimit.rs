@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! Warnings about input the server drops, at most one per interval, with a count of the
 //! ones held back.
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! `--record FILE`: one line per request received, written before the request is handled.
 //!
 //! ```text

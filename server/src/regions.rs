@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! The state of one log's regions: which are in sync, which are dirty, what to recover next.
 //!
 //! The semantics are those of the kernel's own core log (drivers/md/dm-log.c): every region

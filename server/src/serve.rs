@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! The receive loop both servers share: wait for requests or signals, record, answer, count.
 //!
 //! What is done with each message is up to a [`Handler`]: [`LogService`] for the log

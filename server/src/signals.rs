@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! SIGTERM, SIGINT and SIGUSR1 as events of the receive loop.
 //!
 //! The handlers only set a flag and write a byte to a self-pipe (signal-hook's pattern), so

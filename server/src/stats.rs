@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! Request counts and service times (receipt to reply sent), per request type, for the
 //! SIGUSR1 status dump.
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! The CTR string a table sends: `"<target sectors> <log type> <type args...>"`.
 //!
 //! Log types and arguments are those of dm-log.c's `core` and `disk` logs, plus the

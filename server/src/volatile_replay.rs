@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! Every state a power cut could leave a mirror in when each of its devices has a volatile
 //! write cache of its own, and the mirror log's one promise checked in each.
 //!

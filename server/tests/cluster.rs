@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! Clustered logs on the simulated group: random requests from random nodes' kernels, with
 //! crashes, restarts, partitions, merges, joins and flow-control refusals.
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! dm-ulogd (and dm-ulog-hostile) against `dm-ulog-fakekernel` on the host: a short
 //! dm-raid1-shaped workload on one node over `--kernel-socket`, judged by the fake kernel's
 //! checker (every request answered, recovery complete). Also: dm-ulogd killed and started

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! dm-ulog-hostile's replies, captured instead of sent, judged by the kernel's rules for
 //! taking a message as the answer to a waiting request.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! The in-sync map as the kernel sees it through the server's socket: the announcement's
 //! feature, GET_IN_SYNC_RANGES replies, and each withdrawal sent before the reply of the
 //! request that took regions out of sync, in the order the messages leave.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! Logs driven by random request sequences, with server crashes, against a model: disk logs
 //! (state and device bytes) and core logs.
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! The receive loop allocates nothing per request once warmed up: requests driven through
 //! [`Server::receive_waiting`] over an in-memory link, with a global allocator that counts.
 //! (Its own test binary: the allocator is the whole program's.)

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! dm-ulogd tells its service manager (`Type=notify`) that it is ready once it has joined the
 //! connector group, and that it is stopping when it exits: READY=1 then STOPPING=1 on the
 //! datagram socket named by NOTIFY_SOCKET, as systemd would receive them.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! A log the host has no memory for is refused with ENOMEM, and the server goes on: its
 //! region state is reserved fallibly. (Its own test binary: it lowers the process's address
 //! space limit, which every thread shares.)

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! The receive loop's turns: requests are served on the wake-ups they cause, signals on the
 //! turn after they came, and SIGTERM ends the loop. (Its own test binary: it raises signals,
 //! which every thread of the process would see.)

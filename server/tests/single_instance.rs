@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! A second server on the host refuses to start while another holds the instance lock, with
 //! the configuration-error exit status that stops systemd's restarts.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! `unpriv`: the reply leaves from a forked child without CAP_SYS_ADMIN, and nothing else is
 //! sent. (Its own test binary: it forks.)
 //!

@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# SPDX-License-Identifier: GPL-2.0
 # The cluster suite's tests of the corosync binding alone: the cpg_probe example on each node
 # joins a group through dm-ulogd's binding (server/src/cluster/corosync.rs) and writes what it
 # delivers, one line each ("view <id> members=1,2,3 joined=.. left=.. quorate=1" or

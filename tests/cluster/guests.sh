@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
 # The cluster guests, end to end, in KTAP: QEMU guests (the debug kernel, the Rust module,
 # dm-ulogd, corosync) share a mirror's legs, a clustered-disk log's device and a small disk
 # they meet on, all image files of this run; their only network is a bridge, with one tap

@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# SPDX-License-Identifier: GPL-2.0
 # The cluster suite's network: three corosync nodes on the host, each in a network namespace
 # this run makes, joined by a bridge in a fourth; their addresses (10.213.0.1-3) exist only
 # inside those namespaces, and nothing leaves them. Sourced by run.sh, after scripts/lib.sh.

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0
 """Median round trip of the first send of each request type, from fake-kernel event logs.
 
 Usage: round_trip.py LABEL EVENTS...   Prints one line per request type over all the logs:

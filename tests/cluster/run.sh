@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
 # The cluster suite, in KTAP; every test's name begins with cluster_. Three corosync nodes on
 # the host, each in a network namespace this run makes (lib.sh): first the corosync binding
 # alone (group.sh), then dm-ulogd serving one clustered log from the three nodes, each with

@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# SPDX-License-Identifier: GPL-2.0
 # The cluster suite's tests of dm-ulogd serving one clustered log from the three nodes: on
 # each node a fake kernel (dm-ulog-fakekernel: dm-raid1's requests for one mirror, over the
 # connector's framing on a Unix socket) and dm-ulogd in the node's namespace, talking to the

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
 # The README's "Install on Debian 13", typed as a new user would, in a fresh Debian 13 root
 # (debootstrap; nothing of the build root of make stock): the backports kernel, headers and
 # source, then the project's two packages with apt. Passes when apt pulled in trixie's rustc

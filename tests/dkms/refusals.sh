@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
 # scripts/dkms-build.sh (DKMS's build step) must refuse, with what to install, a build that
 # cannot give a loadable module: headers of a kernel without Rust, and, for a distribution's
 # headers (no Rust metadata), a rustc other than the kernel's, a missing kernel source, or a

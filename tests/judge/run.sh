@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
 # scripts/judge-run.sh decides whether a guest run (scripts/vm-run.sh) passed. A judge that
 # passes everything would make every VM run of make check pass, so it must prove it can fail:
 # this test writes fake run directories (a ktap.log and a console.log each, no guest) and

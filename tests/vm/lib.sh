@@ -1,4 +1,5 @@
 # shellcheck shell=sh
+# SPDX-License-Identifier: GPL-2.0
 # Helpers for the in-guest suites: KTAP output with kselftest's conventions (result codes,
 # "# Totals:" line, exit codes) and the module/mirror operations the tests share.
 

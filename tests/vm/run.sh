@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
 # Runs one suite (suite-NAME.sh beside this script), prints KTAP and exits with kselftest's
 # codes: KSFT_PASS, KSFT_FAIL (a test failed, or a setup/teardown step: "Bail out!"),
 # KSFT_SKIP (nothing could run here, or every test skipped). The project's guest runs it from

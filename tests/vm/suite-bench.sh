@@ -1,4 +1,5 @@
 # shellcheck shell=sh
+# SPDX-License-Identifier: GPL-2.0
 # make bench (scripts/bench.sh): every configuration measured in one boot of the perf kernel,
 # back to back, round by round, so that ratios between them mean something even under TCG.
 # Not a test suite: nothing here judges a figure; a test fails only when a measurement could

@@ -1,4 +1,5 @@
 # shellcheck shell=sh
+# SPDX-License-Identifier: GPL-2.0
 # One node of the cluster guests (tests/cluster/guests.sh boots them side by side): corosync
 # over the guests' own network, dm-ulogd serving clustered logs through corosync, the Rust
 # module, and two mirrors whose legs (/dev/vda, /dev/vdb) every guest shares: one with a

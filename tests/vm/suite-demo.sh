@@ -1,4 +1,5 @@
 # shellcheck shell=sh
+# SPDX-License-Identifier: GPL-2.0
 # The demo: a mirror whose region log is kept by the project's server, through the Rust
 # module. Each step narrates itself.
 

@@ -1,4 +1,5 @@
 # shellcheck shell=sh
+# SPDX-License-Identifier: GPL-2.0
 # KASAN must report an out-of-bounds read planted in a throwaway Rust module
 # (tests/detectors): it shows Rust code is instrumented on this kernel. A guest of its own.
 

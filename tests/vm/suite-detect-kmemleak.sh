@@ -1,4 +1,5 @@
 # shellcheck shell=sh
+# SPDX-License-Identifier: GPL-2.0
 # kmemleak must report a leak planted in a throwaway Rust module (tests/detectors), or the
 # other suites' "kmemleak reports nothing" would prove nothing. A guest of its own.
 

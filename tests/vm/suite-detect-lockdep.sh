@@ -1,4 +1,5 @@
 # shellcheck shell=sh
+# SPDX-License-Identifier: GPL-2.0
 # lockdep must report a lock inversion planted in a throwaway Rust module (tests/detectors).
 # A guest of its own: lockdep turns itself off after its first report.
 

@@ -1,4 +1,5 @@
 # shellcheck shell=sh
+# SPDX-License-Identifier: GPL-2.0
 # The power-cut replay of suite-powercut.sh must find each of five bugs planted in the module
 # or the log server: a checker that never saw the bad case proved nothing. The planted modules
 # are built for this suite only (scripts/build-module.sh with DMLU_PLANTED), never shipped;

@@ -1,4 +1,5 @@
 # shellcheck shell=sh
+# SPDX-License-Identifier: GPL-2.0
 # Differential check: one scripted sequence of dmsetup operations and mirror I/O, run once
 # with upstream's C module and once with the Rust module in the same guest, each against a
 # recording dm-ulogd. The request streams (type, header fields but seq and the raw luid,

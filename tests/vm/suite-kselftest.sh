@@ -1,4 +1,5 @@
 # shellcheck shell=sh
+# SPDX-License-Identifier: GPL-2.0
 # The suites the kselftest way: the kernel's run_kselftest.sh runs a suite from a tree that
 # `make -C tests install` made (scripts/kselftest-run.sh adds it to the guest as /kselftest),
 # with that tree's own programs and module, as in any Rust-enabled guest.

@@ -1,4 +1,5 @@
 # shellcheck shell=sh
+# SPDX-License-Identifier: GPL-2.0
 # A mirror with a userspace log served by dm-ulogd: I/O reaches both legs, status and table
 # read as upstream's, suspend/resume works, and the module cannot unload under a live log.
 

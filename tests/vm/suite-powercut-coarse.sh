@@ -1,4 +1,5 @@
 # shellcheck shell=sh
+# SPDX-License-Identifier: GPL-2.0
 # Power cuts, for real: scripts/power-cut.sh boots this guest again and again with three virtio
 # disks (image files on the host: leg 0, leg 1, log). Each boot first checks what the last
 # cut left (dmlu.cut=N, N > 0), then builds fresh mirrors and writes until the host kills

@@ -1,4 +1,5 @@
 # shellcheck shell=sh
+# SPDX-License-Identifier: GPL-2.0
 # Power cuts, every crash point, with a volatile write cache on every device: the two legs and
 # the disk log of a mirror are slices of one device that dm-log-writes records (its log on a
 # second RAM disk), and the block layer's completion events (ftrace) say which slice each

@@ -1,4 +1,5 @@
 # shellcheck shell=sh
+# SPDX-License-Identifier: GPL-2.0
 # The module's side of the protocol, one test per promise: what it sends (recorded by the
 # server), how it treats the replies of a server that misbehaves on command
 # (dm-ulog-hostile --fault), and what it does while no server listens.

@@ -1,4 +1,5 @@
 # shellcheck shell=sh
+# SPDX-License-Identifier: GPL-2.0
 # Failure behaviour: the server dies (SIGKILL during verified writes) and comes back; no server
 # at table load, later, or across suspend/resume; a bounded wait; a fuzzing server; a table
 # swap with one log UUID; 64 logs at once; injected allocation failures; module unload.

@@ -1,4 +1,5 @@
 # shellcheck shell=sh
+# SPDX-License-Identifier: GPL-2.0
 # dm-ulogd as a mirror needs it: every log type carries I/O through write, read-back,
 # suspend/resume and a server crash (SIGKILL) and restart, with identical legs afterwards; a
 # disk log resumes from its device, in the kernel's own on-disk format (both ways); signals;

@@ -1,4 +1,5 @@
 # shellcheck shell=sh
+# SPDX-License-Identifier: GPL-2.0
 # Smoke suite: the module registers the "userspace" log type and its connector callback,
 # refuses bad tables and a missing server at once with a clear error, and unloads cleanly.
 

@@ -1,4 +1,5 @@
 # shellcheck shell=sh
+# SPDX-License-Identifier: GPL-2.0
 # Trust: what a line-by-line review found that no other suite exercised. A work item must not
 # outlive its log; every wait of a request must end (bound, signal); a killed create leaves no
 # log behind; marks a dead server answered are not lost. Run against both modules; where

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! dm-ulog-bench: the userspace tools of `make bench`.
 //!
 //! `echo` answers the ping-pong module (`bench/pingpong`): the bare connector round trip.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! dm-ulog-crashcheck: checks that a power cut cannot leave a mirror region whose legs differ
 //! marked clean in its disk log (see `dm_ulogd::crashcheck`).
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! dm-ulog-fakekernel: the kernel's side of one mirror, for testing log servers on a host
 //! without the module. It listens on a socket that a server reaches with `--kernel-socket`,
 //! plays dm-raid1 on the module's log there and writes an event log; `check` judges several

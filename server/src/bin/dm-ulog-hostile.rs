@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! dm-ulog-hostile: a log server for tests that answers like dm-ulogd but misbehaves on
 //! command (scripted faults) or at random (seeded fuzzing), reproducibly.
 

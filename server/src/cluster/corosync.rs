@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! [`Group`] over corosync's CPG (closed process groups), through the `rust-corosync` crate:
 //! one CPG connection per log, its group named after the log's UUID, and quorum from
 //! corosync's quorum service (votequorum).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! CPG's callbacks turned into the views and deliveries of [`Group`](super::group::Group):
 //! what [`super::corosync`] hears from corosync goes through [`Views::feed`], in the order
 //! the callbacks came, and comes out as [`GroupEvent`]s. No corosync here, so the rules are

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! A process group with totally ordered multicast and virtual synchrony: what corosync's
 //! CPG offers, and what the in-process simulator ([`super::sim`]) imitates for tests.
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! One node's member of one clustered log: routes its kernel's requests, feeds the group's
 //! deliveries to its [`Replica`], and brings joiners up to date.
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! What the members of a log multicast to each other, and its bytes.
 //!
 //! Little-endian fields after a version byte and a type byte. Every node of a log must speak

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! Clustered logs: one mirror's log served by dm-ulogd on several nodes, kept identical by a
 //! process group's agreed order (corosync CPG), as cmirrord does, without its gaps.
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! Defects the cluster's checker (`tests/cluster.rs`) must catch, each one a bug this code
 //! once had: its tests plant them one at a time and fail unless the checker finds each.
 //! Only a build with the cargo feature `planted` can plant one; dm-ulogd's build compiles

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! One log's replicated state and its transitions: what every node of a clustered log holds
 //! identically, changed only by events in the group's agreed order.
 //!

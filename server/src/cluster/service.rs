@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! dm-ulogd's clustered logs: for each `clustered-*` log UUID, a [`Member`] and its
 //! connection to the log's group, the kernel's requests waiting for the group's answer, and
 //! the replies that go back to the kernel.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! An in-process simulation of a process group over N nodes, deterministic under a seed: one
 //! agreed order per component, virtual synchrony, crashes, partitions and merges, and flow
 //! control refusals, and member processes that die on a live node. Each node's [`SimGroup`] is its [`Group`].

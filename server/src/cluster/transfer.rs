@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! State transfer: a snapshot of the replicated state, cut into messages the group carries.
 //!
 //! The snapshot is taken at a point of the agreed order (the cut), so a joiner that imports

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! The checker: several nodes' event logs (one fake kernel each, one log) judged against the
 //! cluster's invariants, on the clock they share.
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! The fake kernel's event log: one JSON object per line, written as each event happens, for
 //! the checker (`dm-ulog-fakekernel check`) to compare several nodes' logs.
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! What the fake kernel asks, and when: dm-raid1 on the module's log, for one mirror.
 //!
 //! Four actors send requests, each one at a time, as the kernel's threads do:

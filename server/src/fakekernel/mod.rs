@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! `dm-ulog-fakekernel`: the kernel's side of one mirror, for testing log servers on a host
 //! without the module (clustered logs on several corosync nodes, in network namespaces).
 //!

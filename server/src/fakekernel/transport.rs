@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! The fake kernel's transport, as the module's (`transfer.rs`): seqs, waiting requests,
 //! resends; over a listening seqpacket socket that one server at a time connects to.
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! Scripted faults: `--fault <type>:<action>[*<count>]`, applied in order to the first
 //! requests they match.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! `--seed S --fuzz P`: before some correct replies, 1–3 malformed ones, chosen by a seeded
 //! ChaCha RNG so that the same seed and request stream give the same replies.
 //!

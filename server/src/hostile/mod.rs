@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! The responder of `dm-ulog-hostile`: correct answers (the same [`Logs`](crate::logs::Logs)
 //! as dm-ulogd) unless a scripted fault or the seeded fuzzer says otherwise.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! A fake kernel's connector, for tests: a Unix `SOCK_SEQPACKET` socket whose datagrams are
 //! byte for byte those of the kernel's connector (netlink header, `cn_msg`, request or reply,
 //! built by [`datagram`](super::datagram) and [`Replier`](super::Replier)).

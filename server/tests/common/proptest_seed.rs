@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0
 //! The configuration of every property test of the crate: the same cases on every default
 //! run (`cargo test`, `make check`, CI), so that a run does not go red on a case nobody has
 //! seen. `DMLU_PROPTEST_RANDOM=1` asks for new cases (or `PROPTEST_RNG_SEED` names a seed),
