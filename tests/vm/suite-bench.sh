@@ -274,7 +274,7 @@ mirror_line() {
 	case $1 in
 	core) log="core 2 $4 nosync" ;;
 	c | rust) log="userspace 4 $2 core $4 nosync" ;;
-	c_if | rust_if | rust_fast) log="userspace 5 $2 integrated_flush core $4 nosync" ;;
+	c_if | rust_if | rust_fast | rust_fast_v3) log="userspace 5 $2 integrated_flush core $4 nosync" ;;
 	esac
 	echo "0 $3 mirror $log 2 $5 $7 $6 $7"
 }
@@ -283,7 +283,7 @@ module_of() {
 	case $1 in
 	c | c_if) echo c ;;
 	rust | rust_if) echo rust ;;
-	rust_fast) echo rust_fast ;;
+	rust_fast | rust_fast_v3) echo "$1" ;;
 	esac
 }
 
@@ -325,7 +325,7 @@ fio_case() {
 	ramp=$FIO_RAMP
 	runtime=$FIO_RUNTIME
 	[ "$2" = warmup ] && ramp=0 runtime=$WARMUP_S
-	reqs=$(fio_windowed "/sys/block/$(basename "$(readlink -f "/dev/mapper/$1")")/stat" --name=b --filename="/dev/mapper/$1" --rw=$rw --bs=4k --direct=1 --ioengine=libaio \
+	reqs=$(fio_windowed "/sys/block/dm-$(dm info -c --noheadings -o minor "$1")/stat" --name=b --filename="/dev/mapper/$1" --rw=$rw --bs=4k --direct=1 --ioengine=libaio \
 		--iodepth=$qd --numjobs=$jobs --thread --group_reporting --norandommap --randrepeat=0 \
 		--time_based --ramp_time=$ramp --runtime=$runtime) || { echo "$reqs"; return 1; }
 	# terse v3, write side: 47 KiB, 49 IOPS, 57 clat mean, 65 and 71 clat p50 and p99 (us).
