@@ -62,6 +62,11 @@ const LAZY_FLUSH_DELAY: Delta = Delta::from_millis(3000);
 /// with `GFP_NOWAIT`, and a mark that still finds no room is kept as a lost one).
 const RESERVED: usize = 256;
 
+/// Lost marks one flush records and sends at most: a wider range of them (two regions far
+/// apart lost) goes in parts, each its own MARKs and FLUSH, so that recording it never takes a
+/// large allocation, and the range shrinks with every part.
+const LOST_CHUNK: u64 = 256;
+
 /// Held clears kept waiting for their idle time at most: a mark scans them all to cancel its
 /// region's, under a spinlock. A clear beyond them is due at once, and the mirror's worker
 /// sends it with its next flush.
@@ -349,11 +354,20 @@ impl FlushBatch {
         let mut kept = 0;
         for at in 0..p.clears.len() {
             let c = p.clears[at];
-            // One that finds no memory stays held, for a later flush.
-            if !((all || c.due - now <= self.slack) && push_atomic(&mut p.ready, c.region)) {
-                p.clears[kept] = c;
-                kept += 1;
+            let due = all || c.due - now <= self.slack;
+            if due && push_atomic(&mut p.ready, c.region) {
+                continue;
             }
+            // One that finds no memory stays held, for a later flush, where a mark of its
+            // region removes it. Without held clears a mark leaves clears alone (upstream
+            // sends a clear and a later mark of its region in one flush, the clear first), so
+            // one left for a later flush could follow a mark and clean a region being
+            // written: dropped, its region stays marked.
+            if due && !self.hold_clears {
+                continue;
+            }
+            p.clears[kept] = c;
+            kept += 1;
         }
         p.clears.truncate(kept);
         p.ready.len()
@@ -414,36 +428,39 @@ impl FlushBatch {
 
     /// Records the marks that [`Self::mark`] could not (it may not sleep), with an
     /// allocation that may: every region between the lowest and the highest lost one is
-    /// marked (a region marked needlessly costs a resync at most). Called by the mirror's
-    /// worker before it sends marks: the writes those marks guard wait for that flush. Fails
-    /// with `ENOMEM` if the memory is not there either; the lost marks stay to be recorded.
-    pub(crate) fn record_lost_marks(&self) -> Result {
+    /// marked (a region marked needlessly costs a resync at most), [`LOST_CHUNK`] of them at
+    /// a time; returns whether more are left, for another part. Called by the mirror's worker
+    /// before it sends marks: the writes those marks guard wait for that flush. Fails with
+    /// `ENOMEM` if the memory is not there either; the lost marks stay to be recorded.
+    pub(crate) fn record_lost_marks(&self) -> Result<bool> {
         // Marks recorded meanwhile may outgrow the new list: then allocate again.
         for _ in 0..3 {
             let (low, high, len) = {
                 let p = self.pending.lock();
                 let Some((low, high)) = p.lost else {
-                    return Ok(());
+                    return Ok(false);
                 };
                 (low, high, p.marks.len())
             };
-            let span = usize::try_from(high - low).map_err(|_| ENOMEM)? + 1;
+            let last = high.min(low.saturating_add(LOST_CHUNK - 1));
+            // At most LOST_CHUNK.
+            let span = usize::try_from(last - low).map_err(|_| ENOMEM)? + 1;
             let room = len
                 .checked_add(span)
                 .and_then(|n| n.checked_add(RESERVED))
                 .ok_or(ENOMEM)?;
-            let mut grown = KVec::with_capacity(room, GFP_KERNEL)?;
+            let mut grown = KVec::with_capacity(room, GFP_KERNEL | __GFP_NOWARN)?;
             let mut p = self.pending.lock();
             if p.lost != Some((low, high)) || p.marks.len() + span > grown.capacity() {
                 continue;
             }
-            for m in Iterator::chain(p.marks.iter().copied(), low..=high) {
+            for m in Iterator::chain(p.marks.iter().copied(), low..=last) {
                 // Within the capacity checked above.
                 let _ = grown.push_within_capacity(m);
             }
             core::mem::swap(&mut p.marks, &mut grown);
-            p.lost = None;
-            return Ok(());
+            p.lost = (last < high).then(|| (last + 1, high));
+            return Ok(p.lost.is_some());
         }
         Err(ENOMEM)
     }
@@ -634,14 +651,26 @@ impl UserspaceLog {
     /// With `integrated_flush` the marks travel in the FLUSH; clears alone are not urgent (a
     /// lost clear only costs a resync), so their FLUSH is left to delayed work. With held
     /// clears, clears alone are not even sent: the delayed work sends them.
+    ///
+    /// Lost marks (see [`FlushBatch::record_lost_marks`]) go first, in parts if there are
+    /// many, each part made durable before the next.
     pub(super) fn flush_pending(self: ArcBorrow<'_, Self>) -> Result {
-        if let Err(e) = self.batch.record_lost_marks() {
-            pr_err!(
-                "[{}] a mark could not be recorded (out of memory): failing the flush\n",
-                uuid_tail(&self.uuid)
-            );
-            return Err(e);
+        loop {
+            let more = self.batch.record_lost_marks().inspect_err(|_| {
+                pr_err!(
+                    "[{}] a mark could not be recorded (out of memory): failing the flush\n",
+                    uuid_tail(&self.uuid)
+                );
+            })?;
+            self.flush_recorded()?;
+            if !more {
+                return Ok(());
+            }
         }
+    }
+
+    /// The marks and clears recorded: the body of [`Self::flush_pending`].
+    fn flush_recorded(self: ArcBorrow<'_, Self>) -> Result {
         let holds = self.batch.holds_clears();
         // Marks come from the mirror's worker alone, which is the caller: none comes meanwhile.
         // Not under `flushing`, so that a lazy run in progress does not hold the write back.

@@ -389,9 +389,10 @@ failslab_table_loads() {
 
 # A mark that mark_region could not record (it may not sleep, and its list's growth beyond the
 # 256 it holds failed) is recorded by the flush the write waits for, with an allocation that
-# may sleep. 1024 regions written in one bio, every non-sleeping allocation of the module
-# failing; while the writes are held in flight on a dm-delay leg, every region they touch must
-# read dirty on the disk log's device.
+# may sleep, 256 regions at a time (the 768 lost here go in three parts, each with its FLUSH).
+# 1024 regions written in one bio, every non-sleeping allocation of the module failing; while
+# the writes are held in flight on a dm-delay leg, every region they touch must read dirty on
+# the disk log's device.
 lost_mark_recorded_before_its_write() {
 	rust_only "marks recorded without sleeping (the C module's come from a mempool)"
 	logdev=/dev/ram4
