@@ -285,6 +285,8 @@ def qd1_checks(run, icount):
         if not ref:
             continue
         want = statistics.mean(ref)
+        if want <= 0:
+            continue
         for rnd in run.rounds:
             got = run.requests_per_write(cfg, "rand_qd1_j1", rnd)
             if got is None:
