@@ -39,10 +39,11 @@ DIE_AFTER=${DIE_AFTER:-8}
 # What each of fio's two jobs writes.
 IO_SIZE=${IO_SIZE:-1M}
 # The cold job pauses this long after every 64 writes: longer than the module's default idle
-# time for clears (clear_idle_ms, 3 s) and the second by which a clear may go early, so its
-# regions are cleaned between bursts and written again (clean-dirty-clean cycles, which a
-# workload shorter than the idle time never shows: none were seen before the pauses).
-COLD_PAUSE=${COLD_PAUSE:-5s}
+# time for clears (clear_idle_ms, 3 s; a clear may go up to a second early, with its leg
+# flush and FLUSH), so its regions are cleaned between bursts and written again
+# (clean-dirty-clean cycles, which a workload shorter than the idle time never shows: none
+# were seen before the pauses).
+COLD_PAUSE=${COLD_PAUSE:-4s}
 TRACEFS=/sys/kernel/tracing
 BACKING=/dev/ram5
 RECDEV=/dev/ram6
