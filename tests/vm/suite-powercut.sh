@@ -31,11 +31,13 @@ fi
 FLOOR=${FLOOR:-1000}
 # The least clean-dirty-clean cycles of regions' durable bits per replay (the least seen: 299).
 MIN_CYCLES=${MIN_CYCLES:-50}
-# The MARK_REGION requests the dying server answers before the one it dies after. Since a
-# write to a region whose clear is still held sends no mark, the workload sends far fewer of
-# them (several regions a request): 25 was once not reached (detect-powercut, the planted
-# module forgetting unflushed marks, in make check), so the server dies early on.
-DIE_AFTER=${DIE_AFTER:-8}
+# The MARK_REGION requests the dying server answers before the one it dies after: late enough
+# that the cold job's regions were cleaned on the log device in its first pause (a mark of a
+# region still dirty there, as during the initial resync, whose clears wait their idle time
+# too, hides a lost mark: at 8, a module forgetting the dead server's marks went uncaught
+# with 137 cycles), early enough to come: the cold job marks about 35 regions a burst, four
+# bursts.
+DIE_AFTER=${DIE_AFTER:-60}
 # What each of fio's two jobs writes.
 IO_SIZE=${IO_SIZE:-1M}
 # The cold job pauses this long after every 64 writes: longer than the module's default idle
