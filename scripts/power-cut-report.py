@@ -48,6 +48,8 @@ def main():
                     for key in ("legs_may_differ", "log_valid", "exercised", "cycles"):
                         row[key] += int(f_.get(key) or 0)
                     row["dirty_max"] = max(row["dirty_max"], int(f_.get("dirty_max") or 0))
+                    # Weighted by crash points with a valid log, for the mean over replays.
+                    row["dirty_weighted"] += float(f_.get("dirty_mean") or 0) * int(f_.get("log_valid") or 0)
                 else:
                     row["cuts"] += 1
                     row["cuts_killed"] += killed
@@ -68,16 +70,18 @@ def main():
         "invariant was at stake: crash points where some region's legs may differ, where the",
         "log was valid, (crash point, region) pairs checked with both (*exercised*; each replay",
         "must reach its floor), and clean-dirty-clean cycles of regions' durable bits.",
-        "*Most dirty* is the most of the mirror's 64 regions the durable log called dirty at one",
-        "crash point: what a cut there would resync. Clears that wait for their region's idle time",
-        "(the module's `clear_idle_ms`, 3 s by default) keep every region written within it dirty.",
+        "*Dirty* is how many of the mirror's 64 regions the durable log called dirty at a crash",
+        "point with a valid log, the mean and the most: what a cut there would resync (every",
+        "region is dirty at first: the mirror starts with a resync). Clears that wait for their",
+        "region's idle time (the module's `clear_idle_ms`, 3 s by default) keep every region",
+        "written within it dirty; `disk+hold_clears=0` sends each clear at the next flush.",
         "Process kills (`powercut-coarse`) kill QEMU while the guest writes and check the disks",
         "at the next boot, then the acknowledged writes (`dm-ulog-crashcheck devices`,",
         "`survived`); the host keeps every completed write, so they lose no unflushed write.",
         "tests/SUITES.md (`powercut`, `detect-powercut`, `powercut-coarse`) says how.",
         "",
         "| module | configuration | replays (server killed) | crash points replayed "
-        "| legs may differ | log valid | exercised | cycles | most dirty "
+        "| legs may differ | log valid | exercised | cycles | dirty (mean, most) "
         "| process kills (server killed shortly before) | regions differing at a kill "
         "| unmarked differing regions |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -86,7 +90,8 @@ def main():
         lines.append(
             f"| {module} | {config} | {r['replays']} ({r['replays_killed']}) "
             f"| {r['crash_points']} | {r['legs_may_differ']} | {r['log_valid']} "
-            f"| {r['exercised']} | {r['cycles']} | {r['dirty_max']} "
+            f"| {r['exercised']} | {r['cycles']} "
+            f"| {r['dirty_weighted'] / r['log_valid'] if r['log_valid'] else 0:.1f}, {r['dirty_max']} "
             f"| {r['cuts']} ({r['cuts_killed']}) | {r['differing']} | {r['unmarked']} |"
         )
     lines.append("")

@@ -111,12 +111,27 @@ pub struct Report {
     /// The most regions the durable log called dirty at one crash point: what a power cut
     /// there would resync at most (clears that wait for an idle time make it larger).
     pub dirty_max: u64,
+    /// The regions the durable log called dirty, summed over the crash points with a valid
+    /// log: over `points_log_valid`, the mean a power cut would resync.
+    pub dirty_sum: u64,
     /// Crash points at which some region may differ and be called clean.
     pub bad_points: usize,
     /// (crash point, region) pairs where the legs may differ and the log may call it clean.
     pub unmarked: u64,
     /// The first such: entry index (`None`: the empty devices) and region.
     pub first: Option<(usize, u64)>,
+}
+
+impl Report {
+    /// The mean of the regions the durable log called dirty, over the crash points with a
+    /// valid log.
+    pub fn dirty_mean(&self) -> f64 {
+        if self.points_log_valid == 0 {
+            0.0
+        } else {
+            self.dirty_sum as f64 / self.points_log_valid as f64
+        }
+    }
 }
 
 impl fmt::Display for Report {
@@ -126,7 +141,7 @@ impl fmt::Display for Report {
             f,
             "entries={} flushes=leg0:{l0},leg1:{l1},log:{log} crash_points={} \
              points_legs_may_differ={} points_log_valid={} exercised={} cycles={} dirty_max={} \
-             bad_points={}",
+             dirty_mean={:.1} bad_points={}",
             self.entries,
             self.crash_points,
             self.points_legs_may_differ,
@@ -134,6 +149,7 @@ impl fmt::Display for Report {
             self.exercised,
             self.cycles,
             self.dirty_max,
+            self.dirty_mean(),
             self.bad_points
         )?;
         if let Some((entry, region)) = self.first {
@@ -381,6 +397,7 @@ fn check(state: &State<'_>, at: Option<usize>, report: &mut Report) {
             .filter(|&r| !state.durable_log.says_clean(r))
             .count() as u64;
         report.dirty_max = report.dirty_max.max(dirty);
+        report.dirty_sum += dirty;
     }
     for r in 0..state.regions {
         let i = r as usize;
@@ -473,6 +490,7 @@ mod tests {
         assert_eq!(r.exercised, 3, "{r}");
         assert_eq!(r.cycles, 1, "{r}");
         assert_eq!(r.dirty_max, 1, "{r}");
+        assert!(r.dirty_sum >= 1 && r.dirty_mean() <= 1.0, "{r}");
         assert_eq!(r.crash_points, e.len() + 1);
     }
 

@@ -190,7 +190,7 @@ replay() {
 	echo "power-cut replay $name server_killed=$([ -n "$kill" ] && echo 1 || echo 0)" \
 		"crash_points=$(field crash_points) legs_may_differ=$(field points_legs_may_differ)" \
 		"log_valid=$(field points_log_valid) exercised=$(field exercised) cycles=$(field cycles)" \
-		"dirty_max=$(field dirty_max)" \
+		"dirty_max=$(field dirty_max) dirty_mean=$(echo "$out" | sed -n 's/.* dirty_mean=\([0-9.]*\).*/\1/p')" \
 		"unmarked=$(echo "$out" | sed -n 's/^unmarked differing regions: //p')"
 	# A stuck mirror's record ends where it hung, its trace later: judged by the bug it hit.
 	echo "$out" | grep -q "^unmarked differing regions: " || [ -n "${STUCK:-}" ] || fail "the replay did not run"
