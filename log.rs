@@ -8,6 +8,7 @@
 
 mod construct;
 mod flush;
+mod held_clears;
 mod in_sync;
 mod in_sync_map;
 mod reconnect;
@@ -46,6 +47,10 @@ const REMOTE_RECOVERY_QUERY_INTERVAL: Delta = Delta::from_millis(250);
 const MAX_HAND_OVER_REQUESTS: usize = 64;
 
 /// One log instance: one `userspace` log in one table.
+///
+/// With its `Arc`, 1,008 bytes on a production kernel (x86-64, no lock debugging): one
+/// 1 KiB slab object, the flush lists' header included. A field more moves every log to a
+/// 2 KiB object; `make bench` reports the bytes per log (`per_log_bytes_rust`).
 #[pin_data]
 pub(crate) struct UserspaceLog {
     transport: Arc<Transport>,
@@ -57,7 +62,6 @@ pub(crate) struct UserspaceLog {
     /// A leg failed a flush: it may have lost cached writes of any region, so no clear is
     /// sent for the rest of this instance's life (dm-log.c latches `flush_failed` so).
     legs_failed: Atomic<bool>,
-    uuid: KVec<u8>,
     luid: u64,
     /// `"<target sectors> <server args>"` followed by a NUL (sent without it at ctr).
     ctr_string: KVec<u8>,
@@ -92,7 +96,8 @@ pub(crate) struct UserspaceLog {
     region_count: u64,
     /// The log device the server named, held as a table dependency.
     _log_dev: Option<LogDevice>,
-    batch: Pin<KBox<FlushBatch>>,
+    #[pin]
+    batch: FlushBatch,
     /// The mirror's second IN_SYNC about a region, answered from its first.
     #[pin]
     in_sync_answers: InSyncAnswers,
@@ -127,9 +132,14 @@ pub(crate) struct UserspaceLog {
 }
 
 impl UserspaceLog {
+    /// The log's UUID (kept once, with its statistics).
+    fn uuid(&self) -> &[u8] {
+        self.stats.uuid()
+    }
+
     fn address(&self) -> LogAddress<'_> {
         LogAddress {
-            uuid: &self.uuid,
+            uuid: self.uuid(),
             luid: self.luid,
             stats: &self.stats,
             max_wait: self.max_wait,
@@ -185,7 +195,7 @@ impl UserspaceLog {
         payload::decode_u64(kind, reply).map_err(|_| {
             pr_err!(
                 "[{}] malformed {} reply ({} bytes)\n",
-                uuid_tail(&self.uuid),
+                uuid_tail(self.uuid()),
                 kind.name(),
                 reply.len()
             );
@@ -200,7 +210,7 @@ impl UserspaceLog {
         if n != reply.len() {
             pr_err!(
                 "[{}] malformed {} reply ({} bytes)\n",
-                uuid_tail(&self.uuid),
+                uuid_tail(self.uuid()),
                 kind.name(),
                 n
             );
@@ -231,7 +241,7 @@ impl UserspaceLog {
                 Err(e) => {
                     pr_warn!(
                         "[{}] {} failed ({}): IN_SYNC goes to the server\n",
-                        uuid_tail(&self.uuid),
+                        uuid_tail(self.uuid()),
                         kind.name(),
                         e.to_errno()
                     );
@@ -241,7 +251,7 @@ impl UserspaceLog {
             let Ok(ranges) = ranges else {
                 pr_err!(
                     "[{}] malformed {} reply: IN_SYNC goes to the server\n",
-                    uuid_tail(&self.uuid),
+                    uuid_tail(self.uuid()),
                     kind.name()
                 );
                 return;
@@ -409,7 +419,7 @@ impl DirtyLog for UserspaceLog {
             ResyncWork { region, .. } => {
                 pr_err!(
                     "[{}] server offered region {} beyond the log's {}\n",
-                    uuid_tail(&self.uuid),
+                    uuid_tail(self.uuid()),
                     region,
                     self.region_count
                 );
@@ -429,7 +439,7 @@ impl DirtyLog for UserspaceLog {
             // recovery again.
             pr_warn!(
                 "[{}] flushing the mirror's legs after recovering region {} failed ({}): it will be recovered again\n",
-                uuid_tail(&self.uuid),
+                uuid_tail(self.uuid()),
                 region,
                 e.to_errno()
             );

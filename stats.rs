@@ -22,8 +22,10 @@ use kernel::{
 
 use crate::{presence::Presence, uapi::RequestType};
 
-/// Latency buckets: bucket `i` counts round trips of less than `2^i` microseconds.
-const LATENCY_BUCKETS: usize = 32;
+/// Latency buckets: bucket `i` counts round trips of less than `2^i` microseconds, the last
+/// also every longer one (above 4 s). 24 of them keep a log's statistics within a 512-byte
+/// slab object.
+const LATENCY_BUCKETS: usize = 24;
 
 /// Round-trip times of one log's requests, as a power-of-two histogram.
 struct Latency {
@@ -139,6 +141,11 @@ impl LogStats {
             },
             GFP_KERNEL,
         )?)
+    }
+
+    /// The log's UUID.
+    pub(crate) fn uuid(&self) -> &[u8] {
+        &self.uuid
     }
 
     /// A request was answered (or failed) after `took`.

@@ -81,8 +81,6 @@ fn construct_inner(
     ctr_string.extend_from_slice(&built[..len], GFP_KERNEL)?;
     ctr_string.push(0, GFP_KERNEL)?;
     drop(built);
-    let mut uuid = KVec::with_capacity(parsed.uuid.len(), GFP_KERNEL)?;
-    uuid.extend_from_slice(parsed.uuid, GFP_KERNEL)?;
     let transport = transport.clone();
     // Allocate what does not depend on the server's answers before the server learns of
     // the log.
@@ -95,7 +93,8 @@ fn construct_inner(
         .first()
         .is_some_and(|t| t.starts_with(b"clustered-"));
     let luid = NEXT_LUID.fetch_add(1, Relaxed);
-    let stats = LogStats::new(&uuid, luid)?;
+    let stats = LogStats::new(parsed.uuid, luid)?;
+    let uuid = stats.uuid();
     let stats_file = transport.diagnostics.log_file(stats.clone())?;
     let wait_secs = parsed
         .features
@@ -103,7 +102,7 @@ fn construct_inner(
         .unwrap_or_else(|| crate::module_parameters::max_server_wait.value());
     let max_wait = (wait_secs > 0).then(|| Delta::from_secs(i64::from(wait_secs)));
     let to = LogAddress {
-        uuid: &uuid,
+        uuid,
         luid,
         stats: &stats,
         max_wait,
@@ -115,13 +114,13 @@ fn construct_inner(
         .request(to, RequestType::Ctr, &ctr_string[..len], &mut device)
         .inspect_err(|e| {
             if *e == ESRCH {
-                pr_err!("[{}] Userspace log server not found\n", uuid_tail(&uuid));
+                pr_err!("[{}] Userspace log server not found\n", uuid_tail(uuid));
             } else if *e == EINTR || *e == ETIMEDOUT {
                 // The server may have created the log without the answer reaching us (the
                 // caller was killed, or gave up): it must not keep it.
                 pr_err!(
                     "[{}] Log creation interrupted ({}): destroying it on the server\n",
-                    uuid_tail(&uuid),
+                    uuid_tail(uuid),
                     e.to_errno()
                 );
                 let _ = transport.request(to, RequestType::Dtr, &[], &mut []);
@@ -131,13 +130,13 @@ fn construct_inner(
                 // answers the DTR with an error, which changes nothing.)
                 pr_err!(
                     "[{}] Userspace log server's answer to CTR does not fit: destroying the log\n",
-                    uuid_tail(&uuid)
+                    uuid_tail(uuid)
                 );
                 let _ = transport.request(to, RequestType::Dtr, &[], &mut []);
             } else {
                 pr_err!(
                     "[{}] Userspace log server failed to create log: {}\n",
-                    uuid_tail(&uuid),
+                    uuid_tail(uuid),
                     e.to_errno()
                 );
             }
@@ -154,7 +153,7 @@ fn construct_inner(
         let size = payload::decode_u64(RequestType::GetRegionSize, &reply[..n]).map_err(|_| {
             pr_err!(
                 "[{}] malformed region size reply ({} bytes)\n",
-                uuid_tail(&uuid),
+                uuid_tail(uuid),
                 n
             );
             EPROTO
@@ -165,7 +164,7 @@ fn construct_inner(
             .ok_or_else(|| {
                 pr_err!(
                 "[{}] server gave region size {} sectors: it must be a power of two below 2^32\n",
-                uuid_tail(&uuid),
+                uuid_tail(uuid),
                 size
             );
                 EINVAL
@@ -218,7 +217,6 @@ fn construct_inner(
         target,
         leg_flush <- ctx.leg_flush(),
         legs_failed: Atomic::new(false),
-        uuid,
         luid,
         ctr_string,
         table_argc: parsed.table_argc,
@@ -234,7 +232,7 @@ fn construct_inner(
         region_size,
         region_count,
         _log_dev: log_dev,
-        batch,
+        batch <- batch,
         in_sync_answers <- InSyncAnswers::new(reuse_in_sync),
         in_sync_map <- in_sync_map,
         in_sync_hint: Atomic::new(0),
@@ -250,7 +248,7 @@ fn construct_inner(
     if map_wanted && !log.in_sync_map.exists() {
         pr_warn!(
             "[{}] no memory for an in-sync map of {} regions: every IN_SYNC goes to the server\n",
-            uuid_tail(&log.uuid),
+            uuid_tail(log.uuid()),
             region_count
         );
     }

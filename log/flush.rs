@@ -44,7 +44,7 @@ use kernel::{
     workqueue::{self, WorkItem},
 };
 
-use super::UserspaceLog;
+use super::{held_clears::HeldClears, UserspaceLog};
 use crate::{
     bug,
     sys::work::cancel_delayed_sync,
@@ -58,7 +58,7 @@ const LAZY_FLUSH_DELAY: Delta = Delta::from_millis(3000);
 
 /// Entries each list holds without allocating, at most: a log of fewer regions reserves one
 /// entry a region (a mark of a region already waiting is not recorded twice, and a mark
-/// removes its region's held clear, so the lists rarely outgrow that; when they do, they grow
+/// cancels its region's held clear, so the lists rarely outgrow that; when they do, they grow
 /// with `GFP_NOWAIT`, and a mark that still finds no room is kept as a lost one).
 const RESERVED: usize = 256;
 
@@ -67,24 +67,14 @@ const RESERVED: usize = 256;
 /// large allocation, and the range shrinks with every part.
 const LOST_CHUNK: u64 = 256;
 
-/// Held clears kept waiting for their idle time at most: a mark scans them all to cancel its
-/// region's, under a spinlock. A clear beyond them is due at once, and the mirror's worker
-/// sends it with its next flush.
+/// Held clears kept waiting for their idle time at most: it bounds their list, which grows
+/// under a spinlock, and the sweep of its stale entries. A clear beyond them is due at once,
+/// and the mirror's worker sends it with its next flush.
 const MAX_IDLE_HELD: usize = 1024;
 
 /// Clears due within this much of a flush go with it: with an idle time, regions going idle
 /// one after the other cost a leg flush and a FLUSH a second, not one each.
 const CLEAR_BATCH: Delta = Delta::from_millis(1000);
-
-/// A clear recorded, and when it falls due: once its region has been idle for the idle time.
-#[derive(Clone, Copy)]
-struct HeldClear {
-    region: u64,
-    due: Instant<Monotonic>,
-    /// The clear follows writes, whose mark this log made durable: the server holds the
-    /// region marked until the clear reaches it. Not so for a recovered region's clear.
-    backed: bool,
-}
 
 /// The lock-protected lists.
 struct Pending {
@@ -92,8 +82,8 @@ struct Pending {
     marks: KVec<u64>,
     sent: usize,
     /// Clears recorded and not yet due or not yet covered by a leg flush (their writes may
-    /// still sit in a leg's volatile cache), in the order recorded: not sent yet.
-    clears: KVec<HeldClear>,
+    /// still sit in a leg's volatile cache): not sent yet.
+    clears: HeldClears,
     /// Clears whose writes a leg flush covers (see [`FlushBatch::arm_clears`]): the only
     /// ones sent.
     ready: KVec<u64>,
@@ -111,25 +101,6 @@ fn remove_unordered(list: &mut KVec<u64>, region: u64) -> bool {
     list[at] = list[last];
     list.truncate(last);
     true
-}
-
-/// Removes every held clear of `region`, keeping the others in order; returns whether there
-/// was one, and whether every one removed was backed by a durable mark.
-fn remove_held(list: &mut KVec<HeldClear>, region: u64) -> (bool, bool) {
-    let before = list.len();
-    let mut kept = 0;
-    let mut backed = true;
-    for at in 0..before {
-        let c = list[at];
-        if c.region != region {
-            list[kept] = c;
-            kept += 1;
-        } else {
-            backed &= c.backed;
-        }
-    }
-    list.truncate(kept);
-    (kept < before, backed)
 }
 
 /// Regions waiting to be sent at the next flush.
@@ -188,19 +159,32 @@ fn take_into(list: &mut KVec<u64>, out: &mut [u64]) -> usize {
 }
 
 impl FlushBatch {
-    /// Empty lists with their reserve allocated; clears held if `hold_clears`, each until
+    /// Empty lists with their reserve allocated (the initializer places them); clears held if `hold_clears`, each until
     /// its region has been `idle` without a write, and then sent inside the FLUSH if
     /// `clears_in_flush` (and the server takes them).
     /// Marks that cancel such a clear are sent anyway when `clustered`. The lists' reserves
-    /// are sized for a log of `regions`.
+    /// are sized for a log of `regions`. Held clears need two bits a region: a log too large
+    /// for them works without, as upstream.
     pub(crate) fn new(
         hold_clears: bool,
         clears_in_flush: bool,
         idle: Delta,
         clustered: bool,
         regions: u64,
-    ) -> Result<Pin<KBox<Self>>> {
+    ) -> Result<impl PinInit<Self>> {
         let reserve = usize::try_from(regions).map_or(RESERVED, |n| n.clamp(1, RESERVED));
+        // Cancelled clears leave stale entries until the list fills: twice the room, so that
+        // a sweep frees at least half of it.
+        let (hold_clears, clears) = match HeldClears::new(regions, 2 * reserve, hold_clears) {
+            Ok(clears) => (hold_clears, clears),
+            Err(_) if hold_clears => {
+                pr_warn!(
+                    "no memory to hold clears for {regions} regions: this log sends them at once\n"
+                );
+                (false, HeldClears::new(regions, 2 * reserve, false)?)
+            }
+            Err(e) => return Err(e),
+        };
         let clears_in_flush = hold_clears && clears_in_flush;
         let idle = if hold_clears { idle } else { Delta::ZERO };
         let slack = if idle < CLEAR_BATCH {
@@ -211,21 +195,18 @@ impl FlushBatch {
         let pending = Pending {
             marks: KVec::with_capacity(reserve, GFP_KERNEL)?,
             sent: 0,
-            clears: KVec::with_capacity(reserve, GFP_KERNEL)?,
+            clears,
             ready: KVec::with_capacity(reserve, GFP_KERNEL)?,
             lost: None,
         };
-        KBox::pin_init(
-            pin_init!(Self {
-                hold_clears,
-                clears_in_flush,
-                idle,
-                slack,
-                spare_marks: !clustered,
-                pending <- new_spinlock!(pending, "FlushBatch::pending"),
-            }),
-            GFP_KERNEL,
-        )
+        Ok(pin_init!(Self {
+            hold_clears,
+            clears_in_flush,
+            idle,
+            slack,
+            spare_marks: !clustered,
+            pending <- new_spinlock!(pending, "FlushBatch::pending"),
+        }))
     }
 
     /// Records a mark; returns whether it cancelled a held clear instead. Never sleeps.
@@ -239,8 +220,9 @@ impl FlushBatch {
         let mut backed = false;
         if self.hold_clears {
             let p = &mut *p;
-            // Every copy: a clear left behind would be sent after this mark.
-            (cancelled, backed) = remove_held(&mut p.clears, region);
+            if let Some(c) = p.clears.cancel(region) {
+                (cancelled, backed) = (true, c.backed);
+            }
             // A clear a flush is sending now: its mark is recorded again, whatever its origin.
             while remove_unordered(&mut p.ready, region) {
                 cancelled = true;
@@ -268,48 +250,26 @@ impl FlushBatch {
         let now = Instant::now();
         let mut p = self.pending.lock();
         // Beyond that many, due at once: the list stays short enough to scan.
-        let due = if p.clears.len() < MAX_IDLE_HELD {
+        let due = if p.clears.live() < MAX_IDLE_HELD {
             now + self.idle
         } else {
             now
         };
-        push_atomic(
-            &mut p.clears,
-            HeldClear {
-                region,
-                due,
-                backed: true,
-            },
-        )
+        p.clears.push(region, due)
     }
 
     /// The mirror reports `region` recovered (or out of sync): dm-region-hash clears a
     /// recovered region, which this log may never have marked, before it says so. Such a
     /// clear does not stand for a mark the server holds.
     pub(crate) fn unback(&self, region: u64) {
-        let mut p = self.pending.lock();
-        for c in p.clears.iter_mut().filter(|c| c.region == region) {
-            c.backed = false;
-        }
-    }
-
-    /// Whether the held clears fill their list: then some are due at once, and the mirror's
-    /// worker sends them without waiting for marks.
-    pub(crate) fn crowded(&self) -> bool {
-        self.pending.lock().clears.len() >= MAX_IDLE_HELD
+        self.pending.lock().clears.unback(region);
     }
 
     /// When the lazy work should send held clears, if any are held: when the first falls
     /// due, and no sooner than `LAZY_FLUSH_DELAY` after it was recorded (until then, a FLUSH
     /// that carries marks may take it along for free).
     pub(crate) fn lazy_deadline(&self) -> Option<Instant<Monotonic>> {
-        let p = self.pending.lock();
-        // (`Instant` is not `Ord` for every clock: compared by their difference.)
-        let first =
-            p.clears
-                .iter()
-                .map(|c| c.due)
-                .reduce(|a, b| if b - a < Delta::ZERO { b } else { a })?;
+        let first = self.pending.lock().clears.earliest_due()?;
         Some(first + (LAZY_FLUSH_DELAY - self.idle).max(Delta::ZERO))
     }
 
@@ -323,6 +283,13 @@ impl FlushBatch {
         !self.pending.lock().marks.is_empty()
     }
 
+    /// Whether a flush with held clears has something to send now: marks, or more held
+    /// clears than may wait their idle time ([`MAX_IDLE_HELD`]): some are due at once.
+    pub(crate) fn must_send(&self) -> bool {
+        let p = self.pending.lock();
+        !p.marks.is_empty() || p.clears.live() >= MAX_IDLE_HELD
+    }
+
     /// How many clears a leg flush covers and wait to be sent.
     pub(crate) fn ready_len(&self) -> usize {
         self.pending.lock().ready.len()
@@ -332,8 +299,7 @@ impl FlushBatch {
     /// many there were.
     pub(crate) fn drop_clears(&self) -> usize {
         let mut p = self.pending.lock();
-        let n = p.clears.len() + p.ready.len();
-        p.clears.clear();
+        let n = p.clears.clear() + p.ready.len();
         p.ready.clear();
         n
     }
@@ -351,25 +317,19 @@ impl FlushBatch {
         let mut p = self.pending.lock();
         let p = &mut *p;
         p.ready.clear();
-        let mut kept = 0;
-        for at in 0..p.clears.len() {
-            let c = p.clears[at];
+        let ready = &mut p.ready;
+        p.clears.retain(|c| {
             let due = all || c.due - now <= self.slack;
-            if due && push_atomic(&mut p.ready, c.region) {
-                continue;
+            if due && push_atomic(ready, c.region) {
+                return false;
             }
             // One that finds no memory stays held, for a later flush, where a mark of its
-            // region removes it. Without held clears a mark leaves clears alone (upstream
+            // region cancels it. Without held clears a mark leaves clears alone (upstream
             // sends a clear and a later mark of its region in one flush, the clear first), so
             // one left for a later flush could follow a mark and clean a region being
             // written: dropped, its region stays marked.
-            if due && !self.hold_clears {
-                continue;
-            }
-            p.clears[kept] = c;
-            kept += 1;
-        }
-        p.clears.truncate(kept);
+            !due || self.hold_clears
+        });
         p.ready.len()
     }
 
@@ -659,7 +619,7 @@ impl UserspaceLog {
             let more = self.batch.record_lost_marks().inspect_err(|_| {
                 pr_err!(
                     "[{}] a mark could not be recorded (out of memory): failing the flush\n",
-                    uuid_tail(&self.uuid)
+                    uuid_tail(self.uuid())
                 );
             })?;
             self.flush_recorded()?;
@@ -674,7 +634,7 @@ impl UserspaceLog {
         let holds = self.batch.holds_clears();
         // Marks come from the mirror's worker alone, which is the caller: none comes meanwhile.
         // Not under `flushing`, so that a lazy run in progress does not hold the write back.
-        if holds && !self.batch.has_marks() && !self.batch.crowded() {
+        if holds && !self.batch.must_send() {
             self.queue_lazy_flush_for_held();
             return Ok(());
         }
@@ -794,7 +754,7 @@ impl UserspaceLog {
             self.batch.drop_ready();
             pr_warn!(
                 "[{}] flushing the mirror's legs failed ({}): no region is cleaned again until the table is reloaded\n",
-                uuid_tail(&self.uuid),
+                uuid_tail(self.uuid()),
                 e.to_errno()
             );
             return 0;
@@ -820,7 +780,7 @@ impl UserspaceLog {
     pub(super) fn clears_not_flushed(&self, e: Error) {
         pr_warn!(
             "[{}] pending clears not flushed ({}): those regions will be resynced\n",
-            uuid_tail(&self.uuid),
+            uuid_tail(self.uuid()),
             e.to_errno()
         );
     }
@@ -837,18 +797,18 @@ impl UserspaceLog {
     }
 
     /// Sets the lazy work's deadline for the held clears (see [`FlushBatch::lazy_deadline`]),
-    /// unless one is set; returns whether it set one, which the caller then queues. With held
-    /// clears and none left, clears the deadline (without, a deadline stands for the FLUSH
-    /// that clears sent already wait for). Called under `flushing`, or by the mirror's worker
-    /// (the lazy work then does nothing it would not have done).
+    /// unless one is set; returns whether it set one, which the caller then queues. A set
+    /// deadline is left alone, also when the clears it was set for were cancelled or sent
+    /// with marks: the run finds nothing due and sets the next one. So a flush need not look
+    /// at the held clears. Called under `flushing`, or by the mirror's worker (the lazy work
+    /// then does nothing it would not have done).
     fn arm_lazy_flush(&self) -> bool {
-        let Some(at) = self.batch.lazy_deadline() else {
-            if self.batch.holds_clears() {
-                self.lazy_flush_due.take();
-            }
+        if self.lazy_flush_due.is_set() {
             return false;
-        };
-        self.lazy_flush_due.set_if_unset(at)
+        }
+        self.batch
+            .lazy_deadline()
+            .is_some_and(|at| self.lazy_flush_due.set_if_unset(at))
     }
 
     /// [`Self::arm_lazy_flush`], queueing the work if it set a deadline.

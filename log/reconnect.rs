@@ -51,7 +51,7 @@ impl UserspaceLog {
                 Err(e) if e == ESRCH => {
                     pr_err!(
                         "[{}] Userspace log server not found.\n",
-                        uuid_tail(&self.uuid)
+                        uuid_tail(self.uuid())
                     );
                     if let Err(e) = self.reattach(seen) {
                         break Err(e);
@@ -79,7 +79,7 @@ impl UserspaceLog {
         if !self.outage_reported.xchg(true, Relaxed) {
             pr_err!(
                 "[{}] no userspace log server for {} ms (max_server_wait): log requests fail\n",
-                uuid_tail(&self.uuid),
+                uuid_tail(self.uuid()),
                 self.transport
                     .unreachable_for()
                     .map_or(0, |d| d.as_millis())
@@ -201,7 +201,7 @@ impl UserspaceLog {
             }
             pr_warn!(
                 "[{}] Attempting to contact userspace log server...\n",
-                uuid_tail(&self.uuid)
+                uuid_tail(self.uuid())
             );
             let epoch = self.transport.announcements();
             // From the CTR on, the server may know the log without its state: a caller
@@ -230,7 +230,7 @@ impl UserspaceLog {
         self.in_sync_hint.store(0, Relaxed);
         pr_info!(
             "[{}] Reconnected to userspace log server... DM_ULOG_CTR complete\n",
-            uuid_tail(&self.uuid)
+            uuid_tail(self.uuid())
         );
         self.request_once(RequestType::Resume, &[], &mut [])
             .inspect_err(|e| pr_err!("Error trying to resume userspace log: {}\n", e.to_errno()))
@@ -263,7 +263,7 @@ impl UserspaceLog {
                 .inspect_err(|e| {
                     pr_err!(
                         "[{}] Unable to re-send marks to the userspace log server: {}\n",
-                        uuid_tail(&self.uuid),
+                        uuid_tail(self.uuid()),
                         e.to_errno()
                     )
                 })?;
@@ -272,7 +272,7 @@ impl UserspaceLog {
         if from > 0 {
             pr_info!(
                 "[{}] re-sent {} marks not yet flushed\n",
-                uuid_tail(&self.uuid),
+                uuid_tail(self.uuid()),
                 from
             );
         }

@@ -86,7 +86,7 @@ impl UserspaceLog {
         let mut w = ByteWriter::new(&mut out[..cap]);
         let len = match table_args::table_status(
             self.table_argc,
-            &self.uuid,
+            self.uuid(),
             &self.features,
             ctr::ctr_server_args(self.ctr_payload()),
             &mut w,
