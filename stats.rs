@@ -3,19 +3,19 @@
 //! Counters an admin can read without a debugger, shown in debugfs.
 //!
 //! `/sys/kernel/debug/dm_log_userspace/transport` holds the link's counters (replies dropped
-//! and why); `/sys/kernel/debug/dm_log_userspace/L<luid>` one file per log: requests by type,
-//! failures, timeouts, resends, reconnects and round-trip latency. Every file is `name value`
-//! lines, so scripts can read them. Upstream has nothing like it: a stalled mirror could only
-//! be explained from a crash dump.
+//! and why); `/sys/kernel/debug/dm_log_userspace/logs` every log's, a block each that begins
+//! with `log <luid>`: requests by type, failures, timeouts, resends, reconnects and
+//! round-trip latency. Every line is `name value`, so scripts can read them. One file for all
+//! logs, not one each: a debugfs file costs a dentry and an inode per log. Upstream has
+//! nothing like it: a stalled mirror could only be explained from a crash dump.
 
 use kernel::{
     debugfs::{Dir, File},
-    fmt,
+    fmt, new_mutex,
     prelude::*,
-    str::CString,
     sync::{
         atomic::{Atomic, Relaxed},
-        Arc,
+        Arc, Mutex,
     },
     time::Delta,
 };
@@ -314,8 +314,33 @@ impl TransportStats {
     }
 }
 
+/// The logs the `logs` file shows, in the order they were created.
+#[pin_data]
+pub(crate) struct LogList {
+    #[pin]
+    logs: Mutex<KVec<Arc<LogStats>>>,
+}
+
+/// A log's block in the `logs` file, which goes when this is dropped.
+pub(crate) struct Listed {
+    list: Arc<LogList>,
+    luid: u64,
+}
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        let mut logs = self.list.logs.lock();
+        if let Some(at) = logs.iter().position(|s| s.luid == self.luid) {
+            let _ = logs.remove(at);
+        }
+    }
+}
+
 /// The module's debugfs directory. Without debugfs every file silently does not exist.
 pub(crate) struct Diagnostics {
+    /// Before `dir`: a file goes before its directory.
+    _logs_file: StatsFile<Arc<LogList>>,
+    logs: Arc<LogList>,
     dir: Dir,
 }
 
@@ -329,10 +354,24 @@ pub(crate) struct TransportView {
 }
 
 impl Diagnostics {
-    pub(crate) fn new() -> Self {
-        Self {
-            dir: Dir::new(c"dm_log_userspace"),
-        }
+    /// The directory, with its (empty) `logs` file.
+    pub(crate) fn new() -> Result<Self> {
+        let dir = Dir::new(c"dm_log_userspace");
+        let logs = Arc::pin_init(
+            pin_init!(LogList {
+                logs <- new_mutex!(KVec::new(), "LogList::logs"),
+            }),
+            GFP_KERNEL,
+        )?;
+        let logs_file = KBox::pin_init(
+            dir.read_callback_file(c"logs", logs.clone(), &show_logs),
+            GFP_KERNEL,
+        )?;
+        Ok(Self {
+            _logs_file: logs_file,
+            logs,
+            dir,
+        })
     }
 
     /// Shows the server's presence and the transport's counters as `transport`.
@@ -349,13 +388,14 @@ impl Diagnostics {
         )
     }
 
-    /// Shows one log's counters as `L<luid>`.
-    pub(crate) fn log_file(&self, stats: Arc<LogStats>) -> Result<StatsFile<Arc<LogStats>>> {
-        let name = CString::try_from_fmt(fmt!("L{}", stats.luid))?;
-        KBox::pin_init(
-            self.dir.read_callback_file(&name, stats, &show_log),
-            GFP_KERNEL,
-        )
+    /// Shows one log's counters in the `logs` file, for as long as the result lives.
+    pub(crate) fn list(&self, stats: Arc<LogStats>) -> Result<Listed> {
+        let luid = stats.luid;
+        self.logs.logs.lock().push(stats, GFP_KERNEL)?;
+        Ok(Listed {
+            list: self.logs.clone(),
+            luid,
+        })
     }
 }
 
@@ -364,6 +404,11 @@ fn show_transport(v: &TransportView, f: &mut fmt::Formatter<'_>) -> fmt::Result 
     v.stats.show(f)
 }
 
-fn show_log(s: &Arc<LogStats>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-    s.show(f)
+fn show_logs(list: &Arc<LogList>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    for s in list.logs.lock().iter() {
+        writeln!(f, "log {}", s.luid)?;
+        s.show(f)?;
+        writeln!(f)?;
+    }
+    Ok(())
 }

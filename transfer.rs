@@ -180,7 +180,7 @@ impl Transport {
                 GFP_KERNEL,
             )?;
         }
-        let diagnostics = Diagnostics::new();
+        let diagnostics = Diagnostics::new()?;
         let presence = Arc::new(Presence::new(), GFP_KERNEL)?;
         let stats = Arc::new(TransportStats::new(), GFP_KERNEL)?;
         let stats_file = diagnostics.transport_file(presence.clone(), stats.clone())?;

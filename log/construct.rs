@@ -95,7 +95,7 @@ fn construct_inner(
     let luid = NEXT_LUID.fetch_add(1, Relaxed);
     let stats = LogStats::new(parsed.uuid, luid)?;
     let uuid = stats.uuid();
-    let stats_file = transport.diagnostics.log_file(stats.clone())?;
+    let listed = transport.diagnostics.list(stats.clone())?;
     let wait_secs = parsed
         .features
         .max_server_wait
@@ -243,7 +243,7 @@ fn construct_inner(
         lazy_flush <- new_delayed_work!("UserspaceLog::lazy_flush"),
         flushing <- new_mutex!((), "UserspaceLog::flushing"),
         stats,
-        _stats_file: stats_file,
+        _listed: listed,
     }));
     if map_wanted && !log.in_sync_map.exists() {
         pr_warn!(

@@ -79,9 +79,12 @@ pub struct CommonArgs {
     /// Append one line per request received to FILE, before handling it (see README).
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
-    /// On SIGUSR1, also replace FILE with one line of request counts: the dump's number, the
-    /// total, then `TYPE=N` for each request type seen (for scripts, which must not parse
-    /// the log: `make bench` reads its windows from it).
+    /// Keep the request counts in FILE (best on a tmpfs), updated in place on every request
+    /// without a system call: one line of fixed width, `TOTAL=` then `TYPE=` for every
+    /// request type, each count in 16 hex digits, which is also shell assignments (`. FILE`
+    /// takes it in one read). For scripts, which must not parse the log (`make bench` reads
+    /// its windows from it). Readers take no lock: a count read in pieces (the shell's
+    /// `read`) while a carry runs through it can come out short.
     #[arg(long, value_name = "FILE")]
     pub counters: Option<PathBuf>,
     /// Do not announce the server to the kernel at start. The Rust module then finds it only

@@ -28,7 +28,7 @@ use crate::logs::{Logs, DEFAULT_MAX_LOG_MEMORY};
 use crate::ratelimit::DropWarnings;
 use crate::record::{Recorder, TypeName};
 use crate::signals::Signals;
-use crate::stats::Stats;
+use crate::stats::{LiveCounters, Stats};
 
 /// Datagrams handled before signals are looked at again: whole receives, so that none waits
 /// in the link's buffers while the loop polls.
@@ -39,7 +39,7 @@ const BATCH: usize = 16 * RECEIVE_BATCH;
 pub struct Config {
     /// `--record FILE`.
     pub record: Option<PathBuf>,
-    /// `--counters FILE`: the request counts, written on SIGUSR1.
+    /// `--counters FILE`: the request counts, kept up to date in FILE ([`LiveCounters`]).
     pub counters: Option<PathBuf>,
     /// `--force-exit`: SIGTERM/SIGINT exit even while logs exist.
     pub force_exit: bool,
@@ -258,20 +258,6 @@ pub trait Handler {
     fn exit(&mut self) {}
 }
 
-/// Replaces `path` with one line, `DUMP TOTAL TYPE=N ...`, through a temporary file renamed
-/// over it, so that a reader never sees half a line.
-fn write_counters(path: &std::path::Path, dump: u64, stats: &Stats) -> std::io::Result<()> {
-    let mut line = format!("{dump} {}", stats.total());
-    for (name, count) in stats.counts() {
-        line.push_str(&format!(" {name}={count}"));
-    }
-    line.push('\n');
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    std::fs::write(&tmp, line)?;
-    std::fs::rename(&tmp, path)
-}
-
 /// The log servers' handler: parses each request, records it, lets the [`Responder`] answer
 /// it from the logs, and counts it.
 pub struct LogService<R> {
@@ -280,17 +266,24 @@ pub struct LogService<R> {
     clustered: Option<ClusteredLogs<Box<dyn Group>>>,
     stats: Stats,
     recorder: Option<Recorder>,
-    /// `--counters FILE`, and the status dumps written to it so far.
-    counters: Option<(PathBuf, u64)>,
+    /// `--counters FILE`, updated with `stats`.
+    counters: Option<LiveCounters>,
     payload: Vec<u8>,
     responder: R,
     force_exit: bool,
 }
 
 impl<R: Responder> LogService<R> {
-    /// No logs yet; opens the record file if the configuration names one.
+    /// No logs yet; opens the record file and makes the counters file if the configuration
+    /// names them.
     pub fn new(config: &Config, responder: R) -> Result<Self> {
         let recorder = config.record.as_deref().map(Recorder::open).transpose()?;
+        let stats = Stats::default();
+        let counters = config
+            .counters
+            .as_deref()
+            .map(|path| LiveCounters::create(path, &stats))
+            .transpose()?;
         let logs = Logs::with_memory_limit(config.max_log_memory)
             .with_in_sync_map(config.uses_in_sync_map())
             .with_clears_in_flush(config.announce);
@@ -301,9 +294,9 @@ impl<R: Responder> LogService<R> {
         Ok(Self {
             logs,
             clustered,
-            stats: Stats::default(),
+            stats,
             recorder,
-            counters: config.counters.clone().map(|path| (path, 0)),
+            counters,
             payload: Vec::with_capacity(4096),
             responder,
             force_exit: config.force_exit,
@@ -323,6 +316,15 @@ impl<R: Responder> LogService<R> {
     /// The responder.
     pub fn responder(&self) -> &R {
         &self.responder
+    }
+
+    /// Counts a request of `kind` (`None`: unknown) received at `received` and answered
+    /// now, in the counters file too.
+    fn count(&mut self, kind: Option<RequestType>, received: Instant) {
+        self.stats.record(kind, received.elapsed());
+        if let (Some(live), Some(kind)) = (&mut self.counters, kind) {
+            live.update(kind, self.stats.of(kind).count(), self.stats.total());
+        }
     }
 }
 
@@ -350,7 +352,7 @@ impl<R: Responder> Handler for LogService<R> {
             if let Err(e) = clustered.request(&request.header, request.data, tx) {
                 warn!("{e:#}");
             }
-            self.stats.record(kind, received.elapsed());
+            self.count(kind, received);
             return Ok(());
         }
         let mut ex = Exchange {
@@ -363,7 +365,7 @@ impl<R: Responder> Handler for LogService<R> {
         if let Err(e) = self.responder.respond(&mut ex) {
             warn!("{e:#}");
         }
-        self.stats.record(kind, received.elapsed());
+        self.count(kind, received);
         Ok(())
     }
 
@@ -384,12 +386,6 @@ impl<R: Responder> Handler for LogService<R> {
         }
         for line in self.stats.lines() {
             info!("{line}");
-        }
-        if let Some((path, dumps)) = &mut self.counters {
-            *dumps += 1;
-            if let Err(e) = write_counters(path, *dumps, &self.stats) {
-                warn!("cannot write the counters to {}: {e}", path.display());
-            }
         }
         self.responder.status();
     }
@@ -678,8 +674,8 @@ impl<H: Handler, E: Endpoint + AsFd> Server<H, E> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::link::{datagram, Capture, Loopback};
     use dm_ulog_uapi::Header;
-    use std::time::Duration;
 
     #[test]
     fn exit_is_refused_while_logs_exist_unless_forced() {
@@ -697,21 +693,71 @@ mod tests {
         assert!(exit_decision(&logs, true).0);
     }
 
+    /// The counters file shows each request served the moment it is counted, every type
+    /// always present; messages that are no request count nowhere.
     #[test]
-    fn counters_file_is_replaced_by_each_dump() {
+    fn counters_file_follows_the_requests_served() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("counters");
-        let mut stats = Stats::default();
-        write_counters(&path, 1, &stats).unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "1 0\n");
-        stats.record(Some(RequestType::MarkRegion), Duration::ZERO);
-        stats.record(Some(RequestType::Flush), Duration::ZERO);
-        stats.record(Some(RequestType::Flush), Duration::ZERO);
-        write_counters(&path, 2, &stats).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap(),
-            "2 3 FLUSH=2 MARK_REGION=1\n"
-        );
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        let config = Config {
+            counters: Some(path.clone()),
+            ..Config::default()
+        };
+        let mut service = LogService::new(&config, Honest).unwrap();
+        let mut link = KernelLink::new(Loopback::<Capture>::default());
+        let read = || {
+            let line = std::fs::read_to_string(&path).unwrap();
+            let fields: Vec<(String, u64)> = line
+                .strip_suffix('\n')
+                .unwrap()
+                .split(' ')
+                .map(|f| {
+                    let (name, hex) = f.split_once('=').unwrap();
+                    assert_eq!(hex.len(), 16, "{f}");
+                    (name.to_string(), u64::from_str_radix(hex, 16).unwrap())
+                })
+                .collect();
+            (line.len(), fields)
+        };
+        let (len, start) = read();
+        let names =
+            |fields: &[(String, u64)]| fields.iter().map(|f| f.0.clone()).collect::<Vec<_>>();
+        let expected: Vec<String> = std::iter::once("TOTAL")
+            .chain(RequestType::ALL.iter().map(|k| k.name()))
+            .map(String::from)
+            .collect();
+        assert_eq!(names(&start), expected);
+        assert!(start.iter().all(|f| f.1 == 0), "{start:?}");
+        let mut serve = |kind: RequestType, data: &[u8]| {
+            let h = Header::request(b"LOG-C", 7, kind, 1, data.len()).unwrap();
+            let mut msg = vec![0; 1024];
+            let n = dm_ulog_uapi::encode_message(&mut msg, &h, data).unwrap();
+            link.endpoint().push(datagram(&msg[..n]));
+            link.endpoint().push(datagram(b"no request"));
+            while !matches!(
+                link.receive(|msg, tx, received| {
+                    let _ = service.message(msg, tx, received);
+                })
+                .unwrap(),
+                Receipt::Empty
+            ) {}
+        };
+        serve(RequestType::Ctr, b"1024 core 8");
+        serve(RequestType::Resume, b"");
+        for _ in 0..17 {
+            serve(RequestType::Flush, b"");
+        }
+        serve(RequestType::GetRegionSize, b"");
+        let (now_len, now) = read();
+        assert_eq!(now_len, len);
+        assert_eq!(names(&now), expected);
+        let count = |name: &str| now.iter().find(|f| f.0 == name).unwrap().1;
+        assert_eq!(count("TOTAL"), 20, "{now:?}");
+        assert_eq!(count("CTR"), 1);
+        assert_eq!(count("RESUME"), 1);
+        assert_eq!(count("FLUSH"), 17);
+        assert_eq!(count("GET_REGION_SIZE"), 1);
+        assert_eq!(now.iter().skip(1).map(|f| f.1).sum::<u64>(), 20);
+        assert_eq!(service.stats().total(), 20);
     }
 }

@@ -272,8 +272,14 @@ first_luid() { sed -n '1s/.*luid=\([0-9]*\) .*/\1/p' "$1"; }
 # Hex of a string, as the record prints payloads.
 hex_of() { printf '%s' "$1" | od -An -tx1 -v | tr -d ' \n'; }
 
-# log_stat LUID NAME: one of a log's debugfs counters (stats.rs in the module).
-log_stat() { awk -v k="$2" '$1 == k { print $2 }' "/sys/kernel/debug/dm_log_userspace/L$1"; }
+# The module's debugfs file of every log's counters (stats.rs): a block each, from "log LUID".
+LOGS_FILE=/sys/kernel/debug/dm_log_userspace/logs
+# luids: the luids of the logs that exist, oldest first (none without the Rust module).
+luids() { awk '$1 == "log" { print $2 }' "$LOGS_FILE" 2>/dev/null; }
+# log_block LUID: that log's lines of $LOGS_FILE.
+log_block() { awk -v l="$1" '$1 == "log" { cur = $2; next } cur == l && NF' "$LOGS_FILE"; }
+# log_stat LUID NAME: one of a log's debugfs counters.
+log_stat() { log_block "$1" | awk -v k="$2" '$1 == k { print $2 }'; }
 # transport_stat NAME: one of the transport's debugfs counters.
 transport_stat() { awk -v k="$1" '$1 == k { print $2 }' /sys/kernel/debug/dm_log_userspace/transport; }
 

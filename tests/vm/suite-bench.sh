@@ -152,7 +152,7 @@ load_as() {
 	esac
 }
 
-# The request counts dm-ulogd writes on SIGUSR1 (server_counts).
+# The request counts dm-ulogd keeps up to date (--counters; read_counters).
 COUNTERS=/tmp/dm-ulogd.counters
 
 # bench_server NAME: dm-ulogd for the module NAME stands for (load_as), keeping its counters in
@@ -190,44 +190,75 @@ ensure_module() {
 	echo "$1" >/tmp/bench.loaded
 }
 
-# server_counts: the requests dm-ulogd has answered so far, "TOTAL TYPE=N TYPE=N ...": the
-# counters file it writes on SIGUSR1 (--counters), one short line, read with shell builtins
-# alone, so that reading it costs the same at the end of a long boot as at its start (its
-# log, which grows with every dump, was once grepped here: by the tenth round a window
-# opened seconds late).
-server_counts() {
-	[ -f /tmp/dm-ulogd.pid ] || { echo 0; return; }
-	rm -f "$COUNTERS"
-	kill -USR1 "$(cat /tmp/dm-ulogd.pid)"
-	i=0
-	while [ ! -f "$COUNTERS" ] && [ "$i" -lt 1000 ]; do
-		sleep 0.005
-		i=$((i + 1))
-	done
-	[ -f "$COUNTERS" ] || { echo "no counters from dm-ulogd (--counters $COUNTERS)"; return 1; }
-	read -r _ counts <"$COUNTERS"
-	echo "$counts"
+# read_counters: takes the requests dm-ulogd has answered so far, as they are now, from the
+# counters file it keeps up to date in place (--counters). Its one line, "TOTAL=<16 hex
+# digits> CTR=<16 hex digits> ..." with every request type, is also a list of shell
+# assignments: `.` takes it whole with one read(2) and sets TOTAL, CTR, ... to the digits. (The
+# read builtin would take it a byte per system call: a thousand of them, each a chance for
+# dm-ulogd to count a request mid-line, whose carry can tear a count; see dm-ulogd's
+# stats::LiveCounters.) No process, no signal, no wait: the same cost at the end of a long boot
+# as at its start. Without a dm-ulogd there is nothing to take; without the file it fails,
+# with why in $counters_why.
+read_counters() {
+	counters_taken=
+	[ -f /tmp/dm-ulogd.pid ] || return 0
+	counters_why="no counters from dm-ulogd (--counters $COUNTERS)"
+	[ -f "$COUNTERS" ] || return 1
+	. "$COUNTERS"
+	counters_taken=1
 }
 
-# uptime_ms: the boot clock in ms (10 ms steps), without starting a process.
+# counts_taken: the counts read_counters took, as "TOTAL TYPE=N TYPE=N ..." in decimal, into
+# $req_counts, the types with no request left out ("0" without a dm-ulogd). The names come
+# from the file's line (read after the window's edge, where its cost does not matter), the
+# counts from read_counters' variables; shell arithmetic alone.
+counts_taken() {
+	req_counts=0
+	[ -n "$counters_taken" ] || return 0
+	read -r line <"$COUNTERS"
+	for f in $line; do
+		n=${f%%=*}
+		eval "v=\$$n"
+		case $n=$v in
+		TOTAL=*) req_counts=$((0x$v)) ;;
+		*=0000000000000000) ;;
+		*) req_counts="$req_counts $n=$((0x$v))" ;;
+		esac
+	done
+}
+
+# server_counts: the requests dm-ulogd has answered so far, "TOTAL TYPE=N TYPE=N ..."
+# (read_counters, counts_taken).
+server_counts() {
+	read_counters || { echo "$counters_why"; return 1; }
+	counts_taken
+	echo "$req_counts"
+}
+
+# uptime_ms: the boot clock in ms (10 ms steps) into $up_ms, without starting a process (nor a
+# subshell, as $(uptime_ms) would).
 uptime_ms() {
 	read -r up _ </proc/uptime
-	echo $((${up%.*} * 1000 + 1${up#*.}0 - 1000))
+	up_ms=$((${up%.*} * 1000 + 1${up#*.}0 - 1000))
 }
 
 # snapshot STAT...: the block devices' completed writes (field 5 of each STAT file, summed) and
 # dm-ulogd's request counts, read one right after the other: "T0 T1 WRITES TOTAL TYPE=N ...",
 # where T0 and T1 (uptime_ms) enclose both readings: T1 - T0 is how far the counts may lie
-# from the window's edge.
+# from the window's edge. Only reads and shell arithmetic between T0 and T1: no process, no
+# subshell; the counts are decoded after T1.
 snapshot() {
-	t0=$(uptime_ms)
+	uptime_ms
+	t0=$up_ms
 	w=0
 	for f in "$@"; do
 		read -r _ _ _ _ n _ <"$f"
 		w=$((w + n))
 	done
-	c=$(server_counts) || { echo "$c"; return 1; }
-	echo "$t0 $(uptime_ms) $w $c"
+	read_counters || { echo "$counters_why"; return 1; }
+	uptime_ms
+	counts_taken
+	echo "$t0 $up_ms $w $req_counts"
 }
 
 # window A B: what two snapshots enclose: "TOTAL TYPE:N,... WINDOW_MS WRITES OVERSHOOT_MS",
@@ -412,7 +443,7 @@ status_round() {
 	[ "$1" = core ] && reqs=0
 	extra=
 	if [ "$1" = rust ]; then
-		luid=$(ls /sys/kernel/debug/dm_log_userspace/ | sed -n 's/^L//p' | head -n 1)
+		luid=$(luids | head -n 1)
 		extra="rust_latency_avg_us=$(log_stat "$luid" latency_avg_us) rust_latency_p50_us_below=$(log_stat "$luid" latency_p50_us_below)"
 	fi
 	dm remove rt || fail "cannot remove the $1 mirror"
@@ -545,13 +576,23 @@ scale_run() {
 	# Each mirror's /sys/block/dm-N/stat, s0 first: field 5 counts completed writes.
 	stats=$(echo $SCALE_STATS | cut -d' ' -f1-"$1")
 	# shellcheck disable=SC2086
-	writes_now() { awk '{ printf "%s ", $5 } END { print "" }' $stats; }
-	writes_now >/tmp/writes.0
+	# writes_now FILE: their counts, one line, into FILE: read builtins alone (an awk here
+	# started a process between a window edge's two clock readings: up to 250 ms with 64
+	# writers on the CPU).
+	writes_now() {
+		counts=
+		for f in $stats; do
+			read -r _ _ _ _ n _ <"$f"
+			counts="$counts$n "
+		done
+		echo "$counts" >"$1"
+	}
+	writes_now /tmp/writes.0
 	fio --output-format=terse --terse-version=3 /tmp/scale.fio >/tmp/fio.out 2>&1 &
 	fpid=$!
 	started=0
 	for _ in $(seq 600); do
-		writes_now >/tmp/writes.a
+		writes_now /tmp/writes.a
 		# Every mirror has written since fio started.
 		awk 'NR == 1 { for (i = 1; i <= NF; i++) a[i] = $i; next }
 			{ for (i = 1; i <= NF; i++) if ($i == a[i]) exit 1 }' /tmp/writes.0 /tmp/writes.a && { started=1; break; }
@@ -568,18 +609,25 @@ scale_run() {
 	sleep "$SCALE_RAMP"
 	# Each edge of the window: the block devices' counts, then dm-ulogd's, enclosed by two
 	# clock readings (as snapshot does).
-	ta0=$(uptime_ms)
-	writes_now >/tmp/writes.a
-	a=$(server_counts) || { echo "$a"; kill "$fpid"; return 1; }
-	ta1=$(uptime_ms)
+	uptime_ms
+	ta0=$up_ms
+	writes_now /tmp/writes.a
+	read_counters || { echo "$counters_why"; kill "$fpid"; return 1; }
+	uptime_ms
+	ta1=$up_ms
+	counts_taken
+	a=$req_counts
 	sleep "$SCALE_RUNTIME"
-	tb0=$(uptime_ms)
-	writes_now >/tmp/writes.b
-	b=$(server_counts) || { echo "$b"; kill "$fpid"; return 1; }
-	tb1=$(uptime_ms)
+	uptime_ms
+	tb0=$up_ms
+	writes_now /tmp/writes.b
+	read_counters || { echo "$counters_why"; kill "$fpid"; return 1; }
+	uptime_ms
+	tb1=$up_ms
 	kill -INT "$fpid"
 	wait "$fpid"
-	reqs=$(counts_delta "$a" "$b")
+	counts_taken
+	reqs=$(counts_delta "$a" "$req_counts")
 	ms=$(((tb0 + tb1 - ta0 - ta1) / 2))
 	over=$((ta1 - ta0))
 	[ $((tb1 - tb0)) -gt "$over" ] && over=$((tb1 - tb0))

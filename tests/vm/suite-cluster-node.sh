@@ -184,8 +184,8 @@ write_part() {
 # mark_count UUID: how many MARK_REGION requests of that log the server has answered (the
 # module's debugfs counters); a clustered log answers one once every member has applied it.
 mark_count() {
-	for f in /sys/kernel/debug/dm_log_userspace/L*; do
-		grep -qx "uuid $1" "$f" && awk '$1 == "requests.MARK_REGION" { print $2 }' "$f"
+	for l in $(luids); do
+		log_block "$l" | grep -qx "uuid $1" && log_stat "$l" requests.MARK_REGION
 	done
 }
 marked_since() { [ "$(mark_count "$1")" -gt "$2" ]; }

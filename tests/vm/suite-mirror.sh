@@ -117,7 +117,7 @@ clear_waits_for_durable_legs() {
 	took=$(($(now_ms) - start))
 	echo "right after the write: $after_write regions clean; region 0 clean again ${took} ms after its write; a leg flush takes ${LEG_FLUSH_MS} ms"
 	if [ "$VARIANT" = rust ]; then
-		luid=$(ls /sys/kernel/debug/dm_log_userspace/ | sed -n 's/^L//p' | sort -n | tail -n 1)
+		luid=$(luids | sort -n | tail -n 1)
 		echo "leg flushes: $(log_stat "$luid" leg_flushes), failed: $(log_stat "$luid" leg_flush_failures)"
 	fi
 	dm remove m1 && dm remove slowflush || fail "teardown of the test's devices failed"

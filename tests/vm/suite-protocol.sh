@@ -942,9 +942,9 @@ debugfs_counters_match_the_record() {
 	wait_in_sync m0 60 || fail "no sync"
 	dm status m0 >/dev/null
 	luid=$(first_luid "$REC")
-	cat "/sys/kernel/debug/dm_log_userspace/L$luid"
+	log_block "$luid"
 	cat /sys/kernel/debug/dm_log_userspace/transport
-	grep -q "^uuid $UUID\$" "/sys/kernel/debug/dm_log_userspace/L$luid" || fail "uuid missing"
+	log_block "$luid" | grep -q "^uuid $UUID\$" || fail "uuid missing"
 	for t in CTR GET_REGION_SIZE MARK_REGION CLEAR_REGION FLUSH GET_SYNC_COUNT STATUS_INFO; do
 		want=$(count_requests "$REC" "$t")
 		got=$(log_stat "$luid" "requests.$t")
@@ -953,7 +953,7 @@ debugfs_counters_match_the_record() {
 	[ "$(log_stat "$luid" requests)" = "$(wc -l <"$REC")" ] || fail "total differs from the record"
 	[ "$(log_stat "$luid" latency_max_us)" -gt 0 ] || fail "no latency measured"
 	remove_all
-	[ -e "/sys/kernel/debug/dm_log_userspace/L$luid" ] && fail "the log's file outlived it"
+	luids | grep -qx "$luid" && fail "the log's block in $LOGS_FILE outlived it"
 	return 0
 }
 

@@ -46,7 +46,7 @@ verified_writes() {
 
 sigkill_cycles_with_verified_writes() {
 	create_mirror m0 "$UUID" core 64 || fail "create failed"
-	luid=$(ls /sys/kernel/debug/dm_log_userspace/ 2>/dev/null | sed -n 's/^L//p' | head -n 1)
+	luid=$(luids | head -n 1)
 	worst=0
 	total=0
 	i=0
@@ -179,7 +179,7 @@ bounded_wait_fails_requests_and_raises_an_event() {
 	create_mirror m7 "$UUID" max_server_wait=2 core 1024 || fail "create failed"
 	dm table m7 | grep -q " max_server_wait=2 core 1024 " || fail "table: $(dm table m7)"
 	wait_in_sync m7 120 || fail "no sync"
-	luid=$(ls /sys/kernel/debug/dm_log_userspace/ | sed -n 's/^L//p' | sort -n | tail -n 1)
+	luid=$(luids | sort -n | tail -n 1)
 	before=$(events m7)
 	kill_server
 	t0=$(now_ms)
@@ -280,7 +280,7 @@ sixty_four_mirrors() {
 	dd if=/dev/zero of=/dev/ram0 bs=1M count=64 2>/dev/null
 	dd if=/dev/zero of=/dev/ram1 bs=1M count=64 2>/dev/null
 	many_mirrors many MANY 2048 || fail "64 mirrors could not be made"
-	[ "$(ls /sys/kernel/debug/dm_log_userspace/ 2>/dev/null | grep -c '^L')" -ge 64 ] ||
+	[ "$(luids | wc -l)" -ge 64 ] ||
 		[ "$VARIANT" = c ] || fail "not 64 logs in debugfs"
 	t0=$(now_ms)
 	pids=
