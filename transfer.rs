@@ -34,7 +34,7 @@ use crate::{
         wait::{TimedCompletion, WaitOutcome},
     },
     timeout,
-    uapi::{encode_message, Header, RequestType, CN_MSG_SIZE, HEADER_SIZE, MAX_REQUEST_PAYLOAD},
+    uapi::{encode_request, RequestType, CN_MSG_SIZE, HEADER_SIZE, MAX_REQUEST_PAYLOAD},
 };
 
 /// Requests that may be in flight at once; further callers wait for a free slot.
@@ -383,14 +383,12 @@ impl Transport {
         let slot = ticket.slot;
         let seq = ticket.seq;
         let done = &self.done[slot];
-        let header = Header::request(to.uuid, to.luid, kind, seq, payload.len())
-            .map_err(|_| bug::broken("a request header the protocol cannot carry"))?;
         let message = ticket
             .message
             .as_mut()
             .ok_or_else(|| bug::broken("a request slot without its message buffer"))?;
-        let sent = encode_message(&mut message.0, &header, payload)
-            .map_err(|_| bug::broken("a request that does not fit its message buffer"))
+        let sent = encode_request(&mut message.0, to.uuid, to.luid, kind, seq, payload)
+            .map_err(|_| bug::broken("a request the protocol cannot carry"))
             .and_then(|_| connector::send(message));
         if let Err(e) = sent {
             // An announcement may have answered the waiter already: take its completion too.

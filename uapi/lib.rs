@@ -43,7 +43,7 @@ pub use announce::{
 pub use clears_in_flush::FlushEntry;
 pub use in_sync_map::{InSyncRanges, Withdrawal};
 pub use message::{
-    encode_message, CnMsg, Header, Reply, CN_IDX_DM, CN_MSG_SIZE, CN_VAL_DM_USERSPACE_LOG,
+    encode_request, CnMsg, Reply, CN_IDX_DM, CN_MSG_SIZE, CN_VAL_DM_USERSPACE_LOG,
     DEVICE_NAME_SIZE, HEADER_SIZE, MAX_REQUEST_PAYLOAD, MAX_UUID_LEN,
 };
 pub use request_type::RequestType;
@@ -56,7 +56,8 @@ pub use announce::{ANNOUNCE_MAGIC, ANNOUNCE_MESSAGE_SIZE, ANNOUNCE_SIZE, ANNOUNC
 pub use error::WireError;
 #[cfg(not(MODULE))]
 pub use message::{
-    Request, Uuid, CONNECTOR_MAX_MSG_SIZE, HEADER_PADDING, REQUEST_VERSION, UUID_FIELD_SIZE,
+    encode_message, Header, Request, Uuid, CONNECTOR_MAX_MSG_SIZE, HEADER_PADDING, REQUEST_VERSION,
+    UUID_FIELD_SIZE,
 };
 #[cfg(not(MODULE))]
 pub use request_type::{UnknownRequestType, REQUEST_TYPE_MASK};

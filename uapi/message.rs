@@ -166,6 +166,8 @@ impl fmt::Debug for Header {
 
 impl Header {
     /// A request header for `uuid`, which must be at most 128 bytes without NUL.
+    // The kernel encodes its requests with `encode_request`.
+    #[cfg(not(MODULE))]
     pub fn request(
         uuid: &[u8],
         luid: u64,
@@ -208,17 +210,22 @@ impl Header {
     }
 
     /// Writes the 160 header bytes, padding zeroed, at the start of `buf`.
+    #[cfg(not(MODULE))]
     pub fn encode(&self, buf: &mut [u8]) -> Result<(), WireError> {
-        need(buf, HEADER_SIZE)?;
-        buf[..HEADER_SIZE].fill(0);
-        put(buf, OFF_LUID, &self.luid.to_ne_bytes());
-        put(buf, OFF_UUID, &self.uuid);
-        put(buf, OFF_VERSION, &self.version.to_ne_bytes());
-        put(buf, OFF_ERROR, &self.error.to_ne_bytes());
-        put(buf, OFF_SEQ, &self.seq.to_ne_bytes());
-        put(buf, OFF_TYPE, &self.request_type.to_ne_bytes());
-        put(buf, OFF_DATA_SIZE, &self.data_size.to_ne_bytes());
-        Ok(())
+        self.on_wire().put(buf)
+    }
+
+    #[cfg(not(MODULE))]
+    fn on_wire(&self) -> WireHeader<'_> {
+        WireHeader {
+            luid: self.luid,
+            uuid: &self.uuid,
+            version: self.version,
+            error: self.error,
+            seq: self.seq,
+            request_type: self.request_type,
+            data_size: self.data_size,
+        }
     }
 
     /// Reads a header from the start of `buf`.
@@ -238,6 +245,39 @@ impl Header {
     }
 }
 
+/// A header's fields as they go on the wire, its UUID borrowed: the one header encoder, for
+/// [`Header::encode`] and for the kernel's [`encode_request`], which so copies the UUID once.
+struct WireHeader<'a> {
+    luid: u64,
+    /// At most [`UUID_FIELD_SIZE`] bytes; the field's rest is zeroed.
+    uuid: &'a [u8],
+    version: u32,
+    error: i32,
+    seq: u32,
+    request_type: u32,
+    data_size: u32,
+}
+
+impl WireHeader<'_> {
+    /// Writes the 160 header bytes at the start of `buf`, each once, padding zeroed.
+    fn put(&self, buf: &mut [u8]) -> Result<(), WireError> {
+        need(buf, HEADER_SIZE)?;
+        if self.uuid.len() > UUID_FIELD_SIZE {
+            return Err(WireError::BadUuid);
+        }
+        put(buf, OFF_LUID, &self.luid.to_ne_bytes());
+        put(buf, OFF_UUID, self.uuid);
+        // The UUID's NUL padding and the three bytes that align `version`.
+        buf[OFF_UUID + self.uuid.len()..OFF_VERSION].fill(0);
+        put(buf, OFF_VERSION, &self.version.to_ne_bytes());
+        put(buf, OFF_ERROR, &self.error.to_ne_bytes());
+        put(buf, OFF_SEQ, &self.seq.to_ne_bytes());
+        put(buf, OFF_TYPE, &self.request_type.to_ne_bytes());
+        put(buf, OFF_DATA_SIZE, &self.data_size.to_ne_bytes());
+        Ok(())
+    }
+}
+
 /// The bytes of a NUL-padded field before its first NUL (all of them if it has none).
 fn up_to_nul(field: &[u8]) -> &[u8] {
     let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
@@ -246,6 +286,8 @@ fn up_to_nul(field: &[u8]) -> &[u8] {
 
 /// A log's UUID as the header's `uuid` field carries it: whatever follows the first NUL is
 /// not part of it. Compares, hashes and prints as the bytes before that NUL.
+// The kernel keeps its logs' UUIDs as the table gave them.
+#[cfg(not(MODULE))]
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Uuid(
     // INVARIANT: every byte from the first NUL on is zero, so that derived comparisons see
@@ -253,6 +295,7 @@ pub struct Uuid(
     [u8; UUID_FIELD_SIZE],
 );
 
+#[cfg(not(MODULE))]
 impl Uuid {
     /// Checks a UUID given without padding: at most [`MAX_UUID_LEN`] bytes, no NUL.
     pub fn new(uuid: &[u8]) -> Result<Self, WireError> {
@@ -309,6 +352,7 @@ impl fmt::Display for Uuid {
     }
 }
 
+#[cfg(not(MODULE))]
 impl fmt::Debug for Uuid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("Uuid")
@@ -320,7 +364,48 @@ impl fmt::Debug for Uuid {
 /// Encodes a whole message (`cn_msg` + header + payload) into `buf`; returns its length.
 ///
 /// The envelope's seq is the header's seq, as upstream sends it.
+#[cfg(not(MODULE))]
 pub fn encode_message(buf: &mut [u8], header: &Header, payload: &[u8]) -> Result<usize, WireError> {
+    put_message(buf, &header.on_wire(), payload)
+}
+
+/// Encodes a request of the kernel's (`cn_msg` + header + payload) into `buf`, straight from
+/// its parts: what [`Header::request`] and [`encode_message`] make together, with no header
+/// built in between (the module sends one for every log operation). `uuid` is at most
+/// [`MAX_UUID_LEN`] bytes and, as the table word it comes from, holds no NUL.
+pub fn encode_request(
+    buf: &mut [u8],
+    uuid: &[u8],
+    luid: u64,
+    kind: RequestType,
+    seq: u32,
+    payload: &[u8],
+) -> Result<usize, WireError> {
+    if uuid.len() > MAX_UUID_LEN {
+        return Err(WireError::BadUuid);
+    }
+    let data_size = u32::try_from(payload.len()).map_err(|_| WireError::PayloadTooLarge {
+        len: payload.len(),
+        max: u32::MAX as usize,
+    })?;
+    let header = WireHeader {
+        luid,
+        uuid,
+        version: REQUEST_VERSION,
+        error: 0,
+        seq,
+        request_type: kind as u32,
+        data_size,
+    };
+    put_message(buf, &header, payload)
+}
+
+/// [`encode_message`]'s body.
+fn put_message(
+    buf: &mut [u8],
+    header: &WireHeader<'_>,
+    payload: &[u8],
+) -> Result<usize, WireError> {
     let total = CN_MSG_SIZE + HEADER_SIZE + payload.len();
     if payload.len() != header.data_size as usize {
         return Err(WireError::LengthMismatch {
@@ -337,7 +422,7 @@ pub fn encode_message(buf: &mut [u8], header: &Header, payload: &[u8]) -> Result
         })?;
     need(buf, total)?;
     CnMsg::to_log(header.seq, 0, len).encode(buf)?;
-    header.encode(&mut buf[CN_MSG_SIZE..])?;
+    header.put(&mut buf[CN_MSG_SIZE..])?;
     buf[CN_MSG_SIZE + HEADER_SIZE..total].copy_from_slice(payload);
     Ok(total)
 }
@@ -445,6 +530,43 @@ impl<'a> Request<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The kernel's one-pass request encoder writes every byte the header-then-message path
+    /// writes, whatever the buffer held before (padding zeroed), and refuses what it refuses.
+    #[test]
+    fn encode_request_matches_header_and_encode_message() {
+        let long = [b'u'; MAX_UUID_LEN];
+        let payload = [0x5au8; 24];
+        for uuid in [&b"LVM-abc"[..], b"", &long[..]] {
+            for (kind, data) in [
+                (RequestType::Flush, &payload[..]),
+                (RequestType::Ctr, &b"1024 core 1024"[..]),
+                (RequestType::Presuspend, &[][..]),
+            ] {
+                let mut want = [0xffu8; 600];
+                let h = Header::request(uuid, 0x0102_0304_0506_0708, kind, 77, data.len()).unwrap();
+                let n = encode_message(&mut want, &h, data).unwrap();
+                let mut got = [0xeeu8; 600];
+                let m =
+                    encode_request(&mut got, uuid, 0x0102_0304_0506_0708, kind, 77, data).unwrap();
+                assert_eq!(m, n);
+                assert_eq!(
+                    got[..n],
+                    want[..n],
+                    "{kind:?} with a uuid of {}",
+                    uuid.len()
+                );
+            }
+        }
+        let too_long = [b'u'; MAX_UUID_LEN + 1];
+        let mut buf = [0u8; 600];
+        assert!(encode_request(&mut buf, &too_long, 1, RequestType::Dtr, 1, &[]).is_err());
+        assert!(encode_request(&mut buf[..100], b"u", 1, RequestType::Dtr, 1, &[]).is_err());
+        // More than a connector message carries.
+        let big = [0u8; CONNECTOR_MAX_MSG_SIZE];
+        let mut room = [0u8; 2 * CONNECTOR_MAX_MSG_SIZE];
+        assert!(encode_request(&mut room, b"u", 1, RequestType::Flush, 1, &big).is_err());
+    }
 
     #[test]
     fn header_layout_matches_the_c_struct() {
