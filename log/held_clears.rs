@@ -9,7 +9,8 @@
 //! cost as much as the rest of the write's path in the log. Here a bit per region says
 //! whether its clear is held, and a cancelled clear's entry is only left behind, stale;
 //! stale entries are swept out in one pass when the list is full or before it is read in
-//! order (`compact`), so every mark and clear costs the same, whatever the list holds.
+//! order (`compact`), and the list then grows to twice what is left: a mark costs the same
+//! whatever the list holds, and a clear the same on average.
 //!
 //! A region's live entry is its newest: a region cleared twice without a mark in between
 //! (a recovery's clear) keeps the later idle time.
@@ -115,6 +116,10 @@ impl HeldClears {
         }
         if self.list.len() == self.list.capacity() {
             self.compact();
+            // Room for as many again: the next sweep is as many pushes away as the list is
+            // long, so sweeps cost each push a constant, however many clears are live. If the
+            // memory is not there without sleeping, the next push may sweep again.
+            let _ = self.list.reserve(self.list.len(), GFP_NOWAIT);
         }
         let entry = HeldClear { region, due };
         let pushed = match self.list.push_within_capacity(entry) {

@@ -7,9 +7,10 @@
 //! `u64` regions. A server that announces
 //! [`FEATURE_CLEARS_IN_FLUSH`](super::announce::FEATURE_CLEARS_IN_FLUSH)
 //! also takes clears there: an entry with [`CLEAR_ENTRY`] set is a clear of the region in
-//! the other 63 bits. The server applies the entries in order (the kernel puts clears first
-//! and never clears and marks one region in one FLUSH), then makes everything durable, as a
-//! CLEAR_REGION request followed by the FLUSH would. A region number never reaches bit 63,
+//! the other 63 bits. The server applies the entries in order, then makes everything
+//! durable, as CLEAR_REGION requests followed by the FLUSH would. The kernel puts the clears
+//! first: a region both cleared and marked in one FLUSH (a mark left from a failed flush,
+//! then its write's clear) ends marked, the safe side. A region number never reaches bit 63,
 //! so a server without the extension refuses such an entry as out of range instead of
 //! misreading it; the kernel sends them only to a server that announced the feature.
 
