@@ -159,9 +159,9 @@ fn take_into(list: &mut KVec<u64>, out: &mut [u64]) -> usize {
 }
 
 impl FlushBatch {
-    /// Empty lists with their reserve allocated (the initializer places them); clears held if `hold_clears`, each until
-    /// its region has been `idle` without a write, and then sent inside the FLUSH if
-    /// `clears_in_flush` (and the server takes them).
+    /// Empty lists with their reserve allocated (the initializer places them); clears held if
+    /// `hold_clears`, each until its region has been `idle` without a write, and then sent
+    /// inside the FLUSH if `clears_in_flush` (and the server takes them).
     /// Marks that cancel such a clear are sent anyway when `clustered`. The lists' reserves
     /// are sized for a log of `regions`. Held clears need two bits a region: a log too large
     /// for them works without, as upstream.
@@ -249,7 +249,7 @@ impl FlushBatch {
     pub(crate) fn clear(&self, region: u64) -> bool {
         let now = Instant::now();
         let mut p = self.pending.lock();
-        // Beyond that many, due at once: the list stays short enough to scan.
+        // Beyond that many, due at once: the list stays bounded.
         let due = if p.clears.live() < MAX_IDLE_HELD {
             now + self.idle
         } else {
