@@ -547,6 +547,20 @@ memory_round() {
 	done
 }
 
+# scale_edge FILE: one edge of scale_run's window: each mirror's completed writes into FILE
+# (writes_now), then dm-ulogd's counts, enclosed by two clock readings ($edge_t0, $edge_t1),
+# as snapshot does; the counts in $edge_counts.
+scale_edge() {
+	uptime_ms
+	edge_t0=$up_ms
+	writes_now "$1"
+	read_counters || return 1
+	uptime_ms
+	edge_t1=$up_ms
+	counts_taken
+	edge_counts=$req_counts
+}
+
 # scale_run N: N of the 64 mirrors written at once, one writer each (4 KiB random, one write
 # in flight). Everything comes from one window, opened $SCALE_RAMP s after every mirror has
 # written (64 fio threads take seconds to start under TCG) and $SCALE_RUNTIME s long: the
@@ -607,27 +621,14 @@ scale_run() {
 		return 1
 	fi
 	sleep "$SCALE_RAMP"
-	# Each edge of the window: the block devices' counts, then dm-ulogd's, enclosed by two
-	# clock readings (as snapshot does).
-	uptime_ms
-	ta0=$up_ms
-	writes_now /tmp/writes.a
-	read_counters || { echo "$counters_why"; kill "$fpid"; return 1; }
-	uptime_ms
-	ta1=$up_ms
-	counts_taken
-	a=$req_counts
+	scale_edge /tmp/writes.a || { echo "$counters_why"; kill "$fpid"; return 1; }
+	ta0=$edge_t0 ta1=$edge_t1 a=$edge_counts
 	sleep "$SCALE_RUNTIME"
-	uptime_ms
-	tb0=$up_ms
-	writes_now /tmp/writes.b
-	read_counters || { echo "$counters_why"; kill "$fpid"; return 1; }
-	uptime_ms
-	tb1=$up_ms
+	scale_edge /tmp/writes.b || { echo "$counters_why"; kill "$fpid"; return 1; }
+	tb0=$edge_t0 tb1=$edge_t1
 	kill -INT "$fpid"
 	wait "$fpid"
-	counts_taken
-	reqs=$(counts_delta "$a" "$req_counts")
+	reqs=$(counts_delta "$a" "$edge_counts")
 	ms=$(((tb0 + tb1 - ta0 - ta1) / 2))
 	over=$((ta1 - ta0))
 	[ $((tb1 - tb0)) -gt "$over" ] && over=$((tb1 - tb0))
